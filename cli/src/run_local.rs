@@ -1,0 +1,228 @@
+//! `cleanroom run-local`: the enclave's runtime and limits, on your machine.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use arrow_array::RecordBatch;
+use cleanroom_runtime::limits::{
+    DEFAULT_MAX_MEMORY_BYTES, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_TIMEOUT,
+};
+use cleanroom_runtime::output::TableOutput;
+use cleanroom_runtime::{Grants, Limits, RunOutput, Runtime, RuntimeConfig, TableSource};
+use sha2::{Digest, Sha256};
+
+use crate::{input, progress};
+
+/// Arguments of `run-local`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The analysis component (.wasm).
+    module: PathBuf,
+    /// A table to grant, as NAME=FILE (or FILE, named after its stem). CSV,
+    /// Parquet or Arrow IPC. Repeat for several tables.
+    #[arg(long = "table", short = 't', value_name = "NAME=FILE")]
+    tables: Vec<String>,
+    /// The run's params: JSON text, or @FILE to read them from a file.
+    #[arg(long, short = 'p', default_value = "")]
+    params: String,
+    /// Directory for the outputs (created if missing; existing outputs of the
+    /// same names are replaced).
+    #[arg(long, short = 'o', default_value = "results")]
+    out: PathBuf,
+    /// Wall-clock limit in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT.as_secs_f64())]
+    timeout: f64,
+    /// Memory limit in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MAX_MEMORY_BYTES >> 20)]
+    max_memory: u64,
+    /// Output limit in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MAX_OUTPUT_BYTES >> 20)]
+    max_output: u64,
+    /// Print the run summary as JSON on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(args: Args) -> Result<()> {
+    let limits = limits(&args)?;
+    let params = match args.params.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read params from {path}"))?,
+        None => args.params.clone(),
+    };
+    if !params.trim().is_empty() {
+        serde_json::from_str::<serde_json::Value>(&params)
+            .context("--params is not valid JSON (pass JSON text, or @FILE)")?;
+    }
+
+    let mut grants = Grants::new();
+    for spec in &args.tables {
+        let (name, path) = table_spec(spec)?;
+        if grants.contains_key(&name) {
+            bail!("table {name:?} is given twice");
+        }
+        let table = input::read_table(&path)?;
+        grants.insert(name, Arc::new(table) as Arc<dyn TableSource>);
+    }
+
+    let bytes = std::fs::read(&args.module)
+        .with_context(|| format!("cannot read {}", args.module.display()))?;
+    let bar = progress::spinner(format!("compiling {}", args.module.display()));
+    let runtime = Runtime::new(RuntimeConfig {
+        max_memory_bytes: limits.max_memory_bytes,
+        max_concurrent_runs: 1,
+    })?;
+    let module = runtime
+        .load(&bytes)
+        .with_context(|| format!("cannot load {}", args.module.display()))?;
+    bar.set_message(format!("running {}", args.module.display()));
+    let result = runtime.run(&module, grants, &params, &limits, None);
+    bar.finish_and_clear();
+    let output = result.map_err(|e| anyhow!("run failed ({}): {e}", e.kind()))?;
+
+    let written = write_outputs(&args.out, &output)?;
+    let summary = serde_json::json!({
+        "module": module.id(),
+        "params_sha256": hex::encode(Sha256::digest(params.as_bytes())),
+        "elapsed_ms": output.stats.elapsed.as_secs_f64() * 1e3,
+        "bytes_read": output.stats.bytes_read,
+        "bytes_published": output.stats.bytes_published,
+        "outputs": written,
+        "log_lines": output.logs.len(),
+    });
+    std::fs::write(args.out.join("run.json"), serde_json::to_vec_pretty(&summary)?)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&args.out, &module.id(), &output);
+    }
+    Ok(())
+}
+
+fn limits(args: &Args) -> Result<Limits> {
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        bail!("--timeout must be a positive number of seconds");
+    }
+    if args.max_memory == 0 || args.max_memory > 4096 {
+        bail!("--max-memory must be between 1 and 4096 MiB (wasm32 addresses at most 4 GiB)");
+    }
+    Ok(Limits {
+        timeout: Duration::from_secs_f64(args.timeout),
+        max_memory_bytes: args.max_memory << 20,
+        max_output_bytes: args.max_output << 20,
+        ..Limits::default()
+    })
+}
+
+/// `NAME=FILE` or `FILE`.
+fn table_spec(spec: &str) -> Result<(String, PathBuf)> {
+    let (name, path) = match spec.split_once('=') {
+        Some((name, path)) => (name.to_string(), PathBuf::from(path)),
+        None => {
+            let path = PathBuf::from(spec);
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .ok_or_else(|| anyhow!("cannot name table {spec:?}; use NAME=FILE"))?;
+            (stem.to_string(), path)
+        }
+    };
+    if name.is_empty() {
+        bail!("table name in {spec:?} is empty; use NAME=FILE");
+    }
+    if !path.exists() {
+        bail!("table file {} does not exist", path.display());
+    }
+    Ok((name, path))
+}
+
+/// Write every output into `dir`: tables as Arrow IPC files plus CSV copies,
+/// JSON values as `.json`, files under `files/`, and the log.
+fn write_outputs(dir: &Path, output: &RunOutput) -> Result<BTreeMap<String, String>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut written = BTreeMap::new();
+    for table in &output.outputs.tables {
+        let arrow = dir.join(format!("{}.arrow", table.name));
+        write_ipc_file(&arrow, table)?;
+        let csv = dir.join(format!("{}.csv", table.name));
+        write_csv(&csv, &table.batches)?;
+        written.insert(table.name.clone(), format!("table, {} rows", table.num_rows()));
+    }
+    for (name, value) in &output.outputs.json {
+        std::fs::write(dir.join(format!("{name}.json")), serde_json::to_vec_pretty(value)?)?;
+        written.insert(name.clone(), "json".into());
+    }
+    if !output.outputs.files.is_empty() {
+        std::fs::create_dir_all(dir.join("files"))?;
+    }
+    for (name, contents) in &output.outputs.files {
+        // Names were validated by the host: no separators, no leading dot.
+        std::fs::write(dir.join("files").join(name), contents)?;
+        written.insert(name.clone(), format!("file, {} bytes", contents.len()));
+    }
+    let log: String = output
+        .logs
+        .iter()
+        .map(|l| format!("[{}] {}\n", serde_json::to_value(l.source).unwrap_or_default().as_str().unwrap_or("?"), l.message))
+        .collect();
+    std::fs::write(dir.join("log.txt"), log)?;
+    Ok(written)
+}
+
+fn write_ipc_file(path: &Path, table: &TableOutput) -> Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut writer = arrow_ipc::writer::FileWriter::try_new(file, &table.schema)?;
+    for batch in &table.batches {
+        writer.write(batch)?;
+    }
+    writer.finish()?;
+    Ok(())
+}
+
+fn write_csv(path: &Path, batches: &[RecordBatch]) -> Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut writer = arrow_csv::WriterBuilder::new().with_header(true).build(file);
+    for batch in batches {
+        writer.write(batch)?;
+    }
+    Ok(())
+}
+
+fn print_summary(dir: &Path, module_id: &str, output: &RunOutput) {
+    let stats = &output.stats;
+    println!(
+        "run succeeded in {:.1} ms (module {}…, {} read, {} published)",
+        stats.elapsed.as_secs_f64() * 1e3,
+        &module_id[..12],
+        human(stats.bytes_read),
+        human(stats.bytes_published),
+    );
+    for table in &output.outputs.tables {
+        println!("  table  {:<24} {} rows × {} columns", table.name, table.num_rows(), table.schema.fields().len());
+        let preview: Vec<RecordBatch> = table.batches.iter().take(1).map(|b| b.slice(0, b.num_rows().min(10))).collect();
+        if let Ok(text) = arrow_cast::pretty::pretty_format_batches(&preview) {
+            for line in text.to_string().lines() {
+                println!("         {line}");
+            }
+        }
+    }
+    for (name, value) in &output.outputs.json {
+        let text = value.to_string();
+        let short: String = text.chars().take(100).collect();
+        println!("  json   {:<24} {short}{}", name, if text.len() > short.len() { "…" } else { "" });
+    }
+    for (name, contents) in &output.outputs.files {
+        println!("  file   {:<24} {} bytes", name, contents.len());
+    }
+    if !output.logs.is_empty() {
+        println!("  log    {} lines (log.txt)", output.logs.len());
+    }
+    println!("outputs written to {}", dir.display());
+}
+
+fn human(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
+}

@@ -1,0 +1,439 @@
+//! Write cleanroom analyses in Rust.
+//!
+//! An analysis is a function from params to `Result<()>` that reads the
+//! tables granted to the run and publishes outputs. Build it with
+//! `cargo build --release --target wasm32-wasip2` (crate type `cdylib`) and
+//! the result is a component for the `cleanroom:analysis` world.
+//!
+//! ```no_run
+//! use cleanroom_guest::{Result, Table};
+//!
+//! fn run(params: &str) -> Result<()> {
+//!     #[derive(serde::Deserialize, Default)]
+//!     struct Params { column: Option<String> }
+//!     let params: Params = cleanroom_guest::params(params)?;
+//!     let column = params.column.as_deref().unwrap_or("age");
+//!
+//!     let patients = Table::open("patients")?;
+//!     let index = patients.column_index(column)?;
+//!     let (mut sum, mut n) = (0.0, 0u64);
+//!     for batch in patients.raw_batches() {
+//!         let values = batch?.column(index)?.to_f64()?;
+//!         sum += values.iter().sum::<f64>();
+//!         n += values.len() as u64;
+//!     }
+//!     cleanroom_guest::publish_json("mean", &serde_json::json!({ "column": column, "mean": sum / n as f64 }))?;
+//!     cleanroom_guest::info(&format!("averaged {n} rows"));
+//!     Ok(())
+//! }
+//!
+//! cleanroom_guest::analysis!(run);
+//! ```
+
+#![deny(missing_docs)]
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_buffer::Buffer;
+use arrow_ipc::reader::StreamDecoder;
+use arrow_ipc::writer::StreamWriter;
+use arrow_schema::{ArrowError, SchemaRef};
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "analysis",
+        pub_export_macro: true,
+        default_bindings_module: "cleanroom_guest::bindings",
+        generate_all,
+    });
+}
+
+use bindings::cleanroom::analysis::{output, tables};
+
+pub use bindings::cleanroom::analysis::tables::{Column, DataType, RawColumn};
+
+/// An analysis error: a message that ends the run as failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(String);
+
+impl Error {
+    /// An error with this message.
+    pub fn msg(message: impl fmt::Display) -> Self {
+        Error(message.to_string())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<ArrowError> for Error {
+    fn from(e: ArrowError) -> Self {
+        Error(format!("arrow: {e}"))
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error(format!("json: {e}"))
+    }
+}
+
+impl From<tables::TableError> for Error {
+    fn from(e: tables::TableError) -> Self {
+        Error(match e {
+            tables::TableError::NotFound(name) => format!("table {name:?} was not granted to this run"),
+            tables::TableError::TooManyOpen(n) => format!("a run may open at most {n} tables"),
+            tables::TableError::InvalidColumn(m) => format!("invalid column: {m}"),
+            tables::TableError::ReadFailed(m) => format!("reading the table failed: {m}"),
+        })
+    }
+}
+
+impl From<output::OutputError> for Error {
+    fn from(e: output::OutputError) -> Self {
+        Error(match e {
+            output::OutputError::LimitExceeded(n) => format!("output limit of {n} bytes exceeded"),
+            output::OutputError::DuplicateName(n) => format!("output {n:?} was already published"),
+            output::OutputError::InvalidName(m) => format!("invalid output name: {m}"),
+            output::OutputError::InvalidPayload(m) => format!("invalid output: {m}"),
+        })
+    }
+}
+
+impl From<String> for Error {
+    fn from(message: String) -> Self {
+        Error(message)
+    }
+}
+
+impl From<&str> for Error {
+    fn from(message: &str) -> Self {
+        Error(message.to_string())
+    }
+}
+
+/// Result of an analysis step.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Export `run` (a `fn(&str) -> Result<()>`) as the component's analysis.
+#[macro_export]
+macro_rules! analysis {
+    ($run:path) => {
+        struct __CleanroomAnalysis;
+
+        impl $crate::bindings::Guest for __CleanroomAnalysis {
+            fn run(params: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                $run(&params).map_err(|e| ::std::string::ToString::to_string(&e))
+            }
+        }
+
+        $crate::bindings::export!(__CleanroomAnalysis with_types_in $crate::bindings);
+    };
+}
+
+/// Parse JSON params into `T`; an empty string parses as `{}`.
+pub fn params<T: serde::de::DeserializeOwned>(params: &str) -> Result<T> {
+    let text = if params.trim().is_empty() { "{}" } else { params };
+    serde_json::from_str(text).map_err(|e| Error(format!("invalid params: {e}")))
+}
+
+/// Names of the tables granted to this run.
+pub fn table_names() -> Vec<String> {
+    tables::granted()
+}
+
+/// A granted table.
+#[derive(Debug)]
+pub struct Table {
+    inner: tables::Table,
+    schema_ipc: Vec<u8>,
+    schema: SchemaRef,
+}
+
+impl Table {
+    /// Open a granted table by name.
+    pub fn open(name: &str) -> Result<Self> {
+        let inner = tables::open(name)?;
+        let schema_ipc = inner.schema_ipc();
+        let mut decoder = StreamDecoder::new();
+        let mut buffer = Buffer::from_vec(schema_ipc.clone());
+        decoder.decode(&mut buffer)?;
+        let schema = decoder
+            .schema()
+            .ok_or_else(|| Error::msg("the host sent no schema"))?;
+        Ok(Table {
+            inner,
+            schema_ipc,
+            schema,
+        })
+    }
+
+    /// The name the table was granted under.
+    pub fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    /// The Arrow schema.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// The simple column descriptions.
+    pub fn columns(&self) -> Vec<Column> {
+        self.inner.columns()
+    }
+
+    /// The index of a column by name.
+    pub fn column_index(&self, name: &str) -> Result<u32> {
+        self.schema
+            .index_of(name)
+            .map(|i| i as u32)
+            .map_err(|_| Error(format!("table {:?} has no column {name:?}", self.name())))
+    }
+
+    /// Total number of rows.
+    pub fn num_rows(&self) -> u64 {
+        self.inner.num_rows()
+    }
+
+    /// Iterate the table's batches as Arrow `RecordBatch`es, from the start.
+    pub fn batches(&self) -> Batches<'_> {
+        self.inner.rewind();
+        Batches {
+            table: self,
+            decoder: None,
+        }
+    }
+
+    /// Iterate the table's batches as raw column buffers, from the start.
+    pub fn raw_batches(&self) -> RawBatches<'_> {
+        self.inner.rewind();
+        RawBatches { table: self }
+    }
+
+    /// Read the whole table into memory.
+    pub fn read_all(&self) -> Result<Vec<RecordBatch>> {
+        self.batches().collect()
+    }
+}
+
+/// Iterator over a table's record batches.
+#[derive(Debug)]
+pub struct Batches<'a> {
+    table: &'a Table,
+    decoder: Option<StreamDecoder>,
+}
+
+impl Iterator for Batches<'_> {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let batch = match self.table.inner.next_batch() {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(e.into())),
+        };
+        Some(self.decode(batch.ipc()))
+    }
+}
+
+impl Batches<'_> {
+    fn decode(&mut self, ipc: Vec<u8>) -> Result<RecordBatch> {
+        let decoder = match &mut self.decoder {
+            Some(d) => d,
+            None => {
+                let mut d = StreamDecoder::new();
+                d.decode(&mut Buffer::from_vec(self.table.schema_ipc.clone()))?;
+                self.decoder.insert(d)
+            }
+        };
+        let mut buffer = Buffer::from_vec(ipc);
+        while !buffer.is_empty() {
+            if let Some(batch) = decoder.decode(&mut buffer)? {
+                return Ok(batch);
+            }
+        }
+        Err(Error::msg("the host sent a batch message without a record batch"))
+    }
+}
+
+/// Iterator over a table's batches as raw column buffers.
+#[derive(Debug)]
+pub struct RawBatches<'a> {
+    table: &'a Table,
+}
+
+impl Iterator for RawBatches<'_> {
+    type Item = Result<RawBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.table.inner.next_batch() {
+            Ok(Some(inner)) => Some(Ok(RawBatch { inner })),
+            Ok(None) => None,
+            Err(e) => Some(Err(e.into())),
+        }
+    }
+}
+
+/// One batch, read column by column without decoding IPC.
+#[derive(Debug)]
+pub struct RawBatch {
+    inner: tables::Batch,
+}
+
+impl RawBatch {
+    /// Rows in the batch.
+    pub fn num_rows(&self) -> u64 {
+        self.inner.num_rows()
+    }
+
+    /// The raw buffers of column `index`.
+    pub fn column(&self, index: u32) -> Result<RawColumn> {
+        Ok(self.inner.column(index)?)
+    }
+}
+
+macro_rules! typed_view {
+    ($name:ident, $t:ty, $($variant:ident)|+) => {
+        /// The values as a typed vector (nulls read as whatever the buffer holds;
+        /// check `validity`). Fails if the column is of another type.
+        pub fn $name(&self) -> Result<Vec<$t>> {
+            match self.data_type {
+                $(DataType::$variant)|+ => Ok(self
+                    .values
+                    .chunks_exact(std::mem::size_of::<$t>())
+                    .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk has the type's width")))
+                    .collect()),
+                ref other => Err(Error(format!(
+                    concat!("column is {:?}, not ", stringify!($t)),
+                    other
+                ))),
+            }
+        }
+    };
+}
+
+impl RawColumn {
+    typed_view!(to_f64, f64, Float64);
+    typed_view!(to_i64, i64, Int64 | Timestamp);
+    typed_view!(to_i32, i32, Int32 | Date32);
+
+    /// Sum of a `float64` column's non-null values, without copying the values.
+    pub fn sum_f64(&self) -> Result<f64> {
+        if !matches!(self.data_type, DataType::Float64) {
+            return Err(Error(format!("column is {:?}, not f64", self.data_type)));
+        }
+        let values = f64_slice(&self.values);
+        Ok(match &self.validity {
+            None => values.iter().sum(),
+            Some(bits) => values
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| bits[i / 8] & (1 << (i % 8)) != 0)
+                .map(|(_, v)| v)
+                .sum(),
+        })
+    }
+
+    /// Whether value `i` is valid (not null).
+    pub fn is_valid(&self, i: usize) -> bool {
+        self.validity
+            .as_ref()
+            .is_none_or(|bits| bits[i / 8] & (1 << (i % 8)) != 0)
+    }
+
+    /// The strings of a `utf8` column (nulls as `None`).
+    pub fn to_strings(&self) -> Result<Vec<Option<&str>>> {
+        if !matches!(self.data_type, DataType::Utf8) {
+            return Err(Error(format!("column is {:?}, not utf8", self.data_type)));
+        }
+        let offsets = self
+            .offsets
+            .as_ref()
+            .ok_or_else(|| Error::msg("utf8 column without offsets"))?;
+        let offs: Vec<usize> = offsets
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().expect("4-byte chunk")) as usize)
+            .collect();
+        (0..self.len as usize)
+            .map(|i| {
+                if !self.is_valid(i) {
+                    return Ok(None);
+                }
+                std::str::from_utf8(&self.values[offs[i]..offs[i + 1]])
+                    .map(Some)
+                    .map_err(|e| Error(format!("invalid utf8 in column: {e}")))
+            })
+            .collect()
+    }
+}
+
+/// View little-endian f64 bytes as `&[f64]`, copying only if misaligned.
+fn f64_slice(bytes: &[u8]) -> std::borrow::Cow<'_, [f64]> {
+    // SAFETY: every bit pattern is a valid f64, and `align_to` only yields
+    // the aligned middle part.
+    let (head, mid, tail) = unsafe { bytes.align_to::<f64>() };
+    if head.is_empty() && tail.is_empty() {
+        std::borrow::Cow::Borrowed(mid)
+    } else {
+        std::borrow::Cow::Owned(
+            bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")))
+                .collect(),
+        )
+    }
+}
+
+/// Publish batches (all of one schema) as a table output.
+pub fn publish_batches(name: &str, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+    let mut writer = StreamWriter::try_new(Vec::new(), schema)?;
+    for batch in batches {
+        writer.write(batch)?;
+    }
+    let ipc = writer.into_inner()?;
+    Ok(output::publish_table(name, &ipc)?)
+}
+
+/// Publish one record batch as a table output.
+pub fn publish_table(name: &str, batch: &RecordBatch) -> Result<()> {
+    publish_batches(name, &batch.schema(), std::slice::from_ref(batch))
+}
+
+/// Publish a serde value as a JSON output.
+pub fn publish_json<T: serde::Serialize + ?Sized>(name: &str, value: &T) -> Result<()> {
+    let json = serde_json::to_string(value)?;
+    Ok(output::publish_json(name, &json)?)
+}
+
+/// Publish a small file.
+pub fn publish_file(name: &str, contents: &[u8]) -> Result<()> {
+    Ok(output::publish_file(name, contents)?)
+}
+
+/// Log at info level (logs are output: never log row-level data).
+pub fn info(message: &str) {
+    output::log(output::Level::Info, message);
+}
+
+/// Log at warn level.
+pub fn warn(message: &str) {
+    output::log(output::Level::Warn, message);
+}
+
+/// Log at debug level.
+pub fn debug(message: &str) {
+    output::log(output::Level::Debug, message);
+}
+
+/// A schema shared by the SDK and analyses.
+pub type Schema = Arc<arrow_schema::Schema>;

@@ -1,0 +1,365 @@
+//! The sandbox runtime: one engine, a cache of compiled analyses, and runs.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Strategy, Trap,
+    UpdateDeadline,
+};
+
+use crate::error::{LoadError, LoadResult, RunError, RunResult};
+use crate::limits::{DEFAULT_MAX_MEMORY_BYTES, Limits};
+use crate::log::LogLine;
+use crate::output::Outputs;
+use crate::state::RunState;
+use crate::tables::Grants;
+use crate::world::AnalysisPre;
+
+/// How often the epoch advances; the granularity of timeouts and cancellation.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Default number of runs that may be instantiated at once.
+pub const DEFAULT_MAX_CONCURRENT_RUNS: u32 = 32;
+
+/// Engine-wide settings. Per-run limits are in [`Limits`].
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// The largest memory any run may be given; per-run limits may be lower.
+    pub max_memory_bytes: u64,
+    /// Runs instantiated at once (slots in the pooling allocator).
+    pub max_concurrent_runs: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
+            max_concurrent_runs: DEFAULT_MAX_CONCURRENT_RUNS,
+        }
+    }
+}
+
+/// A SHA-256 digest: the identity of an analysis module.
+pub type Digest32 = [u8; 32];
+
+/// A compiled analysis, ready to instantiate.
+#[derive(Debug)]
+pub struct Module {
+    digest: Digest32,
+    component: Component,
+    pre: AnalysisPre<RunState>,
+}
+
+impl Module {
+    /// SHA-256 of the component bytes: the module's id.
+    pub fn digest(&self) -> Digest32 {
+        self.digest
+    }
+
+    /// The id as lowercase hex.
+    pub fn id(&self) -> String {
+        hex::encode(self.digest)
+    }
+
+    /// Native code for this module, to cache and later load with
+    /// [`Runtime::load_precompiled`].
+    pub fn serialize(&self) -> LoadResult<Vec<u8>> {
+        self.component
+            .serialize()
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))
+    }
+}
+
+/// A handle that cancels a run from another thread.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token that has not been cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Cancel the run; it stops within one epoch tick.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What a successful run produced.
+#[derive(Debug)]
+pub struct RunOutput {
+    /// Published outputs, not yet subject to any release rule.
+    pub outputs: Outputs,
+    /// Captured log lines.
+    pub logs: Vec<LogLine>,
+    /// Measurements of the run.
+    pub stats: RunStats,
+}
+
+/// Measurements of one run.
+#[derive(Debug, Clone, Default)]
+pub struct RunStats {
+    /// Wall time from instantiation to return.
+    pub elapsed: Duration,
+    /// Bytes of table data handed to the guest.
+    pub bytes_read: u64,
+    /// Bytes of output published.
+    pub bytes_published: u64,
+}
+
+/// One engine for all runs, with a cache of compiled modules.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<RunState>,
+    cache: Mutex<HashMap<Digest32, Arc<Module>>>,
+    config: RuntimeConfig,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// An engine with Cranelift, the pooling allocator, epoch interruption
+    /// and copy-on-write memory images, and a linker for the analysis world.
+    pub fn new(config: RuntimeConfig) -> LoadResult<Self> {
+        let engine = Engine::new(&engine_config(&config)).map_err(engine_err)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
+        crate::tables::add_to_linker(&mut linker).map_err(engine_err)?;
+        crate::output::add_to_linker(&mut linker).map_err(engine_err)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let stop = ticker_stop.clone();
+        thread::Builder::new()
+            .name("cleanroom-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| LoadError::Engine(format!("failed to start the epoch thread: {e}")))?;
+
+        Ok(Runtime {
+            engine,
+            linker,
+            cache: Mutex::new(HashMap::new()),
+            config,
+            ticker_stop,
+        })
+    }
+
+    /// The engine-wide settings.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Compile (or fetch from the cache) the component in `bytes`.
+    pub fn load(&self, bytes: &[u8]) -> LoadResult<Arc<Module>> {
+        let digest: Digest32 = Sha256::digest(bytes).into();
+        if let Some(module) = self.cached(&digest) {
+            return Ok(module);
+        }
+        classify(bytes)?;
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        self.prepare(digest, component)
+    }
+
+    /// Load native code produced by [`Module::serialize`] for the component
+    /// whose SHA-256 is `digest`.
+    ///
+    /// # Safety
+    ///
+    /// The bytes are executable code: they must come from this engine's
+    /// `serialize` and must not have been modified since (the enclave seals
+    /// them for that reason). wasmtime checks the engine configuration and
+    /// version but cannot check the code itself.
+    pub unsafe fn load_precompiled(
+        &self,
+        digest: Digest32,
+        native: &[u8],
+    ) -> LoadResult<Arc<Module>> {
+        if let Some(module) = self.cached(&digest) {
+            return Ok(module);
+        }
+        // SAFETY: the caller guarantees `native` came from `serialize` on a
+        // compatible engine and is unmodified.
+        let component = unsafe { Component::deserialize(&self.engine, native) }
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        self.prepare(digest, component)
+    }
+
+    fn cached(&self, digest: &Digest32) -> Option<Arc<Module>> {
+        self.cache
+            .lock()
+            .expect("module cache lock is never poisoned")
+            .get(digest)
+            .cloned()
+    }
+
+    fn prepare(&self, digest: Digest32, component: Component) -> LoadResult<Arc<Module>> {
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre = AnalysisPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let module = Arc::new(Module {
+            digest,
+            component,
+            pre,
+        });
+        self.cache
+            .lock()
+            .expect("module cache lock is never poisoned")
+            .insert(digest, module.clone());
+        Ok(module)
+    }
+
+    /// Run `module` over `grants` with `params`, in a fresh instance.
+    pub fn run(
+        &self,
+        module: &Module,
+        grants: Grants,
+        params: &str,
+        limits: &Limits,
+        cancel: Option<&CancelToken>,
+    ) -> RunResult<RunOutput> {
+        if params.len() > limits.max_params_bytes {
+            return Err(RunError::ParamsTooLarge {
+                size: params.len(),
+                limit: limits.max_params_bytes,
+            });
+        }
+        if limits.max_memory_bytes > self.config.max_memory_bytes {
+            return Err(RunError::Internal(format!(
+                "the run's memory limit ({} bytes) exceeds the runtime's ({} bytes)",
+                limits.max_memory_bytes, self.config.max_memory_bytes
+            )));
+        }
+        let start = Instant::now();
+        let mut store = Store::new(&self.engine, RunState::new(grants, limits));
+        store.limiter(|state| &mut state.limiter);
+        let timeout = limits.timeout;
+        let cancel = cancel.cloned();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
+                return Err(wasmtime::Error::new(RunError::Cancelled));
+            }
+            if start.elapsed() >= timeout {
+                return Err(wasmtime::Error::new(RunError::Timeout(timeout)));
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+
+        let result = module
+            .pre
+            .instantiate(&mut store)
+            .and_then(|analysis| analysis.call_run(&mut store, params));
+        let elapsed = start.elapsed();
+        match result {
+            Ok(Ok(())) => {
+                let state = store.data_mut();
+                let stats = RunStats {
+                    elapsed,
+                    bytes_read: state.tables.bytes_read(),
+                    bytes_published: state.output.bytes_used(),
+                };
+                Ok(RunOutput {
+                    outputs: state.output.take(),
+                    logs: state.log.finish(),
+                    stats,
+                })
+            }
+            Ok(Err(message)) => Err(RunError::Failed(message)),
+            Err(e) => Err(classify_trap(e)),
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn engine_config(config: &RuntimeConfig) -> Config {
+    let mut c = Config::new();
+    c.strategy(Strategy::Cranelift)
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .parallel_compilation(true);
+    let runs = config.max_concurrent_runs;
+    let mut pool = PoolingAllocationConfig::default();
+    // A component (CPython especially) has several core instances, memories
+    // and tables; size the pool so `runs` of them fit at once.
+    pool.total_component_instances(runs)
+        .total_core_instances(runs * 32)
+        .total_memories(runs * 4)
+        .total_tables(runs * 32)
+        .total_stacks(runs)
+        .max_core_instances_per_component(64)
+        .max_memories_per_component(8)
+        .max_tables_per_component(64)
+        .table_elements(200_000)
+        .max_memory_size(config.max_memory_bytes as usize);
+    c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    c
+}
+
+fn engine_err(e: impl std::fmt::Display) -> LoadError {
+    LoadError::Engine(e.to_string())
+}
+
+/// Tell a core module, a component and garbage apart before compiling.
+fn classify(bytes: &[u8]) -> LoadResult<()> {
+    if wasmparser::Parser::is_component(bytes) {
+        Ok(())
+    } else if wasmparser::Parser::is_core_wasm(bytes) {
+        Err(LoadError::CoreModule)
+    } else if bytes.len() < 8 {
+        Err(LoadError::NotWasm(format!(
+            "{} bytes is too short to be a component",
+            bytes.len()
+        )))
+    } else {
+        Err(LoadError::NotWasm(
+            "the file does not start with the WebAssembly magic bytes".into(),
+        ))
+    }
+}
+
+/// Turn an error from instantiation or the call into a typed run error.
+fn classify_trap(e: wasmtime::Error) -> RunError {
+    let e = match e.downcast::<RunError>() {
+        Ok(typed) => return typed,
+        Err(e) => e,
+    };
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::StackOverflow) => RunError::StackOverflow,
+        Some(_) => RunError::Trap(format!("{e:?}")),
+        None => RunError::Trap(format!("{e:#}")),
+    }
+}

@@ -1,0 +1,276 @@
+//! The `tables` capability: read access to exactly the run's granted tables.
+//!
+//! Shape: [`TablesCtx`] is the per-run state, [`TablesView`] the view the
+//! generated bindings call into, and [`add_to_linker`] links it once per
+//! engine.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_ipc::writer::{
+    CompressionContext, DictionaryTracker, IpcDataGenerator, IpcWriteOptions, StreamWriter,
+};
+use arrow_schema::SchemaRef;
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+
+use crate::raw::{raw_column, wit_type};
+use crate::world::tables::{self, Column, RawColumn, TableError};
+
+/// A source of record batches for one granted table.
+///
+/// Implementations decide where bytes come from (memory, a sealed envelope
+/// decrypted batch by batch); the sandbox only ever sees the batches.
+pub trait TableSource: Send + Sync + fmt::Debug {
+    /// The table's schema.
+    fn schema(&self) -> SchemaRef;
+    /// Total number of rows.
+    fn num_rows(&self) -> u64;
+    /// A fresh reader from the first batch.
+    fn batches(&self) -> Box<dyn Iterator<Item = Result<RecordBatch, String>> + Send>;
+}
+
+/// A table held in memory.
+#[derive(Debug, Clone)]
+pub struct MemTable {
+    schema: SchemaRef,
+    batches: Arc<Vec<RecordBatch>>,
+    num_rows: u64,
+}
+
+impl MemTable {
+    /// A table from its schema and batches (all batches must have that schema).
+    pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
+        let num_rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+        MemTable {
+            schema,
+            batches: Arc::new(batches),
+            num_rows,
+        }
+    }
+}
+
+impl TableSource for MemTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn num_rows(&self) -> u64 {
+        self.num_rows
+    }
+
+    fn batches(&self) -> Box<dyn Iterator<Item = Result<RecordBatch, String>> + Send> {
+        let batches = self.batches.clone();
+        Box::new((0..batches.len()).map(move |i| Ok(batches[i].clone())))
+    }
+}
+
+/// The tables granted to one run, by the name the guest opens them under.
+pub type Grants = BTreeMap<String, Arc<dyn TableSource>>;
+
+/// Per-run state of the `tables` capability.
+#[derive(Debug)]
+pub struct TablesCtx {
+    granted: Grants,
+    max_open: u32,
+    opened: u32,
+    bytes_read: u64,
+}
+
+impl TablesCtx {
+    pub(crate) fn new(granted: Grants, max_open: u32) -> Self {
+        TablesCtx {
+            granted,
+            max_open,
+            opened: 0,
+            bytes_read: 0,
+        }
+    }
+
+    /// Bytes handed to the guest so far (IPC and raw column reads).
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+}
+
+/// An open table in the guest's resource table.
+pub struct TableHandle {
+    name: String,
+    source: Arc<dyn TableSource>,
+    reader: Box<dyn Iterator<Item = Result<RecordBatch, String>> + Send>,
+}
+
+impl fmt::Debug for TableHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TableHandle")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A batch the guest holds.
+#[derive(Debug)]
+pub struct BatchHandle {
+    batch: RecordBatch,
+}
+
+/// What the generated bindings call into: the ctx plus the resource table.
+#[derive(Debug)]
+pub struct TablesCtxView<'a> {
+    /// The run's tables state.
+    pub ctx: &'a mut TablesCtx,
+    /// The store's resource table.
+    pub table: &'a mut ResourceTable,
+}
+
+/// Access to a [`TablesCtxView`] from the store's data.
+pub trait TablesView: Send {
+    /// The view.
+    fn tables(&mut self) -> TablesCtxView<'_>;
+}
+
+struct HasTables;
+
+impl HasData for HasTables {
+    type Data<'a> = TablesCtxView<'a>;
+}
+
+/// Link the `tables` interface.
+pub fn add_to_linker<T: TablesView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    tables::add_to_linker::<T, HasTables>(linker, |t| t.tables())
+}
+
+impl tables::Host for TablesCtxView<'_> {
+    fn granted(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(self.ctx.granted.keys().cloned().collect())
+    }
+
+    fn open(&mut self, name: String) -> wasmtime::Result<Result<Resource<TableHandle>, TableError>> {
+        // An ungranted table and a missing one get the same answer.
+        let Some(source) = self.ctx.granted.get(&name).cloned() else {
+            return Ok(Err(TableError::NotFound(name)));
+        };
+        if self.ctx.opened >= self.ctx.max_open {
+            return Ok(Err(TableError::TooManyOpen(self.ctx.max_open)));
+        }
+        self.ctx.opened += 1;
+        let reader = source.batches();
+        let handle = TableHandle {
+            name,
+            source,
+            reader,
+        };
+        Ok(Ok(self.table.push(handle)?))
+    }
+}
+
+impl tables::HostTable for TablesCtxView<'_> {
+    fn name(&mut self, this: Resource<TableHandle>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&this)?.name.clone())
+    }
+
+    fn schema_ipc(&mut self, this: Resource<TableHandle>) -> wasmtime::Result<Vec<u8>> {
+        let schema = self.table.get(&this)?.source.schema();
+        let writer = StreamWriter::try_new(Vec::new(), &schema)?;
+        Ok(writer.into_inner()?)
+    }
+
+    fn columns(&mut self, this: Resource<TableHandle>) -> wasmtime::Result<Vec<Column>> {
+        let schema = self.table.get(&this)?.source.schema();
+        Ok(schema
+            .fields()
+            .iter()
+            .map(|f| Column {
+                name: f.name().clone(),
+                data_type: wit_type(f.data_type()),
+                nullable: f.is_nullable(),
+            })
+            .collect())
+    }
+
+    fn num_rows(&mut self, this: Resource<TableHandle>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(&this)?.source.num_rows())
+    }
+
+    fn next_batch(
+        &mut self,
+        this: Resource<TableHandle>,
+    ) -> wasmtime::Result<Result<Option<Resource<BatchHandle>>, TableError>> {
+        let handle = self.table.get_mut(&this)?;
+        match handle.reader.next() {
+            None => Ok(Ok(None)),
+            Some(Err(e)) => Ok(Err(TableError::ReadFailed(e))),
+            Some(Ok(batch)) => Ok(Ok(Some(self.table.push(BatchHandle { batch })?))),
+        }
+    }
+
+    fn rewind(&mut self, this: Resource<TableHandle>) -> wasmtime::Result<()> {
+        let handle = self.table.get_mut(&this)?;
+        handle.reader = handle.source.batches();
+        Ok(())
+    }
+
+    fn drop(&mut self, rep: Resource<TableHandle>) -> wasmtime::Result<()> {
+        self.table.delete(rep)?;
+        Ok(())
+    }
+}
+
+impl tables::HostBatch for TablesCtxView<'_> {
+    fn num_rows(&mut self, this: Resource<BatchHandle>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(&this)?.batch.num_rows() as u64)
+    }
+
+    fn ipc(&mut self, this: Resource<BatchHandle>) -> wasmtime::Result<Vec<u8>> {
+        let batch = &self.table.get(&this)?.batch;
+        let bytes = encode_batch(batch)?;
+        self.ctx.bytes_read += bytes.len() as u64;
+        Ok(bytes)
+    }
+
+    fn column(
+        &mut self,
+        this: Resource<BatchHandle>,
+        index: u32,
+    ) -> wasmtime::Result<Result<RawColumn, TableError>> {
+        let batch = &self.table.get(&this)?.batch;
+        let Some(array) = batch.columns().get(index as usize) else {
+            return Ok(Err(TableError::InvalidColumn(format!(
+                "column {index} is out of range: the batch has {} columns",
+                batch.num_columns()
+            ))));
+        };
+        let raw = match raw_column(array.as_ref()) {
+            Ok(raw) => raw,
+            Err(e) => return Ok(Err(TableError::InvalidColumn(e))),
+        };
+        self.ctx.bytes_read += (raw.values.len()
+            + raw.offsets.as_ref().map_or(0, Vec::len)
+            + raw.validity.as_ref().map_or(0, Vec::len)) as u64;
+        Ok(Ok(raw))
+    }
+
+    fn drop(&mut self, rep: Resource<BatchHandle>) -> wasmtime::Result<()> {
+        self.table.delete(rep)?;
+        Ok(())
+    }
+}
+
+impl tables::HostWithStore for HasTables {}
+
+/// Encode one batch as an IPC record-batch message (stream framing).
+fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>, arrow_schema::ArrowError> {
+    let generator = IpcDataGenerator::default();
+    let options = IpcWriteOptions::default();
+    let mut tracker = DictionaryTracker::new(false);
+    let mut compression = CompressionContext::default();
+    let (dictionaries, message) =
+        generator.encode(batch, &mut tracker, &options, &mut compression)?;
+    let mut out = Vec::with_capacity(message.arrow_data.len() + message.ipc_message.len() + 16);
+    for dictionary in dictionaries {
+        arrow_ipc::writer::write_message(&mut out, dictionary, &options)?;
+    }
+    arrow_ipc::writer::write_message(&mut out, message, &options)?;
+    Ok(out)
+}

@@ -1,0 +1,28 @@
+# Shared settings for the scripts: source it, don't run it.
+# Everything is installed into caches outside the clone, so fresh clones
+# reuse builds and a fresh machine sets itself up.
+CLEANROOM_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/cleanroom-target}
+export CLEANROOM_VENV=${CLEANROOM_VENV:-$HOME/.cache/cleanroom-venv}
+COMPONENTIZE_PY_VERSION=0.25.1
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# The Rust toolchain pinned by rust-toolchain.toml (with its wasm32-wasip2 target).
+ensure_rust() {
+  if ! command -v rustup >/dev/null 2>&1; then
+    echo "rustup is required: see https://rustup.rs" >&2
+    exit 1
+  fi
+  (cd "$CLEANROOM_ROOT" && rustup toolchain install >/dev/null)
+}
+
+# A project-local virtualenv with componentize-py.
+ensure_componentize_py() {
+  if [ ! -x "$CLEANROOM_VENV/bin/componentize-py" ] \
+    || [ "$("$CLEANROOM_VENV/bin/pip" show componentize-py 2>/dev/null | sed -n 's/^Version: //p')" != "$COMPONENTIZE_PY_VERSION" ]; then
+    say "installing componentize-py $COMPONENTIZE_PY_VERSION into $CLEANROOM_VENV"
+    python3 -m venv "$CLEANROOM_VENV"
+    "$CLEANROOM_VENV/bin/pip" install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY_VERSION"
+  fi
+}

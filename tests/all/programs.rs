@@ -1,0 +1,188 @@
+//! Every guest program in tests/programs has a test here, named after it
+//! (enforced by `foreach_program!`). Hostile programs must end in their
+//! typed error, and a normal run must succeed right after on the same
+//! runtime.
+
+use std::time::{Duration, Instant};
+
+use cleanroom_runtime::{CancelToken, Limits, RunError, RunOutput};
+use cleanroom_tests::*;
+
+use crate::{grants, runtime, tight_limits};
+
+macro_rules! assert_test_exists {
+    ($name:ident) => {
+        #[allow(unused_imports)]
+        use self::$name as _;
+    };
+}
+cleanroom_tests::foreach_program!(assert_test_exists);
+
+fn run(path: &str, params: &str, limits: &Limits) -> Result<RunOutput, RunError> {
+    let module = runtime().load(&program(path)).expect("program loads");
+    runtime().run(&module, grants(&[("data", f64_table(1000, 100))]), params, limits, None)
+}
+
+/// The runtime keeps serving: a well-behaved program succeeds right after.
+fn assert_next_run_works() {
+    let out = run(ECHO, "{}", &Limits::default()).expect("a normal run succeeds after a hostile one");
+    assert_eq!(out.outputs.json[0].1["tables"]["data"], 1000);
+}
+
+#[test]
+fn empty() {
+    let out = run(EMPTY, "", &Limits::default()).unwrap();
+    assert!(out.outputs.tables.is_empty() && out.outputs.json.is_empty());
+}
+
+#[test]
+fn echo() {
+    let out = run(ECHO, "{\"a\":1}", &Limits::default()).unwrap();
+    assert_eq!(out.outputs.json[0].0, "echo");
+    assert_eq!(out.outputs.json[0].1["params_len"], 7);
+    assert_eq!(out.logs[0].message, "echo saw 7 bytes of params", "stdout is captured into the log");
+}
+
+#[test]
+fn sum_column() {
+    let module = runtime().load(&program(SUM_COLUMN)).unwrap();
+    let table = f64_table(100_000, 8192);
+    let out = runtime()
+        .run(&module, grants(&[("data", table)]), r#"{"table":"data","column":"x"}"#, &Limits::default(), None)
+        .unwrap();
+    let sum = &out.outputs.json[0].1;
+    assert_eq!(sum["rows"], 100_000);
+    assert_eq!(sum["sum"], 99_999.0 * 100_000.0 / 2.0);
+    assert_eq!(out.stats.bytes_read, 800_000, "only the column's values crossed");
+}
+
+#[test]
+fn state_leak() {
+    let module = runtime().load(&program(STATE_LEAK)).unwrap();
+    for params in ["first", "second"] {
+        let out = runtime().run(&module, grants(&[]), params, &Limits::default(), None).unwrap();
+        assert_eq!(out.outputs.json[0].1, serde_json::Value::Null, "a run saw what an earlier run left in memory");
+    }
+}
+
+#[test]
+fn infinite_loop() {
+    let limits = Limits { timeout: Duration::from_millis(300), ..tight_limits() };
+    let start = Instant::now();
+    let err = run(INFINITE_LOOP, "", &limits).unwrap_err();
+    assert!(matches!(err, RunError::Timeout(t) if t == limits.timeout), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(5), "the timeout was not enforced promptly");
+    assert_next_run_works();
+}
+
+#[test]
+fn infinite_loop_cancelled() {
+    let module = runtime().load(&program(INFINITE_LOOP)).unwrap();
+    let token = CancelToken::new();
+    let canceller = token.clone();
+    let handle = std::thread::spawn(move || {
+        runtime().run(&module, grants(&[]), "", &Limits::default(), Some(&token))
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    canceller.cancel();
+    let err = handle.join().unwrap().unwrap_err();
+    assert!(matches!(err, RunError::Cancelled), "{err}");
+    assert_next_run_works();
+}
+
+#[test]
+fn memory_bomb() {
+    let err = run(MEMORY_BOMB, "", &tight_limits()).unwrap_err();
+    match err {
+        RunError::MemoryLimit { limit_bytes, requested_bytes } => {
+            assert_eq!(limit_bytes, 256 << 20);
+            assert!(requested_bytes > limit_bytes);
+        }
+        other => panic!("expected a memory-limit error, got {other}"),
+    }
+    assert_next_run_works();
+}
+
+#[test]
+fn deep_recursion() {
+    let err = run(DEEP_RECURSION, "", &tight_limits()).unwrap_err();
+    assert!(matches!(err, RunError::StackOverflow), "{err}");
+    assert_next_run_works();
+}
+
+#[test]
+fn explicit_trap() {
+    let err = run(EXPLICIT_TRAP, "", &tight_limits()).unwrap_err();
+    assert!(matches!(err, RunError::Trap(_)), "{err}");
+    assert_next_run_works();
+}
+
+#[test]
+fn ungranted_table() {
+    // A table that exists elsewhere but was not granted looks exactly like a
+    // table that does not exist anywhere.
+    let ungranted = run(UNGRANTED_TABLE, "other_hospital", &tight_limits()).unwrap_err();
+    let missing = run(UNGRANTED_TABLE, "no_such_table", &tight_limits()).unwrap_err();
+    let ungranted = ungranted.to_string();
+    assert_eq!(
+        ungranted,
+        "analysis failed: table \"other_hospital\" was not granted to this run"
+    );
+    assert_eq!(missing.to_string().replace("no_such_table", "other_hospital"), ungranted);
+    run(UNGRANTED_TABLE, "data", &tight_limits()).expect("a granted table opens");
+}
+
+#[test]
+fn read_files() {
+    let err = run(READ_FILES, "", &tight_limits()).unwrap_err();
+    let RunError::Failed(message) = err else { panic!("expected the analysis to fail, got {err}") };
+    assert!(message.starts_with("read_dir /:"), "{message}");
+    assert_next_run_works();
+}
+
+#[test]
+fn read_env() {
+    let err = run(READ_ENV, "", &tight_limits()).unwrap_err();
+    assert_eq!(err.to_string(), "analysis failed: no environment, no arguments, empty stdin");
+}
+
+#[test]
+fn open_socket() {
+    // A real listener on loopback: a guest must not reach it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let err = run(OPEN_SOCKET, &addr, &tight_limits()).unwrap_err();
+    let RunError::Failed(message) = err else { panic!("expected the connect to fail, got {err}") };
+    assert!(message.starts_with(&format!("connect {addr}:")), "{message}");
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err(), "the guest's connection reached the listener");
+}
+
+#[test]
+fn output_flood() {
+    let err = run(OUTPUT_FLOOD, "", &tight_limits()).unwrap_err();
+    assert!(matches!(err, RunError::OutputLimit(n) if n == 4 << 20), "{err}");
+    assert_next_run_works();
+}
+
+#[test]
+fn log_flood() {
+    let err = run(LOG_FLOOD, "", &tight_limits()).unwrap_err();
+    assert!(matches!(err, RunError::LogLimit(n) if n == 64 << 10), "{err}");
+    assert_next_run_works();
+}
+
+#[test]
+fn stdout_flood() {
+    let err = run(STDOUT_FLOOD, "", &tight_limits()).unwrap_err();
+    assert!(matches!(err, RunError::LogLimit(n) if n == 64 << 10), "{err}");
+    assert_next_run_works();
+}
+
+#[test]
+fn huge_params_are_refused_before_running() {
+    let params = "x".repeat(Limits::default().max_params_bytes + 1);
+    let err = run(ECHO, &params, &Limits::default()).unwrap_err();
+    assert!(matches!(err, RunError::ParamsTooLarge { .. }), "{err}");
+    assert_next_run_works();
+}

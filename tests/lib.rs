@@ -1,0 +1,63 @@
+//! Shared helpers for the integration tests and benchmarks: paths of the
+//! guest programs built by `build.rs`, and table builders.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+use cleanroom_runtime::MemTable;
+
+include!(concat!(env!("OUT_DIR"), "/programs.rs"));
+
+/// Bytes of a guest program built by `build.rs`.
+pub fn program(path: &str) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("guest program {path} missing ({e}); build.rs should have built it"))
+}
+
+/// A component built from Python by `scripts/build-python.sh`: its path comes
+/// from `CLEANROOM_PYTHON_GUESTS` (set by `scripts/test.sh`).
+pub fn python_program(name: &str) -> Vec<u8> {
+    let dir = std::env::var_os("CLEANROOM_PYTHON_GUESTS").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/python-guests")
+    });
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "Python guest {} missing ({e}): run scripts/build-python.sh (scripts/test.sh does) \
+             or set CLEANROOM_PYTHON_GUESTS",
+            path.display()
+        )
+    })
+}
+
+/// A one-column float64 table `x` of `rows` rows in batches of `batch_rows`,
+/// with values 0, 1, 2, ... (so the sum is known).
+pub fn f64_table(rows: usize, batch_rows: usize) -> MemTable {
+    let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, false)]));
+    let batches = (0..rows)
+        .step_by(batch_rows)
+        .map(|start| {
+            let end = (start + batch_rows).min(rows);
+            let col: ArrayRef = Arc::new(Float64Array::from_iter_values((start..end).map(|i| i as f64)));
+            RecordBatch::try_new(schema.clone(), vec![col]).expect("schema matches the column")
+        })
+        .collect();
+    MemTable::new(schema, batches)
+}
+
+/// Load a CSV file as an in-memory table, inferring its schema.
+pub fn csv_table(path: &std::path::Path) -> MemTable {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let format = arrow_csv::reader::Format::default().with_header(true);
+    let (schema, _) = format.infer_schema(&file, None).expect("infer CSV schema");
+    let file = std::fs::File::open(path).expect("reopen CSV");
+    let schema = Arc::new(schema);
+    let reader = arrow_csv::ReaderBuilder::new(schema.clone())
+        .with_format(format)
+        .with_batch_size(8192)
+        .build(file)
+        .expect("CSV reader");
+    let batches = reader.collect::<Result<Vec<_>, _>>().expect("read CSV");
+    MemTable::new(schema, batches)
+}
