@@ -308,7 +308,7 @@ macro_rules! typed_view {
         /// check `validity`). Fails if the column is of another type.
         pub fn $name(&self) -> Result<Vec<$t>> {
             match self.data_type {
-                $(DataType::$variant)|+ => Ok(self
+                $(DataType::$variant { .. })|+ => Ok(self
                     .values
                     .chunks_exact(std::mem::size_of::<$t>())
                     .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk has the type's width")))

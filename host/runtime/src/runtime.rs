@@ -48,7 +48,6 @@ impl Default for RuntimeConfig {
 pub type Digest32 = [u8; 32];
 
 /// A compiled analysis, ready to instantiate.
-#[derive(Debug)]
 pub struct Module {
     digest: Digest32,
     component: Component,
@@ -72,6 +71,12 @@ impl Module {
         self.component
             .serialize()
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))
+    }
+}
+
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module").field("id", &self.id()).finish_non_exhaustive()
     }
 }
 

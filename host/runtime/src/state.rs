@@ -10,7 +10,6 @@ use crate::output::{OutputCtx, OutputCtxView, OutputView};
 use crate::tables::{Grants, TablesCtx, TablesCtxView, TablesView};
 
 /// Store data of one run.
-#[derive(Debug)]
 pub struct RunState {
     wasi: WasiCtx,
     resources: ResourceTable,
@@ -31,6 +30,15 @@ impl RunState {
             output: OutputCtx::new(limits.max_output_bytes, limits.max_outputs, log.clone()),
             log,
         }
+    }
+}
+
+impl std::fmt::Debug for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunState")
+            .field("tables", &self.tables)
+            .field("output", &self.output)
+            .finish_non_exhaustive()
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_ipc::writer::{
-    CompressionContext, DictionaryTracker, IpcDataGenerator, IpcWriteOptions, StreamWriter,
+    DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions, StreamWriter,
 };
 use arrow_schema::SchemaRef;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
@@ -257,14 +257,12 @@ impl tables::HostBatch for TablesCtxView<'_> {
     }
 }
 
-impl tables::HostWithStore for HasTables {}
-
 /// Encode one batch as an IPC record-batch message (stream framing).
 fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>, arrow_schema::ArrowError> {
     let generator = IpcDataGenerator::default();
     let options = IpcWriteOptions::default();
     let mut tracker = DictionaryTracker::new(false);
-    let mut compression = CompressionContext::default();
+    let mut compression = IpcWriteContext::default();
     let (dictionaries, message) =
         generator.encode(batch, &mut tracker, &options, &mut compression)?;
     let mut out = Vec::with_capacity(message.arrow_data.len() + message.ipc_message.len() + 16);

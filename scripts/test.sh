@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine or a warm one:
+# toolchain and componentize-py set themselves up, generated files are
+# checked for drift, then format, lints and every test.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$CLEANROOM_ROOT"
+
+ensure_rust
+ensure_componentize_py
+
+say "checking vendored WASI WIT and generated Python bindings are current"
+scripts/vendor-wit.sh >/dev/null
+scripts/gen-python-bindings.sh 2>/dev/null
+if ! git diff --quiet --exit-code -- wit/deps guest-sdk/python/bindings \
+  || [ -n "$(git status --porcelain -- wit/deps guest-sdk/python/bindings)" ]; then
+  git status --short -- wit/deps guest-sdk/python/bindings
+  echo "generated files are out of date: run scripts/vendor-wit.sh and scripts/gen-python-bindings.sh and commit" >&2
+  exit 1
+fi
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "building Python guests"
+export CLEANROOM_PYTHON_GUESTS="$CARGO_TARGET_DIR/python-guests"
+scripts/build-python.sh examples/cohort-stats-python/analysis.py "$CLEANROOM_PYTHON_GUESTS/cohort_stats.wasm"
+scripts/build-python.sh tests/programs/python/sum_column.py "$CLEANROOM_PYTHON_GUESTS/sum_column.py.wasm"
+
+say "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "cargo test"
+cargo test --workspace --locked
