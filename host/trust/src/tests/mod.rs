@@ -1,0 +1,1 @@
+//! Unit tests over real AMD fixtures and simulated evidence.
