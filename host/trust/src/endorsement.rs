@@ -73,28 +73,8 @@ pub(crate) fn verify(
         ));
     }
 
-    let (r, s) = report.signature_scalars();
-    let signature = p384::ecdsa::Signature::from_scalars(r, s)
-        .map_err(|e| Error::check(Check::Signature, format!("malformed report signature: {e}")))?;
-    vek.ecdsa_key()?
-        .verify(report.signed_bytes(), &signature)
-        .map_err(|_| {
-            Error::check(
-                Check::Signature,
-                format!("the report signature does not verify with the {role} key"),
-            )
-        })?;
-
-    let cert_tcb = vek.tcb()?;
-    if cert_tcb != report.reported_tcb() {
-        return Err(Error::check(
-            Check::VcekTcb,
-            format!(
-                "the {role} is for TCB {cert_tcb} but the report says {}",
-                report.reported_tcb()
-            ),
-        ));
-    }
+    verify_signature(report, &vek, role)?;
+    check_tcb(report, &vek, role)?;
     if signing_key == SigningKey::Vcek {
         check_hwid(&vek, &report.chip_id())?;
     }
@@ -196,6 +176,36 @@ fn verify_chain_to(
         ));
     }
     vek.verify_signed_by(intermediate, "VCEK/VLEK")
+}
+
+/// The report signature (ECDSA P-384, SHA-384) over the raw signed bytes.
+pub(crate) fn verify_signature(report: &Report, vek: &Cert, role: &str) -> Result<()> {
+    let (r, s) = report.signature_scalars();
+    let signature = p384::ecdsa::Signature::from_scalars(r, s)
+        .map_err(|e| Error::check(Check::Signature, format!("malformed report signature: {e}")))?;
+    vek.ecdsa_key()?
+        .verify(report.signed_bytes(), &signature)
+        .map_err(|_| {
+            Error::check(
+                Check::Signature,
+                format!("the report signature does not verify with the {role} key"),
+            )
+        })
+}
+
+/// The endorsement key's TCB extensions must equal the report's `reported_tcb`.
+pub(crate) fn check_tcb(report: &Report, vek: &Cert, role: &str) -> Result<()> {
+    let cert_tcb = vek.tcb()?;
+    if cert_tcb != report.reported_tcb() {
+        return Err(Error::check(
+            Check::VcekTcb,
+            format!(
+                "the {role} is for TCB {cert_tcb} but the report says {}",
+                report.reported_tcb()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The VCEK's hwID must be the report's chip id (Turin ids are 8 bytes, zero-padded).
