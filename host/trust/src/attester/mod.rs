@@ -11,6 +11,7 @@ pub mod snp;
 #[cfg(any(test, feature = "simulation"))]
 pub mod simulation;
 
+#[cfg(any(test, feature = "snp", feature = "simulation"))]
 /// HKDF info label that turns a backend's raw key into the host's sealing key.
 pub(crate) const SEALING_KEY_INFO: &[u8] = b"cleanroom/sealing-key/v1";
 
@@ -24,6 +25,7 @@ pub trait Attester: Send + Sync + std::fmt::Debug {
     fn sealing_key(&self) -> Result<[u8; 32]>;
 }
 
+#[cfg(any(test, feature = "snp", feature = "simulation"))]
 /// HKDF-SHA256 expansion of a backend secret into the sealing key.
 pub(crate) fn expand_sealing_key(ikm: &[u8], salt: &[u8]) -> [u8; 32] {
     let mut key = [0u8; 32];

@@ -3,8 +3,8 @@
 use std::str::FromStr as _;
 use std::time::Duration;
 
+use der::Encode as _;
 use der::asn1::{BitString, Ia5StringRef, OctetString};
-use der::{Encode as _, EncodePem as _};
 use rand_core::OsRng;
 use rsa::pkcs8::DecodePrivateKey as _;
 use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _};
@@ -150,12 +150,6 @@ impl FromPemBytes for Certificate {
     }
 }
 
-/// Encodes a certificate as PEM.
-pub(crate) fn to_pem(cert: &Certificate) -> Result<String> {
-    cert.to_pem(der::pem::LineEnding::LF)
-        .map_err(|e| crypto("pem")(e.to_string()))
-}
-
 #[cfg(test)]
 mod generator {
     //! Regenerates the committed simulation ARK/ASK (slow: two RSA-4096 keys). Run with
@@ -163,9 +157,16 @@ mod generator {
 
     use std::path::Path;
 
+    use der::EncodePem as _;
     use rsa::pkcs8::{EncodePrivateKey as _, LineEnding};
 
     use super::*;
+
+    /// Encodes a certificate as PEM.
+    fn to_pem(cert: &Certificate) -> Result<String> {
+        cert.to_pem(der::pem::LineEnding::LF)
+            .map_err(|e| crypto("pem")(e.to_string()))
+    }
 
     const ROOT_VALIDITY: Duration = Duration::from_secs(25 * 365 * 24 * 3600);
 

@@ -2,6 +2,7 @@
 
 mod real_evidence;
 mod simulated_evidence;
+#[cfg(feature = "snp")]
 mod snp_attester;
 
 use crate::error::{Check, Error};
