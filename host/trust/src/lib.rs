@@ -17,6 +17,10 @@
 //! - [`attester`]: `snp` (feature `snp`, default) and `simulation` (feature `simulation` and
 //!   a runtime opt-in; INSECURE).
 //!
+//! Not checked (yet): certificate validity dates and AMD's CRLs (evidence travels offline, and
+//! the committed AMD fixtures have expired VLEKs); AMD's ASVK (the VLEK intermediate) is not
+//! embedded, so VLEK evidence must carry it and it must chain to the pinned ARK.
+//!
 //! ```
 //! use cleanroom_trust::{Check, Evidence, Measurement, Policy, Tcb, Verifier};
 //!
