@@ -25,7 +25,9 @@ cargo fmt --all -- --check
 say "building Python guests"
 export CLEANROOM_PYTHON_GUESTS="$CARGO_TARGET_DIR/python-guests"
 scripts/build-python.sh examples/cohort-stats-python/analysis.py "$CLEANROOM_PYTHON_GUESTS/cohort_stats.wasm"
-scripts/build-python.sh tests/programs/python/sum_column.py "$CLEANROOM_PYTHON_GUESTS/sum_column.py.wasm"
+for p in tests/programs/python/*.py; do
+  scripts/build-python.sh "$p" "$CLEANROOM_PYTHON_GUESTS/py_$(basename "$p" .py).wasm"
+done
 
 say "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -12,15 +12,19 @@ include!(concat!(env!("OUT_DIR"), "/programs.rs"));
 
 /// Bytes of a guest program built by `build.rs`.
 pub fn program(path: &str) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("guest program {path} missing ({e}); build.rs should have built it"))
+    std::fs::read(path).unwrap_or_else(|e| {
+        panic!("guest program {path} missing ({e}); build.rs should have built it")
+    })
 }
 
 /// A component built from Python by `scripts/build-python.sh`: its path comes
 /// from `CLEANROOM_PYTHON_GUESTS` (set by `scripts/test.sh`).
 pub fn python_program(name: &str) -> Vec<u8> {
-    let dir = std::env::var_os("CLEANROOM_PYTHON_GUESTS").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/python-guests")
-    });
+    let dir = std::env::var_os("CLEANROOM_PYTHON_GUESTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/python-guests")
+        });
     let path = dir.join(format!("{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
@@ -39,7 +43,9 @@ pub fn f64_table(rows: usize, batch_rows: usize) -> MemTable {
         .step_by(batch_rows)
         .map(|start| {
             let end = (start + batch_rows).min(rows);
-            let col: ArrayRef = Arc::new(Float64Array::from_iter_values((start..end).map(|i| i as f64)));
+            let col: ArrayRef = Arc::new(Float64Array::from_iter_values(
+                (start..end).map(|i| i as f64),
+            ));
             RecordBatch::try_new(schema.clone(), vec![col]).expect("schema matches the column")
         })
         .collect();

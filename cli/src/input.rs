@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use arrow_array::RecordBatch;
+use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_schema::SchemaRef;
 use cleanroom_runtime::MemTable;
 
@@ -41,7 +41,12 @@ pub(crate) fn detect(path: &Path) -> Result<Format> {
     if head.starts_with(&[0xff, 0xff, 0xff, 0xff]) {
         return Ok(Format::ArrowStream);
     }
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("csv") | Some("txt") => Ok(Format::Csv),
         Some(other) => bail!(
             "{}: unsupported format {other:?}; use CSV (.csv), Parquet or Arrow IPC",
@@ -88,14 +93,16 @@ pub(crate) fn read_table(path: &Path) -> Result<MemTable> {
             (schema, reader.collect::<Result<_, _>>().with_context(ctx)?)
         }
         Format::ArrowFile => {
-            let reader = arrow_ipc::reader::FileReader::try_new(BufReader::new(File::open(path)?), None)
-                .with_context(ctx)?;
+            let reader =
+                arrow_ipc::reader::FileReader::try_new(BufReader::new(File::open(path)?), None)
+                    .with_context(ctx)?;
             let schema = reader.schema();
             (schema, reader.collect::<Result<_, _>>().with_context(ctx)?)
         }
         Format::ArrowStream => {
-            let reader = arrow_ipc::reader::StreamReader::try_new(bar.wrap_read(File::open(path)?), None)
-                .with_context(ctx)?;
+            let reader =
+                arrow_ipc::reader::StreamReader::try_new(bar.wrap_read(File::open(path)?), None)
+                    .with_context(ctx)?;
             let schema = reader.schema();
             (schema, reader.collect::<Result<_, _>>().with_context(ctx)?)
         }

@@ -93,7 +93,10 @@ pub(crate) fn run(args: Args) -> Result<()> {
         "outputs": written,
         "log_lines": output.logs.len(),
     });
-    std::fs::write(args.out.join("run.json"), serde_json::to_vec_pretty(&summary)?)?;
+    std::fs::write(
+        args.out.join("run.json"),
+        serde_json::to_vec_pretty(&summary)?,
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -149,10 +152,16 @@ fn write_outputs(dir: &Path, output: &RunOutput) -> Result<BTreeMap<String, Stri
         write_ipc_file(&arrow, table)?;
         let csv = dir.join(format!("{}.csv", table.name));
         write_csv(&csv, &table.batches)?;
-        written.insert(table.name.clone(), format!("table, {} rows", table.num_rows()));
+        written.insert(
+            table.name.clone(),
+            format!("table, {} rows", table.num_rows()),
+        );
     }
     for (name, value) in &output.outputs.json {
-        std::fs::write(dir.join(format!("{name}.json")), serde_json::to_vec_pretty(value)?)?;
+        std::fs::write(
+            dir.join(format!("{name}.json")),
+            serde_json::to_vec_pretty(value)?,
+        )?;
         written.insert(name.clone(), "json".into());
     }
     if !output.outputs.files.is_empty() {
@@ -166,14 +175,24 @@ fn write_outputs(dir: &Path, output: &RunOutput) -> Result<BTreeMap<String, Stri
     let log: String = output
         .logs
         .iter()
-        .map(|l| format!("[{}] {}\n", serde_json::to_value(l.source).unwrap_or_default().as_str().unwrap_or("?"), l.message))
+        .map(|l| {
+            format!(
+                "[{}] {}\n",
+                serde_json::to_value(l.source)
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or("?"),
+                l.message
+            )
+        })
         .collect();
     std::fs::write(dir.join("log.txt"), log)?;
     Ok(written)
 }
 
 fn write_ipc_file(path: &Path, table: &TableOutput) -> Result<()> {
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut writer = arrow_ipc::writer::FileWriter::try_new(file, &table.schema)?;
     for batch in &table.batches {
         writer.write(batch)?;
@@ -183,8 +202,11 @@ fn write_ipc_file(path: &Path, table: &TableOutput) -> Result<()> {
 }
 
 fn write_csv(path: &Path, batches: &[RecordBatch]) -> Result<()> {
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut writer = arrow_csv::WriterBuilder::new().with_header(true).build(file);
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut writer = arrow_csv::WriterBuilder::new()
+        .with_header(true)
+        .build(file);
     for batch in batches {
         writer.write(batch)?;
     }
@@ -201,8 +223,18 @@ fn print_summary(dir: &Path, module_id: &str, output: &RunOutput) {
         human(stats.bytes_published),
     );
     for table in &output.outputs.tables {
-        println!("  table  {:<24} {} rows × {} columns", table.name, table.num_rows(), table.schema.fields().len());
-        let preview: Vec<RecordBatch> = table.batches.iter().take(1).map(|b| b.slice(0, b.num_rows().min(10))).collect();
+        println!(
+            "  table  {:<24} {} rows × {} columns",
+            table.name,
+            table.num_rows(),
+            table.schema.fields().len()
+        );
+        let preview: Vec<RecordBatch> = table
+            .batches
+            .iter()
+            .take(1)
+            .map(|b| b.slice(0, b.num_rows().min(10)))
+            .collect();
         if let Ok(text) = arrow_cast::pretty::pretty_format_batches(&preview) {
             for line in text.to_string().lines() {
                 println!("         {line}");
@@ -212,7 +244,11 @@ fn print_summary(dir: &Path, module_id: &str, output: &RunOutput) {
     for (name, value) in &output.outputs.json {
         let text = value.to_string();
         let short: String = text.chars().take(100).collect();
-        println!("  json   {:<24} {short}{}", name, if text.len() > short.len() { "…" } else { "" });
+        println!(
+            "  json   {:<24} {short}{}",
+            name,
+            if text.len() > short.len() { "…" } else { "" }
+        );
     }
     for (name, contents) in &output.outputs.files {
         println!("  file   {:<24} {} bytes", name, contents.len());

@@ -35,22 +35,45 @@ fn fixture_run(module_bytes: &[u8], params: &str) -> Result<RunOutput, RunError>
     std::fs::write(&a, SITE_A).unwrap();
     std::fs::write(&b, SITE_B).unwrap();
     let module = runtime().load(module_bytes).expect("example loads");
-    let grants = grants(&[("st_marys", csv_table(Path::new(&a))), ("northfield", csv_table(Path::new(&b)))]);
+    let grants = grants(&[
+        ("st_marys", csv_table(Path::new(&a))),
+        ("northfield", csv_table(Path::new(&b))),
+    ]);
     runtime().run(&module, grants, params, &Limits::default(), None)
 }
 
 type Row = (String, i64, f64, f64, f64);
 
 fn rows(out: &RunOutput) -> Vec<Row> {
-    let table = out.outputs.tables.iter().find(|t| t.name == "cohort_stats").expect("cohort_stats published");
+    let table = out
+        .outputs
+        .tables
+        .iter()
+        .find(|t| t.name == "cohort_stats")
+        .expect("cohort_stats published");
     let mut rows = Vec::new();
     for batch in &table.batches {
         let group = batch.column_by_name("group").unwrap().as_string::<i32>();
-        let patients = batch.column_by_name("patients").unwrap().as_primitive::<Int64Type>();
-        let f = |n| batch.column_by_name(n).unwrap().as_primitive::<Float64Type>().clone();
+        let patients = batch
+            .column_by_name("patients")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        let f = |n| {
+            batch
+                .column_by_name(n)
+                .unwrap()
+                .as_primitive::<Float64Type>()
+                .clone()
+        };
         let (age, los, mort) = (f("mean_age"), f("mean_los_days"), f("mortality_pct"));
         for i in 0..batch.num_rows() {
-            rows.push((group.value(i).to_string(), patients.value(i), age.value(i), los.value(i), mort.value(i)));
+            rows.push((
+                group.value(i).to_string(),
+                patients.value(i),
+                age.value(i),
+                los.value(i),
+                mort.value(i),
+            ));
         }
     }
     rows
@@ -62,9 +85,18 @@ fn assert_by_diagnosis(out: &RunOutput) {
     // E11: one patient, below min_group 3: suppressed.
     assert_eq!(
         rows(out),
-        vec![("I21".into(), 4, 62.5, 5.0, 25.0), ("J18".into(), 4, 57.5, 6.25, 50.0)]
+        vec![
+            ("I21".into(), 4, 62.5, 5.0, 25.0),
+            ("J18".into(), 4, 57.5, 6.25, 50.0)
+        ]
     );
-    let summary = &out.outputs.json.iter().find(|(n, _)| n == "summary").expect("summary published").1;
+    let summary = &out
+        .outputs
+        .json
+        .iter()
+        .find(|(n, _)| n == "summary")
+        .expect("summary published")
+        .1;
     assert_eq!(summary["admissions"], 9);
     assert_eq!(summary["groups_suppressed"], 1);
 }
@@ -73,7 +105,13 @@ fn assert_by_diagnosis(out: &RunOutput) {
 fn rust_cohort_stats_by_diagnosis() {
     let out = fixture_run(&program(COHORT_STATS_RUST), r#"{"min_group": 3}"#).unwrap();
     assert_by_diagnosis(&out);
-    assert!(out.logs.iter().any(|l| l.message == "st_marys: 6 admissions"), "{:?}", out.logs);
+    assert!(
+        out.logs
+            .iter()
+            .any(|l| l.message == "st_marys: 6 admissions"),
+        "{:?}",
+        out.logs
+    );
 }
 
 #[test]
@@ -81,8 +119,18 @@ fn rust_cohort_stats_by_sex_with_default_suppression() {
     // Default min_group is 10: with 4 women and 5 men, everything is suppressed.
     let out = fixture_run(&program(COHORT_STATS_RUST), r#"{"group_by": "sex"}"#).unwrap();
     assert!(rows(&out).is_empty());
-    let out = fixture_run(&program(COHORT_STATS_RUST), r#"{"group_by": "sex", "min_group": 4}"#).unwrap();
-    assert_eq!(rows(&out).iter().map(|r| (r.0.as_str(), r.1)).collect::<Vec<_>>(), [("F", 4), ("M", 5)]);
+    let out = fixture_run(
+        &program(COHORT_STATS_RUST),
+        r#"{"group_by": "sex", "min_group": 4}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        rows(&out)
+            .iter()
+            .map(|r| (r.0.as_str(), r.1))
+            .collect::<Vec<_>>(),
+        [("F", 4), ("M", 5)]
+    );
 }
 
 #[test]

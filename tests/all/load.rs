@@ -41,6 +41,9 @@ fn same_bytes_compile_once() {
     let bytes = program(ECHO);
     let a = runtime().load(&bytes).unwrap();
     let b = runtime().load(&bytes).unwrap();
-    assert!(std::sync::Arc::ptr_eq(&a, &b), "the second load should hit the cache");
+    assert!(
+        std::sync::Arc::ptr_eq(&a, &b),
+        "the second load should hit the cache"
+    );
     assert_eq!(a.id().len(), 64);
 }

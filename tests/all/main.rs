@@ -19,7 +19,12 @@ pub fn runtime() -> &'static Runtime {
 pub fn grants(tables: &[(&str, MemTable)]) -> Grants {
     tables
         .iter()
-        .map(|(name, t)| (name.to_string(), Arc::new(t.clone()) as Arc<dyn TableSource>))
+        .map(|(name, t)| {
+            (
+                name.to_string(),
+                Arc::new(t.clone()) as Arc<dyn TableSource>,
+            )
+        })
         .collect()
 }
 

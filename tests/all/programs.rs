@@ -20,12 +20,19 @@ cleanroom_tests::foreach_program!(assert_test_exists);
 
 fn run(path: &str, params: &str, limits: &Limits) -> Result<RunOutput, RunError> {
     let module = runtime().load(&program(path)).expect("program loads");
-    runtime().run(&module, grants(&[("data", f64_table(1000, 100))]), params, limits, None)
+    runtime().run(
+        &module,
+        grants(&[("data", f64_table(1000, 100))]),
+        params,
+        limits,
+        None,
+    )
 }
 
 /// The runtime keeps serving: a well-behaved program succeeds right after.
 fn assert_next_run_works() {
-    let out = run(ECHO, "{}", &Limits::default()).expect("a normal run succeeds after a hostile one");
+    let out =
+        run(ECHO, "{}", &Limits::default()).expect("a normal run succeeds after a hostile one");
     assert_eq!(out.outputs.json[0].1["tables"]["data"], 1000);
 }
 
@@ -40,7 +47,10 @@ fn echo() {
     let out = run(ECHO, "{\"a\":1}", &Limits::default()).unwrap();
     assert_eq!(out.outputs.json[0].0, "echo");
     assert_eq!(out.outputs.json[0].1["params_len"], 7);
-    assert_eq!(out.logs[0].message, "echo saw 7 bytes of params", "stdout is captured into the log");
+    assert_eq!(
+        out.logs[0].message, "echo saw 7 bytes of params",
+        "stdout is captured into the log"
+    );
 }
 
 #[test]
@@ -48,30 +58,54 @@ fn sum_column() {
     let module = runtime().load(&program(SUM_COLUMN)).unwrap();
     let table = f64_table(100_000, 8192);
     let out = runtime()
-        .run(&module, grants(&[("data", table)]), r#"{"table":"data","column":"x"}"#, &Limits::default(), None)
+        .run(
+            &module,
+            grants(&[("data", table)]),
+            r#"{"table":"data","column":"x"}"#,
+            &Limits::default(),
+            None,
+        )
         .unwrap();
     let sum = &out.outputs.json[0].1;
     assert_eq!(sum["rows"], 100_000);
     assert_eq!(sum["sum"], 99_999.0 * 100_000.0 / 2.0);
-    assert_eq!(out.stats.bytes_read, 800_000, "only the column's values crossed");
+    assert_eq!(
+        out.stats.bytes_read, 800_000,
+        "only the column's values crossed"
+    );
 }
 
 #[test]
 fn state_leak() {
     let module = runtime().load(&program(STATE_LEAK)).unwrap();
     for params in ["first", "second"] {
-        let out = runtime().run(&module, grants(&[]), params, &Limits::default(), None).unwrap();
-        assert_eq!(out.outputs.json[0].1, serde_json::Value::Null, "a run saw what an earlier run left in memory");
+        let out = runtime()
+            .run(&module, grants(&[]), params, &Limits::default(), None)
+            .unwrap();
+        assert_eq!(
+            out.outputs.json[0].1,
+            serde_json::Value::Null,
+            "a run saw what an earlier run left in memory"
+        );
     }
 }
 
 #[test]
 fn infinite_loop() {
-    let limits = Limits { timeout: Duration::from_millis(300), ..tight_limits() };
+    let limits = Limits {
+        timeout: Duration::from_millis(300),
+        ..tight_limits()
+    };
     let start = Instant::now();
     let err = run(INFINITE_LOOP, "", &limits).unwrap_err();
-    assert!(matches!(err, RunError::Timeout(t) if t == limits.timeout), "{err}");
-    assert!(start.elapsed() < Duration::from_secs(5), "the timeout was not enforced promptly");
+    assert!(
+        matches!(err, RunError::Timeout(t) if t == limits.timeout),
+        "{err}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "the timeout was not enforced promptly"
+    );
     assert_next_run_works();
 }
 
@@ -94,7 +128,10 @@ fn infinite_loop_cancelled() {
 fn memory_bomb() {
     let err = run(MEMORY_BOMB, "", &tight_limits()).unwrap_err();
     match err {
-        RunError::MemoryLimit { limit_bytes, requested_bytes } => {
+        RunError::MemoryLimit {
+            limit_bytes,
+            requested_bytes,
+        } => {
             assert_eq!(limit_bytes, 256 << 20);
             assert!(requested_bytes > limit_bytes);
         }
@@ -128,14 +165,21 @@ fn ungranted_table() {
         ungranted,
         "analysis failed: table \"other_hospital\" was not granted to this run"
     );
-    assert_eq!(missing.to_string().replace("no_such_table", "other_hospital"), ungranted);
+    assert_eq!(
+        missing
+            .to_string()
+            .replace("no_such_table", "other_hospital"),
+        ungranted
+    );
     run(UNGRANTED_TABLE, "data", &tight_limits()).expect("a granted table opens");
 }
 
 #[test]
 fn read_files() {
     let err = run(READ_FILES, "", &tight_limits()).unwrap_err();
-    let RunError::Failed(message) = err else { panic!("expected the analysis to fail, got {err}") };
+    let RunError::Failed(message) = err else {
+        panic!("expected the analysis to fail, got {err}")
+    };
     assert!(message.starts_with("read_dir /:"), "{message}");
     assert_next_run_works();
 }
@@ -143,7 +187,10 @@ fn read_files() {
 #[test]
 fn read_env() {
     let err = run(READ_ENV, "", &tight_limits()).unwrap_err();
-    assert_eq!(err.to_string(), "analysis failed: no environment, no arguments, empty stdin");
+    assert_eq!(
+        err.to_string(),
+        "analysis failed: no environment, no arguments, empty stdin"
+    );
 }
 
 #[test]
@@ -152,30 +199,47 @@ fn open_socket() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let err = run(OPEN_SOCKET, &addr, &tight_limits()).unwrap_err();
-    let RunError::Failed(message) = err else { panic!("expected the connect to fail, got {err}") };
-    assert!(message.starts_with(&format!("connect {addr}:")), "{message}");
+    let RunError::Failed(message) = err else {
+        panic!("expected the connect to fail, got {err}")
+    };
+    assert!(
+        message.starts_with(&format!("connect {addr}:")),
+        "{message}"
+    );
     listener.set_nonblocking(true).unwrap();
-    assert!(listener.accept().is_err(), "the guest's connection reached the listener");
+    assert!(
+        listener.accept().is_err(),
+        "the guest's connection reached the listener"
+    );
 }
 
 #[test]
 fn output_flood() {
     let err = run(OUTPUT_FLOOD, "", &tight_limits()).unwrap_err();
-    assert!(matches!(err, RunError::OutputLimit(n) if n == 4 << 20), "{err}");
+    assert!(
+        matches!(err, RunError::OutputLimit(n) if n == 4 << 20),
+        "{err}"
+    );
     assert_next_run_works();
 }
 
 #[test]
 fn log_flood() {
     let err = run(LOG_FLOOD, "", &tight_limits()).unwrap_err();
-    assert!(matches!(err, RunError::LogLimit(n) if n == 64 << 10), "{err}");
+    assert!(
+        matches!(err, RunError::LogLimit(n) if n == 64 << 10),
+        "{err}"
+    );
     assert_next_run_works();
 }
 
 #[test]
 fn stdout_flood() {
     let err = run(STDOUT_FLOOD, "", &tight_limits()).unwrap_err();
-    assert!(matches!(err, RunError::LogLimit(n) if n == 64 << 10), "{err}");
+    assert!(
+        matches!(err, RunError::LogLimit(n) if n == 64 << 10),
+        "{err}"
+    );
     assert_next_run_works();
 }
 

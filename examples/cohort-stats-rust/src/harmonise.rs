@@ -49,10 +49,22 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, String
 fn numbers(batch: &RecordBatch, name: &str) -> Result<Vec<Option<f64>>, String> {
     let col = column(batch, name)?;
     Ok(match col.data_type() {
-        DataType::Int64 => col.as_primitive::<Int64Type>().iter().map(|v| v.map(|v| v as f64)).collect(),
+        DataType::Int64 => col
+            .as_primitive::<Int64Type>()
+            .iter()
+            .map(|v| v.map(|v| v as f64))
+            .collect(),
         DataType::Float64 => col.as_primitive::<Float64Type>().iter().collect(),
-        DataType::Date32 => col.as_primitive::<Date32Type>().iter().map(|v| v.map(f64::from)).collect(),
-        other => return Err(format!("column {name:?} is {other}, expected a number or date")),
+        DataType::Date32 => col
+            .as_primitive::<Date32Type>()
+            .iter()
+            .map(|v| v.map(f64::from))
+            .collect(),
+        other => {
+            return Err(format!(
+                "column {name:?} is {other}, expected a number or date"
+            ));
+        }
     })
 }
 
@@ -66,7 +78,12 @@ fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Result<Vec<Option<&'a str>
 
 /// `i21.4` -> `I21`.
 fn category(code: &str) -> String {
-    code.trim().chars().filter(|c| *c != '.').take(3).collect::<String>().to_uppercase()
+    code.trim()
+        .chars()
+        .filter(|c| *c != '.')
+        .take(3)
+        .collect::<String>()
+        .to_uppercase()
 }
 
 fn site_a(batch: &RecordBatch, out: &mut Vec<Admission>) -> Result<(), String> {
@@ -85,7 +102,11 @@ fn site_a(batch: &RecordBatch, out: &mut Vec<Admission>) -> Result<(), String> {
         };
         out.push(Admission {
             age,
-            sex: if sex.eq_ignore_ascii_case("F") { "F" } else { "M" },
+            sex: if sex.eq_ignore_ascii_case("F") {
+                "F"
+            } else {
+                "M"
+            },
             diagnosis: category(dx),
             los_days: d - a,
             died: died != 0.0,
@@ -109,7 +130,11 @@ fn site_b(batch: &RecordBatch, out: &mut Vec<Admission>) -> Result<(), String> {
         };
         out.push(Admission {
             age: a - b,
-            sex: if g.eq_ignore_ascii_case("female") { "F" } else { "M" },
+            sex: if g.eq_ignore_ascii_case("female") {
+                "F"
+            } else {
+                "M"
+            },
             diagnosis: category(dx),
             los_days: los,
             died: outcome.eq_ignore_ascii_case("deceased"),

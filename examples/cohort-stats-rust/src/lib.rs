@@ -76,11 +76,21 @@ fn publish(groups: &[GroupStats]) -> Result<()> {
     let batch = RecordBatch::try_new(
         schema,
         vec![
-            Arc::new(StringArray::from_iter_values(groups.iter().map(|g| &g.group))),
-            Arc::new(Int64Array::from_iter_values(groups.iter().map(|g| g.patients as i64))),
-            Arc::new(Float64Array::from_iter_values(groups.iter().map(|g| g.mean_age))),
-            Arc::new(Float64Array::from_iter_values(groups.iter().map(|g| g.mean_los_days))),
-            Arc::new(Float64Array::from_iter_values(groups.iter().map(|g| g.mortality_pct))),
+            Arc::new(StringArray::from_iter_values(
+                groups.iter().map(|g| &g.group),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                groups.iter().map(|g| g.patients as i64),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                groups.iter().map(|g| g.mean_age),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                groups.iter().map(|g| g.mean_los_days),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                groups.iter().map(|g| g.mortality_pct),
+            )),
         ],
     )?;
     cleanroom_guest::publish_table("cohort_stats", &batch)

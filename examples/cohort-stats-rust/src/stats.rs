@@ -36,7 +36,11 @@ pub struct GroupStats {
 
 /// Per-group statistics, sorted by group, with groups under `min_group`
 /// removed; also returns how many groups were suppressed.
-pub fn cohort_stats(admissions: &[Admission], by: GroupBy, min_group: u64) -> (Vec<GroupStats>, usize) {
+pub fn cohort_stats(
+    admissions: &[Admission],
+    by: GroupBy,
+    min_group: u64,
+) -> (Vec<GroupStats>, usize) {
     #[derive(Default)]
     struct Acc {
         n: u64,

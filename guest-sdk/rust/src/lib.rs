@@ -32,12 +32,12 @@
 
 #![deny(missing_docs)]
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_buffer::Buffer;
-use arrow_ipc::reader::StreamDecoder;
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{ArrowError, SchemaRef};
 
@@ -90,7 +90,9 @@ impl From<serde_json::Error> for Error {
 impl From<tables::TableError> for Error {
     fn from(e: tables::TableError) -> Self {
         Error(match e {
-            tables::TableError::NotFound(name) => format!("table {name:?} was not granted to this run"),
+            tables::TableError::NotFound(name) => {
+                format!("table {name:?} was not granted to this run")
+            }
             tables::TableError::TooManyOpen(n) => format!("a run may open at most {n} tables"),
             tables::TableError::InvalidColumn(m) => format!("invalid column: {m}"),
             tables::TableError::ReadFailed(m) => format!("reading the table failed: {m}"),
@@ -142,7 +144,11 @@ macro_rules! analysis {
 
 /// Parse JSON params into `T`; an empty string parses as `{}`.
 pub fn params<T: serde::de::DeserializeOwned>(params: &str) -> Result<T> {
-    let text = if params.trim().is_empty() { "{}" } else { params };
+    let text = if params.trim().is_empty() {
+        "{}"
+    } else {
+        params
+    };
     serde_json::from_str(text).map_err(|e| Error(format!("invalid params: {e}")))
 }
 
@@ -155,7 +161,6 @@ pub fn table_names() -> Vec<String> {
 #[derive(Debug)]
 pub struct Table {
     inner: tables::Table,
-    schema_ipc: Vec<u8>,
     schema: SchemaRef,
 }
 
@@ -164,17 +169,11 @@ impl Table {
     pub fn open(name: &str) -> Result<Self> {
         let inner = tables::open(name)?;
         let schema_ipc = inner.schema_ipc();
-        let mut decoder = StreamDecoder::new();
-        let mut buffer = Buffer::from_vec(schema_ipc.clone());
-        decoder.decode(&mut buffer)?;
-        let schema = decoder
-            .schema()
-            .ok_or_else(|| Error::msg("the host sent no schema"))?;
-        Ok(Table {
-            inner,
-            schema_ipc,
-            schema,
-        })
+        let (message, _) = ipc_message(&schema_ipc)?;
+        let schema = Arc::new(arrow_ipc::convert::try_schema_from_flatbuffer_bytes(
+            message,
+        )?);
+        Ok(Table { inner, schema })
     }
 
     /// The name the table was granted under.
@@ -208,10 +207,7 @@ impl Table {
     /// Iterate the table's batches as Arrow `RecordBatch`es, from the start.
     pub fn batches(&self) -> Batches<'_> {
         self.inner.rewind();
-        Batches {
-            table: self,
-            decoder: None,
-        }
+        Batches { table: self }
     }
 
     /// Iterate the table's batches as raw column buffers, from the start.
@@ -230,7 +226,6 @@ impl Table {
 #[derive(Debug)]
 pub struct Batches<'a> {
     table: &'a Table,
-    decoder: Option<StreamDecoder>,
 }
 
 impl Iterator for Batches<'_> {
@@ -247,23 +242,46 @@ impl Iterator for Batches<'_> {
 }
 
 impl Batches<'_> {
+    /// Decode one record-batch message without copying its body.
     fn decode(&mut self, ipc: Vec<u8>) -> Result<RecordBatch> {
-        let decoder = match &mut self.decoder {
-            Some(d) => d,
-            None => {
-                let mut d = StreamDecoder::new();
-                d.decode(&mut Buffer::from_vec(self.table.schema_ipc.clone()))?;
-                self.decoder.insert(d)
-            }
-        };
-        let mut buffer = Buffer::from_vec(ipc);
-        while !buffer.is_empty() {
-            if let Some(batch) = decoder.decode(&mut buffer)? {
-                return Ok(batch);
-            }
-        }
-        Err(Error::msg("the host sent a batch message without a record batch"))
+        let (_, start) = ipc_message(&ipc)?;
+        let buffer = Buffer::from_vec(ipc);
+        let (message, _) = ipc_message(&buffer)?;
+        let message = arrow_ipc::root_as_message(message)
+            .map_err(|e| Error(format!("the host sent an invalid IPC message: {e}")))?;
+        let batch = message.header_as_record_batch().ok_or_else(|| {
+            Error::msg("the host sent an IPC message that is not a record batch (dictionary-encoded columns are not supported)")
+        })?;
+        let body = buffer.slice(start);
+        Ok(arrow_ipc::reader::read_record_batch(
+            &body,
+            batch,
+            self.table.schema.clone(),
+            &HashMap::new(),
+            None,
+            &message.version(),
+        )?)
     }
+}
+
+/// Split one encapsulated IPC message into its flatbuffer and the offset of its body.
+fn ipc_message(bytes: &[u8]) -> Result<(&[u8], usize)> {
+    let word = |at: usize| -> Result<u32> {
+        bytes
+            .get(at..at + 4)
+            .map(|w| u32::from_le_bytes(w.try_into().expect("slice of 4 bytes")))
+            .ok_or_else(|| Error::msg("truncated IPC message from the host"))
+    };
+    let (len, header) = if word(0)? == 0xffff_ffff {
+        (word(4)?, 8)
+    } else {
+        (word(0)?, 4)
+    };
+    let end = header + len as usize;
+    let message = bytes
+        .get(header..end)
+        .ok_or_else(|| Error::msg("truncated IPC message from the host"))?;
+    Ok((message, end))
 }
 
 /// Iterator over a table's batches as raw column buffers.

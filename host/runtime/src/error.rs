@@ -35,7 +35,9 @@ pub enum RunError {
     #[error("analysis failed: {0}")]
     Failed(String),
     /// The analysis exceeded its wall-clock budget.
-    #[error("analysis timed out after {0:?}; raise the limit with --timeout if the work is legitimate")]
+    #[error(
+        "analysis timed out after {0:?}; raise the limit with --timeout if the work is legitimate"
+    )]
     Timeout(Duration),
     /// The analysis tried to grow its memory past the limit.
     #[error(

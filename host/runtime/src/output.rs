@@ -116,7 +116,9 @@ impl OutputCtx {
 /// a conservative character set is accepted.
 pub fn validate_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
-        return Err(format!("output names must be 1 to {MAX_NAME_LEN} bytes long"));
+        return Err(format!(
+            "output names must be 1 to {MAX_NAME_LEN} bytes long"
+        ));
     }
     if name.starts_with('.') {
         return Err(format!("output name {name:?} must not start with '.'"));
@@ -219,7 +221,11 @@ impl output::Host for OutputCtxView<'_> {
     ) -> wasmtime::Result<Result<(), OutputError>> {
         let value: serde_json::Value = match serde_json::from_str(&json) {
             Ok(v) => v,
-            Err(e) => return Ok(Err(OutputError::InvalidPayload(format!("invalid JSON: {e}")))),
+            Err(e) => {
+                return Ok(Err(OutputError::InvalidPayload(format!(
+                    "invalid JSON: {e}"
+                ))));
+            }
         };
         if let Err(e) = self.ctx.admit(&name, json.len())? {
             return Ok(Err(e));
@@ -247,7 +253,10 @@ impl output::Host for OutputCtxView<'_> {
             Level::Warn => LogSource::Warn,
             Level::Error => LogSource::Error,
         };
-        self.ctx.log.line(source, message).map_err(wasmtime::Error::new)
+        self.ctx
+            .log
+            .line(source, message)
+            .map_err(wasmtime::Error::new)
     }
 }
 
@@ -261,12 +270,14 @@ fn batch_from_raw(columns: Vec<(String, RawColumn)>) -> Result<RecordBatch, Stri
         fields.push(Field::new(name, array.data_type().clone(), nullable));
         arrays.push(array);
     }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| format!("invalid table: {e}"))
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+        .map_err(|e| format!("invalid table: {e}"))
 }
 
 /// Encode one batch as a complete IPC stream.
 fn encode_stream(batch: &RecordBatch) -> Result<Vec<u8>, String> {
-    let mut writer = StreamWriter::try_new(Vec::new(), &batch.schema()).map_err(|e| e.to_string())?;
+    let mut writer =
+        StreamWriter::try_new(Vec::new(), &batch.schema()).map_err(|e| e.to_string())?;
     writer.write(batch).map_err(|e| e.to_string())?;
     writer.into_inner().map_err(|e| e.to_string())
 }

@@ -101,7 +101,6 @@ pub(crate) fn raw_column(array: &dyn Array) -> Result<RawColumn, String> {
     })
 }
 
-
 /// The Arrow type of a WIT type; `other` types cannot be built from raw buffers.
 pub(crate) fn arrow_type(t: &WitType) -> Result<DataType, String> {
     Ok(match t {
@@ -128,12 +127,18 @@ pub(crate) fn arrow_type(t: &WitType) -> Result<DataType, String> {
                 "ms" => TimeUnit::Millisecond,
                 "us" => TimeUnit::Microsecond,
                 "ns" => TimeUnit::Nanosecond,
-                other => return Err(format!("unknown timestamp unit {other:?}; use s, ms, us or ns")),
+                other => {
+                    return Err(format!(
+                        "unknown timestamp unit {other:?}; use s, ms, us or ns"
+                    ));
+                }
             };
             DataType::Timestamp(unit, tz.as_deref().map(Arc::from))
         }
         WitType::Other(name) => {
-            return Err(format!("type {name} cannot be published as raw columns; publish Arrow IPC instead"));
+            return Err(format!(
+                "type {name} cannot be published as raw columns; publish Arrow IPC instead"
+            ));
         }
     })
 }
@@ -141,12 +146,20 @@ pub(crate) fn arrow_type(t: &WitType) -> Result<DataType, String> {
 /// Build (and fully validate) an array from a guest's raw column.
 pub(crate) fn array_from_raw(raw: RawColumn) -> Result<ArrayRef, String> {
     let data_type = arrow_type(&raw.data_type)?;
-    let len = usize::try_from(raw.len).map_err(|_| "column length does not fit in memory".to_string())?;
+    let len =
+        usize::try_from(raw.len).map_err(|_| "column length does not fit in memory".to_string())?;
     let nulls = match raw.validity {
         Some(bits) if bits.len() * 8 < len => {
-            return Err(format!("validity has {} bits for {len} values", bits.len() * 8));
+            return Err(format!(
+                "validity has {} bits for {len} values",
+                bits.len() * 8
+            ));
         }
-        Some(bits) => Some(NullBuffer::new(arrow_buffer::BooleanBuffer::new(Buffer::from_vec(bits), 0, len))),
+        Some(bits) => Some(NullBuffer::new(arrow_buffer::BooleanBuffer::new(
+            Buffer::from_vec(bits),
+            0,
+            len,
+        ))),
         None => None,
     };
     let buffers = match (&data_type, raw.offsets) {
@@ -160,16 +173,23 @@ pub(crate) fn array_from_raw(raw: RawColumn) -> Result<ArrayRef, String> {
         }
         _ => vec![Buffer::from_vec(raw.values)],
     };
-    let data = ArrayData::try_new(data_type, len, nulls.map(|n| n.into_inner().into_inner()), 0, buffers, vec![])
-        .map_err(|e| format!("invalid column buffers: {e}"))?;
+    let data = ArrayData::try_new(
+        data_type,
+        len,
+        nulls.map(|n| n.into_inner().into_inner()),
+        0,
+        buffers,
+        vec![],
+    )
+    .map_err(|e| format!("invalid column buffers: {e}"))?;
     Ok(make_array(data))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow_array::{Float64Array, StringArray};
     use arrow_array::cast::AsArray;
+    use arrow_array::{Float64Array, StringArray};
 
     #[test]
     fn raw_column_rebases_sliced_strings() {
@@ -205,10 +225,17 @@ mod tests {
 
         let mut raw = raw_column(&array).unwrap();
         raw.values = vec![0xff, 0xfe, 0xfd, 0xfc, 0xfb, 0xfa];
-        assert!(array_from_raw(raw).unwrap_err().contains("invalid column buffers"));
+        assert!(
+            array_from_raw(raw)
+                .unwrap_err()
+                .contains("invalid column buffers")
+        );
 
         let mut raw = raw_column(&Float64Array::from(vec![1.0, 2.0])).unwrap();
         raw.len = 3;
-        assert!(array_from_raw(raw).is_err(), "a short values buffer is refused");
+        assert!(
+            array_from_raw(raw).is_err(),
+            "a short values buffer is refused"
+        );
     }
 }

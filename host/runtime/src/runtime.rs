@@ -76,7 +76,9 @@ impl Module {
 
 impl std::fmt::Debug for Module {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Module").field("id", &self.id()).finish_non_exhaustive()
+        f.debug_struct("Module")
+            .field("id", &self.id())
+            .finish_non_exhaustive()
     }
 }
 
@@ -186,8 +188,8 @@ impl Runtime {
             return Ok(module);
         }
         classify(bytes)?;
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         self.prepare(digest, component)
     }
 

@@ -146,7 +146,10 @@ impl tables::Host for TablesCtxView<'_> {
         Ok(self.ctx.granted.keys().cloned().collect())
     }
 
-    fn open(&mut self, name: String) -> wasmtime::Result<Result<Resource<TableHandle>, TableError>> {
+    fn open(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Resource<TableHandle>, TableError>> {
         // An ungranted table and a missing one get the same answer.
         let Some(source) = self.ctx.granted.get(&name).cloned() else {
             return Ok(Err(TableError::NotFound(name)));
@@ -172,8 +175,10 @@ impl tables::HostTable for TablesCtxView<'_> {
 
     fn schema_ipc(&mut self, this: Resource<TableHandle>) -> wasmtime::Result<Vec<u8>> {
         let schema = self.table.get(&this)?.source.schema();
-        let writer = StreamWriter::try_new(Vec::new(), &schema)?;
-        Ok(writer.into_inner()?)
+        // The schema message alone: no end-of-stream marker, since batch
+        // messages follow in the guest's decoder.
+        let mut writer = StreamWriter::try_new(Vec::new(), &schema)?;
+        Ok(std::mem::take(writer.get_mut()))
     }
 
     fn columns(&mut self, this: Resource<TableHandle>) -> wasmtime::Result<Vec<Column>> {

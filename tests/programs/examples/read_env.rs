@@ -8,7 +8,11 @@ fn run(_params: &str) -> cleanroom_guest::Result<()> {
     if vars.is_empty() && args.is_empty() && stdin.is_empty() {
         Err("no environment, no arguments, empty stdin".into())
     } else {
-        Err(format!("LEAK: env={vars:?} args={args:?} stdin={} bytes", stdin.len()).into())
+        Err(format!(
+            "LEAK: env={vars:?} args={args:?} stdin={} bytes",
+            stdin.len()
+        )
+        .into())
     }
 }
 cleanroom_guest::analysis!(run);

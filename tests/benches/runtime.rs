@@ -1,0 +1,173 @@
+//! Sandbox runtime benchmarks; results and the machine go in docs/benchmarks.md.
+//!
+//!     CLEANROOM_PYTHON_GUESTS=... cargo bench -p cleanroom-tests --bench runtime
+//!
+//! Every guest measurement is paired with a native baseline in the same run.
+
+use std::hint::black_box;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Float64Type;
+use cleanroom_runtime::{Grants, Limits, MemTable, Runtime, RuntimeConfig, TableSource};
+use cleanroom_tests::*;
+
+const SUM_ROWS: usize = 10_000_000;
+const BATCH_ROWS: usize = 1 << 20;
+
+fn main() {
+    let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime starts");
+    println!("| benchmark | result | goal |");
+    println!("|---|---|---|");
+    empty_rust(&runtime);
+    let table = f64_table(SUM_ROWS, BATCH_ROWS);
+    sum_rust(&runtime, &table);
+    python(&runtime, &table);
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+fn grants(table: &MemTable) -> Grants {
+    let mut g = Grants::new();
+    g.insert("data".into(), Arc::new(table.clone()) as Arc<dyn TableSource>);
+    g
+}
+
+/// Instantiate + call an empty analysis, many times.
+fn empty_rust(runtime: &Runtime) {
+    let module = runtime.load(&program(EMPTY)).expect("empty loads");
+    let limits = Limits::default();
+    for _ in 0..200 {
+        runtime.run(&module, Grants::new(), "", &limits, None).expect("warm-up run");
+    }
+    let mut samples: Vec<Duration> = (0..5000)
+        .map(|_| {
+            let start = Instant::now();
+            runtime.run(&module, Grants::new(), "", &limits, None).expect("empty run");
+            start.elapsed()
+        })
+        .collect();
+    samples.sort();
+    println!(
+        "| empty Rust analysis, instantiate + run (5000 runs) | p50 {} / p99 {} | p50 ≤ 20 µs, p99 ≤ 100 µs |",
+        micros(percentile(&samples, 0.5)),
+        micros(percentile(&samples, 0.99))
+    );
+}
+
+fn native_sum(table: &MemTable) -> f64 {
+    let mut sum = 0.0;
+    for batch in table.batches() {
+        let batch = batch.expect("in-memory batch");
+        sum += batch.column(0).as_primitive::<Float64Type>().values().iter().sum::<f64>();
+    }
+    sum
+}
+
+fn best_of<T>(n: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
+    let mut best = Duration::MAX;
+    let mut last = None;
+    for _ in 0..n {
+        let start = Instant::now();
+        let out = f();
+        best = best.min(start.elapsed());
+        last = Some(out);
+    }
+    (best, last.expect("n > 0"))
+}
+
+/// A 10M-row f64 column summed in the Rust guest vs natively.
+fn sum_rust(runtime: &Runtime, table: &MemTable) {
+    let module = runtime.load(&program(SUM_COLUMN)).expect("sum_column loads");
+    let limits = Limits::default();
+    let (native, expected) = best_of(7, || black_box(native_sum(black_box(table))));
+    let (guest, out) = best_of(7, || {
+        runtime
+            .run(&module, grants(table), r#"{"table":"data","column":"x"}"#, &limits, None)
+            .expect("sum run")
+    });
+    let got = out.outputs.json[0].1["sum"].as_f64().expect("sum is a number");
+    assert_eq!(got, expected, "guest and native sums differ");
+    let bytes = out.stats.bytes_read as f64;
+    println!(
+        "| sum 10M f64 column, Rust guest vs native (best of 7) | guest {:.2} ms, native {:.2} ms, ratio {:.2}× | ≤ 1.3× native |",
+        guest.as_secs_f64() * 1e3,
+        native.as_secs_f64() * 1e3,
+        guest.as_secs_f64() / native.as_secs_f64()
+    );
+    println!(
+        "| host→guest column bytes, whole run incl. instantiation | {:.2} GB/s ({} MB) | ≥ 8 GB/s |",
+        bytes / guest.as_secs_f64() / 1e9,
+        bytes as u64 / 1_000_000
+    );
+}
+
+/// Python: instantiation from a precompiled component, and the same sum vs CPython.
+fn python(runtime: &Runtime, table: &MemTable) {
+    let bytes = python_program("py_empty");
+    let start = Instant::now();
+    let compiled = runtime.load(&bytes).expect("python empty compiles");
+    let compile = start.elapsed();
+    let native_code = compiled.serialize().expect("serialize");
+    let fresh = Runtime::new(RuntimeConfig::default()).expect("runtime starts");
+    let start = Instant::now();
+    // SAFETY: the bytes were produced by `serialize` on an identically configured engine just above.
+    let module = unsafe { fresh.load_precompiled(compiled.digest(), &native_code) }.expect("deserialize");
+    let load = start.elapsed();
+    let limits = Limits::default();
+    for _ in 0..20 {
+        fresh.run(&module, Grants::new(), "", &limits, None).expect("warm-up");
+    }
+    let mut samples: Vec<Duration> = (0..500)
+        .map(|_| {
+            let start = Instant::now();
+            fresh.run(&module, Grants::new(), "", &limits, None).expect("python empty run");
+            start.elapsed()
+        })
+        .collect();
+    samples.sort();
+    println!(
+        "| Python component ({} MB): compile / load precompiled | {:.2} s / {:.1} ms | — |",
+        bytes.len() / 1_000_000,
+        compile.as_secs_f64(),
+        load.as_secs_f64() * 1e3
+    );
+    println!(
+        "| empty Python analysis, instantiate + run (500 runs) | p50 {} / p99 {} | p50 ≤ 2 ms |",
+        micros(percentile(&samples, 0.5)),
+        micros(percentile(&samples, 0.99))
+    );
+
+    let module = runtime.load(&python_program("py_sum_column")).expect("python sum compiles");
+    let (guest, out) = best_of(3, || {
+        runtime
+            .run(&module, grants(table), r#"{"table":"data","column":"x"}"#, &limits, None)
+            .expect("python sum run")
+    });
+    assert_eq!(out.outputs.json[0].1["rows"], SUM_ROWS);
+    let script = format!(
+        "import array,time\n\
+         batches=[array.array('d',map(float,range(s,min(s+{BATCH_ROWS},{SUM_ROWS})))).tobytes() for s in range(0,{SUM_ROWS},{BATCH_ROWS})]\n\
+         best=1e9\n\
+         for _ in range(3):\n t=time.perf_counter(); total=0.0\n for b in batches: total+=sum(memoryview(b).cast('d'))\n best=min(best,time.perf_counter()-t)\n\
+         print(best, total)"
+    );
+    let native = Command::new("python3").arg("-c").arg(&script).output().expect("python3 runs");
+    let text = String::from_utf8_lossy(&native.stdout);
+    let native_secs: f64 = text.split_whitespace().next().and_then(|s| s.parse().ok()).expect("python3 printed a time");
+    println!(
+        "| sum 10M f64 column, Python guest vs native CPython {} (best of 3) | guest {:.0} ms, CPython {:.0} ms, ratio {:.2}× | report |",
+        String::from_utf8_lossy(&Command::new("python3").arg("--version").output().expect("python3").stdout).trim(),
+        guest.as_secs_f64() * 1e3,
+        native_secs * 1e3,
+        guest.as_secs_f64() / native_secs
+    );
+}
