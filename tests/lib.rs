@@ -67,3 +67,22 @@ pub fn csv_table(path: &std::path::Path) -> MemTable {
     let batches = reader.collect::<Result<Vec<_>, _>>().expect("read CSV");
     MemTable::new(schema, batches)
 }
+
+/// Site A: age, sex, ICD-10 category, dates, died.
+pub const SITE_A_CSV: &str = "\
+patient_id,age,sex,diagnosis,admit_date,discharge_date,died
+A1,60,M,I21,2024-01-01,2024-01-05,0
+A2,70,F,I21,2024-01-02,2024-01-10,1
+A3,50,M,I21,2024-02-01,2024-02-03,0
+A4,40,F,J18,2024-03-01,2024-03-06,0
+A5,80,M,J18,2024-03-02,2024-03-12,1
+A6,30,F,E11,2024-04-01,2024-04-02,0
+";
+
+/// Site B: a different schema for the same facts.
+pub const SITE_B_CSV: &str = "\
+mrn,birth_year,admit_year,gender,dx_code,los_days,outcome
+B1,1954,2024,male,i21.4,6,discharged
+B2,1964,2024,female,J18.9,3,deceased
+B3,1974,2024,male,j18.1,7,discharged
+";

@@ -10,30 +10,11 @@ use cleanroom_tests::*;
 
 use crate::{grants, runtime};
 
-/// Site A: age, sex, ICD-10 category, dates, died.
-const SITE_A: &str = "\
-patient_id,age,sex,diagnosis,admit_date,discharge_date,died
-A1,60,M,I21,2024-01-01,2024-01-05,0
-A2,70,F,I21,2024-01-02,2024-01-10,1
-A3,50,M,I21,2024-02-01,2024-02-03,0
-A4,40,F,J18,2024-03-01,2024-03-06,0
-A5,80,M,J18,2024-03-02,2024-03-12,1
-A6,30,F,E11,2024-04-01,2024-04-02,0
-";
-
-/// Site B: a different schema for the same facts.
-const SITE_B: &str = "\
-mrn,birth_year,admit_year,gender,dx_code,los_days,outcome
-B1,1954,2024,male,i21.4,6,discharged
-B2,1964,2024,female,J18.9,3,deceased
-B3,1974,2024,male,j18.1,7,discharged
-";
-
 fn fixture_run(module_bytes: &[u8], params: &str) -> Result<RunOutput, RunError> {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
-    std::fs::write(&a, SITE_A).unwrap();
-    std::fs::write(&b, SITE_B).unwrap();
+    std::fs::write(&a, SITE_A_CSV).unwrap();
+    std::fs::write(&b, SITE_B_CSV).unwrap();
     let module = runtime().load(module_bytes).expect("example loads");
     let grants = grants(&[
         ("st_marys", csv_table(Path::new(&a))),

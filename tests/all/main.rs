@@ -1,5 +1,6 @@
 //! All integration tests, in one binary (one `mod` per area).
 
+mod cli;
 mod examples;
 mod load;
 mod programs;

@@ -37,7 +37,10 @@ fn micros(d: Duration) -> String {
 
 fn grants(table: &MemTable) -> Grants {
     let mut g = Grants::new();
-    g.insert("data".into(), Arc::new(table.clone()) as Arc<dyn TableSource>);
+    g.insert(
+        "data".into(),
+        Arc::new(table.clone()) as Arc<dyn TableSource>,
+    );
     g
 }
 
@@ -46,12 +49,16 @@ fn empty_rust(runtime: &Runtime) {
     let module = runtime.load(&program(EMPTY)).expect("empty loads");
     let limits = Limits::default();
     for _ in 0..200 {
-        runtime.run(&module, Grants::new(), "", &limits, None).expect("warm-up run");
+        runtime
+            .run(&module, Grants::new(), "", &limits, None)
+            .expect("warm-up run");
     }
     let mut samples: Vec<Duration> = (0..5000)
         .map(|_| {
             let start = Instant::now();
-            runtime.run(&module, Grants::new(), "", &limits, None).expect("empty run");
+            runtime
+                .run(&module, Grants::new(), "", &limits, None)
+                .expect("empty run");
             start.elapsed()
         })
         .collect();
@@ -67,7 +74,12 @@ fn native_sum(table: &MemTable) -> f64 {
     let mut sum = 0.0;
     for batch in table.batches() {
         let batch = batch.expect("in-memory batch");
-        sum += batch.column(0).as_primitive::<Float64Type>().values().iter().sum::<f64>();
+        sum += batch
+            .column(0)
+            .as_primitive::<Float64Type>()
+            .values()
+            .iter()
+            .sum::<f64>();
     }
     sum
 }
@@ -86,15 +98,25 @@ fn best_of<T>(n: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
 
 /// A 10M-row f64 column summed in the Rust guest vs natively.
 fn sum_rust(runtime: &Runtime, table: &MemTable) {
-    let module = runtime.load(&program(SUM_COLUMN)).expect("sum_column loads");
+    let module = runtime
+        .load(&program(SUM_COLUMN))
+        .expect("sum_column loads");
     let limits = Limits::default();
     let (native, expected) = best_of(7, || black_box(native_sum(black_box(table))));
     let (guest, out) = best_of(7, || {
         runtime
-            .run(&module, grants(table), r#"{"table":"data","column":"x"}"#, &limits, None)
+            .run(
+                &module,
+                grants(table),
+                r#"{"table":"data","column":"x"}"#,
+                &limits,
+                None,
+            )
             .expect("sum run")
     });
-    let got = out.outputs.json[0].1["sum"].as_f64().expect("sum is a number");
+    let got = out.outputs.json[0].1["sum"]
+        .as_f64()
+        .expect("sum is a number");
     assert_eq!(got, expected, "guest and native sums differ");
     let bytes = out.stats.bytes_read as f64;
     println!(
@@ -120,16 +142,21 @@ fn python(runtime: &Runtime, table: &MemTable) {
     let fresh = Runtime::new(RuntimeConfig::default()).expect("runtime starts");
     let start = Instant::now();
     // SAFETY: the bytes were produced by `serialize` on an identically configured engine just above.
-    let module = unsafe { fresh.load_precompiled(compiled.digest(), &native_code) }.expect("deserialize");
+    let module =
+        unsafe { fresh.load_precompiled(compiled.digest(), &native_code) }.expect("deserialize");
     let load = start.elapsed();
     let limits = Limits::default();
     for _ in 0..20 {
-        fresh.run(&module, Grants::new(), "", &limits, None).expect("warm-up");
+        fresh
+            .run(&module, Grants::new(), "", &limits, None)
+            .expect("warm-up");
     }
     let mut samples: Vec<Duration> = (0..500)
         .map(|_| {
             let start = Instant::now();
-            fresh.run(&module, Grants::new(), "", &limits, None).expect("python empty run");
+            fresh
+                .run(&module, Grants::new(), "", &limits, None)
+                .expect("python empty run");
             start.elapsed()
         })
         .collect();
@@ -146,10 +173,18 @@ fn python(runtime: &Runtime, table: &MemTable) {
         micros(percentile(&samples, 0.99))
     );
 
-    let module = runtime.load(&python_program("py_sum_column")).expect("python sum compiles");
+    let module = runtime
+        .load(&python_program("py_sum_column"))
+        .expect("python sum compiles");
     let (guest, out) = best_of(3, || {
         runtime
-            .run(&module, grants(table), r#"{"table":"data","column":"x"}"#, &limits, None)
+            .run(
+                &module,
+                grants(table),
+                r#"{"table":"data","column":"x"}"#,
+                &limits,
+                None,
+            )
             .expect("python sum run")
     });
     assert_eq!(out.outputs.json[0].1["rows"], SUM_ROWS);
@@ -160,12 +195,27 @@ fn python(runtime: &Runtime, table: &MemTable) {
          for _ in range(3):\n t=time.perf_counter(); total=0.0\n for b in batches: total+=sum(memoryview(b).cast('d'))\n best=min(best,time.perf_counter()-t)\n\
          print(best, total)"
     );
-    let native = Command::new("python3").arg("-c").arg(&script).output().expect("python3 runs");
+    let native = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("python3 runs");
     let text = String::from_utf8_lossy(&native.stdout);
-    let native_secs: f64 = text.split_whitespace().next().and_then(|s| s.parse().ok()).expect("python3 printed a time");
+    let native_secs: f64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("python3 printed a time");
     println!(
         "| sum 10M f64 column, Python guest vs native CPython {} (best of 3) | guest {:.0} ms, CPython {:.0} ms, ratio {:.2}× | report |",
-        String::from_utf8_lossy(&Command::new("python3").arg("--version").output().expect("python3").stdout).trim(),
+        String::from_utf8_lossy(
+            &Command::new("python3")
+                .arg("--version")
+                .output()
+                .expect("python3")
+                .stdout
+        )
+        .trim(),
         guest.as_secs_f64() * 1e3,
         native_secs * 1e3,
         guest.as_secs_f64() / native_secs

@@ -1,0 +1,192 @@
+//! `cleanroom run-local`, driven like a researcher would drive it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cleanroom_tests::*;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("st_marys.csv"), SITE_A_CSV).unwrap();
+        std::fs::write(dir.path().join("northfield.csv"), SITE_B_CSV).unwrap();
+        Fixture { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn run(&self, module: &str, tables: &[String], extra: &[&str]) -> anyhow::Result<PathBuf> {
+        let out = self.path("results");
+        let mut args: Vec<String> = vec!["cleanroom".into(), "run-local".into(), module.into()];
+        for t in tables {
+            args.extend(["--table".into(), t.clone()]);
+        }
+        args.extend(["--out".into(), out.display().to_string()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        cleanroom_cli::run(args).map(|()| out)
+    }
+
+    fn csv_tables(&self) -> Vec<String> {
+        vec![
+            format!("st_marys={}", self.path("st_marys.csv").display()),
+            format!("northfield={}", self.path("northfield.csv").display()),
+        ]
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+const EXPECTED_CSV: &str = "group,patients,mean_age,mean_los_days,mortality_pct\nI21,4,62.5,5.0,25.0\nJ18,4,57.5,6.25,50.0\n";
+
+#[test]
+fn run_local_writes_tables_json_and_log() {
+    let f = Fixture::new();
+    let out = f
+        .run(
+            COHORT_STATS_RUST,
+            &f.csv_tables(),
+            &["--params", r#"{"min_group":3}"#],
+        )
+        .unwrap();
+    assert_eq!(read(&out.join("cohort_stats.csv")), EXPECTED_CSV);
+    let summary: serde_json::Value =
+        serde_json::from_str(&read(&out.join("summary.json"))).unwrap();
+    assert_eq!(summary["groups_suppressed"], 1);
+    let ipc = std::fs::File::open(out.join("cohort_stats.arrow")).unwrap();
+    let rows: usize = arrow_ipc::reader::FileReader::try_new(ipc, None)
+        .unwrap()
+        .map(|b| b.unwrap().num_rows())
+        .sum();
+    assert_eq!(rows, 2);
+    assert!(read(&out.join("log.txt")).contains("[info] st_marys: 6 admissions"));
+    let run: serde_json::Value = serde_json::from_str(&read(&out.join("run.json"))).unwrap();
+    assert_eq!(run["module"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn run_local_reads_parquet_and_arrow_ipc_like_csv() {
+    let f = Fixture::new();
+    // The same two tables, re-encoded as Parquet and as an Arrow IPC file.
+    let a = csv_table(&f.path("st_marys.csv"));
+    let b = csv_table(&f.path("northfield.csv"));
+    let (schema_a, batches_a) = table_batches(&a);
+    let parquet = std::fs::File::create(f.path("a.parquet")).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(parquet, schema_a, None).unwrap();
+    batches_a.iter().for_each(|batch| w.write(batch).unwrap());
+    w.close().unwrap();
+    let (schema_b, batches_b) = table_batches(&b);
+    let ipc = std::fs::File::create(f.path("b.arrow")).unwrap();
+    let mut w = arrow_ipc::writer::FileWriter::try_new(ipc, &schema_b).unwrap();
+    batches_b.iter().for_each(|batch| w.write(batch).unwrap());
+    w.finish().unwrap();
+
+    let tables = [
+        format!("st_marys={}", f.path("a.parquet").display()),
+        format!("northfield={}", f.path("b.arrow").display()),
+    ];
+    let out = f
+        .run(
+            COHORT_STATS_RUST,
+            &tables,
+            &["--params", r#"{"min_group":3}"#],
+        )
+        .unwrap();
+    assert_eq!(read(&out.join("cohort_stats.csv")), EXPECTED_CSV);
+}
+
+fn table_batches(
+    t: &cleanroom_runtime::MemTable,
+) -> (Arc<arrow_schema::Schema>, Vec<arrow_array::RecordBatch>) {
+    use cleanroom_runtime::TableSource;
+    (t.schema(), t.batches().map(|b| b.unwrap()).collect())
+}
+
+#[test]
+fn run_local_limits_end_runs_with_the_reason() {
+    let f = Fixture::new();
+    let err = f
+        .run(INFINITE_LOOP, &[], &["--timeout", "0.2"])
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("run failed (timeout): analysis timed out after 200ms"),
+        "{err:#}"
+    );
+    let err = f
+        .run(MEMORY_BOMB, &[], &["--max-memory", "128"])
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("run failed (memory-limit)"),
+        "{err:#}"
+    );
+    let err = f
+        .run(OUTPUT_FLOOD, &[], &["--max-output", "2"])
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("output limit of 2097152 bytes"),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn run_local_reports_analysis_errors_and_bad_input() {
+    let f = Fixture::new();
+    let err = f
+        .run(
+            COHORT_STATS_RUST,
+            &f.csv_tables(),
+            &["--params", r#"{"group_by":"ward"}"#],
+        )
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("run failed (failed): analysis failed: invalid params"),
+        "{err:#}"
+    );
+
+    let err = f
+        .run(
+            COHORT_STATS_RUST,
+            &f.csv_tables(),
+            &["--params", "{not json"],
+        )
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("--params is not valid JSON"),
+        "{err:#}"
+    );
+
+    let err = f
+        .run(COHORT_STATS_RUST, &["x=/no/such/file.csv".into()], &[])
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
+
+    std::fs::write(f.path("notes.xlsx"), "PK").unwrap();
+    let err = f
+        .run(
+            COHORT_STATS_RUST,
+            &[f.path("notes.xlsx").display().to_string()],
+            &[],
+        )
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("unsupported format"), "{err:#}");
+
+    std::fs::write(f.path("bad.wasm"), "not wasm at all").unwrap();
+    let err = f
+        .run(f.path("bad.wasm").to_str().unwrap(), &[], &[])
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("not a WebAssembly component"),
+        "{err:#}"
+    );
+    assert!(
+        !f.path("results").exists(),
+        "a failed run must not leave partial results"
+    );
+}
