@@ -56,57 +56,66 @@ pub(crate) fn detect(path: &Path) -> Result<Format> {
     }
 }
 
-/// Read a whole table into memory, with a progress bar on large files.
-pub(crate) fn read_table(path: &Path) -> Result<MemTable> {
+/// A streaming reader of record batches.
+pub(crate) type Batches = Box<dyn Iterator<Item = Result<RecordBatch>>>;
+
+/// Open a table for streaming, batch by batch, with a progress bar on large
+/// files. Memory stays bounded by one batch (Parquet: one row group).
+pub(crate) fn open_batches(path: &Path) -> Result<(SchemaRef, Batches, indicatif::ProgressBar)> {
     let format = detect(path)?;
     let len = std::fs::metadata(path)?.len();
     let bar = progress::bytes(format!("reading {}", path.display()), len);
     if len < 8 << 20 {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let ctx = || format!("cannot read {} as {format:?}", path.display());
-    let (schema, batches): (SchemaRef, Vec<RecordBatch>) = match format {
+    let name = path.display().to_string();
+    let ctx = move |e: arrow_schema::ArrowError| anyhow::anyhow!("cannot read {name} as {format:?}: {e}");
+    let (schema, batches): (SchemaRef, Batches) = match format {
         Format::Csv => {
             let csv = arrow_csv::reader::Format::default().with_header(true);
             let mut file = File::open(path)?;
             let (schema, _) = csv
                 .infer_schema(BufReader::new(&mut file), Some(CSV_INFER_ROWS))
-                .with_context(ctx)?;
+                .map_err(&ctx)?;
             file.seek(SeekFrom::Start(0))?;
             let schema = Arc::new(schema);
             let reader = arrow_csv::ReaderBuilder::new(schema.clone())
                 .with_format(csv)
                 .with_batch_size(BATCH_ROWS)
                 .build(bar.wrap_read(file))
-                .with_context(ctx)?;
-            (schema, reader.collect::<Result<_, _>>().with_context(ctx)?)
+                .map_err(&ctx)?;
+            (schema, Box::new(reader.map(move |b| b.map_err(&ctx))))
         }
         Format::Parquet => {
             let file = File::open(path)?;
-            let reader =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                    .with_context(ctx)?
-                    .with_batch_size(BATCH_ROWS)
-                    .build()
-                    .with_context(ctx)?;
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|e| anyhow::anyhow!("cannot read {} as Parquet: {e}", path.display()))?
+                .with_batch_size(BATCH_ROWS)
+                .build()
+                .map_err(|e| anyhow::anyhow!("cannot read {} as Parquet: {e}", path.display()))?;
             let schema = reader.schema();
-            (schema, reader.collect::<Result<_, _>>().with_context(ctx)?)
+            (schema, Box::new(reader.map(move |b| b.map_err(&ctx))))
         }
         Format::ArrowFile => {
-            let reader =
-                arrow_ipc::reader::FileReader::try_new(BufReader::new(File::open(path)?), None)
-                    .with_context(ctx)?;
+            let reader = arrow_ipc::reader::FileReader::try_new(BufReader::new(File::open(path)?), None)
+                .map_err(&ctx)?;
             let schema = reader.schema();
-            (schema, reader.collect::<Result<_, _>>().with_context(ctx)?)
+            (schema, Box::new(reader.map(move |b| b.map_err(&ctx))))
         }
         Format::ArrowStream => {
-            let reader =
-                arrow_ipc::reader::StreamReader::try_new(bar.wrap_read(File::open(path)?), None)
-                    .with_context(ctx)?;
+            let reader = arrow_ipc::reader::StreamReader::try_new(bar.wrap_read(File::open(path)?), None)
+                .map_err(&ctx)?;
             let schema = reader.schema();
-            (schema, reader.collect::<Result<_, _>>().with_context(ctx)?)
+            (schema, Box::new(reader.map(move |b| b.map_err(&ctx))))
         }
     };
+    Ok((schema, batches, bar))
+}
+
+/// Read a whole table into memory.
+pub(crate) fn read_table(path: &Path) -> Result<MemTable> {
+    let (schema, batches, bar) = open_batches(path)?;
+    let batches = batches.collect::<Result<Vec<_>>>()?;
     bar.finish_and_clear();
     Ok(MemTable::new(schema, batches))
 }

@@ -6,6 +6,7 @@
 
 mod input;
 mod progress;
+mod remote;
 mod run_local;
 
 use std::ffi::OsString;
@@ -25,6 +26,181 @@ enum Command {
     /// Run an analysis component locally on your own test tables, with the
     /// enclave's runtime and limits.
     RunLocal(run_local::Args),
+    /// Create a party key (Ed25519 signing + X25519 for results).
+    Keygen(remote::KeygenArgs),
+    /// Verify a server's attestation, or check a raw SNP report offline.
+    #[command(subcommand)]
+    Attest(AttestCmd),
+    /// Owners: seal and upload tables.
+    #[command(subcommand)]
+    Dataset(DatasetCmd),
+    /// Owners: grant and revoke modules on your datasets.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Owners: release or withhold outputs held for your review.
+    #[command(subcommand)]
+    Review(ReviewCmd),
+    /// Researchers: upload analysis modules.
+    #[command(subcommand)]
+    Module(ModuleCmd),
+    /// Researchers: submit, watch and cancel runs.
+    #[command(subcommand)]
+    Run(RunCmd),
+    /// Researchers: fetch, decrypt and verify results.
+    #[command(subcommand)]
+    Result(ResultCmd),
+    /// Everyone: verify the audit log offline, watch it live.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum AttestCmd {
+    /// Fetch fresh evidence from --server and verify every check.
+    Verify {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::attest::VerifyArgs,
+    },
+    /// Check a raw SNP report against AMD's pinned roots, offline.
+    Report(remote::attest::ReportArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum DatasetCmd {
+    /// Seal a table to the attested enclave and upload it.
+    Push {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::dataset::PushArgs,
+    },
+    /// Seal a table to a known enclave key, offline.
+    Seal {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::dataset::SealArgs,
+    },
+    /// List datasets.
+    List {
+        #[command(flatten)]
+        conn: remote::Conn,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCmd {
+    /// Grant a module (a new signed policy version).
+    Grant {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::policy::GrantArgs,
+    },
+    /// Revoke grants (a new signed policy version); runs stop at once.
+    Revoke {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::policy::RevokeArgs,
+    },
+    /// Show and verify a dataset's current policy.
+    Show {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::policy::ShowArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReviewCmd {
+    /// Show what a held run would release.
+    Show {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::runs::ReviewArgs,
+    },
+    /// Release the outputs.
+    Release {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::runs::ReviewArgs,
+    },
+    /// Withhold the outputs.
+    Withhold {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::runs::ReviewArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModuleCmd {
+    /// Upload a component; prints its hash.
+    Push {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::runs::ModulePushArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RunCmd {
+    /// Submit a run.
+    Submit {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::runs::SubmitArgs,
+    },
+    /// Follow a run until it ends.
+    Watch {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::runs::WatchArgs,
+    },
+    /// Cancel a run.
+    Cancel {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::runs::CancelArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ResultCmd {
+    /// Fetch, decrypt and verify a released run's outputs.
+    Fetch {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::runs::FetchArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCmd {
+    /// Verify the hash chain and the enclave-signed head.
+    Verify {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::audit::VerifyArgs,
+    },
+    /// Print audit events that concern you as they happen.
+    Watch {
+        #[command(flatten)]
+        conn: remote::Conn,
+    },
 }
 
 /// Parse `args` (program name first) and run the command. Usage errors are
@@ -37,5 +213,24 @@ where
     let cli = Cli::try_parse_from(args)?;
     match cli.command {
         Command::RunLocal(args) => run_local::run(args),
+        Command::Keygen(args) => remote::keygen(args),
+        Command::Attest(AttestCmd::Verify { conn, args }) => remote::attest::verify(&conn, args),
+        Command::Attest(AttestCmd::Report(args)) => remote::attest::report(args),
+        Command::Dataset(DatasetCmd::Push { conn, args }) => remote::dataset::push(&conn, args),
+        Command::Dataset(DatasetCmd::Seal { conn, args }) => remote::dataset::seal(&conn, args),
+        Command::Dataset(DatasetCmd::List { conn }) => remote::dataset::list(&conn),
+        Command::Policy(PolicyCmd::Grant { conn, args }) => remote::policy::grant(&conn, args),
+        Command::Policy(PolicyCmd::Revoke { conn, args }) => remote::policy::revoke(&conn, args),
+        Command::Policy(PolicyCmd::Show { conn, args }) => remote::policy::show(&conn, args),
+        Command::Review(ReviewCmd::Show { conn, args }) => remote::runs::review(&conn, args, None),
+        Command::Review(ReviewCmd::Release { conn, args }) => remote::runs::review(&conn, args, Some("release")),
+        Command::Review(ReviewCmd::Withhold { conn, args }) => remote::runs::review(&conn, args, Some("withhold")),
+        Command::Module(ModuleCmd::Push { conn, args }) => remote::runs::module_push(&conn, args),
+        Command::Run(RunCmd::Submit { conn, args }) => remote::runs::submit(&conn, args),
+        Command::Run(RunCmd::Watch { conn, args }) => remote::runs::watch(&conn, args),
+        Command::Run(RunCmd::Cancel { conn, args }) => remote::runs::cancel(&conn, args),
+        Command::Result(ResultCmd::Fetch { conn, args }) => remote::runs::fetch(&conn, args),
+        Command::Audit(AuditCmd::Verify { conn, args }) => remote::audit::verify(&conn, args),
+        Command::Audit(AuditCmd::Watch { conn }) => remote::audit::watch(&conn),
     }
 }

@@ -15,7 +15,8 @@ use cleanroom_runtime::{Grants, Limits, MemTable, Runtime, RuntimeConfig, TableS
 use cleanroom_tests::*;
 
 const SUM_ROWS: usize = 10_000_000;
-const BATCH_ROWS: usize = 1 << 20;
+/// Rows per batch, as `cleanroom run-local` and typical envelopes use.
+const BATCH_ROWS: usize = 64 * 1024;
 
 fn main() {
     let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime starts");

@@ -1,0 +1,143 @@
+//! Attestation: verify a server before trusting it with data, and check raw
+//! SNP reports offline.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow, bail};
+use cleanroom_trust::{EnclaveKeys, Evidence, Measurement, Policy, Tcb, VerifiedClaims, Verifier};
+
+use super::Conn;
+use super::client::Client;
+
+/// What a client requires of the enclave.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Trust {
+    /// Acceptable launch measurement(s), hex (48 bytes). Repeatable.
+    #[arg(long = "measurement", env = "CLEANROOM_MEASUREMENT", value_delimiter = ',')]
+    pub(crate) measurements: Vec<String>,
+    /// Accept evidence from the INSECURE simulation backend (development only).
+    #[arg(long)]
+    pub(crate) accept_insecure_simulation: bool,
+    /// Expected SHA-256 of the deployment configuration (hex); by default the
+    /// configuration the server shows is accepted after it is checked
+    /// against the report and printed.
+    #[arg(long)]
+    pub(crate) deployment_digest: Option<String>,
+}
+
+/// Verified enclave facts.
+pub(crate) struct Verified {
+    pub(crate) claims: VerifiedClaims,
+    pub(crate) keys: EnclaveKeys,
+    pub(crate) deployment: String,
+}
+
+/// Fetch fresh evidence for a random nonce and verify every check.
+pub(crate) fn verify_server(client: &Client, trust: &Trust) -> Result<Verified> {
+    if trust.measurements.is_empty() {
+        bail!("say which launch measurement you trust: --measurement HEX (the operator publishes it)");
+    }
+    let allowed = trust
+        .measurements
+        .iter()
+        .map(|m| {
+            let bytes = hex::decode(m.trim()).map_err(|_| anyhow!("--measurement must be hex"))?;
+            let arr: [u8; 48] = bytes.try_into().map_err(|_| anyhow!("--measurement must be 48 bytes (96 hex digits)"))?;
+            Ok(Measurement(arr))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut nonce = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+    let answer = client.get_public(&format!("/v1/attestation?nonce={}", hex::encode(nonce)))?;
+    let evidence = Evidence::from_json(&serde_json::to_vec(&answer["evidence"])?)
+        .context("the server's evidence is malformed")?;
+    let deployment = answer["deployment"].as_str().unwrap_or_default().to_string();
+    let host_data = cleanroom_trust::binding::host_data(deployment.as_bytes());
+    if let Some(expected) = &trust.deployment_digest
+        && hex::encode(host_data) != expected.to_lowercase()
+    {
+        bail!("the server runs deployment {} but you expect {expected}", hex::encode(host_data));
+    }
+    let policy = Policy {
+        allowed_measurements: allowed,
+        minimum_tcb: Tcb { bootloader: 0, tee: 0, snp: 0, microcode: 0, fmc: None },
+        host_data,
+        accept_simulation: trust.accept_insecure_simulation,
+    };
+    let claims = Verifier::new(policy)
+        .verify(&evidence, Some(&nonce))
+        .context("attestation verification failed: do not send this server data")?;
+    let keys = claims
+        .enclave_keys
+        .clone()
+        .ok_or_else(|| anyhow!("verified evidence carries no enclave keys"))?;
+    if claims.simulated {
+        eprintln!("WARNING: the server attests with the INSECURE simulation backend; it protects nothing");
+    }
+    Ok(Verified { claims, keys, deployment })
+}
+
+/// `cleanroom attest verify`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct VerifyArgs {
+    #[command(flatten)]
+    trust: Trust,
+}
+
+pub(crate) fn verify(conn: &Conn, args: VerifyArgs) -> Result<()> {
+    let client = conn.client()?;
+    let v = verify_server(&client, &args.trust)?;
+    let value = serde_json::json!({ "claims": v.claims, "enclave_keys": v.keys, "deployment": v.deployment });
+    conn.print(&value, || {
+        format!(
+            "attestation verified ({}{})\n  measurement  {}\n  TCB          {:?}\n  chip id      {}…\n  HPKE key     {}\n  signing key  {}\n  deployment   {}",
+            if v.claims.simulated { "SIMULATED, INSECURE" } else { "AMD SEV-SNP" },
+            format_args!(", {:?}", v.claims.generation),
+            hex::encode(v.claims.measurement.0),
+            v.claims.reported_tcb,
+            &hex::encode(v.claims.chip_id)[..16],
+            hex::encode(v.keys.hpke_public_key),
+            hex::encode(v.keys.signing_public_key),
+            v.deployment.trim().replace('\n', "; "),
+        )
+    });
+    Ok(())
+}
+
+/// `cleanroom attest report`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReportArgs {
+    /// A raw SNP attestation report (1184 bytes).
+    report: PathBuf,
+    /// The VCEK or VLEK certificate (DER) that signed it.
+    #[arg(long)]
+    cert: PathBuf,
+    /// The ASK/ASVK (DER), if not one of AMD's embedded ones.
+    #[arg(long)]
+    ask: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn report(args: ReportArgs) -> Result<()> {
+    let report = std::fs::read(&args.report).with_context(|| format!("cannot read {}", args.report.display()))?;
+    let cert = std::fs::read(&args.cert).with_context(|| format!("cannot read {}", args.cert.display()))?;
+    let ask = args.ask.as_ref().map(std::fs::read).transpose()?;
+    let claims = cleanroom_trust::verify_report(&report, &cert, ask.as_deref(), false)
+        .context("the report does not verify against AMD's pinned roots")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&claims)?);
+    } else {
+        println!("report verified against AMD's pinned {:?} root ({:?})", claims.generation, claims.signing_key);
+        println!("  version      {}", claims.report_version);
+        println!("  measurement  {}", hex::encode(claims.measurement.0));
+        println!("  policy       {:#x}", claims.guest_policy);
+        println!("  vmpl         {}", claims.vmpl);
+        println!("  TCB          {:?}", claims.reported_tcb);
+        println!("  chip id      {}", hex::encode(claims.chip_id));
+        println!("  report data  {}", hex::encode(claims.report_data));
+        println!("  host data    {}", hex::encode(claims.host_data));
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! A signed HTTP client for cleanroomd.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use cleanroom_proto::Identity;
+use cleanroom_proto::httpsig::{self, SignedHeaders};
+
+/// Talks to one server as one party.
+pub(crate) struct Client {
+    base: String,
+    identity: Option<Identity>,
+    agent: ureq::Agent,
+}
+
+fn nonce() -> String {
+    let mut bytes = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    hex::encode(bytes)
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Client {
+    pub(crate) fn new(base: &str, identity: Option<Identity>) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        Client { base: base.trim_end_matches('/').to_string(), identity, agent }
+    }
+
+    pub(crate) fn identity(&self) -> Result<&Identity> {
+        self.identity
+            .as_ref()
+            .ok_or_else(|| anyhow!("this command signs requests: pass --key FILE (create one with `cleanroom keygen`)"))
+    }
+
+    fn headers(&self, method: &str, path: &str, body: &[u8]) -> Result<SignedHeaders> {
+        Ok(httpsig::sign_request(self.identity()?, method, path, body, now(), &nonce()))
+    }
+
+    /// An unsigned GET returning JSON.
+    pub(crate) fn get_public(&self, path: &str) -> Result<serde_json::Value> {
+        let resp = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .call()
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        decode(resp)
+    }
+
+    /// A signed request with a JSON (or empty) body.
+    pub(crate) fn signed(&self, method: &str, path: &str, body: &[u8]) -> Result<serde_json::Value> {
+        let h = self.headers(method, path, body)?;
+        let url = format!("{}{path}", self.base);
+        let req = ureq::http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("content-digest", &h.content_digest)
+            .header("signature-input", &h.signature_input)
+            .header("signature", &h.signature)
+            .header("content-type", "application/json")
+            .body(body.to_vec())?;
+        let resp = self.agent.run(req).with_context(|| format!("cannot reach {}", self.base))?;
+        decode(resp)
+    }
+
+    /// A signed PUT streaming a file (hashed first, then sent).
+    pub(crate) fn put_file(&self, path: &str, file: &Path) -> Result<serde_json::Value> {
+        let mut digest = httpsig::DigestWriter::new();
+        let mut f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            digest.update(&buf[..n]);
+        }
+        let digest = digest.finish();
+        let identity = self.identity()?;
+        let h = httpsig::sign_request_with_digest(identity, "PUT", path, &digest, now(), &nonce());
+        let len = std::fs::metadata(file)?.len();
+        let reader = std::fs::File::open(file)?;
+        let resp = self
+            .agent
+            .put(format!("{}{path}", self.base))
+            .header("content-digest", &h.content_digest)
+            .header("signature-input", &h.signature_input)
+            .header("signature", &h.signature)
+            .header("content-type", "application/octet-stream")
+            .header("content-length", &len.to_string())
+            .send(ureq::SendBody::from_reader(reader))
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        decode(resp)
+    }
+
+    /// A signed GET streaming Server-Sent Events, calling `on_event` per data line.
+    pub(crate) fn events(&self, mut on_event: impl FnMut(serde_json::Value) -> Result<bool>) -> Result<()> {
+        let path = "/v1/events";
+        let h = self.headers("GET", path, b"")?;
+        let resp = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("content-digest", &h.content_digest)
+            .header("signature-input", &h.signature_input)
+            .header("signature", &h.signature)
+            .call()
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        if !resp.status().is_success() {
+            return decode(resp).map(|_| ());
+        }
+        let reader = std::io::BufReader::new(resp.into_body().into_reader());
+        for line in std::io::BufRead::lines(reader) {
+            let line = line?;
+            if let Some(data) = line.strip_prefix("data: ") {
+                let value: serde_json::Value = serde_json::from_str(data)?;
+                if !on_event(value)? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn decode(resp: ureq::http::Response<ureq::Body>) -> Result<serde_json::Value> {
+    let status = resp.status();
+    let text = resp.into_body().read_to_string().context("cannot read the server's answer")?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("the server answered {status} with non-JSON: {}", text.chars().take(200).collect::<String>()))?;
+    if !status.is_success() {
+        let kind = value["type"].as_str().unwrap_or("error");
+        let message = value["message"].as_str().unwrap_or(&text);
+        bail!("server refused ({status}, {kind}): {message}");
+    }
+    Ok(value)
+}

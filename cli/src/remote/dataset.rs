@@ -1,0 +1,112 @@
+//! Owners: seal a table to the attested enclave and upload it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use cleanroom_envelope::{DatasetId, EnvelopeWriter};
+
+use super::Conn;
+use super::attest::{Trust, verify_server};
+use crate::input;
+
+/// `cleanroom dataset seal`: offline sealing to a known enclave key.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SealArgs {
+    /// The table: CSV, Parquet or Arrow IPC.
+    file: PathBuf,
+    /// The enclave's HPKE public key (hex), from `cleanroom attest verify`.
+    #[arg(long)]
+    enclave_key: String,
+    /// Where to write the envelope.
+    #[arg(long, short = 'o')]
+    out: PathBuf,
+    /// Dataset id (hex, 16 bytes); random by default.
+    #[arg(long)]
+    id: Option<String>,
+}
+
+/// `cleanroom dataset push`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PushArgs {
+    /// The table: CSV, Parquet or Arrow IPC.
+    file: PathBuf,
+    #[command(flatten)]
+    trust: Trust,
+    /// Dataset id (hex, 16 bytes); random by default.
+    #[arg(long)]
+    id: Option<String>,
+}
+
+fn dataset_id(id: Option<&str>) -> Result<DatasetId> {
+    match id {
+        Some(id) => id.parse().map_err(|e| anyhow!("invalid --id: {e}")),
+        None => Ok(DatasetId::random()),
+    }
+}
+
+/// Seal `file` into `out`, streaming with bounded memory.
+pub(crate) fn seal_file(file: &Path, out: &Path, owner: &cleanroom_proto::Identity, enclave_hpke: &[u8; 32], id: DatasetId) -> Result<u64> {
+    let (schema, batches, bar) = input::open_batches(file)?;
+    let sink = std::io::BufWriter::new(
+        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?,
+    );
+    let mut writer = EnvelopeWriter::new(sink, &schema, id, owner.signing_key(), enclave_hpke)?;
+    let mut rows = 0u64;
+    for batch in batches {
+        let batch = batch?;
+        rows += batch.num_rows() as u64;
+        writer.write(&batch)?;
+    }
+    writer.finish()?;
+    bar.finish_and_clear();
+    Ok(rows)
+}
+
+pub(crate) fn seal(conn: &Conn, args: SealArgs) -> Result<()> {
+    let client = conn.client()?;
+    let owner = client.identity()?;
+    let key: [u8; 32] = hex::decode(&args.enclave_key)
+        .ok()
+        .and_then(|k| k.try_into().ok())
+        .ok_or_else(|| anyhow!("--enclave-key must be 32 bytes of hex"))?;
+    let id = dataset_id(args.id.as_deref())?;
+    let rows = seal_file(&args.file, &args.out, owner, &key, id)?;
+    let value = serde_json::json!({ "dataset": id.to_string(), "rows": rows, "envelope": args.out });
+    conn.print(&value, || format!("sealed {rows} rows as dataset {id} into {}", args.out.display()));
+    Ok(())
+}
+
+pub(crate) fn push(conn: &Conn, args: PushArgs) -> Result<()> {
+    let client = conn.client()?;
+    let verified = verify_server(&client, &args.trust)?;
+    let owner = client.identity()?;
+    let id = dataset_id(args.id.as_deref())?;
+    let tmp = tempfile::NamedTempFile::new()?;
+    let rows = seal_file(&args.file, tmp.path(), owner, &verified.keys.hpke_public_key, id)?;
+    let answer = client.put_file(&format!("/v1/datasets/{id}"), tmp.path())?;
+    conn.print(&answer, || {
+        format!(
+            "uploaded dataset {id}: {rows} rows sealed to the attested enclave (measurement {}…)",
+            &hex::encode(verified.claims.measurement.0)[..16]
+        )
+    });
+    Ok(())
+}
+
+pub(crate) fn list(conn: &Conn) -> Result<()> {
+    let answer = conn.client()?.get_public("/v1/datasets")?;
+    conn.print(&answer, || {
+        let mut out = String::new();
+        for d in answer["datasets"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "{}  {} rows  owner {}…  policy v{}\n",
+                d["id"].as_str().unwrap_or("?"),
+                d["rows"],
+                &d["owner"].as_str().unwrap_or("?")[..12.min(d["owner"].as_str().unwrap_or("?").len())],
+                d["policy_version"].as_u64().map_or("-".into(), |v| v.to_string())
+            ));
+        }
+        out.trim_end().to_string()
+    });
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! Commands that talk to a cleanroomd: owners' and researchers' flows.
+
+pub(crate) mod attest;
+pub(crate) mod audit;
+pub(crate) mod client;
+pub(crate) mod dataset;
+pub(crate) mod policy;
+pub(crate) mod runs;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use cleanroom_proto::Identity;
+
+use client::Client;
+
+/// Where the server is and who we are.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Conn {
+    /// The cleanroomd URL.
+    #[arg(long, env = "CLEANROOM_SERVER", default_value = "http://127.0.0.1:7878", global = true)]
+    pub(crate) server: String,
+    /// Your key file (from `cleanroom keygen`).
+    #[arg(long, env = "CLEANROOM_KEY", global = true)]
+    pub(crate) key: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+impl Conn {
+    pub(crate) fn client(&self) -> Result<Client> {
+        let identity = match &self.key {
+            Some(path) => Some(
+                Identity::load(path).with_context(|| format!("cannot load key {}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Client::new(&self.server, identity))
+    }
+
+    /// Print `value` as JSON if --json, else `text`.
+    pub(crate) fn print(&self, value: &serde_json::Value, text: impl FnOnce() -> String) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        } else {
+            println!("{}", text());
+        }
+    }
+}
+
+/// `cleanroom keygen`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct KeygenArgs {
+    /// Where to write the key (refuses to overwrite).
+    #[arg(long, short = 'o')]
+    out: PathBuf,
+}
+
+pub(crate) fn keygen(args: KeygenArgs) -> Result<()> {
+    let identity = Identity::generate();
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    identity.save(&args.out)?;
+    println!("wrote {} (party {})", args.out.display(), identity.party());
+    println!("share your party id; keep the file secret");
+    Ok(())
+}

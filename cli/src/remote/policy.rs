@@ -1,0 +1,225 @@
+//! Owners: grant and revoke, as new signed policy versions.
+
+use anyhow::{Result, bail};
+use cleanroom_proto::PartyId;
+use cleanroom_proto::policy::{Grant, OutputRules, Policy, Researchers, SignedPolicy, SmallGroups};
+use cleanroom_proto::run::params_digest;
+
+use super::Conn;
+
+/// `cleanroom policy grant`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct GrantArgs {
+    /// Your dataset.
+    #[arg(long)]
+    dataset: String,
+    /// Module hash (SHA-256 hex) to allow.
+    #[arg(long)]
+    module: String,
+    /// Researcher allowed (party id, hex); repeat. Without it: any researcher.
+    #[arg(long = "researcher")]
+    researchers: Vec<PartyId>,
+    /// Pin the exact params (JSON text) the module may run with.
+    #[arg(long, conflicts_with = "params_digest")]
+    params: Option<String>,
+    /// Pin the params by digest (SHA-256 hex).
+    #[arg(long)]
+    params_digest: Option<String>,
+    /// The grant expires after this many days.
+    #[arg(long)]
+    expires_in_days: Option<u64>,
+    /// At most this many runs per researcher.
+    #[arg(long)]
+    max_runs: Option<u64>,
+    /// A note shown to other parties (e.g. what the analysis is for).
+    #[arg(long)]
+    note: Option<String>,
+    /// Column that never reaches any analysis; repeat.
+    #[arg(long = "hide")]
+    hidden: Vec<String>,
+    /// Identifier column: joinable inside, never released; repeat.
+    #[arg(long = "identifier")]
+    identifiers: Vec<String>,
+    /// Smallest group count released (k).
+    #[arg(long)]
+    min_group: Option<u64>,
+    /// Columns holding group counts; repeat (default: count, n, patients).
+    #[arg(long = "count-column")]
+    count_columns: Vec<String>,
+    /// Refuse outputs with small groups instead of suppressing those groups.
+    #[arg(long)]
+    refuse_small_groups: bool,
+    /// Release the analysis's log lines.
+    #[arg(long)]
+    release_logs: bool,
+    /// Hold outputs until you review them.
+    #[arg(long)]
+    review: bool,
+    /// Largest total output, MiB.
+    #[arg(long)]
+    max_output_mib: Option<u64>,
+}
+
+/// `cleanroom policy revoke`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RevokeArgs {
+    /// Your dataset.
+    #[arg(long)]
+    dataset: String,
+    /// Revoke only this module's grant (default: every grant).
+    #[arg(long)]
+    module: Option<String>,
+}
+
+fn current(conn: &Conn, dataset: &str) -> Result<Option<SignedPolicy>> {
+    match conn.client()?.get_public(&format!("/v1/datasets/{dataset}/policy")) {
+        Ok(v) => Ok(Some(serde_json::from_value(v)?)),
+        Err(e) if e.to_string().contains("not-found") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn publish(conn: &Conn, policy: Policy) -> Result<()> {
+    let client = conn.client()?;
+    let signed = SignedPolicy::sign(policy, client.identity()?);
+    let body = serde_json::to_vec(&signed)?;
+    let answer = client.signed("PUT", &format!("/v1/datasets/{}/policy", signed.policy.dataset), &body)?;
+    conn.print(&answer, || describe(&signed));
+    Ok(())
+}
+
+fn describe(signed: &SignedPolicy) -> String {
+    let p = &signed.policy;
+    let mut out = format!("dataset {} policy v{} signed ({})\n", p.dataset, p.version, signed.digest());
+    if p.grants.is_empty() {
+        out.push_str("  no grants: nothing may run on this dataset\n");
+    }
+    for g in &p.grants {
+        let who = match &g.researchers {
+            Researchers::Any => "any researcher".to_string(),
+            Researchers::Only(list) => list.iter().map(|r| r.short()).collect::<Vec<_>>().join(", "),
+        };
+        out.push_str(&format!("  grant module {}… to {who}", &g.module[..12.min(g.module.len())]));
+        if let Some(d) = &g.params_digest {
+            out.push_str(&format!(", params pinned {}…", &d[..12.min(d.len())]));
+        }
+        if let Some(n) = g.max_runs {
+            out.push_str(&format!(", at most {n} runs"));
+        }
+        if let Some(t) = g.expires_at {
+            out.push_str(&format!(", expires at {t}"));
+        }
+        if let Some(note) = &g.note {
+            out.push_str(&format!("\n    note: {note}"));
+        }
+        out.push('\n');
+    }
+    let r = &p.output;
+    out.push_str(&format!(
+        "  output rules: groups < {} {}, at most {} bytes, logs {}, review {}",
+        r.min_group_count,
+        if r.small_groups == SmallGroups::Refuse { "refuse the output" } else { "suppressed" },
+        r.max_output_bytes,
+        if r.release_logs { "released" } else { "withheld" },
+        if r.review_required { "required" } else { "not required" },
+    ));
+    if !p.hidden_columns.is_empty() {
+        out.push_str(&format!("\n  hidden columns: {}", p.hidden_columns.join(", ")));
+    }
+    if !p.identifier_columns.is_empty() {
+        out.push_str(&format!("\n  identifier columns: {}", p.identifier_columns.join(", ")));
+    }
+    out
+}
+
+pub(crate) fn grant(conn: &Conn, args: GrantArgs) -> Result<()> {
+    if args.module.len() != 64 || hex::decode(&args.module).is_err() {
+        bail!("--module must be a SHA-256 in hex (as `cleanroom module push` prints)");
+    }
+    let now = crate::remote::runs::now();
+    let prev = current(conn, &args.dataset)?;
+    let (version, mut grants, mut hidden, mut identifiers, mut rules) = match &prev {
+        Some(p) => (
+            p.policy.version + 1,
+            p.policy.grants.clone(),
+            p.policy.hidden_columns.clone(),
+            p.policy.identifier_columns.clone(),
+            p.policy.output.clone(),
+        ),
+        None => (1, vec![], vec![], vec![], OutputRules::default()),
+    };
+    grants.retain(|g| g.module != args.module);
+    grants.push(Grant {
+        module: args.module.clone(),
+        researchers: if args.researchers.is_empty() { Researchers::Any } else { Researchers::Only(args.researchers) },
+        params_digest: args.params.as_deref().map(params_digest).or(args.params_digest),
+        expires_at: args.expires_in_days.map(|d| now + d * 86_400),
+        max_runs: args.max_runs,
+        note: args.note,
+    });
+    if !args.hidden.is_empty() {
+        hidden = args.hidden;
+    }
+    if !args.identifiers.is_empty() {
+        identifiers = args.identifiers;
+    }
+    if let Some(k) = args.min_group {
+        rules.min_group_count = k;
+    }
+    if !args.count_columns.is_empty() {
+        rules.count_columns = args.count_columns;
+    }
+    if args.refuse_small_groups {
+        rules.small_groups = SmallGroups::Refuse;
+    }
+    rules.release_logs |= args.release_logs;
+    rules.review_required |= args.review;
+    if let Some(m) = args.max_output_mib {
+        rules.max_output_bytes = m << 20;
+    }
+    publish(
+        conn,
+        Policy {
+            dataset: args.dataset,
+            version,
+            grants,
+            hidden_columns: hidden,
+            identifier_columns: identifiers,
+            output: rules,
+            issued_at: now,
+        },
+    )
+}
+
+pub(crate) fn revoke(conn: &Conn, args: RevokeArgs) -> Result<()> {
+    let Some(prev) = current(conn, &args.dataset)? else {
+        bail!("dataset {} has no policy: there is nothing to revoke", args.dataset);
+    };
+    let mut policy = prev.policy;
+    match &args.module {
+        Some(m) => policy.grants.retain(|g| &g.module != m),
+        None => policy.grants.clear(),
+    }
+    policy.version += 1;
+    policy.issued_at = crate::remote::runs::now();
+    publish(conn, policy)
+}
+
+/// `cleanroom policy show`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ShowArgs {
+    /// The dataset.
+    #[arg(long)]
+    dataset: String,
+}
+
+pub(crate) fn show(conn: &Conn, args: ShowArgs) -> Result<()> {
+    match current(conn, &args.dataset)? {
+        Some(p) => {
+            p.verify()?;
+            conn.print(&serde_json::to_value(&p)?, || describe(&p));
+            Ok(())
+        }
+        None => bail!("dataset {} has no policy yet", args.dataset),
+    }
+}

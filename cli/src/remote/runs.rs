@@ -1,0 +1,267 @@
+//! Researchers: push modules, submit and watch runs, fetch and decrypt
+//! results; owners: review held outputs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use cleanroom_proto::PartyId;
+use cleanroom_proto::receipt::SignedReceipt;
+use cleanroom_proto::run::RunRequest;
+use sha2::{Digest, Sha256};
+
+use super::Conn;
+use super::attest::{Trust, verify_server};
+
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `cleanroom module push`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ModulePushArgs {
+    /// The analysis component (.wasm).
+    file: PathBuf,
+}
+
+pub(crate) fn module_push(conn: &Conn, args: ModulePushArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let answer = conn.client()?.signed("PUT", "/v1/modules", &bytes)?;
+    conn.print(&answer, || {
+        format!(
+            "uploaded {} ({} bytes)\nmodule {}\nask the data owners to grant this hash",
+            args.file.display(),
+            bytes.len(),
+            answer["module"].as_str().unwrap_or("?")
+        )
+    });
+    Ok(())
+}
+
+/// `cleanroom run submit`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SubmitArgs {
+    /// Module hash to run.
+    #[arg(long)]
+    module: String,
+    /// An input as NAME=DATASET (the name the analysis opens); repeat.
+    #[arg(long = "input", value_name = "NAME=DATASET")]
+    inputs: Vec<String>,
+    /// The run's params (JSON text, or @FILE).
+    #[arg(long, default_value = "")]
+    params: String,
+    /// Wait for the run to finish and print its outcome.
+    #[arg(long)]
+    wait: bool,
+}
+
+pub(crate) fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
+    let client = conn.client()?;
+    let identity = client.identity()?;
+    let mut inputs = BTreeMap::new();
+    for spec in &args.inputs {
+        let (name, dataset) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--input takes NAME=DATASET, got {spec:?}"))?;
+        inputs.insert(name.to_string(), dataset.to_string());
+    }
+    let params = match args.params.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?,
+        None => args.params.clone(),
+    };
+    let request = RunRequest {
+        module: args.module.clone(),
+        inputs,
+        params,
+        researcher_hpke: hex::encode(identity.hpke_public()),
+        review_note: None,
+    };
+    let answer = client.signed("POST", "/v1/runs", &serde_json::to_vec(&request)?)?;
+    let id = answer["run"].as_str().unwrap_or_default().to_string();
+    if args.wait {
+        return watch(conn, WatchArgs { run: id });
+    }
+    conn.print(&answer, || format!("run {id} queued"));
+    Ok(())
+}
+
+/// `cleanroom run watch`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct WatchArgs {
+    /// The run id.
+    run: String,
+}
+
+const FINAL: &[&str] = &["rejected", "failed", "released", "withheld", "cancelled", "held_for_review"];
+
+/// Follow a run until it is final (or held for review).
+pub(crate) fn watch(conn: &Conn, args: WatchArgs) -> Result<()> {
+    let client = conn.client()?;
+    let path = format!("/v1/runs/{}", args.run);
+    let mut last = String::new();
+    let bar = crate::progress::spinner(format!("run {}", args.run));
+    loop {
+        let status = client.signed("GET", &path, b"")?;
+        let state = status["state"].as_str().unwrap_or("?").to_string();
+        if state != last {
+            bar.set_message(format!("run {}: {state}", args.run));
+            last = state.clone();
+        }
+        if FINAL.contains(&state.as_str()) {
+            bar.finish_and_clear();
+            conn.print(&status, || {
+                let reason = status["reason"].as_str().map(|r| format!(": {r}")).unwrap_or_default();
+                format!("run {} {state}{reason}", args.run)
+            });
+            if matches!(state.as_str(), "failed" | "rejected" | "withheld" | "cancelled") {
+                bail!("run {} ended {state}", args.run);
+            }
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `cleanroom run cancel`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CancelArgs {
+    /// The run id.
+    run: String,
+}
+
+pub(crate) fn cancel(conn: &Conn, args: CancelArgs) -> Result<()> {
+    let answer = conn.client()?.signed("POST", &format!("/v1/runs/{}/cancel", args.run), b"{}")?;
+    conn.print(&answer, || format!("cancelling run {}", args.run));
+    Ok(())
+}
+
+/// `cleanroom result fetch`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct FetchArgs {
+    /// The run id.
+    run: String,
+    /// Directory for the decrypted outputs.
+    #[arg(long, short = 'o', default_value = "results")]
+    out: PathBuf,
+    #[command(flatten)]
+    trust: Trust,
+}
+
+pub(crate) fn fetch(conn: &Conn, args: FetchArgs) -> Result<()> {
+    let client = conn.client()?;
+    let identity = client.identity()?;
+    // The receipt must be signed by the key an attested enclave holds.
+    let verified = verify_server(&client, &args.trust)?;
+    let enclave = PartyId(verified.keys.signing_public_key);
+    let answer = client.signed("GET", &format!("/v1/runs/{}/result", args.run), b"")?;
+    let receipt: SignedReceipt = serde_json::from_value(answer["receipt"].clone()).context("malformed receipt")?;
+    receipt.verify(Some(&enclave)).context("the receipt is not signed by the attested enclave")?;
+    if receipt.receipt.run_id != args.run || receipt.receipt.researcher != identity.party() {
+        bail!("the receipt is for another run or researcher");
+    }
+    std::fs::create_dir_all(&args.out)?;
+    let mut lines = Vec::new();
+    for o in answer["outputs"].as_array().into_iter().flatten() {
+        let name = o["name"].as_str().unwrap_or_default();
+        let kind = o["kind"].as_str().unwrap_or_default();
+        cleanroom_runtime::output::validate_name(name).map_err(|e| anyhow!("server sent a bad output name: {e}"))?;
+        let sealed = B64.decode(o["sealed"].as_str().unwrap_or_default())?;
+        let plain = cleanroom_proto::sealed::open_sealed(identity, &format!("{}/{name}", args.run), &sealed)
+            .with_context(|| format!("cannot decrypt output {name}"))?;
+        let listed = receipt
+            .receipt
+            .outputs
+            .iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| anyhow!("output {name} is not in the receipt"))?;
+        if listed.sha256 != hex::encode(Sha256::digest(&plain)) {
+            bail!("output {name} does not match the digest in the receipt");
+        }
+        match kind {
+            "table" => {
+                let (schema, batches) = cleanroom_runtime::output::decode_stream(&plain).map_err(|e| anyhow!(e))?;
+                std::fs::write(args.out.join(format!("{name}.arrows")), &plain)?;
+                let mut csv = arrow_csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(std::fs::File::create(args.out.join(format!("{name}.csv")))?);
+                for b in &batches {
+                    csv.write(b)?;
+                }
+                let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                lines.push(format!("  table {name}: {rows} rows × {} columns → {name}.csv", schema.fields().len()));
+                if !conn.json {
+                    let text = arrow_cast::pretty::pretty_format_batches(&batches)?.to_string();
+                    lines.extend(text.lines().map(|l| format!("      {l}")));
+                }
+            }
+            "json" => {
+                std::fs::write(args.out.join(format!("{name}.json")), &plain)?;
+                lines.push(format!("  json {name}: {}", String::from_utf8_lossy(&plain)));
+            }
+            "log" => {
+                std::fs::write(args.out.join("log.txt"), &plain)?;
+                lines.push("  log → log.txt".to_string());
+            }
+            _ => {
+                std::fs::create_dir_all(args.out.join("files"))?;
+                std::fs::write(args.out.join("files").join(name), &plain)?;
+                lines.push(format!("  file {name}: {} bytes", plain.len()));
+            }
+        }
+    }
+    std::fs::write(args.out.join("receipt.json"), serde_json::to_vec_pretty(&receipt)?)?;
+    conn.print(&serde_json::to_value(&receipt)?, || {
+        format!(
+            "run {} released; receipt verified (enclave {}, measurement {}…)\n{}\noutputs and receipt.json in {}",
+            args.run,
+            enclave.short(),
+            &receipt.receipt.measurement[..16.min(receipt.receipt.measurement.len())],
+            lines.join("\n"),
+            args.out.display()
+        )
+    });
+    Ok(())
+}
+
+/// `cleanroom review show|release|withhold`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReviewArgs {
+    /// The run id.
+    run: String,
+    /// Why (recorded in the audit log).
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+pub(crate) fn review(conn: &Conn, args: ReviewArgs, decision: Option<&str>) -> Result<()> {
+    let client = conn.client()?;
+    let Some(decision) = decision else {
+        let status = client.signed("GET", &format!("/v1/runs/{}", args.run), b"")?;
+        conn.print(&status, || {
+            let mut out = format!("run {} is {}\n", args.run, status["state"].as_str().unwrap_or("?"));
+            for o in status["review"].as_array().into_iter().flatten() {
+                let bytes = B64.decode(o["bytes"].as_str().unwrap_or_default()).unwrap_or_default();
+                let shown = match o["kind"].as_str() {
+                    Some("table") => cleanroom_runtime::output::decode_stream(&bytes)
+                        .ok()
+                        .and_then(|(_, b)| arrow_cast::pretty::pretty_format_batches(&b).ok().map(|t| t.to_string()))
+                        .unwrap_or_default(),
+                    _ => String::from_utf8_lossy(&bytes).into_owned(),
+                };
+                out.push_str(&format!("{} ({}):\n{shown}\n", o["name"].as_str().unwrap_or("?"), o["kind"].as_str().unwrap_or("?")));
+            }
+            out
+        });
+        return Ok(());
+    };
+    let body = serde_json::json!({ "decision": decision, "reason": args.reason });
+    let answer = client.signed("POST", &format!("/v1/runs/{}/review", args.run), &serde_json::to_vec(&body)?)?;
+    conn.print(&answer, || format!("run {}: {decision}d; now {}", args.run, answer["state"].as_str().unwrap_or("?")));
+    Ok(())
+}

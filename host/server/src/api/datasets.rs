@@ -1,0 +1,219 @@
+//! Dataset envelopes (streamed to disk with bounded memory), owner policies
+//! and analysis modules.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use cleanroom_envelope::EnvelopeReader;
+use cleanroom_proto::httpsig::DigestWriter;
+use cleanroom_proto::policy::SignedPolicy;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::app::Service;
+use crate::error::{ApiError, ApiResult};
+use crate::events::Audience;
+use crate::http::{Body, MAX_JSON_BODY, json_response, read_body};
+use crate::store::DatasetRow;
+
+pub(super) async fn list(service: &Service) -> ApiResult<Response<Body>> {
+    let datasets = service.storage.datasets()?;
+    let mut out = Vec::new();
+    for d in datasets {
+        let policy_version = service
+            .storage
+            .policy(&d.id)?
+            .and_then(|p| p["policy"]["version"].as_u64());
+        out.push(json!({
+            "id": d.id, "owner": d.owner, "rows": d.rows, "columns": d.columns,
+            "manifest_digest": d.manifest_digest, "policy_version": policy_version, "created": d.created,
+        }));
+    }
+    Ok(json_response(StatusCode::OK, &json!({ "datasets": out })))
+}
+
+/// Stream the body to a temporary file, hashing as it goes.
+async fn spool(service: &Service, body: Incoming, limit: u64) -> ApiResult<(std::path::PathBuf, String, u64)> {
+    let tmp = service.storage.tmp_path();
+    let mut file = std::fs::File::create(&tmp)?;
+    let mut digest = DigestWriter::new();
+    let mut total = 0u64;
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::BadRequest(format!("upload interrupted: {e}")))?;
+        if let Some(chunk) = frame.data_ref() {
+            total += chunk.len() as u64;
+            if total > limit {
+                drop(file);
+                let _ = std::fs::remove_file(&tmp);
+                return Err(ApiError::TooLarge(format!("upload is larger than {limit} bytes")));
+            }
+            digest.update(chunk);
+            file.write_all(chunk)?;
+        }
+    }
+    file.sync_all()?;
+    Ok((tmp, digest.finish(), total))
+}
+
+pub(super) async fn upload(service: Arc<Service>, id: &str, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+    let (parts, body) = req.into_parts();
+    let (tmp, digest, bytes) = spool(&service, body, service.config.max_upload_bytes).await?;
+    let cleanup = scopeguard(tmp.clone());
+    let owner = crate::auth::authenticate_digest(&service, &parts, &digest)?;
+    if service.storage.dataset(id)?.is_some() {
+        return Err(ApiError::Conflict(format!("dataset {id} already exists; datasets are immutable, upload a new id")));
+    }
+    // Open the envelope as the enclave will: manifest signature, owner, key unwrap.
+    let file = std::fs::File::open(&tmp)?;
+    let owner_key = owner
+        .verifying_key()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let reader = EnvelopeReader::open(file, &service.identity.hpke_secret(), Some(&owner_key))
+        .map_err(|e| ApiError::BadRequest(format!("envelope refused: {e}")))?;
+    let manifest = reader.manifest();
+    if manifest.dataset_id.to_string() != id {
+        return Err(ApiError::BadRequest(format!(
+            "the envelope is for dataset {}, not {id}",
+            manifest.dataset_id
+        )));
+    }
+    let columns = reader
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().to_string()))
+        .collect();
+    let row = DatasetRow {
+        id: id.to_string(),
+        owner: owner.to_string(),
+        manifest_digest: hex::encode(manifest.digest()),
+        rows: reader.num_rows(),
+        columns,
+        created: crate::now(),
+    };
+    service.storage.put_blob("datasets", id, &tmp)?;
+    cleanup.disarm();
+    service.storage.put_dataset(&row)?;
+    service.metrics.upload_bytes.fetch_add(bytes, Ordering::Relaxed);
+    service.audit.record(
+        service.storage.as_ref(),
+        &service.events,
+        Audience::Everyone,
+        Some(owner),
+        "dataset.uploaded",
+        id,
+        json!({ "rows": row.rows, "bytes": bytes, "manifest_digest": row.manifest_digest }),
+    )?;
+    Ok(json_response(StatusCode::CREATED, &serde_json::to_value(&row).map_err(|e| ApiError::Internal(e.to_string()))?))
+}
+
+pub(super) async fn policy(service: &Service, id: &str) -> ApiResult<Response<Body>> {
+    match service.storage.policy(id)? {
+        Some(p) => Ok(json_response(StatusCode::OK, &p)),
+        None => Err(ApiError::NotFound(format!("dataset {id} has no policy yet"))),
+    }
+}
+
+pub(super) async fn put_policy(service: Arc<Service>, id: &str, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, MAX_JSON_BODY).await?;
+    let signer = crate::auth::authenticate(&service, &parts, &body)?;
+    let signed: SignedPolicy = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid policy: {e}")))?;
+    let dataset = service
+        .storage
+        .dataset(id)?
+        .ok_or_else(|| ApiError::NotFound(format!("no dataset {id}")))?;
+    if dataset.owner != signer.to_string() || signed.owner != signer {
+        return Err(ApiError::Forbidden(format!("only dataset {id}'s owner may set its policy")));
+    }
+    signed
+        .verify()
+        .map_err(|e| ApiError::BadRequest(format!("policy signature: {e}")))?;
+    if signed.policy.dataset != id {
+        return Err(ApiError::BadRequest(format!("the policy is for dataset {}, not {id}", signed.policy.dataset)));
+    }
+    let current = service
+        .storage
+        .policy(id)?
+        .and_then(|p| p["policy"]["version"].as_u64())
+        .unwrap_or(0);
+    if signed.policy.version <= current {
+        return Err(ApiError::Conflict(format!(
+            "policy version {} is not newer than the current version {current}",
+            signed.policy.version
+        )));
+    }
+    let value = serde_json::to_value(&signed).map_err(|e| ApiError::Internal(e.to_string()))?;
+    service.storage.put_policy(id, signed.policy.version, &value)?;
+    let action = if signed.policy.grants.is_empty() { "policy.revoked" } else { "policy.granted" };
+    service.audit.record(
+        service.storage.as_ref(),
+        &service.events,
+        Audience::Everyone,
+        Some(signer),
+        action,
+        id,
+        json!({
+            "version": signed.policy.version,
+            "digest": signed.digest(),
+            "modules": signed.policy.grants.iter().map(|g| g.module.clone()).collect::<Vec<_>>(),
+        }),
+    )?;
+    Ok(json_response(StatusCode::OK, &json!({ "dataset": id, "version": signed.policy.version, "digest": signed.digest() })))
+}
+
+pub(super) async fn upload_module(service: Arc<Service>, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+    let (parts, body) = req.into_parts();
+    let limit = usize::try_from(service.config.max_module_bytes).unwrap_or(usize::MAX);
+    let body = read_body(body, limit).await?;
+    let uploader = crate::auth::authenticate(&service, &parts, &body)?;
+    let hash = hex::encode(Sha256::digest(&body));
+    // Compile now so a malformed module is refused at upload with a clear error.
+    let svc = service.clone();
+    let bytes = body.clone();
+    tokio::task::spawn_blocking(move || svc.runtime.load(&bytes))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if !service.storage.has_module(&hash)? {
+        service.storage.write_blob("modules", &hash, &body)?;
+        service.storage.put_module(&hash, &uploader.to_string(), body.len() as u64, crate::now())?;
+        service.audit.record(
+            service.storage.as_ref(),
+            &service.events,
+            Audience::Everyone,
+            Some(uploader),
+            "module.uploaded",
+            &hash,
+            json!({ "bytes": body.len() }),
+        )?;
+    }
+    Ok(json_response(StatusCode::CREATED, &json!({ "module": hash, "bytes": body.len() })))
+}
+
+/// Removes a temporary file unless disarmed.
+struct TmpGuard(Option<std::path::PathBuf>);
+
+impl TmpGuard {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TmpGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn scopeguard(path: std::path::PathBuf) -> TmpGuard {
+    TmpGuard(Some(path))
+}

@@ -1,0 +1,188 @@
+//! The service: state shared by the HTTP handlers and the run workers.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use cleanroom_proto::PartyId;
+use cleanroom_runtime::{CancelToken, Runtime, RuntimeConfig};
+use cleanroom_trust::attester::Attester;
+use cleanroom_trust::identity::EnclaveIdentity;
+use cleanroom_trust::sealing::Sealer;
+use sha2::{Digest, Sha384};
+use tokio::sync::mpsc;
+
+use crate::audit::AuditLog;
+use crate::config::Config;
+use crate::events::EventBus;
+use crate::store::{SqliteStorage, Storage};
+
+/// Counters exported at `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Requests handled.
+    pub requests: AtomicU64,
+    /// Requests refused for authentication.
+    pub refused: AtomicU64,
+    /// Runs submitted.
+    pub runs_submitted: AtomicU64,
+    /// Runs that reached a final state, by outcome.
+    pub runs_released: AtomicU64,
+    /// Runs failed.
+    pub runs_failed: AtomicU64,
+    /// Runs withheld or rejected.
+    pub runs_withheld: AtomicU64,
+    /// Bytes of datasets uploaded.
+    pub upload_bytes: AtomicU64,
+}
+
+impl Metrics {
+    /// Add one.
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The running service.
+pub struct Service {
+    /// Configuration in force.
+    pub config: Config,
+    /// Durable state.
+    pub storage: Arc<dyn Storage>,
+    /// The sandbox.
+    pub runtime: Runtime,
+    /// The enclave's keys.
+    pub identity: EnclaveIdentity,
+    /// Seals state at rest under keys only this enclave derives.
+    pub sealer: Sealer,
+    /// Produces attestation evidence.
+    pub attester: Box<dyn Attester>,
+    /// The launch measurement (hex) this service reports.
+    pub measurement: String,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// Live events.
+    pub events: EventBus,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Queue of run ids to execute.
+    pub queue: mpsc::Sender<String>,
+    /// Cancellation tokens of queued and running runs.
+    pub cancels: Mutex<HashMap<String, CancelToken>>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// The measurement simulation mode reports: a fixed, recognisable value.
+pub fn simulation_measurement() -> [u8; 48] {
+    Sha384::digest(b"cleanroom/simulation-measurement/v1").into()
+}
+
+impl Service {
+    /// Open the data directory, unseal (or create) the enclave identity and
+    /// resume the audit log. Returns the service and the queue's receiver.
+    pub fn open(config: Config, allow_simulation: bool) -> Result<(Arc<Self>, mpsc::Receiver<String>)> {
+        let dir = config.data_dir.clone();
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
+        let attester = attester(&config, allow_simulation, &dir)?;
+        let sealing_key = attester.sealing_key().context("cannot derive the sealing key")?;
+        let identity = EnclaveIdentity::load_or_create(&dir, &sealing_key)
+            .context("cannot unseal the enclave identity")?;
+        let sealer = Sealer::new(&sealing_key);
+        let evidence = attester
+            .evidence(&identity.public_keys(), None)
+            .context("cannot produce attestation evidence")?;
+        let measurement = cleanroom_trust::Report::from_bytes(&evidence.report)
+            .map(|r| hex::encode(r.measurement()))
+            .context("own attestation report does not parse")?;
+        let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&dir)?);
+        let audit = AuditLog::load(storage.as_ref())?;
+        let runtime = Runtime::new(RuntimeConfig {
+            max_concurrent_runs: (config.workers as u32).max(1) * 2,
+            ..RuntimeConfig::default()
+        })?;
+        let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let service = Service {
+            config,
+            storage,
+            runtime,
+            identity,
+            sealer,
+            attester,
+            measurement,
+            audit,
+            events: EventBus::default(),
+            metrics: Metrics::default(),
+            queue: tx,
+            cancels: Mutex::new(HashMap::new()),
+        };
+        Ok((Arc::new(service), rx))
+    }
+
+    /// The enclave's signing key as a party id (receipts and heads are signed by it).
+    pub fn enclave_party(&self) -> PartyId {
+        PartyId(self.identity.public_keys().signing_public_key)
+    }
+}
+
+fn attester(config: &Config, allow_simulation: bool, dir: &Path) -> Result<Box<dyn Attester>> {
+    if config.insecure_simulation || allow_simulation {
+        simulation(config, allow_simulation, dir)
+    } else {
+        snp()
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn snp() -> Result<Box<dyn Attester>> {
+    let attester = cleanroom_trust::attester::snp::SnpAttester::open().context(
+        "cannot open the SEV-SNP guest device; run inside an SEV-SNP VM, or pass --insecure-simulation for development",
+    )?;
+    Ok(Box::new(attester))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn snp() -> Result<Box<dyn Attester>> {
+    anyhow::bail!("SEV-SNP attestation needs Linux; pass --insecure-simulation for development")
+}
+
+#[cfg(feature = "simulation")]
+fn simulation(config: &Config, allow: bool, dir: &Path) -> Result<Box<dyn Attester>> {
+    use cleanroom_trust::attester::simulation::{SimulationAttester, SimulationConfig};
+    if !(allow && config.insecure_simulation) {
+        anyhow::bail!(
+            "simulation needs both `insecure_simulation = true` in the config and the --insecure-simulation flag"
+        );
+    }
+    let secret_path = dir.join("simulation-secret");
+    let local_secret: [u8; 32] = match std::fs::read(&secret_path) {
+        Ok(bytes) => bytes.try_into().map_err(|_| anyhow::anyhow!("{} is corrupt", secret_path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut secret = [0u8; 32];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut secret);
+            std::fs::write(&secret_path, secret)?;
+            secret
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let attester = SimulationAttester::new(
+        SimulationConfig {
+            measurement: simulation_measurement(),
+            host_data: cleanroom_trust::binding::host_data(&config.deployment_bytes()),
+            local_secret,
+        },
+        true,
+    )?;
+    Ok(Box::new(attester))
+}
+
+#[cfg(not(feature = "simulation"))]
+fn simulation(_: &Config, _: bool, _: &Path) -> Result<Box<dyn Attester>> {
+    anyhow::bail!("this cleanroomd was built without the `simulation` feature")
+}

@@ -1,0 +1,129 @@
+//! `cleanroomd.toml`: unknown fields are refused; defaults are the secure ones.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Listen address by default: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+/// Runs waiting in the queue before submissions are refused.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
+/// Runs executing at once.
+pub const DEFAULT_WORKERS: usize = 2;
+/// Largest request body (dataset envelopes are streamed to disk, not held).
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 64 << 30;
+/// Largest analysis module.
+pub const DEFAULT_MAX_MODULE_BYTES: u64 = 256 << 20;
+/// Per-run wall-clock limit, seconds.
+pub const DEFAULT_RUN_TIMEOUT_SECS: u64 = 300;
+
+/// The service configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Binding beyond loopback is an explicit choice.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory for sealed state, blobs and the database.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Use the INSECURE simulated attester (also needs `--insecure-simulation`).
+    #[serde(default)]
+    pub insecure_simulation: bool,
+    /// Runs waiting before new submissions are refused.
+    #[serde(default = "default_queue")]
+    pub queue_capacity: usize,
+    /// Runs executing at once.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Largest dataset upload, bytes.
+    #[serde(default = "default_max_upload")]
+    pub max_upload_bytes: u64,
+    /// Largest module upload, bytes.
+    #[serde(default = "default_max_module")]
+    pub max_module_bytes: u64,
+    /// Per-run wall-clock limit, seconds.
+    #[serde(default = "default_timeout")]
+    pub run_timeout_secs: u64,
+}
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN.parse().expect("DEFAULT_LISTEN is a valid address")
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("cleanroom-data")
+}
+fn default_queue() -> usize {
+    DEFAULT_QUEUE_CAPACITY
+}
+fn default_workers() -> usize {
+    DEFAULT_WORKERS
+}
+fn default_max_upload() -> u64 {
+    DEFAULT_MAX_UPLOAD_BYTES
+}
+fn default_max_module() -> u64 {
+    DEFAULT_MAX_MODULE_BYTES
+}
+fn default_timeout() -> u64 {
+    DEFAULT_RUN_TIMEOUT_SECS
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        toml::from_str("").expect("the empty config takes every default")
+    }
+}
+
+impl Config {
+    /// Parse a TOML file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        Self::from_toml(&text)
+    }
+
+    /// Parse TOML text.
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
+        if config.workers == 0 || config.queue_capacity == 0 {
+            anyhow::bail!("invalid config: workers and queue_capacity must be at least 1");
+        }
+        Ok(config)
+    }
+
+    /// The deployment configuration that attestation binds (`host_data`):
+    /// every setting that changes what the enclave does with data.
+    pub fn deployment_bytes(&self) -> Vec<u8> {
+        format!(
+            "cleanroomd/{}\nsimulation={}\nqueue={}\nworkers={}\nmax_upload={}\nmax_module={}\ntimeout={}\n",
+            env!("CARGO_PKG_VERSION"),
+            self.insecure_simulation,
+            self.queue_capacity,
+            self.workers,
+            self.max_upload_bytes,
+            self.max_module_bytes,
+            self.run_timeout_secs
+        )
+        .into_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_loopback_and_no_simulation() {
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert!(!c.insecure_simulation);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = Config::from_toml("listen = \"127.0.0.1:1\"\nsimulation = true\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field `simulation`"), "{err}");
+    }
+}

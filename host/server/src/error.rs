@@ -1,0 +1,83 @@
+//! API errors, turned into responses in exactly one place.
+
+use hyper::StatusCode;
+use serde_json::json;
+
+/// An error answered to a client. Default is deny.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is not signed, badly signed, stale or replayed.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The signer may not do this.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The thing asked for does not exist (or the caller may not know it does).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The request is malformed.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The request conflicts with current state (e.g. an old policy version).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The body is larger than allowed.
+    #[error("payload too large: {0}")]
+    TooLarge(String),
+    /// The run queue is full.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// Something failed inside the service.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// Stable machine-readable type.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not-found",
+            ApiError::BadRequest(_) => "bad-request",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::TooLarge(_) => "too-large",
+            ApiError::Busy(_) => "busy",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The JSON body: `{"type": ..., "message": ...}`.
+    pub fn body(&self) -> serde_json::Value {
+        json!({ "type": self.kind(), "message": self.to_string() })
+    }
+}
+
+impl From<rusqlite::Error> for ApiError {
+    fn from(e: rusqlite::Error) -> Self {
+        ApiError::Internal(format!("database: {e}"))
+    }
+}
+
+impl From<std::io::Error> for ApiError {
+    fn from(e: std::io::Error) -> Self {
+        ApiError::Internal(format!("storage: {e}"))
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,122 @@
+//! The HTTP server: hyper over tokio, one function that turns errors into
+//! responses, graceful shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::Service;
+use crate::error::{ApiError, ApiResult};
+
+/// Response body type.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// Largest JSON request body.
+pub const MAX_JSON_BODY: usize = 4 << 20;
+
+/// Serve until `shutdown` flips to true; in-flight requests finish first.
+pub async fn serve(
+    service: Arc<Service>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => { tracing::warn!("accept failed: {e}"); continue; }
+                };
+                let service = service.clone();
+                let mut stop = shutdown.clone();
+                connections.spawn(async move {
+                    let svc = service_fn(move |req| handle(service.clone(), peer, req));
+                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        r = conn.as_mut() => if let Err(e) = r { tracing::debug!("connection from {peer}: {e}") },
+                        _ = stop.changed() => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn handle(
+    service: Arc<Service>,
+    _peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    service.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let response = match crate::api::route(service, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            if matches!(e, ApiError::Internal(_)) {
+                tracing::error!(%method, %path, "{e}");
+            } else {
+                tracing::info!(%method, %path, kind = e.kind(), "refused: {e}");
+            }
+            json_response(e.status(), &e.body())
+        }
+    };
+    Ok(response)
+}
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let bytes = serde_json::to_vec_pretty(value).expect("JSON values always serialise");
+    let mut resp = Response::new(full(bytes));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// A plain-text response.
+pub fn text_response(content_type: &'static str, text: String) -> Response<Body> {
+    let mut resp = Response::new(full(text.into_bytes()));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// A complete body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+/// Read a whole (small) body, refusing more than `limit` bytes.
+pub async fn read_body(body: Incoming, limit: usize) -> ApiResult<Bytes> {
+    Limited::new(body, limit)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                ApiError::TooLarge(format!("request body is larger than {limit} bytes"))
+            } else {
+                ApiError::BadRequest(format!("cannot read request body: {e}"))
+            }
+        })
+}

@@ -1,0 +1,314 @@
+//! Durable state behind a trait: the embedded default is SQLite (WAL) for
+//! metadata plus files for blobs; a server database and object storage can
+//! implement the same trait later.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, ApiResult};
+
+/// A stored dataset (its envelope lives in the blob store).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatasetRow {
+    /// Dataset id (hex).
+    pub id: String,
+    /// Owner (Ed25519 key, hex).
+    pub owner: String,
+    /// SHA-256 of the signed manifest.
+    pub manifest_digest: String,
+    /// Rows.
+    pub rows: u64,
+    /// Column names and types, for researchers writing analyses.
+    pub columns: Vec<(String, String)>,
+    /// Upload time (unix seconds).
+    pub created: u64,
+}
+
+/// A stored run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRow {
+    /// Run id.
+    pub id: String,
+    /// Researcher (hex key).
+    pub researcher: String,
+    /// The request as submitted (JSON).
+    pub request: serde_json::Value,
+    /// What admission decided per input: dataset, manifest digest, policy version and digest.
+    pub inputs: serde_json::Value,
+    /// Current state (snake_case).
+    pub state: String,
+    /// Why it failed, was rejected or withheld.
+    pub reason: Option<String>,
+    /// Owners whose review is still pending.
+    pub pending_reviews: Vec<String>,
+    /// The signed receipt once final.
+    pub receipt: Option<serde_json::Value>,
+    /// Submission time.
+    pub created: u64,
+    /// Last change.
+    pub updated: u64,
+}
+
+/// Everything the service persists.
+pub trait Storage: Send + Sync {
+    /// Store a dataset's metadata.
+    fn put_dataset(&self, row: &DatasetRow) -> ApiResult<()>;
+    /// A dataset by id.
+    fn dataset(&self, id: &str) -> ApiResult<Option<DatasetRow>>;
+    /// All datasets.
+    fn datasets(&self) -> ApiResult<Vec<DatasetRow>>;
+    /// Record a module (its bytes are in the blob store).
+    fn put_module(&self, hash: &str, uploader: &str, bytes: u64, created: u64) -> ApiResult<()>;
+    /// Whether a module exists.
+    fn has_module(&self, hash: &str) -> ApiResult<bool>;
+    /// Store a policy version (JSON of the signed policy).
+    fn put_policy(&self, dataset: &str, version: u64, signed: &serde_json::Value) -> ApiResult<()>;
+    /// The latest policy of a dataset.
+    fn policy(&self, dataset: &str) -> ApiResult<Option<serde_json::Value>>;
+    /// Insert or replace a run.
+    fn put_run(&self, run: &RunRow) -> ApiResult<()>;
+    /// A run by id.
+    fn run(&self, id: &str) -> ApiResult<Option<RunRow>>;
+    /// All runs, newest first.
+    fn runs(&self) -> ApiResult<Vec<RunRow>>;
+    /// Runs of `module` over `dataset` by `researcher` that were admitted (for grant run limits).
+    fn count_admitted_runs(&self, dataset: &str, module: &str, researcher: &str) -> ApiResult<u64>;
+    /// Append an audit entry (JSON) with its hash.
+    fn append_audit(&self, seq: u64, entry: &serde_json::Value, hash: &str) -> ApiResult<()>;
+    /// All audit entries in order.
+    fn audit(&self) -> ApiResult<Vec<serde_json::Value>>;
+    /// Remember a request nonce; false if it was seen before (a replay).
+    fn remember_nonce(&self, party: &str, nonce: &str, created: u64) -> ApiResult<bool>;
+    /// Put a blob atomically from a finished temporary file.
+    fn put_blob(&self, kind: &str, id: &str, tmp: &Path) -> ApiResult<PathBuf>;
+    /// Write a small blob atomically.
+    fn write_blob(&self, kind: &str, id: &str, bytes: &[u8]) -> ApiResult<PathBuf>;
+    /// A blob's path (it may not exist).
+    fn blob_path(&self, kind: &str, id: &str) -> PathBuf;
+    /// A fresh temporary file path in the store's own file system.
+    fn tmp_path(&self) -> PathBuf;
+}
+
+/// SQLite in WAL mode plus a blob directory.
+#[derive(Debug)]
+pub struct SqliteStorage {
+    conn: Mutex<Connection>,
+    dir: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS datasets (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS modules (hash TEXT PRIMARY KEY, uploader TEXT NOT NULL, bytes INTEGER NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS policies (dataset TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (dataset, version));
+CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, created INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS run_inputs (run TEXT NOT NULL, dataset TEXT NOT NULL, module TEXT NOT NULL, researcher TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nonces (party TEXT NOT NULL, nonce TEXT NOT NULL, created INTEGER NOT NULL, PRIMARY KEY (party, nonce));
+";
+
+impl SqliteStorage {
+    /// Open (creating) the store in `dir`.
+    pub fn open(dir: &Path) -> ApiResult<Self> {
+        std::fs::create_dir_all(dir.join("blobs"))?;
+        std::fs::create_dir_all(dir.join("tmp"))?;
+        let conn = Connection::open(dir.join("state.db"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Acknowledged writes survive a crash of the process or the machine.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStorage {
+            conn: Mutex::new(conn),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().expect("database lock is never poisoned")
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> ApiResult<String> {
+    serde_json::to_string(v).map_err(|e| ApiError::Internal(format!("encode: {e}")))
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(s: &str) -> ApiResult<T> {
+    serde_json::from_str(s).map_err(|e| ApiError::Internal(format!("corrupt state: {e}")))
+}
+
+fn safe_id(id: &str) -> ApiResult<&str> {
+    if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(ApiError::BadRequest(format!("invalid id {id:?}")));
+    }
+    Ok(id)
+}
+
+impl Storage for SqliteStorage {
+    fn put_dataset(&self, row: &DatasetRow) -> ApiResult<()> {
+        self.conn().execute(
+            "INSERT INTO datasets (id, body) VALUES (?1, ?2)",
+            params![row.id, to_json(row)?],
+        )?;
+        Ok(())
+    }
+
+    fn dataset(&self, id: &str) -> ApiResult<Option<DatasetRow>> {
+        let body: Option<String> = self
+            .conn()
+            .query_row("SELECT body FROM datasets WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        body.map(|b| from_json(&b)).transpose()
+    }
+
+    fn datasets(&self) -> ApiResult<Vec<DatasetRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT body FROM datasets ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.map(|r| from_json(&r?)).collect()
+    }
+
+    fn put_module(&self, hash: &str, uploader: &str, bytes: u64, created: u64) -> ApiResult<()> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO modules (hash, uploader, bytes, created) VALUES (?1, ?2, ?3, ?4)",
+            params![hash, uploader, bytes as i64, created as i64],
+        )?;
+        Ok(())
+    }
+
+    fn has_module(&self, hash: &str) -> ApiResult<bool> {
+        Ok(self
+            .conn()
+            .query_row("SELECT 1 FROM modules WHERE hash = ?1", [hash], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    fn put_policy(&self, dataset: &str, version: u64, signed: &serde_json::Value) -> ApiResult<()> {
+        self.conn().execute(
+            "INSERT INTO policies (dataset, version, body) VALUES (?1, ?2, ?3)",
+            params![dataset, version as i64, to_json(signed)?],
+        )?;
+        Ok(())
+    }
+
+    fn policy(&self, dataset: &str) -> ApiResult<Option<serde_json::Value>> {
+        let body: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT body FROM policies WHERE dataset = ?1 ORDER BY version DESC LIMIT 1",
+                [dataset],
+                |r| r.get(0),
+            )
+            .optional()?;
+        body.map(|b| from_json(&b)).transpose()
+    }
+
+    fn put_run(&self, run: &RunRow) -> ApiResult<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let new = tx.execute(
+            "INSERT OR IGNORE INTO runs (id, created, body) VALUES (?1, ?2, ?3)",
+            params![run.id, run.created as i64, to_json(run)?],
+        )? == 1;
+        if new {
+            if let (Some(module), Some(inputs)) = (
+                run.request["module"].as_str(),
+                run.request["inputs"].as_object(),
+            ) {
+                for dataset in inputs.values().filter_map(|v| v.as_str()) {
+                    tx.execute(
+                        "INSERT INTO run_inputs (run, dataset, module, researcher) VALUES (?1, ?2, ?3, ?4)",
+                        params![run.id, dataset, module, run.researcher],
+                    )?;
+                }
+            }
+        } else {
+            tx.execute("UPDATE runs SET body = ?2 WHERE id = ?1", params![run.id, to_json(run)?])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn run(&self, id: &str) -> ApiResult<Option<RunRow>> {
+        let body: Option<String> = self
+            .conn()
+            .query_row("SELECT body FROM runs WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        body.map(|b| from_json(&b)).transpose()
+    }
+
+    fn runs(&self) -> ApiResult<Vec<RunRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT body FROM runs ORDER BY created DESC, id")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.map(|r| from_json(&r?)).collect()
+    }
+
+    fn count_admitted_runs(&self, dataset: &str, module: &str, researcher: &str) -> ApiResult<u64> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM run_inputs WHERE dataset = ?1 AND module = ?2 AND researcher = ?3",
+            params![dataset, module, researcher],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    fn append_audit(&self, seq: u64, entry: &serde_json::Value, hash: &str) -> ApiResult<()> {
+        self.conn().execute(
+            "INSERT INTO audit (seq, body, hash) VALUES (?1, ?2, ?3)",
+            params![seq as i64, to_json(entry)?, hash],
+        )?;
+        Ok(())
+    }
+
+    fn audit(&self) -> ApiResult<Vec<serde_json::Value>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT body FROM audit ORDER BY seq")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.map(|r| from_json(&r?)).collect()
+    }
+
+    fn remember_nonce(&self, party: &str, nonce: &str, created: u64) -> ApiResult<bool> {
+        let conn = self.conn();
+        // Nonces older than twice the allowed skew can no longer pass the
+        // freshness check, so they need not be kept.
+        let horizon = created.saturating_sub(2 * cleanroom_proto::httpsig::MAX_CLOCK_SKEW_SECS);
+        conn.execute("DELETE FROM nonces WHERE created < ?1", [horizon as i64])?;
+        let inserted = conn.execute(
+            "INSERT OR IGNORE INTO nonces (party, nonce, created) VALUES (?1, ?2, ?3)",
+            params![party, nonce, created as i64],
+        )?;
+        Ok(inserted == 1)
+    }
+
+    fn put_blob(&self, kind: &str, id: &str, tmp: &Path) -> ApiResult<PathBuf> {
+        let dest = self.blob_path(kind, safe_id(id)?);
+        std::fs::create_dir_all(dest.parent().expect("blob paths have a parent"))?;
+        std::fs::File::open(tmp)?.sync_all()?;
+        std::fs::rename(tmp, &dest)?;
+        sync_dir(dest.parent().expect("blob paths have a parent"))?;
+        Ok(dest)
+    }
+
+    fn write_blob(&self, kind: &str, id: &str, bytes: &[u8]) -> ApiResult<PathBuf> {
+        let tmp = self.tmp_path();
+        std::fs::write(&tmp, bytes)?;
+        self.put_blob(kind, id, &tmp)
+    }
+
+    fn blob_path(&self, kind: &str, id: &str) -> PathBuf {
+        self.dir.join("blobs").join(kind).join(id)
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        let mut bytes = [0u8; 12];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+        self.dir.join("tmp").join(hex::encode(bytes))
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}

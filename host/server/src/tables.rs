@@ -1,0 +1,68 @@
+//! Granted tables backed by sealed dataset envelopes: decrypted lazily,
+//! batch by batch, with the owner's hidden columns projected away before a
+//! guest can see them.
+
+use std::path::PathBuf;
+
+use arrow_array::RecordBatch;
+use arrow_schema::{Schema, SchemaRef};
+use cleanroom_envelope::EnvelopeReader;
+use cleanroom_runtime::TableSource;
+use ed25519_dalek::VerifyingKey;
+
+/// A dataset envelope on disk, opened for one run.
+pub struct EnvelopeTable {
+    path: PathBuf,
+    hpke_secret: [u8; 32],
+    owner: VerifyingKey,
+    projection: Vec<usize>,
+    schema: SchemaRef,
+    rows: u64,
+}
+
+impl std::fmt::Debug for EnvelopeTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvelopeTable").field("path", &self.path).field("rows", &self.rows).finish_non_exhaustive()
+    }
+}
+
+impl EnvelopeTable {
+    /// Open and verify the envelope; `hidden` columns never reach the guest.
+    pub fn open(path: PathBuf, hpke_secret: [u8; 32], owner: VerifyingKey, hidden: &[String]) -> Result<Self, String> {
+        let reader = Self::reader(&path, &hpke_secret, &owner)?;
+        let full = reader.schema();
+        let projection: Vec<usize> = (0..full.fields().len())
+            .filter(|i| !hidden.iter().any(|h| h == full.field(*i).name()))
+            .collect();
+        let schema = std::sync::Arc::new(full.project(&projection).map_err(|e| e.to_string())?);
+        Ok(EnvelopeTable { path, hpke_secret, owner, projection, schema, rows: reader.num_rows() })
+    }
+
+    fn reader(path: &PathBuf, secret: &[u8; 32], owner: &VerifyingKey) -> Result<EnvelopeReader<std::fs::File>, String> {
+        let file = std::fs::File::open(path).map_err(|e| format!("cannot open sealed dataset: {e}"))?;
+        EnvelopeReader::open(file, secret, Some(owner)).map_err(|e| e.to_string())
+    }
+}
+
+impl TableSource for EnvelopeTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn num_rows(&self) -> u64 {
+        self.rows
+    }
+
+    fn batches(&self) -> Box<dyn Iterator<Item = Result<RecordBatch, String>> + Send> {
+        let reader = match Self::reader(&self.path, &self.hpke_secret, &self.owner) {
+            Ok(r) => r,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        let projection = self.projection.clone();
+        Box::new(reader.into_batches().map(move |b| {
+            b.map_err(|e| e.to_string())
+                .and_then(|b| b.project(&projection).map_err(|e| e.to_string()))
+        }))
+    }
+}
+
