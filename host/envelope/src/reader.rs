@@ -100,6 +100,9 @@ impl<R: Read + Seek> EnvelopeReader<R> {
                 found: hex::encode(owner.as_bytes()),
             });
         }
+        if manifest.version() != version {
+            return Err(Error::malformed("manifest", "version differs from the header's"));
+        }
         check_layout(&manifest, manifest_start)?;
 
         let body = manifest.body();
