@@ -1,0 +1,283 @@
+//! Owner-signed, versioned dataset policies and the grant decision.
+//!
+//! A policy is signed over [`Policy::canonical_bytes`]: the prefix `cleanroom/policy/v1\n`
+//! followed by the policy as compact JSON with sorted keys (see the crate docs); the CLI and
+//! the server both use this crate, so they agree on the bytes.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::canonical::{canonical_bytes, sha256_hex};
+use crate::error::{Error, Result};
+use crate::keys::{Identity, PartyId, decode_hex32, is_hex64, verify_signature};
+pub use crate::rules::{
+    DEFAULT_COUNT_COLUMNS, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MIN_GROUP_COUNT, OutputRules,
+    SmallGroups,
+};
+
+/// Domain-separation prefix of a policy's signed bytes.
+pub const POLICY_DOMAIN: &[u8] = b"cleanroom/policy/v1\n";
+
+/// An owner's rules for one dataset. Revocation is a new version with fewer (or no) grants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// The dataset id (lowercase hex).
+    #[serde(deserialize_with = "lower_hex")]
+    pub dataset: String,
+    /// Strictly increasing per dataset; the server refuses a version not above the current one.
+    pub version: u64,
+    /// Which modules may run, for whom. Empty means nothing may run (revoked).
+    pub grants: Vec<Grant>,
+    /// Columns that never reach a guest.
+    #[serde(default)]
+    pub hidden_columns: Vec<String>,
+    /// Columns a guest may join on but that are never released.
+    #[serde(default)]
+    pub identifier_columns: Vec<String>,
+    /// Limits on released outputs.
+    #[serde(default)]
+    pub output: OutputRules,
+    /// When the owner issued this version (Unix seconds).
+    pub issued_at: u64,
+}
+
+/// Permission for one module to run on the dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// The module id: SHA-256 of the component bytes, 64 lowercase hex.
+    #[serde(deserialize_with = "hex64")]
+    pub module: String,
+    /// Who may run it: `"any"` or a list of party ids. Required, so that opening a grant to
+    /// everyone is always written out.
+    pub researchers: Researchers,
+    /// If set, only runs whose [`crate::run::params_digest`] equals this are allowed.
+    #[serde(default, deserialize_with = "opt_hex64")]
+    pub params_digest: Option<String>,
+    /// If set, the grant stops allowing runs at this time (Unix seconds).
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+    /// If set, how many runs the grant allows in total.
+    #[serde(default)]
+    pub max_runs: Option<u64>,
+    /// Free text for humans, e.g. the SQL being approved.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// Who a grant allows. JSON: the string `"any"` or an array of party ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Researchers {
+    /// Any registered researcher.
+    Any,
+    /// Only these researchers (an empty list allows no one).
+    Only(Vec<PartyId>),
+}
+
+impl Researchers {
+    /// Whether `party` is allowed.
+    pub fn allows(&self, party: &PartyId) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Only(parties) => parties.contains(party),
+        }
+    }
+}
+
+impl Serialize for Researchers {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Any => serializer.serialize_str("any"),
+            Self::Only(parties) => parties.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Researchers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Wire {
+            Word(String),
+            List(Vec<PartyId>),
+        }
+        match Wire::deserialize(deserializer) {
+            Ok(Wire::Word(word)) if word == "any" => Ok(Self::Any),
+            Ok(Wire::List(parties)) => Ok(Self::Only(parties)),
+            _ => Err(serde::de::Error::custom(
+                "researchers must be \"any\" or a list of party ids (64 lowercase hex)",
+            )),
+        }
+    }
+}
+
+/// The outcome of [`Policy::decide`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantDecision {
+    /// The run is allowed by `grants[grant_index]`.
+    Allow {
+        /// Index into [`Policy::grants`].
+        grant_index: usize,
+    },
+    /// The run is not allowed; the reason says what to do.
+    Deny(String),
+}
+
+impl Policy {
+    /// Decides whether `researcher` may run `module` with parameters of digest `params_digest`
+    /// at time `now`. `runs_so_far` is the number of runs the caller has already counted
+    /// against this policy version for this module (compared with each grant's `max_runs`).
+    /// The first grant that allows the run wins; otherwise the reasons of every grant for the
+    /// module are given.
+    pub fn decide(
+        &self,
+        module: &str,
+        researcher: &PartyId,
+        params_digest: &str,
+        now: u64,
+        runs_so_far: u64,
+    ) -> GrantDecision {
+        let (dataset, version) = (&self.dataset, self.version);
+        if self.grants.is_empty() {
+            return GrantDecision::Deny(format!(
+                "policy v{version} of dataset {dataset} grants nothing (access was revoked); \
+                 ask the data owner for a new policy"
+            ));
+        }
+        let mut reasons = Vec::new();
+        for (grant_index, grant) in self.grants.iter().enumerate() {
+            if grant.module != module {
+                continue;
+            }
+            match grant.refusal(researcher, params_digest, now, runs_so_far) {
+                None => return GrantDecision::Allow { grant_index },
+                Some(reason) => reasons.push(format!("grant {grant_index}: {reason}")),
+            }
+        }
+        if reasons.is_empty() {
+            return GrantDecision::Deny(format!(
+                "policy v{version} of dataset {dataset} does not grant module {module}; \
+                 ask the data owner to approve it"
+            ));
+        }
+        GrantDecision::Deny(format!(
+            "policy v{version} of dataset {dataset} refuses module {module}: {}",
+            reasons.join("; ")
+        ))
+    }
+
+    /// The bytes an owner signs: [`POLICY_DOMAIN`] followed by canonical JSON.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        canonical_bytes(POLICY_DOMAIN, self)
+    }
+}
+
+impl Grant {
+    /// Why this grant does not allow the run, or `None` if it does.
+    fn refusal(&self, researcher: &PartyId, params: &str, now: u64, runs: u64) -> Option<String> {
+        if !self.researchers.allows(researcher) {
+            return Some(format!(
+                "researcher {researcher} is not named; ask the data owner to add this party id"
+            ));
+        }
+        if let Some(pinned) = &self.params_digest
+            && pinned != params
+        {
+            return Some(format!(
+                "only params with digest {pinned} are approved, these have digest {params}; \
+                 run with the approved params or ask for approval of the new ones"
+            ));
+        }
+        if let Some(expires_at) = self.expires_at
+            && now >= expires_at
+        {
+            return Some(format!(
+                "the grant expired at {expires_at}; ask the data owner to renew it"
+            ));
+        }
+        if let Some(max_runs) = self.max_runs
+            && runs >= max_runs
+        {
+            return Some(format!(
+                "all {max_runs} allowed runs were used; ask the data owner for more"
+            ));
+        }
+        None
+    }
+}
+
+/// A policy with its owner's signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedPolicy {
+    /// The policy.
+    pub policy: Policy,
+    /// The dataset owner who signed.
+    pub owner: PartyId,
+    /// Hex Ed25519 signature over [`Policy::canonical_bytes`].
+    pub signature: String,
+}
+
+impl SignedPolicy {
+    /// Signs `policy` as `owner`.
+    pub fn sign(policy: Policy, owner: &Identity) -> Self {
+        let signature = hex::encode(owner.sign(&policy.canonical_bytes()));
+        Self {
+            policy,
+            owner: owner.party(),
+            signature,
+        }
+    }
+
+    /// Checks the signature against `owner`. Whether `owner` owns the dataset is the caller's
+    /// check.
+    pub fn verify(&self) -> Result<()> {
+        let sig = decode_signature(&self.signature)?;
+        verify_signature(&self.owner, &self.policy.canonical_bytes(), &sig)
+            .map_err(|_| Error::BadSignature { what: "policy" })
+    }
+
+    /// SHA-256 (hex) of the signed bytes: names this exact policy version in receipts and logs.
+    pub fn digest(&self) -> String {
+        sha256_hex(&self.policy.canonical_bytes())
+    }
+}
+
+/// Decodes a 128-hex-character Ed25519 signature.
+pub(crate) fn decode_signature(hex_sig: &str) -> Result<[u8; 64]> {
+    let mut sig = [0u8; 64];
+    if hex_sig.len() != 128 || hex_sig.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(Error::malformed(
+            "signature",
+            "expected 128 lowercase hex characters",
+        ));
+    }
+    hex::decode_to_slice(hex_sig, &mut sig).map_err(|e| Error::malformed("signature", e))?;
+    Ok(sig)
+}
+
+fn hex64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    decode_hex32("sha-256 digest", &text).map_err(serde::de::Error::custom)?;
+    Ok(text)
+}
+
+fn opt_hex64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?;
+    match text {
+        Some(text) if !is_hex64(&text) => Err(serde::de::Error::custom(
+            "params_digest must be 64 lowercase hex characters (a sha-256 digest)",
+        )),
+        other => Ok(other),
+    }
+}
+
+fn lower_hex<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.is_empty() || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(serde::de::Error::custom(
+            "dataset must be a lowercase hex id",
+        ));
+    }
+    Ok(text)
+}

@@ -1,0 +1,118 @@
+//! Enclave-signed run receipts, checkable later by any party.
+
+use ed25519_dalek::{Signer, SigningKey};
+use serde::{Deserialize, Serialize};
+
+use crate::canonical::{canonical_bytes, sha256_hex};
+use crate::error::{Error, Result};
+use crate::keys::{PartyId, verify_signature};
+use crate::policy::decode_signature;
+use crate::run::RunState;
+
+/// Domain-separation prefix of a receipt's signed bytes.
+pub const RECEIPT_DOMAIN: &[u8] = b"cleanroom/receipt/v1\n";
+
+/// What ran, on what, under which policies, and what came out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receipt {
+    /// The run id.
+    pub run_id: String,
+    /// The module id (SHA-256 hex).
+    pub module: String,
+    /// Who asked for the run.
+    pub researcher: PartyId,
+    /// Each input with the policy version it ran under.
+    pub inputs: Vec<ReceiptInput>,
+    /// SHA-256 hex of the run's parameters.
+    pub params_digest: String,
+    /// Each released output.
+    pub outputs: Vec<ReceiptOutput>,
+    /// The run's state when the receipt was issued.
+    pub state: RunState,
+    /// The enclave's launch measurement (hex).
+    pub measurement: String,
+    /// The enclave's signing key, bound to the measurement by attestation.
+    pub enclave_key: PartyId,
+    /// When the receipt was issued (Unix seconds).
+    pub issued_at: u64,
+}
+
+/// One input of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptInput {
+    /// The table name the guest saw.
+    pub name: String,
+    /// The dataset id.
+    pub dataset: String,
+    /// SHA-256 hex of the dataset's manifest.
+    pub manifest_digest: String,
+    /// The policy version the run was allowed under.
+    pub policy_version: u64,
+    /// [`crate::SignedPolicy::digest`] of that policy.
+    pub policy_digest: String,
+}
+
+/// One output of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptOutput {
+    /// The output's name.
+    pub name: String,
+    /// `table`, `json`, `file` or `log`.
+    pub kind: String,
+    /// SHA-256 hex of the plaintext released.
+    pub sha256: String,
+    /// Size of the plaintext released.
+    pub bytes: u64,
+}
+
+impl Receipt {
+    /// The bytes the enclave signs: [`RECEIPT_DOMAIN`] followed by canonical JSON.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        canonical_bytes(RECEIPT_DOMAIN, self)
+    }
+}
+
+/// A receipt with the enclave's signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedReceipt {
+    /// The receipt.
+    pub receipt: Receipt,
+    /// Hex Ed25519 signature by `receipt.enclave_key` over [`Receipt::canonical_bytes`].
+    pub signature: String,
+}
+
+impl SignedReceipt {
+    /// Signs `receipt` with the enclave key. `receipt.enclave_key` is set to that key.
+    pub fn sign(mut receipt: Receipt, enclave: &SigningKey) -> Self {
+        receipt.enclave_key = PartyId::from(enclave.verifying_key());
+        let signature = hex::encode(enclave.sign(&receipt.canonical_bytes()).to_bytes());
+        Self { receipt, signature }
+    }
+
+    /// Checks the signature, and that the signer is `expected_enclave` if given (the key from
+    /// a verified attestation). Without an expected key this only proves integrity.
+    pub fn verify(&self, expected_enclave: Option<&PartyId>) -> Result<()> {
+        let signer = &self.receipt.enclave_key;
+        if let Some(expected) = expected_enclave
+            && expected != signer
+        {
+            return Err(Error::WrongSigner {
+                what: "receipt",
+                expected: expected.to_string(),
+                found: signer.to_string(),
+            });
+        }
+        let sig = decode_signature(&self.signature)?;
+        verify_signature(signer, &self.receipt.canonical_bytes(), &sig)
+            .map_err(|_| Error::BadSignature { what: "receipt" })
+    }
+
+    /// SHA-256 hex of the signed bytes, to name the receipt in the audit log.
+    pub fn digest(&self) -> String {
+        sha256_hex(&self.receipt.canonical_bytes())
+    }
+}
