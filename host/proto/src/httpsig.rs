@@ -121,6 +121,26 @@ pub fn sign_request(
     }
 }
 
+/// Like [`sign_request`], for a body already digested with a [`DigestWriter`] (for example
+/// a large file about to be streamed).
+pub fn sign_request_with_digest(
+    identity: &Identity,
+    method: &str,
+    path: &str,
+    digest: &str,
+    created: u64,
+    nonce: &str,
+) -> SignedHeaders {
+    let params = signature_params(created, nonce, &identity.party());
+    let base = signature_base(method, path, digest, &params);
+    let signature = identity.sign(base.as_bytes());
+    SignedHeaders {
+        content_digest: digest.to_string(),
+        signature_input: format!("{SIGNATURE_LABEL}={params}"),
+        signature: format!("{SIGNATURE_LABEL}=:{}:", BASE64.encode(signature)),
+    }
+}
+
 /// Who signed a request that verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedRequest {

@@ -58,11 +58,24 @@ impl TableSource for EnvelopeTable {
             Ok(r) => r,
             Err(e) => return Box::new(std::iter::once(Err(e))),
         };
+        // The envelope's batch iterator borrows its reader; a producer thread
+        // owns both and hands batches over a channel of one, so decryption
+        // stays lazy and at most two batches are in memory.
         let projection = self.projection.clone();
-        Box::new(reader.into_batches().map(move |b| {
-            b.map_err(|e| e.to_string())
-                .and_then(|b| b.project(&projection).map_err(|e| e.to_string()))
-        }))
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::spawn(move || {
+            let mut reader = reader;
+            for batch in reader.batches() {
+                let item = batch
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| b.project(&projection).map_err(|e| e.to_string()));
+                let stop = item.is_err();
+                if tx.send(item).is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Box::new(rx.into_iter())
     }
 }
 
