@@ -291,3 +291,48 @@ fn random_nonces_verify() {
     let verified = verify("GET", "/v1/runs", &headers, b"", NOW).unwrap();
     assert_eq!(verified.nonce, nonce);
 }
+
+#[test]
+fn wire_format_is_rfc9421_shaped() {
+    // Pins the header and signature-base format that the CLI and the server must share.
+    let identity = Identity::from_secrets([7; 32], [9; 32]);
+    let party = identity.party();
+    let h = sign_request(&identity, "POST", "/v1/runs?x=1&y=2", b"{}", NOW, NONCE);
+    let params = format!(
+        "(\"@method\" \"@path\" \"@query\" \"content-digest\");created={NOW};nonce=\"{NONCE}\";\
+         keyid=\"{party}\";alg=\"ed25519\""
+    );
+    assert_eq!(h.signature_input, format!("sig1={params}"));
+    let base = format!(
+        "\"@method\": POST\n\"@path\": /v1/runs\n\"@query\": ?x=1&y=2\n\
+         \"content-digest\": {}\n\"@signature-params\": {params}",
+        h.content_digest
+    );
+    let b64 = h
+        .signature
+        .strip_prefix("sig1=:")
+        .unwrap()
+        .strip_suffix(':')
+        .unwrap();
+    use base64::Engine as _;
+    let sig: [u8; 64] = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    cleanroom_proto::verify_signature(&party, base.as_bytes(), &sig).unwrap();
+}
+
+#[test]
+fn error_kinds_are_distinct() {
+    let errors = [
+        SigError::Missing("signature"),
+        SigError::Malformed(String::new()),
+        SigError::Stale { created: 0, now: 0 },
+        SigError::DigestMismatch,
+        SigError::BadSignature,
+        SigError::UnsupportedAlgorithm(String::new()),
+    ];
+    let kinds: std::collections::BTreeSet<_> = errors.iter().map(SigError::kind).collect();
+    assert_eq!(kinds.len(), errors.len());
+}
