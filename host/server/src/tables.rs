@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use arrow_array::RecordBatch;
-use arrow_schema::{Schema, SchemaRef};
+use arrow_schema::SchemaRef;
 use cleanroom_envelope::EnvelopeReader;
 use cleanroom_runtime::TableSource;
 use ed25519_dalek::VerifyingKey;

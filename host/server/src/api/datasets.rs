@@ -76,10 +76,10 @@ pub(super) async fn upload(service: Arc<Service>, id: &str, req: Request<Incomin
     let reader = EnvelopeReader::open(file, &service.identity.hpke_secret(), Some(&owner_key))
         .map_err(|e| ApiError::BadRequest(format!("envelope refused: {e}")))?;
     let manifest = reader.manifest();
-    if manifest.dataset_id.to_string() != id {
+    if manifest.dataset_id().to_string() != id {
         return Err(ApiError::BadRequest(format!(
             "the envelope is for dataset {}, not {id}",
-            manifest.dataset_id
+            manifest.dataset_id()
         )));
     }
     let columns = reader

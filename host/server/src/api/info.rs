@@ -73,7 +73,7 @@ pub(super) async fn events(service: Arc<Service>, req: Request<Incoming>) -> Api
     let hello = futures_util::stream::once(async {
         Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b": connected\n\n")))
     });
-    let body = StreamBody::new(hello.chain(stream)).boxed();
+    let body = BodyExt::boxed(StreamBody::new(hello.chain(stream)));
     let mut resp = Response::new(body);
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -1,7 +1,6 @@
 //! Runs: submit (admission against every input owner's policy), status,
 //! cancel, review, and the encrypted result.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use cleanroom_proto::PartyId;
@@ -30,7 +29,7 @@ pub(super) async fn submit(service: Arc<Service>, req: Request<Incoming>) -> Api
         .queue
         .try_reserve()
         .map_err(|_| ApiError::Busy("the run queue is full; retry later".into()))?;
-    let (inputs, owners) = match admit(&service, &researcher, &request) {
+    let (inputs, owners) = match admit(&service, &researcher, &request)? {
         Ok(admitted) => admitted,
         Err(reason) => {
             Metrics::inc(&service.metrics.runs_withheld);
