@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
         let tag = key
             .seal_in_place_separate_tag(nonce(), Aad::from(b"aad"), &mut buf)
             .expect("seal");
-        std::hint::black_box(tag);
+        let _ = std::hint::black_box(tag);
     });
     row("AES-256-GCM seal (ring)", "4 MiB chunk", rate);
 
@@ -58,7 +58,7 @@ fn main() -> anyhow::Result<()> {
     let owner = SigningKey::from_bytes(&[1; 32]);
     let enclave_sk = [2u8; 32];
     let enclave_pk = hpke_public_key(&enclave_sk)?;
-    let bytes = (ROWS * 8) as usize;
+    let bytes = ROWS * 8;
 
     let mut envelope = Vec::with_capacity(bytes + (1 << 20));
     let rate = measure(bytes, || {
