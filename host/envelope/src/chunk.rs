@@ -120,6 +120,9 @@ mod tests {
         assert_eq!(&aad[..n], CHUNK_AAD_DOMAIN);
         assert_eq!(&aad[n..n + 16], &[7; 16]);
         assert_eq!(&aad[n + 16..], &[1, 2, 3, 4, 1]);
-        assert_eq!(chunk_nonce(0x0102_0304), [0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]);
+        assert_eq!(
+            chunk_nonce(0x0102_0304),
+            [0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]
+        );
     }
 }

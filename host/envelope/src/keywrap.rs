@@ -86,5 +86,7 @@ pub(crate) fn unwrap(
 pub fn hpke_public_key(enclave_sk: &[u8; 32]) -> Result<[u8; 32]> {
     let sk = <X25519HkdfSha256 as hpke::Kem>::PrivateKey::from_bytes(enclave_sk)
         .map_err(|_| Error::InvalidEnclaveKey)?;
-    Ok(<X25519HkdfSha256 as hpke::Kem>::sk_to_pk(&sk).to_bytes().into())
+    Ok(<X25519HkdfSha256 as hpke::Kem>::sk_to_pk(&sk)
+        .to_bytes()
+        .into())
 }

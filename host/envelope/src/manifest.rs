@@ -222,7 +222,10 @@ struct Cursor<'a>(&'a [u8]);
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.0.len() < n {
-            return Err(Error::malformed("manifest", "ends in the middle of a field"));
+            return Err(Error::malformed(
+                "manifest",
+                "ends in the middle of a field",
+            ));
         }
         let (head, tail) = self.0.split_at(n);
         self.0 = tail;

@@ -78,9 +78,10 @@ impl<R: Read + Seek> EnvelopeReader<R> {
         if footer[8..] != FOOTER_MAGIC {
             return Err(Error::truncated("the footer is missing"));
         }
-        let manifest_len = u64::from_be_bytes(footer[..8].try_into().unwrap_or_else(|_| {
-            unreachable!("invariant: the footer starts with 8 length bytes")
-        }));
+        let manifest_len =
+            u64::from_be_bytes(footer[..8].try_into().unwrap_or_else(|_| {
+                unreachable!("invariant: the footer starts with 8 length bytes")
+            }));
         if manifest_len > MAX_MANIFEST_LEN || manifest_len > file_len - HEADER_LEN - FOOTER_LEN {
             return Err(Error::malformed("footer", "manifest length out of range"));
         }
@@ -101,7 +102,10 @@ impl<R: Read + Seek> EnvelopeReader<R> {
             });
         }
         if manifest.version() != version {
-            return Err(Error::malformed("manifest", "version differs from the header's"));
+            return Err(Error::malformed(
+                "manifest",
+                "version differs from the header's",
+            ));
         }
         check_layout(&manifest, manifest_start)?;
 
@@ -269,7 +273,10 @@ impl<R: Read + Seek> Batches<'_, R> {
 fn check_layout(manifest: &Manifest, manifest_start: u64) -> Result<()> {
     let chunks = manifest.chunks();
     if chunks.is_empty() {
-        return Err(Error::malformed("manifest", "no chunks (even an empty table has one)"));
+        return Err(Error::malformed(
+            "manifest",
+            "no chunks (even an empty table has one)",
+        ));
     }
     let mut total = 0u64;
     for entry in chunks {
@@ -318,7 +325,11 @@ fn decode_schema(schema_ipc: &[u8]) -> Result<SchemaRef> {
 /// The Arrow IPC end-of-stream marker: continuation token, zero length.
 const END_OF_STREAM: [u8; 8] = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
 
-fn read_exact_or<R: Read>(input: &mut R, buf: &mut [u8], err: impl FnOnce() -> Error) -> Result<()> {
+fn read_exact_or<R: Read>(
+    input: &mut R,
+    buf: &mut [u8],
+    err: impl FnOnce() -> Error,
+) -> Result<()> {
     input.read_exact(buf).map_err(|e| match e.kind() {
         std::io::ErrorKind::UnexpectedEof => err(),
         _ => Error::Io(e),

@@ -14,6 +14,8 @@
 //!   allow-list, debug and migration-agent bits, the minimum TCB, and refusal of simulated
 //!   evidence unless [`Policy::accept_simulation`]. Failures name the [`Check`] that failed.
 //! - [`verify_report`]: the hardware checks only, for inspecting a raw report offline.
+//! - [`EnclaveIdentity`]: the enclave's HPKE and Ed25519 keys, created at first boot and
+//!   sealed to disk with [`Sealer`] (per-purpose subkeys of [`attester::Attester::sealing_key`]).
 //! - [`attester`]: `snp` (feature `snp`, default) and `simulation` (feature `simulation` and
 //!   a runtime opt-in; INSECURE).
 //!
@@ -51,9 +53,11 @@ mod encoding;
 mod endorsement;
 mod error;
 mod evidence;
+mod identity;
 mod policy;
 mod report;
 mod roots;
+mod sealing;
 #[cfg(any(test, feature = "simulation"))]
 mod simulation;
 mod tcb;
@@ -65,7 +69,9 @@ mod tests;
 pub use endorsement::SIMULATION_CHIP_ID_PREFIX;
 pub use error::{Check, Error, Result};
 pub use evidence::{EVIDENCE_FORMAT_VERSION, EnclaveKeys, Evidence};
+pub use identity::{EnclaveIdentity, IDENTITY_FILE};
 pub use policy::{DEFAULT_ACCEPT_SIMULATION, Measurement, Policy, VerifiedClaims};
 pub use report::{REPORT_LEN, Report, SigningKey};
+pub use sealing::{Purpose, SEALED_HEADER_LEN, SEALED_MAGIC, SEALED_VERSION, Sealer};
 pub use tcb::{Generation, Tcb};
 pub use verifier::{Verifier, verify_report};

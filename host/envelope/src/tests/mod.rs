@@ -70,8 +70,11 @@ fn seal(id: DatasetId, batches: &[RecordBatch], chunk_size: usize) -> (Vec<u8>, 
 
 /// Opens with the test enclave key, expecting the test owner, and reads every batch.
 fn open(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
-    let mut reader =
-        EnvelopeReader::open(Cursor::new(bytes), &ENCLAVE_SK, Some(&owner().verifying_key()))?;
+    let mut reader = EnvelopeReader::open(
+        Cursor::new(bytes),
+        &ENCLAVE_SK,
+        Some(&owner().verifying_key()),
+    )?;
     reader.batches().collect()
 }
 

@@ -2,7 +2,6 @@ use std::io::{Cursor, sink};
 
 use arrow_array::{Array as _, RecordBatch};
 
-
 use super::*;
 use crate::DEFAULT_CHUNK_SIZE;
 
@@ -32,7 +31,11 @@ fn round_trip_several_batches_in_one_chunk() {
 fn round_trip_tiny_chunks_gives_many_chunks() {
     let input = [batch(0, 300), batch(300, 50), batch(350, 0), batch(350, 7)];
     let (bytes, manifest) = seal(DatasetId([4; 16]), &input, 512);
-    assert!(manifest.chunks().len() > 10, "{} chunks", manifest.chunks().len());
+    assert!(
+        manifest.chunks().len() > 10,
+        "{} chunks",
+        manifest.chunks().len()
+    );
     let output = open(&bytes).unwrap();
     assert_eq!(assert_sequential(&output), 357);
 }
@@ -40,14 +43,22 @@ fn round_trip_tiny_chunks_gives_many_chunks() {
 #[test]
 fn chunk_size_of_one_byte_gives_one_row_per_chunk() {
     let (bytes, manifest) = seal(DatasetId([4; 16]), &[batch(0, 20)], 1);
-    assert_eq!(manifest.chunks().len(), 21, "20 one-row chunks and the final one");
+    assert_eq!(
+        manifest.chunks().len(),
+        21,
+        "20 one-row chunks and the final one"
+    );
     assert_eq!(assert_sequential(&open(&bytes).unwrap()), 20);
 }
 
 #[test]
 fn zero_row_table_round_trips_with_its_schema() {
     let (bytes, manifest) = seal(DatasetId([5; 16]), &[], DEFAULT_CHUNK_SIZE);
-    assert_eq!(manifest.chunks().len(), 1, "even an empty table has a final chunk");
+    assert_eq!(
+        manifest.chunks().len(),
+        1,
+        "even an empty table has a final chunk"
+    );
     let mut reader = EnvelopeReader::open(Cursor::new(&bytes), &ENCLAVE_SK, None).unwrap();
     assert_eq!(reader.schema(), schema());
     assert_eq!(reader.num_rows(), 0);

@@ -6,7 +6,11 @@ use crate::Error;
 /// A sealed envelope of 400 rows in several chunks, taken apart.
 fn parts(id: DatasetId) -> Parts {
     let (bytes, manifest) = seal(id, &[batch(0, 300), batch(300, 100)], 2048);
-    assert!(manifest.chunks().len() >= 4, "{} chunks", manifest.chunks().len());
+    assert!(
+        manifest.chunks().len() >= 4,
+        "{} chunks",
+        manifest.chunks().len()
+    );
     let parts = Parts::split(&bytes);
     assert_eq!(parts.join(), bytes);
     parts
@@ -22,7 +26,10 @@ const ID: DatasetId = DatasetId([0x11; 16]);
 fn reordered_chunks_fail_their_digest() {
     let mut p = parts(ID);
     p.chunks.swap(0, 1);
-    assert!(matches!(open_err(&p.join()), Error::ChunkDigest { index: 0 }));
+    assert!(matches!(
+        open_err(&p.join()),
+        Error::ChunkDigest { index: 0 }
+    ));
 }
 
 #[test]
@@ -30,7 +37,10 @@ fn reordered_chunks_under_a_resigned_manifest_fail_the_aead_index() {
     let mut p = parts(ID);
     p.chunks.swap(0, 1);
     p.resign(|b| b.chunks.swap(0, 1));
-    assert!(matches!(open_err(&p.join()), Error::ChunkDecrypt { index: 0 }));
+    assert!(matches!(
+        open_err(&p.join()),
+        Error::ChunkDecrypt { index: 0 }
+    ));
 }
 
 #[test]
@@ -56,7 +66,10 @@ fn cut_footer_or_cut_file_is_truncation() {
     let bytes = parts(ID).join();
     for len in [bytes.len() - 1, bytes.len() - 16, bytes.len() / 2, 12, 0] {
         let err = open_err(&bytes[..len]);
-        assert!(matches!(err, Error::Truncated { .. }), "cut at {len}: {err}");
+        assert!(
+            matches!(err, Error::Truncated { .. }),
+            "cut at {len}: {err}"
+        );
     }
 }
 
@@ -72,7 +85,10 @@ fn duplicated_chunk_under_a_resigned_manifest_fails_the_aead_index() {
     let mut p = parts(ID);
     p.chunks.insert(2, p.chunks[1].clone());
     p.resign(|b| b.chunks.insert(2, b.chunks[1]));
-    assert!(matches!(open_err(&p.join()), Error::ChunkDecrypt { index: 2 }));
+    assert!(matches!(
+        open_err(&p.join()),
+        Error::ChunkDecrypt { index: 2 }
+    ));
 }
 
 #[test]
@@ -80,18 +96,27 @@ fn chunk_spliced_from_another_dataset_is_refused() {
     let other = parts(DatasetId([0x22; 16]));
     let mut p = parts(ID);
     p.chunks[1] = other.chunks[1].clone();
-    assert!(matches!(open_err(&p.join()), Error::ChunkDigest { index: 1 }));
+    assert!(matches!(
+        open_err(&p.join()),
+        Error::ChunkDigest { index: 1 }
+    ));
     // Even if the owner signs the foreign chunk, it is bound to another key and dataset.
     let entry = other.manifest.chunks()[1];
     p.resign(|b| b.chunks[1] = entry);
-    assert!(matches!(open_err(&p.join()), Error::ChunkDecrypt { index: 1 }));
+    assert!(matches!(
+        open_err(&p.join()),
+        Error::ChunkDecrypt { index: 1 }
+    ));
 }
 
 #[test]
 fn flipped_bit_in_a_chunk_fails_its_digest() {
     let mut p = parts(ID);
     p.chunks[2][5] ^= 0x01;
-    assert!(matches!(open_err(&p.join()), Error::ChunkDigest { index: 2 }));
+    assert!(matches!(
+        open_err(&p.join()),
+        Error::ChunkDigest { index: 2 }
+    ));
 }
 
 #[test]
@@ -163,9 +188,15 @@ fn bad_magic_and_unknown_version_are_refused() {
     bytes[9] = 2;
     assert!(matches!(
         open_err(&bytes),
-        Error::UnsupportedVersion { found: 2, expected: 1 }
+        Error::UnsupportedVersion {
+            found: 2,
+            expected: 1
+        }
     ));
     bytes[0] = b'X';
     assert!(matches!(open_err(&bytes), Error::BadMagic));
-    assert!(matches!(open_err(b"PAR1 not an envelope at all"), Error::BadMagic));
+    assert!(matches!(
+        open_err(b"PAR1 not an envelope at all"),
+        Error::BadMagic
+    ));
 }
