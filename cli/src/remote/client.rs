@@ -97,7 +97,7 @@ impl Client {
             .header("signature", &h.signature)
             .header("content-type", "application/octet-stream")
             .header("content-length", &len.to_string())
-            .send(ureq::SendBody::from_reader(reader))
+            .send(ureq::SendBody::from_owned_reader(reader))
             .with_context(|| format!("cannot reach {}", self.base))?;
         decode(resp)
     }

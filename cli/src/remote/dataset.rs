@@ -40,7 +40,7 @@ pub(crate) struct PushArgs {
 fn dataset_id(id: Option<&str>) -> Result<DatasetId> {
     match id {
         Some(id) => id.parse().map_err(|e| anyhow!("invalid --id: {e}")),
-        None => Ok(DatasetId::random()),
+        None => Ok(DatasetId::random()?),
     }
 }
 

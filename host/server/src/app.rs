@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use cleanroom_proto::PartyId;
 use cleanroom_runtime::{CancelToken, Runtime, RuntimeConfig};
 use cleanroom_trust::attester::Attester;
-use cleanroom_trust::identity::EnclaveIdentity;
-use cleanroom_trust::sealing::Sealer;
+use cleanroom_trust::EnclaveIdentity;
+use cleanroom_trust::Sealer;
 use sha2::{Digest, Sha384};
 use tokio::sync::mpsc;
 

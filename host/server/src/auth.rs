@@ -12,13 +12,13 @@ use crate::error::{ApiError, ApiResult};
 use crate::events::Audience;
 
 /// Authenticate a request whose whole body is `body`.
-pub fn authenticate(service: &Service, parts: &Parts, body: &[u8]) -> ApiResult<PartyId> {
+pub(crate) fn authenticate(service: &Service, parts: &Parts, body: &[u8]) -> ApiResult<PartyId> {
     let digest = httpsig::content_digest(body);
     authenticate_digest(service, parts, &digest)
 }
 
 /// Authenticate a request whose body digest was computed while streaming it.
-pub fn authenticate_digest(service: &Service, parts: &Parts, digest: &str) -> ApiResult<PartyId> {
+pub(crate) fn authenticate_digest(service: &Service, parts: &Parts, digest: &str) -> ApiResult<PartyId> {
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let header = |name: &str| {
         parts

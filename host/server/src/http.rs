@@ -22,13 +22,13 @@ use crate::app::Service;
 use crate::error::{ApiError, ApiResult};
 
 /// Response body type.
-pub type Body = BoxBody<Bytes, std::io::Error>;
+pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
 
 /// Largest JSON request body.
-pub const MAX_JSON_BODY: usize = 4 << 20;
+pub(crate) const MAX_JSON_BODY: usize = 4 << 20;
 
 /// Serve until `shutdown` flips to true; in-flight requests finish first.
-pub async fn serve(
+pub(crate) async fn serve(
     service: Arc<Service>,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
@@ -86,7 +86,7 @@ async fn handle(
 }
 
 /// A JSON response.
-pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let bytes = serde_json::to_vec_pretty(value).expect("JSON values always serialise");
     let mut resp = Response::new(full(bytes));
     *resp.status_mut() = status;
@@ -95,19 +95,19 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
 }
 
 /// A plain-text response.
-pub fn text_response(content_type: &'static str, text: String) -> Response<Body> {
+pub(crate) fn text_response(content_type: &'static str, text: String) -> Response<Body> {
     let mut resp = Response::new(full(text.into_bytes()));
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 
 /// A complete body.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
 
 /// Read a whole (small) body, refusing more than `limit` bytes.
-pub async fn read_body(body: Incoming, limit: usize) -> ApiResult<Bytes> {
+pub(crate) async fn read_body(body: Incoming, limit: usize) -> ApiResult<Bytes> {
     Limited::new(body, limit)
         .collect()
         .await

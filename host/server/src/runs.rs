@@ -16,6 +16,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, mpsc};
 
+use cleanroom_trust::Purpose;
+
 use crate::app::{Metrics, Service};
 use crate::error::{ApiError, ApiResult};
 use crate::events::Audience;
@@ -23,8 +25,9 @@ use crate::rules::{self, Released};
 use crate::store::RunRow;
 use crate::tables::EnvelopeTable;
 
-/// Sealing purpose of outputs held for review.
-const HELD_PURPOSE: &str = "cleanroom/seal/held-output/v1";
+/// Outputs held for review are host state, sealed under the state subkey
+/// with the run id as associated data.
+const HELD_PURPOSE: Purpose = Purpose::State;
 
 /// Check a request against every input owner's current policy. The outer
 /// error is the service's; the inner one is a rejection with its reason.
@@ -200,7 +203,7 @@ fn admit_for_execution(service: &Service, researcher: &PartyId, request: &RunReq
         let owner = policy.owner.verifying_key().map_err(|e| ApiError::Internal(e.to_string()))?;
         let table = EnvelopeTable::open(
             service.storage.blob_path("datasets", dataset),
-            service.identity.hpke_secret(),
+            *service.identity.hpke_secret(),
             owner,
             &policy.policy.hidden_columns,
         )

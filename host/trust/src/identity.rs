@@ -102,7 +102,12 @@ impl EnclaveIdentity {
         self.signing.sign(message).to_bytes()
     }
 
-    /// The HPKE X25519 private key (to unwrap data keys; keep it inside the enclave).
+    /// The Ed25519 key that signs receipts and audit heads (never leaves the enclave).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing
+    }
+
+    /// The HPKE private key (X25519), for unwrapping dataset keys.
     pub fn hpke_secret(&self) -> &[u8; 32] {
         &self.hpke_secret
     }

@@ -73,7 +73,7 @@ pub(super) async fn upload(service: Arc<Service>, id: &str, req: Request<Incomin
     let owner_key = owner
         .verifying_key()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let reader = EnvelopeReader::open(file, &service.identity.hpke_secret(), Some(&owner_key))
+    let reader = EnvelopeReader::open(file, service.identity.hpke_secret(), Some(&owner_key))
         .map_err(|e| ApiError::BadRequest(format!("envelope refused: {e}")))?;
     let manifest = reader.manifest();
     if manifest.dataset_id().to_string() != id {

@@ -15,7 +15,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::Body;
 
 /// Dispatch a request.
-pub async fn route(service: Arc<Service>, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+pub(crate) async fn route(service: Arc<Service>, req: Request<Incoming>) -> ApiResult<Response<Body>> {
     let path: Vec<String> = req
         .uri()
         .path()
