@@ -207,10 +207,12 @@ mod tests {
 
     #[test]
     fn signatures_verify_under_the_published_key() {
-        let id = EnclaveIdentity::load_or_create(&temp_dir("sign"), &[7; 32]).unwrap();
+        let dir = temp_dir("sign");
+        let id = EnclaveIdentity::load_or_create(&dir, &[7; 32]).unwrap();
         let pk =
             ed25519_dalek::VerifyingKey::from_bytes(&id.public_keys().signing_public_key).unwrap();
         let sig = ed25519_dalek::Signature::from_bytes(&id.sign(b"m"));
         pk.verify_strict(b"m", &sig).unwrap();
+        fs::remove_dir_all(dir).unwrap();
     }
 }

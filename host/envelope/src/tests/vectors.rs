@@ -135,4 +135,26 @@ fn envelope_vector() {
         "dcd95da7bb35e094b9caddced9fbd518a8a2af5e7e54cba72754541ae5742d40"
     );
     assert_eq!(open(&out).unwrap(), vec![batch]);
+    let spec: String = SPEC.split_whitespace().collect();
+    assert!(
+        spec.contains(&hex::encode(&out)),
+        "docs/formats.md has another envelope vector"
+    );
+}
+
+/// The specification, whose vectors must be the ones asserted here.
+const SPEC: &str = include_str!("../../../../docs/formats.md");
+
+#[test]
+fn spec_lists_these_vectors() {
+    let spec: String = SPEC.split_whitespace().collect();
+    for vector in [
+        "8301767e79653195a97f8c47463ada93d35cb156cab7f20ca2baac913a5685",
+        "693658254630f73ad8da78fb331bf976cd42f90e0e9c9e83f40c51072a6f7417",
+        "f62308b854a010d426a7046161ddc83a0c34da9fe1690fc211aef7e378e2d637a7f6cc1a4e6dc12278f658c43f4b9911",
+        "2bb85bf46d0afaeb3435a34140b6bb1191d2791656b288e1c91b821de355d790",
+        "dcd95da7bb35e094b9caddced9fbd518a8a2af5e7e54cba72754541ae5742d40",
+    ] {
+        assert!(spec.contains(vector), "docs/formats.md lacks {vector}");
+    }
 }
