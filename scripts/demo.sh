@@ -1,32 +1,104 @@
 #!/usr/bin/env bash
-# The main job on embedded defaults: two hospitals' synthetic admissions, with
-# different schemas, analysed by the Rust and the Python cohort-statistics
-# examples under the enclave's runtime and limits.
+# The main job, on embedded defaults: a two-hospital study end to end.
+#
+#   1. cleanroomd starts (simulation attestation: no SEV-SNP hardware here);
+#   2. St Mary's and Northfield, whose admission tables have different
+#      schemas, verify the enclave's attestation, seal their tables to it and
+#      upload them;
+#   3. a researcher uploads a harmonising cohort-statistics analysis; both
+#      hospitals grant it (identifiers never released, groups under 10
+#      suppressed; Northfield also reviews outputs before release);
+#   4. the researcher runs it; Northfield reviews and releases;
+#   5. the researcher decrypts the results and checks the enclave-signed
+#      receipt; everyone verifies the hash-chained audit log.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$CLEANROOM_ROOT"
 ensure_rust
-ensure_componentize_py
 
 work=${CLEANROOM_DEMO_DIR:-$CLEANROOM_ROOT/target/demo}
+rm -rf "$work"
 mkdir -p "$work"
+port=${CLEANROOM_DEMO_PORT:-7878}
+export CLEANROOM_SERVER="http://127.0.0.1:$port"
 
-say "generating synthetic admissions for St Mary's and Northfield (different schemas)"
-python3 scripts/gen-synthetic.py --out "$work/data" --rows 5000
-
-say "building the cleanroom CLI and the example analyses"
-cargo build --release --locked -p cleanroom-cli
+say "building cleanroomd, the cleanroom CLI and the analysis (first time: several minutes)"
+cargo build --release --locked -p cleanroomd -p cleanroom-cli
 cargo build --release --locked --target wasm32-wasip2 -p cohort-stats
-scripts/build-python.sh examples/cohort-stats-python/analysis.py "$work/cohort_stats_py.wasm"
-cleanroom="$CARGO_TARGET_DIR/release/cleanroom"
-rust_wasm="$CARGO_TARGET_DIR/wasm32-wasip2/release/cohort_stats.wasm"
+bin="$CARGO_TARGET_DIR/release"
+cleanroom="$bin/cleanroom"
+analysis="$CARGO_TARGET_DIR/wasm32-wasip2/release/cohort_stats.wasm"
 
-tables=(--table "st_marys=$work/data/st_marys.csv" --table "northfield=$work/data/northfield.csv")
+say "starting cleanroomd (INSECURE simulation attestation, data in $work/server)"
+"$bin/cleanroomd" --data-dir "$work/server" --listen "127.0.0.1:$port" --insecure-simulation 2>"$work/cleanroomd.log" &
+server_pid=$!
+trap 'kill $server_pid 2>/dev/null || true; wait $server_pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=1)" "$CLEANROOM_SERVER/health" 2>/dev/null && break
+  kill -0 $server_pid 2>/dev/null || { cat "$work/cleanroomd.log"; exit 1; }
+  sleep 0.1
+done
+grep -m1 "listening" "$work/cleanroomd.log"
+# The operator publishes the launch measurement; in simulation it is fixed.
+export CLEANROOM_MEASUREMENT
+CLEANROOM_MEASUREMENT=$(sed -n 's/.*measurement \([0-9a-f]*\),.*/\1/p' "$work/cleanroomd.log" | head -1)
+trust=(--accept-insecure-simulation)
 
-say "Rust analysis: admissions per diagnosis, groups under 10 patients suppressed"
-"$cleanroom" run-local "$rust_wasm" "${tables[@]}" --params '{"group_by":"diagnosis","min_group":10}' --out "$work/results-rust"
+say "three parties create their keys"
+for party in st_marys northfield researcher; do
+  "$cleanroom" keygen -o "$work/keys/$party.json" | head -1
+done
+# json_get FILE KEY... prints a value from a JSON file.
+json_get() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))
+for k in sys.argv[2:]: v=v[k]
+print(v)' "$@"; }
 
-say "Python analysis: the same question, by age band"
-"$cleanroom" run-local "$work/cohort_stats_py.wasm" "${tables[@]}" --params '{"group_by":"age_band"}' --out "$work/results-python"
+say "synthetic admissions: St Mary's (age, sex, ICD-10 category, dates) and Northfield (birth year, gender, full ICD-10 code, stay, outcome)"
+python3 scripts/gen-synthetic.py --out "$work/hospital-data" --rows 5000
+head -3 "$work/hospital-data/st_marys.csv"
+head -3 "$work/hospital-data/northfield.csv"
 
-say "done: results in $work/results-rust and $work/results-python"
+say "St Mary's verifies the enclave, seals its table to it and uploads"
+"$cleanroom" attest verify "${trust[@]}"
+"$cleanroom" dataset push "$work/hospital-data/st_marys.csv" --key "$work/keys/st_marys.json" "${trust[@]}" --json >"$work/st_marys.dataset.json"
+st_marys=$(json_get "$work/st_marys.dataset.json" id)
+echo "St Mary's dataset: $st_marys"
+
+say "Northfield does the same"
+"$cleanroom" dataset push "$work/hospital-data/northfield.csv" --key "$work/keys/northfield.json" "${trust[@]}" --json >"$work/northfield.dataset.json"
+northfield=$(json_get "$work/northfield.dataset.json" id)
+echo "Northfield dataset: $northfield"
+"$cleanroom" dataset list
+
+say "the researcher uploads the harmonising cohort-statistics analysis"
+"$cleanroom" module push "$analysis" --key "$work/keys/researcher.json" --json >"$work/module.json"
+module=$(json_get "$work/module.json" module)
+echo "module $module"
+
+params='{"group_by":"diagnosis","min_group":10}'
+say "St Mary's grants it: these exact params, identifiers never released, groups under 10 suppressed"
+"$cleanroom" policy grant --key "$work/keys/st_marys.json" --dataset "$st_marys" --module "$module" \
+  --params "$params" --identifier patient_id --min-group 10 --max-runs 5 --note "pooled cohort statistics by ICD-10 category"
+say "Northfield grants it too, and reviews outputs before they are released"
+"$cleanroom" policy grant --key "$work/keys/northfield.json" --dataset "$northfield" --module "$module" \
+  --params "$params" --identifier mrn --min-group 10 --review
+
+say "the researcher submits the run"
+"$cleanroom" run submit --key "$work/keys/researcher.json" --module "$module" \
+  --input "st_marys=$st_marys" --input "northfield=$northfield" --params "$params" --json >"$work/run.json"
+run=$(json_get "$work/run.json" run)
+"$cleanroom" run watch "$run" --key "$work/keys/researcher.json"
+
+say "Northfield reviews what would be released, and releases it"
+"$cleanroom" review show "$run" --key "$work/keys/northfield.json" | head -25
+"$cleanroom" review release "$run" --key "$work/keys/northfield.json" --reason "aggregates only, small cells suppressed"
+
+say "the researcher fetches the results: decrypted locally, checked against the enclave-signed receipt"
+"$cleanroom" result fetch "$run" --key "$work/keys/researcher.json" "${trust[@]}" --out "$work/results"
+
+say "St Mary's verifies the audit log (hash chain + enclave-signed head) and keeps a copy"
+"$cleanroom" audit verify "${trust[@]}" --save "$work/audit.json"
+"$cleanroom" audit verify --file "$work/audit.json" --enclave-key "$(json_get "$work/results/receipt.json" receipt enclave_key)" >/dev/null
+echo "the saved log verifies offline too"
+
+say "done: results in $work/results, audit log in $work/audit.json"

@@ -69,7 +69,8 @@ pub(crate) fn open_batches(path: &Path) -> Result<(SchemaRef, Batches, indicatif
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let name = path.display().to_string();
-    let ctx = move |e: arrow_schema::ArrowError| anyhow::anyhow!("cannot read {name} as {format:?}: {e}");
+    let ctx =
+        move |e: arrow_schema::ArrowError| anyhow::anyhow!("cannot read {name} as {format:?}: {e}");
     let (schema, batches): (SchemaRef, Batches) = match format {
         Format::Csv => {
             let csv = arrow_csv::reader::Format::default().with_header(true);
@@ -88,23 +89,28 @@ pub(crate) fn open_batches(path: &Path) -> Result<(SchemaRef, Batches, indicatif
         }
         Format::Parquet => {
             let file = File::open(path)?;
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(|e| anyhow::anyhow!("cannot read {} as Parquet: {e}", path.display()))?
-                .with_batch_size(BATCH_ROWS)
-                .build()
-                .map_err(|e| anyhow::anyhow!("cannot read {} as Parquet: {e}", path.display()))?;
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .map_err(|e| anyhow::anyhow!("cannot read {} as Parquet: {e}", path.display()))?
+                    .with_batch_size(BATCH_ROWS)
+                    .build()
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot read {} as Parquet: {e}", path.display())
+                    })?;
             let schema = reader.schema();
             (schema, Box::new(reader.map(move |b| b.map_err(&ctx))))
         }
         Format::ArrowFile => {
-            let reader = arrow_ipc::reader::FileReader::try_new(BufReader::new(File::open(path)?), None)
-                .map_err(&ctx)?;
+            let reader =
+                arrow_ipc::reader::FileReader::try_new(BufReader::new(File::open(path)?), None)
+                    .map_err(&ctx)?;
             let schema = reader.schema();
             (schema, Box::new(reader.map(move |b| b.map_err(&ctx))))
         }
         Format::ArrowStream => {
-            let reader = arrow_ipc::reader::StreamReader::try_new(bar.wrap_read(File::open(path)?), None)
-                .map_err(&ctx)?;
+            let reader =
+                arrow_ipc::reader::StreamReader::try_new(bar.wrap_read(File::open(path)?), None)
+                    .map_err(&ctx)?;
             let schema = reader.schema();
             (schema, Box::new(reader.map(move |b| b.map_err(&ctx))))
         }

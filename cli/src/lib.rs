@@ -203,6 +203,26 @@ enum AuditCmd {
     },
 }
 
+thread_local! {
+    /// The JSON value the last command on this thread printed (for `run_capture`).
+    static LAST_OUTPUT: std::cell::RefCell<Option<serde_json::Value>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Like [`run`], and also return the JSON value the command reports (what
+/// `--json` prints; `null` for commands without one). Tests and scripts
+/// embedding the CLI use it.
+pub fn run_capture<I, T>(args: I) -> anyhow::Result<serde_json::Value>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    LAST_OUTPUT.with(|last| *last.borrow_mut() = None);
+    run(args)?;
+    Ok(LAST_OUTPUT
+        .with(|last| last.borrow_mut().take())
+        .unwrap_or(serde_json::Value::Null))
+}
+
 /// Parse `args` (program name first) and run the command. Usage errors are
 /// returned as `clap::Error` inside the `anyhow::Error`.
 pub fn run<I, T>(args: I) -> anyhow::Result<()>
@@ -223,8 +243,12 @@ where
         Command::Policy(PolicyCmd::Revoke { conn, args }) => remote::policy::revoke(&conn, args),
         Command::Policy(PolicyCmd::Show { conn, args }) => remote::policy::show(&conn, args),
         Command::Review(ReviewCmd::Show { conn, args }) => remote::runs::review(&conn, args, None),
-        Command::Review(ReviewCmd::Release { conn, args }) => remote::runs::review(&conn, args, Some("release")),
-        Command::Review(ReviewCmd::Withhold { conn, args }) => remote::runs::review(&conn, args, Some("withhold")),
+        Command::Review(ReviewCmd::Release { conn, args }) => {
+            remote::runs::review(&conn, args, Some("release"))
+        }
+        Command::Review(ReviewCmd::Withhold { conn, args }) => {
+            remote::runs::review(&conn, args, Some("withhold"))
+        }
         Command::Module(ModuleCmd::Push { conn, args }) => remote::runs::module_push(&conn, args),
         Command::Run(RunCmd::Submit { conn, args }) => remote::runs::submit(&conn, args),
         Command::Run(RunCmd::Watch { conn, args }) => remote::runs::watch(&conn, args),

@@ -1,9 +1,11 @@
 //! All integration tests, in one binary (one `mod` per area).
 
 mod cli;
+mod crash;
 mod examples;
 mod load;
 mod programs;
+mod server;
 
 use std::sync::{Arc, OnceLock};
 

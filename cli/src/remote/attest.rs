@@ -13,7 +13,11 @@ use super::client::Client;
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Trust {
     /// Acceptable launch measurement(s), hex (48 bytes). Repeatable.
-    #[arg(long = "measurement", env = "CLEANROOM_MEASUREMENT", value_delimiter = ',')]
+    #[arg(
+        long = "measurement",
+        env = "CLEANROOM_MEASUREMENT",
+        value_delimiter = ','
+    )]
     pub(crate) measurements: Vec<String>,
     /// Accept evidence from the INSECURE simulation backend (development only).
     #[arg(long)]
@@ -35,14 +39,18 @@ pub(crate) struct Verified {
 /// Fetch fresh evidence for a random nonce and verify every check.
 pub(crate) fn verify_server(client: &Client, trust: &Trust) -> Result<Verified> {
     if trust.measurements.is_empty() {
-        bail!("say which launch measurement you trust: --measurement HEX (the operator publishes it)");
+        bail!(
+            "say which launch measurement you trust: --measurement HEX (the operator publishes it)"
+        );
     }
     let allowed = trust
         .measurements
         .iter()
         .map(|m| {
             let bytes = hex::decode(m.trim()).map_err(|_| anyhow!("--measurement must be hex"))?;
-            let arr: [u8; 48] = bytes.try_into().map_err(|_| anyhow!("--measurement must be 48 bytes (96 hex digits)"))?;
+            let arr: [u8; 48] = bytes
+                .try_into()
+                .map_err(|_| anyhow!("--measurement must be 48 bytes (96 hex digits)"))?;
             Ok(Measurement(arr))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -51,16 +59,28 @@ pub(crate) fn verify_server(client: &Client, trust: &Trust) -> Result<Verified> 
     let answer = client.get_public(&format!("/v1/attestation?nonce={}", hex::encode(nonce)))?;
     let evidence = Evidence::from_json(&serde_json::to_vec(&answer["evidence"])?)
         .context("the server's evidence is malformed")?;
-    let deployment = answer["deployment"].as_str().unwrap_or_default().to_string();
+    let deployment = answer["deployment"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let host_data = cleanroom_trust::binding::host_data(deployment.as_bytes());
     if let Some(expected) = &trust.deployment_digest
         && hex::encode(host_data) != expected.to_lowercase()
     {
-        bail!("the server runs deployment {} but you expect {expected}", hex::encode(host_data));
+        bail!(
+            "the server runs deployment {} but you expect {expected}",
+            hex::encode(host_data)
+        );
     }
     let policy = Policy {
         allowed_measurements: allowed,
-        minimum_tcb: Tcb { bootloader: 0, tee: 0, snp: 0, microcode: 0, fmc: None },
+        minimum_tcb: Tcb {
+            bootloader: 0,
+            tee: 0,
+            snp: 0,
+            microcode: 0,
+            fmc: None,
+        },
         host_data,
         accept_simulation: trust.accept_insecure_simulation,
     };
@@ -72,9 +92,15 @@ pub(crate) fn verify_server(client: &Client, trust: &Trust) -> Result<Verified> 
         .clone()
         .ok_or_else(|| anyhow!("verified evidence carries no enclave keys"))?;
     if claims.simulated {
-        eprintln!("WARNING: the server attests with the INSECURE simulation backend; it protects nothing");
+        eprintln!(
+            "WARNING: the server attests with the INSECURE simulation backend; it protects nothing"
+        );
     }
-    Ok(Verified { claims, keys, deployment })
+    Ok(Verified {
+        claims,
+        keys,
+        deployment,
+    })
 }
 
 /// `cleanroom attest verify`.
@@ -121,15 +147,20 @@ pub(crate) struct ReportArgs {
 }
 
 pub(crate) fn report(args: ReportArgs) -> Result<()> {
-    let report = std::fs::read(&args.report).with_context(|| format!("cannot read {}", args.report.display()))?;
-    let cert = std::fs::read(&args.cert).with_context(|| format!("cannot read {}", args.cert.display()))?;
+    let report = std::fs::read(&args.report)
+        .with_context(|| format!("cannot read {}", args.report.display()))?;
+    let cert = std::fs::read(&args.cert)
+        .with_context(|| format!("cannot read {}", args.cert.display()))?;
     let ask = args.ask.as_ref().map(std::fs::read).transpose()?;
     let claims = cleanroom_trust::verify_report(&report, &cert, ask.as_deref(), false)
         .context("the report does not verify against AMD's pinned roots")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&claims)?);
     } else {
-        println!("report verified against AMD's pinned {:?} root ({:?})", claims.generation, claims.signing_key);
+        println!(
+            "report verified against AMD's pinned {:?} root ({:?})",
+            claims.generation, claims.signing_key
+        );
         println!("  version      {}", claims.report_version);
         println!("  measurement  {}", hex::encode(claims.measurement.0));
         println!("  policy       {:#x}", claims.guest_policy);

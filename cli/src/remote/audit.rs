@@ -29,7 +29,9 @@ pub(crate) struct VerifyArgs {
 pub(crate) fn verify(conn: &Conn, args: VerifyArgs) -> Result<()> {
     let client = conn.client()?;
     let log: serde_json::Value = match &args.file {
-        Some(path) => serde_json::from_slice(&std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)?,
+        Some(path) => serde_json::from_slice(
+            &std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+        )?,
         None => client.get_public("/v1/audit")?,
     };
     if let Some(path) = &args.save {
@@ -39,9 +41,12 @@ pub(crate) fn verify(conn: &Conn, args: VerifyArgs) -> Result<()> {
         Some(k) => k,
         None => PartyId(verify_server(&client, &args.trust)?.keys.signing_public_key),
     };
-    let entries: Vec<AuditEntry> = serde_json::from_value(log["entries"].clone()).context("malformed audit entries")?;
-    let head: SignedHead = serde_json::from_value(log["head"].clone()).context("malformed audit head")?;
-    verify_log(&entries, &head, Some(&enclave)).map_err(|e| anyhow!("the audit log does not verify: {e}"))?;
+    let entries: Vec<AuditEntry> =
+        serde_json::from_value(log["entries"].clone()).context("malformed audit entries")?;
+    let head: SignedHead =
+        serde_json::from_value(log["head"].clone()).context("malformed audit head")?;
+    verify_log(&entries, &head, Some(&enclave))
+        .map_err(|e| anyhow!("the audit log does not verify: {e}"))?;
     let value = serde_json::json!({ "verified": true, "entries": entries.len(), "head": head });
     conn.print(&value, || {
         let mut out = format!(
@@ -55,7 +60,9 @@ pub(crate) fn verify(conn: &Conn, args: VerifyArgs) -> Result<()> {
                 e.seq,
                 e.action,
                 e.subject,
-                e.actor.map(|a| a.short()).unwrap_or_else(|| "enclave".into())
+                e.actor
+                    .map(|a| a.short())
+                    .unwrap_or_else(|| "enclave".into())
             ));
         }
         out.trim_end().to_string()

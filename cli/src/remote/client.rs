@@ -33,17 +33,30 @@ impl Client {
             .http_status_as_error(false)
             .build()
             .new_agent();
-        Client { base: base.trim_end_matches('/').to_string(), identity, agent }
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            identity,
+            agent,
+        }
     }
 
     pub(crate) fn identity(&self) -> Result<&Identity> {
-        self.identity
-            .as_ref()
-            .ok_or_else(|| anyhow!("this command signs requests: pass --key FILE (create one with `cleanroom keygen`)"))
+        self.identity.as_ref().ok_or_else(|| {
+            anyhow!(
+                "this command signs requests: pass --key FILE (create one with `cleanroom keygen`)"
+            )
+        })
     }
 
     fn headers(&self, method: &str, path: &str, body: &[u8]) -> Result<SignedHeaders> {
-        Ok(httpsig::sign_request(self.identity()?, method, path, body, now(), &nonce()))
+        Ok(httpsig::sign_request(
+            self.identity()?,
+            method,
+            path,
+            body,
+            now(),
+            &nonce(),
+        ))
     }
 
     /// An unsigned GET returning JSON.
@@ -57,7 +70,12 @@ impl Client {
     }
 
     /// A signed request with a JSON (or empty) body.
-    pub(crate) fn signed(&self, method: &str, path: &str, body: &[u8]) -> Result<serde_json::Value> {
+    pub(crate) fn signed(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<serde_json::Value> {
         let h = self.headers(method, path, body)?;
         let url = format!("{}{path}", self.base);
         let req = ureq::http::Request::builder()
@@ -68,14 +86,18 @@ impl Client {
             .header("signature", &h.signature)
             .header("content-type", "application/json")
             .body(body.to_vec())?;
-        let resp = self.agent.run(req).with_context(|| format!("cannot reach {}", self.base))?;
+        let resp = self
+            .agent
+            .run(req)
+            .with_context(|| format!("cannot reach {}", self.base))?;
         decode(resp)
     }
 
     /// A signed PUT streaming a file (hashed first, then sent).
     pub(crate) fn put_file(&self, path: &str, file: &Path) -> Result<serde_json::Value> {
         let mut digest = httpsig::DigestWriter::new();
-        let mut f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        let mut f =
+            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = f.read(&mut buf)?;
@@ -103,7 +125,10 @@ impl Client {
     }
 
     /// A signed GET streaming Server-Sent Events, calling `on_event` per data line.
-    pub(crate) fn events(&self, mut on_event: impl FnMut(serde_json::Value) -> Result<bool>) -> Result<()> {
+    pub(crate) fn events(
+        &self,
+        mut on_event: impl FnMut(serde_json::Value) -> Result<bool>,
+    ) -> Result<()> {
         let path = "/v1/events";
         let h = self.headers("GET", path, b"")?;
         let resp = self
@@ -133,9 +158,16 @@ impl Client {
 
 fn decode(resp: ureq::http::Response<ureq::Body>) -> Result<serde_json::Value> {
     let status = resp.status();
-    let text = resp.into_body().read_to_string().context("cannot read the server's answer")?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("the server answered {status} with non-JSON: {}", text.chars().take(200).collect::<String>()))?;
+    let text = resp
+        .into_body()
+        .read_to_string()
+        .context("cannot read the server's answer")?;
+    let value: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "the server answered {status} with non-JSON: {}",
+            text.chars().take(200).collect::<String>()
+        )
+    })?;
     if !status.is_success() {
         let kind = value["type"].as_str().unwrap_or("error");
         let message = value["message"].as_str().unwrap_or(&text);

@@ -45,7 +45,13 @@ fn dataset_id(id: Option<&str>) -> Result<DatasetId> {
 }
 
 /// Seal `file` into `out`, streaming with bounded memory.
-pub(crate) fn seal_file(file: &Path, out: &Path, owner: &cleanroom_proto::Identity, enclave_hpke: &[u8; 32], id: DatasetId) -> Result<u64> {
+pub(crate) fn seal_file(
+    file: &Path,
+    out: &Path,
+    owner: &cleanroom_proto::Identity,
+    enclave_hpke: &[u8; 32],
+    id: DatasetId,
+) -> Result<u64> {
     let (schema, batches, bar) = input::open_batches(file)?;
     let sink = std::io::BufWriter::new(
         std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?,
@@ -71,8 +77,14 @@ pub(crate) fn seal(conn: &Conn, args: SealArgs) -> Result<()> {
         .ok_or_else(|| anyhow!("--enclave-key must be 32 bytes of hex"))?;
     let id = dataset_id(args.id.as_deref())?;
     let rows = seal_file(&args.file, &args.out, owner, &key, id)?;
-    let value = serde_json::json!({ "dataset": id.to_string(), "rows": rows, "envelope": args.out });
-    conn.print(&value, || format!("sealed {rows} rows as dataset {id} into {}", args.out.display()));
+    let value =
+        serde_json::json!({ "dataset": id.to_string(), "rows": rows, "envelope": args.out });
+    conn.print(&value, || {
+        format!(
+            "sealed {rows} rows as dataset {id} into {}",
+            args.out.display()
+        )
+    });
     Ok(())
 }
 
@@ -82,7 +94,13 @@ pub(crate) fn push(conn: &Conn, args: PushArgs) -> Result<()> {
     let owner = client.identity()?;
     let id = dataset_id(args.id.as_deref())?;
     let tmp = tempfile::NamedTempFile::new()?;
-    let rows = seal_file(&args.file, tmp.path(), owner, &verified.keys.hpke_public_key, id)?;
+    let rows = seal_file(
+        &args.file,
+        tmp.path(),
+        owner,
+        &verified.keys.hpke_public_key,
+        id,
+    )?;
     let answer = client.put_file(&format!("/v1/datasets/{id}"), tmp.path())?;
     conn.print(&answer, || {
         format!(
@@ -102,8 +120,11 @@ pub(crate) fn list(conn: &Conn) -> Result<()> {
                 "{}  {} rows  owner {}…  policy v{}\n",
                 d["id"].as_str().unwrap_or("?"),
                 d["rows"],
-                &d["owner"].as_str().unwrap_or("?")[..12.min(d["owner"].as_str().unwrap_or("?").len())],
-                d["policy_version"].as_u64().map_or("-".into(), |v| v.to_string())
+                &d["owner"].as_str().unwrap_or("?")
+                    [..12.min(d["owner"].as_str().unwrap_or("?").len())],
+                d["policy_version"]
+                    .as_u64()
+                    .map_or("-".into(), |v| v.to_string())
             ));
         }
         out.trim_end().to_string()

@@ -18,7 +18,12 @@ use client::Client;
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Conn {
     /// The cleanroomd URL.
-    #[arg(long, env = "CLEANROOM_SERVER", default_value = "http://127.0.0.1:7878", global = true)]
+    #[arg(
+        long,
+        env = "CLEANROOM_SERVER",
+        default_value = "http://127.0.0.1:7878",
+        global = true
+    )]
     pub(crate) server: String,
     /// Your key file (from `cleanroom keygen`).
     #[arg(long, env = "CLEANROOM_KEY", global = true)]
@@ -32,7 +37,8 @@ impl Conn {
     pub(crate) fn client(&self) -> Result<Client> {
         let identity = match &self.key {
             Some(path) => Some(
-                Identity::load(path).with_context(|| format!("cannot load key {}", path.display()))?,
+                Identity::load(path)
+                    .with_context(|| format!("cannot load key {}", path.display()))?,
             ),
             None => None,
         };
@@ -41,8 +47,12 @@ impl Conn {
 
     /// Print `value` as JSON if --json, else `text`.
     pub(crate) fn print(&self, value: &serde_json::Value, text: impl FnOnce() -> String) {
+        crate::LAST_OUTPUT.with(|last| *last.borrow_mut() = Some(value.clone()));
         if self.json {
-            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
         } else {
             println!("{}", text());
         }

@@ -72,7 +72,10 @@ pub(crate) struct RevokeArgs {
 }
 
 fn current(conn: &Conn, dataset: &str) -> Result<Option<SignedPolicy>> {
-    match conn.client()?.get_public(&format!("/v1/datasets/{dataset}/policy")) {
+    match conn
+        .client()?
+        .get_public(&format!("/v1/datasets/{dataset}/policy"))
+    {
         Ok(v) => Ok(Some(serde_json::from_value(v)?)),
         Err(e) if e.to_string().contains("not-found") => Ok(None),
         Err(e) => Err(e),
@@ -83,23 +86,39 @@ fn publish(conn: &Conn, policy: Policy) -> Result<()> {
     let client = conn.client()?;
     let signed = SignedPolicy::sign(policy, client.identity()?);
     let body = serde_json::to_vec(&signed)?;
-    let answer = client.signed("PUT", &format!("/v1/datasets/{}/policy", signed.policy.dataset), &body)?;
+    let answer = client.signed(
+        "PUT",
+        &format!("/v1/datasets/{}/policy", signed.policy.dataset),
+        &body,
+    )?;
     conn.print(&answer, || describe(&signed));
     Ok(())
 }
 
 fn describe(signed: &SignedPolicy) -> String {
     let p = &signed.policy;
-    let mut out = format!("dataset {} policy v{} signed ({})\n", p.dataset, p.version, signed.digest());
+    let mut out = format!(
+        "dataset {} policy v{} signed ({})\n",
+        p.dataset,
+        p.version,
+        signed.digest()
+    );
     if p.grants.is_empty() {
         out.push_str("  no grants: nothing may run on this dataset\n");
     }
     for g in &p.grants {
         let who = match &g.researchers {
             Researchers::Any => "any researcher".to_string(),
-            Researchers::Only(list) => list.iter().map(|r| r.short()).collect::<Vec<_>>().join(", "),
+            Researchers::Only(list) => list
+                .iter()
+                .map(|r| r.short())
+                .collect::<Vec<_>>()
+                .join(", "),
         };
-        out.push_str(&format!("  grant module {}… to {who}", &g.module[..12.min(g.module.len())]));
+        out.push_str(&format!(
+            "  grant module {}… to {who}",
+            &g.module[..12.min(g.module.len())]
+        ));
         if let Some(d) = &g.params_digest {
             out.push_str(&format!(", params pinned {}…", &d[..12.min(d.len())]));
         }
@@ -118,16 +137,34 @@ fn describe(signed: &SignedPolicy) -> String {
     out.push_str(&format!(
         "  output rules: groups < {} {}, at most {} bytes, logs {}, review {}",
         r.min_group_count,
-        if r.small_groups == SmallGroups::Refuse { "refuse the output" } else { "suppressed" },
+        if r.small_groups == SmallGroups::Refuse {
+            "refuse the output"
+        } else {
+            "suppressed"
+        },
         r.max_output_bytes,
-        if r.release_logs { "released" } else { "withheld" },
-        if r.review_required { "required" } else { "not required" },
+        if r.release_logs {
+            "released"
+        } else {
+            "withheld"
+        },
+        if r.review_required {
+            "required"
+        } else {
+            "not required"
+        },
     ));
     if !p.hidden_columns.is_empty() {
-        out.push_str(&format!("\n  hidden columns: {}", p.hidden_columns.join(", ")));
+        out.push_str(&format!(
+            "\n  hidden columns: {}",
+            p.hidden_columns.join(", ")
+        ));
     }
     if !p.identifier_columns.is_empty() {
-        out.push_str(&format!("\n  identifier columns: {}", p.identifier_columns.join(", ")));
+        out.push_str(&format!(
+            "\n  identifier columns: {}",
+            p.identifier_columns.join(", ")
+        ));
     }
     out
 }
@@ -151,8 +188,16 @@ pub(crate) fn grant(conn: &Conn, args: GrantArgs) -> Result<()> {
     grants.retain(|g| g.module != args.module);
     grants.push(Grant {
         module: args.module.clone(),
-        researchers: if args.researchers.is_empty() { Researchers::Any } else { Researchers::Only(args.researchers) },
-        params_digest: args.params.as_deref().map(params_digest).or(args.params_digest),
+        researchers: if args.researchers.is_empty() {
+            Researchers::Any
+        } else {
+            Researchers::Only(args.researchers)
+        },
+        params_digest: args
+            .params
+            .as_deref()
+            .map(params_digest)
+            .or(args.params_digest),
         expires_at: args.expires_in_days.map(|d| now + d * 86_400),
         max_runs: args.max_runs,
         note: args.note,
@@ -193,7 +238,10 @@ pub(crate) fn grant(conn: &Conn, args: GrantArgs) -> Result<()> {
 
 pub(crate) fn revoke(conn: &Conn, args: RevokeArgs) -> Result<()> {
     let Some(prev) = current(conn, &args.dataset)? else {
-        bail!("dataset {} has no policy: there is nothing to revoke", args.dataset);
+        bail!(
+            "dataset {} has no policy: there is nothing to revoke",
+            args.dataset
+        );
     };
     let mut policy = prev.policy;
     match &args.module {

@@ -31,7 +31,8 @@ pub(crate) struct ModulePushArgs {
 }
 
 pub(crate) fn module_push(conn: &Conn, args: ModulePushArgs) -> Result<()> {
-    let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
     let answer = conn.client()?.signed("PUT", "/v1/modules", &bytes)?;
     conn.print(&answer, || {
         format!(
@@ -72,7 +73,9 @@ pub(crate) fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
         inputs.insert(name.to_string(), dataset.to_string());
     }
     let params = match args.params.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?,
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?
+        }
         None => args.params.clone(),
     };
     let request = RunRequest {
@@ -98,7 +101,14 @@ pub(crate) struct WatchArgs {
     run: String,
 }
 
-const FINAL: &[&str] = &["rejected", "failed", "released", "withheld", "cancelled", "held_for_review"];
+const FINAL: &[&str] = &[
+    "rejected",
+    "failed",
+    "released",
+    "withheld",
+    "cancelled",
+    "held_for_review",
+];
 
 /// Follow a run until it is final (or held for review).
 pub(crate) fn watch(conn: &Conn, args: WatchArgs) -> Result<()> {
@@ -116,10 +126,16 @@ pub(crate) fn watch(conn: &Conn, args: WatchArgs) -> Result<()> {
         if FINAL.contains(&state.as_str()) {
             bar.finish_and_clear();
             conn.print(&status, || {
-                let reason = status["reason"].as_str().map(|r| format!(": {r}")).unwrap_or_default();
+                let reason = status["reason"]
+                    .as_str()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default();
                 format!("run {} {state}{reason}", args.run)
             });
-            if matches!(state.as_str(), "failed" | "rejected" | "withheld" | "cancelled") {
+            if matches!(
+                state.as_str(),
+                "failed" | "rejected" | "withheld" | "cancelled"
+            ) {
                 bail!("run {} ended {state}", args.run);
             }
             return Ok(());
@@ -136,7 +152,9 @@ pub(crate) struct CancelArgs {
 }
 
 pub(crate) fn cancel(conn: &Conn, args: CancelArgs) -> Result<()> {
-    let answer = conn.client()?.signed("POST", &format!("/v1/runs/{}/cancel", args.run), b"{}")?;
+    let answer = conn
+        .client()?
+        .signed("POST", &format!("/v1/runs/{}/cancel", args.run), b"{}")?;
     conn.print(&answer, || format!("cancelling run {}", args.run));
     Ok(())
 }
@@ -160,8 +178,11 @@ pub(crate) fn fetch(conn: &Conn, args: FetchArgs) -> Result<()> {
     let verified = verify_server(&client, &args.trust)?;
     let enclave = PartyId(verified.keys.signing_public_key);
     let answer = client.signed("GET", &format!("/v1/runs/{}/result", args.run), b"")?;
-    let receipt: SignedReceipt = serde_json::from_value(answer["receipt"].clone()).context("malformed receipt")?;
-    receipt.verify(Some(&enclave)).context("the receipt is not signed by the attested enclave")?;
+    let receipt: SignedReceipt =
+        serde_json::from_value(answer["receipt"].clone()).context("malformed receipt")?;
+    receipt
+        .verify(Some(&enclave))
+        .context("the receipt is not signed by the attested enclave")?;
     if receipt.receipt.run_id != args.run || receipt.receipt.researcher != identity.party() {
         bail!("the receipt is for another run or researcher");
     }
@@ -170,10 +191,15 @@ pub(crate) fn fetch(conn: &Conn, args: FetchArgs) -> Result<()> {
     for o in answer["outputs"].as_array().into_iter().flatten() {
         let name = o["name"].as_str().unwrap_or_default();
         let kind = o["kind"].as_str().unwrap_or_default();
-        cleanroom_runtime::output::validate_name(name).map_err(|e| anyhow!("server sent a bad output name: {e}"))?;
+        cleanroom_runtime::output::validate_name(name)
+            .map_err(|e| anyhow!("server sent a bad output name: {e}"))?;
         let sealed = B64.decode(o["sealed"].as_str().unwrap_or_default())?;
-        let plain = cleanroom_proto::sealed::open_sealed(identity, &format!("{}/{name}", args.run), &sealed)
-            .with_context(|| format!("cannot decrypt output {name}"))?;
+        let plain = cleanroom_proto::sealed::open_sealed(
+            identity,
+            &format!("{}/{name}", args.run),
+            &sealed,
+        )
+        .with_context(|| format!("cannot decrypt output {name}"))?;
         let listed = receipt
             .receipt
             .outputs
@@ -185,7 +211,8 @@ pub(crate) fn fetch(conn: &Conn, args: FetchArgs) -> Result<()> {
         }
         match kind {
             "table" => {
-                let (schema, batches) = cleanroom_runtime::output::decode_stream(&plain).map_err(|e| anyhow!(e))?;
+                let (schema, batches) =
+                    cleanroom_runtime::output::decode_stream(&plain).map_err(|e| anyhow!(e))?;
                 std::fs::write(args.out.join(format!("{name}.arrows")), &plain)?;
                 let mut csv = arrow_csv::WriterBuilder::new()
                     .with_header(true)
@@ -194,7 +221,10 @@ pub(crate) fn fetch(conn: &Conn, args: FetchArgs) -> Result<()> {
                     csv.write(b)?;
                 }
                 let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-                lines.push(format!("  table {name}: {rows} rows × {} columns → {name}.csv", schema.fields().len()));
+                lines.push(format!(
+                    "  table {name}: {rows} rows × {} columns → {name}.csv",
+                    schema.fields().len()
+                ));
                 if !conn.json {
                     let text = arrow_cast::pretty::pretty_format_batches(&batches)?.to_string();
                     lines.extend(text.lines().map(|l| format!("      {l}")));
@@ -202,7 +232,10 @@ pub(crate) fn fetch(conn: &Conn, args: FetchArgs) -> Result<()> {
             }
             "json" => {
                 std::fs::write(args.out.join(format!("{name}.json")), &plain)?;
-                lines.push(format!("  json {name}: {}", String::from_utf8_lossy(&plain)));
+                lines.push(format!(
+                    "  json {name}: {}",
+                    String::from_utf8_lossy(&plain)
+                ));
             }
             "log" => {
                 std::fs::write(args.out.join("log.txt"), &plain)?;
@@ -215,7 +248,10 @@ pub(crate) fn fetch(conn: &Conn, args: FetchArgs) -> Result<()> {
             }
         }
     }
-    std::fs::write(args.out.join("receipt.json"), serde_json::to_vec_pretty(&receipt)?)?;
+    std::fs::write(
+        args.out.join("receipt.json"),
+        serde_json::to_vec_pretty(&receipt)?,
+    )?;
     conn.print(&serde_json::to_value(&receipt)?, || {
         format!(
             "run {} released; receipt verified (enclave {}, measurement {}…)\n{}\noutputs and receipt.json in {}",
@@ -244,24 +280,48 @@ pub(crate) fn review(conn: &Conn, args: ReviewArgs, decision: Option<&str>) -> R
     let Some(decision) = decision else {
         let status = client.signed("GET", &format!("/v1/runs/{}", args.run), b"")?;
         conn.print(&status, || {
-            let mut out = format!("run {} is {}\n", args.run, status["state"].as_str().unwrap_or("?"));
+            let mut out = format!(
+                "run {} is {}\n",
+                args.run,
+                status["state"].as_str().unwrap_or("?")
+            );
             for o in status["review"].as_array().into_iter().flatten() {
-                let bytes = B64.decode(o["bytes"].as_str().unwrap_or_default()).unwrap_or_default();
+                let bytes = B64
+                    .decode(o["bytes"].as_str().unwrap_or_default())
+                    .unwrap_or_default();
                 let shown = match o["kind"].as_str() {
                     Some("table") => cleanroom_runtime::output::decode_stream(&bytes)
                         .ok()
-                        .and_then(|(_, b)| arrow_cast::pretty::pretty_format_batches(&b).ok().map(|t| t.to_string()))
+                        .and_then(|(_, b)| {
+                            arrow_cast::pretty::pretty_format_batches(&b)
+                                .ok()
+                                .map(|t| t.to_string())
+                        })
                         .unwrap_or_default(),
                     _ => String::from_utf8_lossy(&bytes).into_owned(),
                 };
-                out.push_str(&format!("{} ({}):\n{shown}\n", o["name"].as_str().unwrap_or("?"), o["kind"].as_str().unwrap_or("?")));
+                out.push_str(&format!(
+                    "{} ({}):\n{shown}\n",
+                    o["name"].as_str().unwrap_or("?"),
+                    o["kind"].as_str().unwrap_or("?")
+                ));
             }
             out
         });
         return Ok(());
     };
     let body = serde_json::json!({ "decision": decision, "reason": args.reason });
-    let answer = client.signed("POST", &format!("/v1/runs/{}/review", args.run), &serde_json::to_vec(&body)?)?;
-    conn.print(&answer, || format!("run {}: {decision}d; now {}", args.run, answer["state"].as_str().unwrap_or("?")));
+    let answer = client.signed(
+        "POST",
+        &format!("/v1/runs/{}/review", args.run),
+        &serde_json::to_vec(&body)?,
+    )?;
+    conn.print(&answer, || {
+        format!(
+            "run {}: {decision}d; now {}",
+            args.run,
+            answer["state"].as_str().unwrap_or("?")
+        )
+    });
     Ok(())
 }

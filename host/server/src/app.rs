@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use cleanroom_proto::PartyId;
 use cleanroom_runtime::{CancelToken, Runtime, RuntimeConfig};
-use cleanroom_trust::attester::Attester;
 use cleanroom_trust::EnclaveIdentity;
 use cleanroom_trust::Sealer;
+use cleanroom_trust::attester::Attester;
 use sha2::{Digest, Sha384};
 use tokio::sync::mpsc;
 
@@ -75,7 +75,9 @@ pub struct Service {
 
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Service").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Service")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -87,11 +89,17 @@ pub fn simulation_measurement() -> [u8; 48] {
 impl Service {
     /// Open the data directory, unseal (or create) the enclave identity and
     /// resume the audit log. Returns the service and the queue's receiver.
-    pub fn open(config: Config, allow_simulation: bool) -> Result<(Arc<Self>, mpsc::Receiver<String>)> {
+    pub fn open(
+        config: Config,
+        allow_simulation: bool,
+    ) -> Result<(Arc<Self>, mpsc::Receiver<String>)> {
         let dir = config.data_dir.clone();
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create data dir {}", dir.display()))?;
         let attester = attester(&config, allow_simulation, &dir)?;
-        let sealing_key = attester.sealing_key().context("cannot derive the sealing key")?;
+        let sealing_key = attester
+            .sealing_key()
+            .context("cannot derive the sealing key")?;
         let identity = EnclaveIdentity::load_or_create(&dir, &sealing_key)
             .context("cannot unseal the enclave identity")?;
         let sealer = Sealer::new(&sealing_key);
@@ -162,7 +170,9 @@ fn simulation(config: &Config, allow: bool, dir: &Path) -> Result<Box<dyn Attest
     }
     let secret_path = dir.join("simulation-secret");
     let local_secret: [u8; 32] = match std::fs::read(&secret_path) {
-        Ok(bytes) => bytes.try_into().map_err(|_| anyhow::anyhow!("{} is corrupt", secret_path.display()))?,
+        Ok(bytes) => bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("{} is corrupt", secret_path.display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut secret = [0u8; 32];
             rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut secret);

@@ -31,7 +31,10 @@ impl std::fmt::Debug for AuditLog {
 impl AuditLog {
     /// Resume the chain from storage, checking it on the way.
     pub fn load(storage: &dyn Storage) -> ApiResult<Self> {
-        let mut tail = Tail { next_seq: 0, prev: [0; 32] };
+        let mut tail = Tail {
+            next_seq: 0,
+            prev: [0; 32],
+        };
         for value in storage.audit()? {
             let entry: AuditEntry = serde_json::from_value(value)
                 .map_err(|e| ApiError::Internal(format!("corrupt audit log: {e}")))?;
@@ -44,7 +47,9 @@ impl AuditLog {
             tail.prev = entry.hash();
             tail.next_seq += 1;
         }
-        Ok(AuditLog { tail: Mutex::new(tail) })
+        Ok(AuditLog {
+            tail: Mutex::new(tail),
+        })
     }
 
     /// Append and persist an entry, then tell the parties it concerns.
@@ -74,13 +79,21 @@ impl AuditLog {
         tail.prev = hash;
         tail.next_seq += 1;
         tracing::info!(seq = entry.seq, action, subject, "audit");
-        events.publish(audience, serde_json::json!({ "kind": "audit", "entry": value }));
+        events.publish(
+            audience,
+            serde_json::json!({ "kind": "audit", "entry": value }),
+        );
         Ok(())
     }
 
     /// The current head, signed by the enclave.
     pub fn head(&self, key: &ed25519_dalek::SigningKey) -> SignedHead {
         let tail = self.tail.lock().expect("audit lock is never poisoned");
-        SignedHead::sign(tail.next_seq.saturating_sub(1), tail.prev, crate::now(), key)
+        SignedHead::sign(
+            tail.next_seq.saturating_sub(1),
+            tail.prev,
+            crate::now(),
+            key,
+        )
     }
 }

@@ -18,8 +18,16 @@ pub(crate) fn authenticate(service: &Service, parts: &Parts, body: &[u8]) -> Api
 }
 
 /// Authenticate a request whose body digest was computed while streaming it.
-pub(crate) fn authenticate_digest(service: &Service, parts: &Parts, digest: &str) -> ApiResult<PartyId> {
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+pub(crate) fn authenticate_digest(
+    service: &Service,
+    parts: &Parts,
+    digest: &str,
+) -> ApiResult<PartyId> {
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     let header = |name: &str| {
         parts
             .headers
@@ -27,12 +35,19 @@ pub(crate) fn authenticate_digest(service: &Service, parts: &Parts, digest: &str
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let verified =
-        httpsig::verify_request_with_digest(parts.method.as_str(), path, header, digest, crate::now())
-            .map_err(|e| refuse(service, parts, None, e.kind(), &e))?;
-    let fresh = service
-        .storage
-        .remember_nonce(&verified.party.to_string(), &verified.nonce, verified.created)?;
+    let verified = httpsig::verify_request_with_digest(
+        parts.method.as_str(),
+        path,
+        header,
+        digest,
+        crate::now(),
+    )
+    .map_err(|e| refuse(service, parts, None, e.kind(), &e))?;
+    let fresh = service.storage.remember_nonce(
+        &verified.party.to_string(),
+        &verified.nonce,
+        verified.created,
+    )?;
     if !fresh {
         return Err(refuse(
             service,
@@ -65,4 +80,3 @@ fn refuse(
     );
     ApiError::Unauthenticated(err.to_string())
 }
-

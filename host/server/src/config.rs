@@ -49,7 +49,9 @@ pub struct Config {
 }
 
 fn default_listen() -> SocketAddr {
-    DEFAULT_LISTEN.parse().expect("DEFAULT_LISTEN is a valid address")
+    DEFAULT_LISTEN
+        .parse()
+        .expect("DEFAULT_LISTEN is a valid address")
 }
 fn default_data_dir() -> PathBuf {
     PathBuf::from("cleanroom-data")
@@ -86,7 +88,8 @@ impl Config {
 
     /// Parse TOML text.
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
+        let config: Config =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
         if config.workers == 0 || config.queue_capacity == 0 {
             anyhow::bail!("invalid config: workers and queue_capacity must be at least 1");
         }
@@ -124,6 +127,9 @@ mod tests {
     #[test]
     fn unknown_fields_are_refused() {
         let err = Config::from_toml("listen = \"127.0.0.1:1\"\nsimulation = true\n").unwrap_err();
-        assert!(err.to_string().contains("unknown field `simulation`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown field `simulation`"),
+            "{err}"
+        );
     }
 }

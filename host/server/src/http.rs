@@ -90,20 +90,24 @@ pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> Re
     let bytes = serde_json::to_vec_pretty(value).expect("JSON values always serialise");
     let mut resp = Response::new(full(bytes));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
 /// A plain-text response.
 pub(crate) fn text_response(content_type: &'static str, text: String) -> Response<Body> {
     let mut resp = Response::new(full(text.into_bytes()));
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 
 /// A complete body.
 pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// Read a whole (small) body, refusing more than `limit` bytes.
@@ -113,7 +117,9 @@ pub(crate) async fn read_body(body: Incoming, limit: usize) -> ApiResult<Bytes> 
         .await
         .map(|c| c.to_bytes())
         .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 ApiError::TooLarge(format!("request body is larger than {limit} bytes"))
             } else {
                 ApiError::BadRequest(format!("cannot read request body: {e}"))

@@ -83,5 +83,10 @@ pub async fn start(config: Config, allow_simulation: bool) -> anyhow::Result<Ser
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(http::serve(service.clone(), listener, stopped));
-    Ok(Server { addr, service, stop, task })
+    Ok(Server {
+        addr,
+        service,
+        stop,
+        task,
+    })
 }

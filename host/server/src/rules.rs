@@ -56,7 +56,11 @@ pub fn apply(
     identifiers: &BTreeSet<String>,
 ) -> Result<Applied, String> {
     let ids: BTreeSet<String> = identifiers.iter().map(|s| s.to_ascii_lowercase()).collect();
-    let counts: BTreeSet<String> = rules.count_columns.iter().map(|s| s.to_ascii_lowercase()).collect();
+    let counts: BTreeSet<String> = rules
+        .count_columns
+        .iter()
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
     let k = rules.min_group_count;
     let mut out = Vec::new();
     let mut suppressed = 0u64;
@@ -88,26 +92,52 @@ pub fn apply(
         let mut writer = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &table.schema)
             .map_err(|e| format!("re-encoding {:?}: {e}", table.name))?;
         for b in &batches {
-            writer.write(b).map_err(|e| format!("re-encoding {:?}: {e}", table.name))?;
+            writer
+                .write(b)
+                .map_err(|e| format!("re-encoding {:?}: {e}", table.name))?;
         }
-        let bytes = writer.into_inner().map_err(|e| format!("re-encoding {:?}: {e}", table.name))?;
-        out.push(Released { name: table.name, kind: "table".into(), bytes });
+        let bytes = writer
+            .into_inner()
+            .map_err(|e| format!("re-encoding {:?}: {e}", table.name))?;
+        out.push(Released {
+            name: table.name,
+            kind: "table".into(),
+            bytes,
+        });
     }
     for (name, mut value) in run.outputs.json {
         let dropped = suppress_json(&mut value, &counts, k);
         if dropped > 0 && rules.small_groups == SmallGroups::Refuse {
-            return Err(format!("JSON output {name:?} reports {dropped} counts smaller than {k}"));
+            return Err(format!(
+                "JSON output {name:?} reports {dropped} counts smaller than {k}"
+            ));
         }
         suppressed += dropped;
         let bytes = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
-        out.push(Released { name, kind: "json".into(), bytes });
+        out.push(Released {
+            name,
+            kind: "json".into(),
+            bytes,
+        });
     }
     for (name, bytes) in run.outputs.files {
-        out.push(Released { name, kind: "file".into(), bytes });
+        out.push(Released {
+            name,
+            kind: "file".into(),
+            bytes,
+        });
     }
     if rules.release_logs && !run.logs.is_empty() {
-        let text: String = run.logs.iter().map(|l| format!("{}\n", l.message)).collect();
-        out.push(Released { name: "log".into(), kind: "log".into(), bytes: text.into_bytes() });
+        let text: String = run
+            .logs
+            .iter()
+            .map(|l| format!("{}\n", l.message))
+            .collect();
+        out.push(Released {
+            name: "log".into(),
+            kind: "log".into(),
+            bytes: text.into_bytes(),
+        });
     }
     let total: u64 = out.iter().map(|o| o.bytes.len() as u64).sum();
     if total > rules.max_output_bytes {
@@ -116,11 +146,18 @@ pub fn apply(
             rules.max_output_bytes
         ));
     }
-    Ok(Applied { outputs: out, suppressed })
+    Ok(Applied {
+        outputs: out,
+        suppressed,
+    })
 }
 
 /// Drop rows whose value in any count column is below `k`.
-fn suppress_small(batch: &RecordBatch, counts: &BTreeSet<String>, k: u64) -> Result<(RecordBatch, u64), String> {
+fn suppress_small(
+    batch: &RecordBatch,
+    counts: &BTreeSet<String>,
+    k: u64,
+) -> Result<(RecordBatch, u64), String> {
     let mut keep = vec![true; batch.num_rows()];
     for (i, field) in batch.schema().fields().iter().enumerate() {
         if !counts.contains(&field.name().to_ascii_lowercase()) {
@@ -139,7 +176,10 @@ fn suppress_small(batch: &RecordBatch, counts: &BTreeSet<String>, k: u64) -> Res
                 _ => return Some(u64::MAX),
             })
         };
-        if !matches!(col.data_type(), DataType::Int64 | DataType::Int32 | DataType::UInt64 | DataType::UInt32) {
+        if !matches!(
+            col.data_type(),
+            DataType::Int64 | DataType::Int32 | DataType::UInt64 | DataType::UInt32
+        ) {
             return Err(format!(
                 "count column {:?} must be an integer column, not {}",
                 field.name(),
@@ -157,7 +197,8 @@ fn suppress_small(batch: &RecordBatch, counts: &BTreeSet<String>, k: u64) -> Res
         return Ok((batch.clone(), 0));
     }
     let mask = BooleanArray::from(keep);
-    let kept = arrow_select::filter::filter_record_batch(batch, &mask).map_err(|e| e.to_string())?;
+    let kept =
+        arrow_select::filter::filter_record_batch(batch, &mask).map_err(|e| e.to_string())?;
     Ok((kept, dropped))
 }
 
@@ -169,12 +210,18 @@ fn suppress_json(value: &mut serde_json::Value, counts: &BTreeSet<String>, k: u6
         return 1;
     }
     match value {
-        serde_json::Value::Object(map) => map.values_mut().map(|v| suppress_json(v, counts, k)).sum(),
+        serde_json::Value::Object(map) => {
+            map.values_mut().map(|v| suppress_json(v, counts, k)).sum()
+        }
         serde_json::Value::Array(items) => {
             let before = items.len();
             items.retain(|v| !is_small(v, counts, k));
             let removed = (before - items.len()) as u64;
-            removed + items.iter_mut().map(|v| suppress_json(v, counts, k)).sum::<u64>()
+            removed
+                + items
+                    .iter_mut()
+                    .map(|v| suppress_json(v, counts, k))
+                    .sum::<u64>()
         }
         _ => 0,
     }
@@ -182,8 +229,9 @@ fn suppress_json(value: &mut serde_json::Value, counts: &BTreeSet<String>, k: u6
 
 fn is_small(value: &serde_json::Value, counts: &BTreeSet<String>, k: u64) -> bool {
     value.as_object().is_some_and(|map| {
-        map.iter()
-            .any(|(key, v)| counts.contains(&key.to_ascii_lowercase()) && v.as_f64().is_some_and(|x| x < k as f64))
+        map.iter().any(|(key, v)| {
+            counts.contains(&key.to_ascii_lowercase()) && v.as_f64().is_some_and(|x| x < k as f64)
+        })
     })
 }
 
@@ -199,6 +247,9 @@ mod tests {
             {"group": "T40", "patients": 3, "mean_age": 31.0}
         ], "total": {"patients": 2, "deaths": 1}});
         assert_eq!(suppress_json(&mut v, &counts, 10), 2);
-        assert_eq!(v, serde_json::json!({"groups": [{"group": "I21", "patients": 40, "mean_age": 66.0}], "total": null}));
+        assert_eq!(
+            v,
+            serde_json::json!({"groups": [{"group": "I21", "patients": 40, "mean_age": 66.0}], "total": null})
+        );
     }
 }

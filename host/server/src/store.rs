@@ -139,7 +139,10 @@ fn from_json<T: for<'de> Deserialize<'de>>(s: &str) -> ApiResult<T> {
 }
 
 fn safe_id(id: &str) -> ApiResult<&str> {
-    if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if id.is_empty()
+        || id.len() > 128
+        || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
         return Err(ApiError::BadRequest(format!("invalid id {id:?}")));
     }
     Ok(id)
@@ -157,7 +160,9 @@ impl Storage for SqliteStorage {
     fn dataset(&self, id: &str) -> ApiResult<Option<DatasetRow>> {
         let body: Option<String> = self
             .conn()
-            .query_row("SELECT body FROM datasets WHERE id = ?1", [id], |r| r.get(0))
+            .query_row("SELECT body FROM datasets WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
             .optional()?;
         body.map(|b| from_json(&b)).transpose()
     }
@@ -225,7 +230,10 @@ impl Storage for SqliteStorage {
                 }
             }
         } else {
-            tx.execute("UPDATE runs SET body = ?2 WHERE id = ?1", params![run.id, to_json(run)?])?;
+            tx.execute(
+                "UPDATE runs SET body = ?2 WHERE id = ?1",
+                params![run.id, to_json(run)?],
+            )?;
         }
         tx.commit()?;
         Ok(())

@@ -22,24 +22,44 @@ pub struct EnvelopeTable {
 
 impl std::fmt::Debug for EnvelopeTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EnvelopeTable").field("path", &self.path).field("rows", &self.rows).finish_non_exhaustive()
+        f.debug_struct("EnvelopeTable")
+            .field("path", &self.path)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
     }
 }
 
 impl EnvelopeTable {
     /// Open and verify the envelope; `hidden` columns never reach the guest.
-    pub fn open(path: PathBuf, hpke_secret: [u8; 32], owner: VerifyingKey, hidden: &[String]) -> Result<Self, String> {
+    pub fn open(
+        path: PathBuf,
+        hpke_secret: [u8; 32],
+        owner: VerifyingKey,
+        hidden: &[String],
+    ) -> Result<Self, String> {
         let reader = Self::reader(&path, &hpke_secret, &owner)?;
         let full = reader.schema();
         let projection: Vec<usize> = (0..full.fields().len())
             .filter(|i| !hidden.iter().any(|h| h == full.field(*i).name()))
             .collect();
         let schema = std::sync::Arc::new(full.project(&projection).map_err(|e| e.to_string())?);
-        Ok(EnvelopeTable { path, hpke_secret, owner, projection, schema, rows: reader.num_rows() })
+        Ok(EnvelopeTable {
+            path,
+            hpke_secret,
+            owner,
+            projection,
+            schema,
+            rows: reader.num_rows(),
+        })
     }
 
-    fn reader(path: &PathBuf, secret: &[u8; 32], owner: &VerifyingKey) -> Result<EnvelopeReader<std::fs::File>, String> {
-        let file = std::fs::File::open(path).map_err(|e| format!("cannot open sealed dataset: {e}"))?;
+    fn reader(
+        path: &PathBuf,
+        secret: &[u8; 32],
+        owner: &VerifyingKey,
+    ) -> Result<EnvelopeReader<std::fs::File>, String> {
+        let file =
+            std::fs::File::open(path).map_err(|e| format!("cannot open sealed dataset: {e}"))?;
         EnvelopeReader::open(file, secret, Some(owner)).map_err(|e| e.to_string())
     }
 }
@@ -78,4 +98,3 @@ impl TableSource for EnvelopeTable {
         Box::new(rx.into_iter())
     }
 }
-

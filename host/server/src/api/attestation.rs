@@ -10,7 +10,10 @@ use crate::http::{Body, json_response};
 /// Longest client nonce.
 const MAX_NONCE_BYTES: usize = 64;
 
-pub(super) async fn evidence(service: &Service, req: &Request<Incoming>) -> ApiResult<Response<Body>> {
+pub(super) async fn evidence(
+    service: &Service,
+    req: &Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     let nonce = req
         .uri()
         .query()
@@ -20,7 +23,9 @@ pub(super) async fn evidence(service: &Service, req: &Request<Incoming>) -> ApiR
                 .map_err(|_| ApiError::BadRequest("nonce must be hex".into()))
                 .and_then(|n| {
                     if n.len() > MAX_NONCE_BYTES {
-                        Err(ApiError::BadRequest(format!("nonce longer than {MAX_NONCE_BYTES} bytes")))
+                        Err(ApiError::BadRequest(format!(
+                            "nonce longer than {MAX_NONCE_BYTES} bytes"
+                        )))
                     } else {
                         Ok(n)
                     }
@@ -32,7 +37,9 @@ pub(super) async fn evidence(service: &Service, req: &Request<Incoming>) -> ApiR
         .evidence(&service.identity.public_keys(), nonce.as_deref())
         .map_err(|e| ApiError::Internal(format!("attestation failed: {e}")))?;
     let evidence: serde_json::Value = serde_json::from_slice(
-        &evidence.to_json().map_err(|e| ApiError::Internal(e.to_string()))?,
+        &evidence
+            .to_json()
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
     )
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     // The deployment config travels beside the evidence so a client can

@@ -37,7 +37,11 @@ pub(super) async fn list(service: &Service) -> ApiResult<Response<Body>> {
 }
 
 /// Stream the body to a temporary file, hashing as it goes.
-async fn spool(service: &Service, body: Incoming, limit: u64) -> ApiResult<(std::path::PathBuf, String, u64)> {
+async fn spool(
+    service: &Service,
+    body: Incoming,
+    limit: u64,
+) -> ApiResult<(std::path::PathBuf, String, u64)> {
     let tmp = service.storage.tmp_path();
     let mut file = std::fs::File::create(&tmp)?;
     let mut digest = DigestWriter::new();
@@ -50,7 +54,9 @@ async fn spool(service: &Service, body: Incoming, limit: u64) -> ApiResult<(std:
             if total > limit {
                 drop(file);
                 let _ = std::fs::remove_file(&tmp);
-                return Err(ApiError::TooLarge(format!("upload is larger than {limit} bytes")));
+                return Err(ApiError::TooLarge(format!(
+                    "upload is larger than {limit} bytes"
+                )));
             }
             digest.update(chunk);
             file.write_all(chunk)?;
@@ -60,13 +66,19 @@ async fn spool(service: &Service, body: Incoming, limit: u64) -> ApiResult<(std:
     Ok((tmp, digest.finish(), total))
 }
 
-pub(super) async fn upload(service: Arc<Service>, id: &str, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+pub(super) async fn upload(
+    service: Arc<Service>,
+    id: &str,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     let (parts, body) = req.into_parts();
     let (tmp, digest, bytes) = spool(&service, body, service.config.max_upload_bytes).await?;
     let cleanup = scopeguard(tmp.clone());
     let owner = crate::auth::authenticate_digest(&service, &parts, &digest)?;
     if service.storage.dataset(id)?.is_some() {
-        return Err(ApiError::Conflict(format!("dataset {id} already exists; datasets are immutable, upload a new id")));
+        return Err(ApiError::Conflict(format!(
+            "dataset {id} already exists; datasets are immutable, upload a new id"
+        )));
     }
     // Open the envelope as the enclave will: manifest signature, owner, key unwrap.
     let file = std::fs::File::open(&tmp)?;
@@ -99,7 +111,10 @@ pub(super) async fn upload(service: Arc<Service>, id: &str, req: Request<Incomin
     service.storage.put_blob("datasets", id, &tmp)?;
     cleanup.disarm();
     service.storage.put_dataset(&row)?;
-    service.metrics.upload_bytes.fetch_add(bytes, Ordering::Relaxed);
+    service
+        .metrics
+        .upload_bytes
+        .fetch_add(bytes, Ordering::Relaxed);
     service.audit.record(
         service.storage.as_ref(),
         &service.events,
@@ -109,17 +124,26 @@ pub(super) async fn upload(service: Arc<Service>, id: &str, req: Request<Incomin
         id,
         json!({ "rows": row.rows, "bytes": bytes, "manifest_digest": row.manifest_digest }),
     )?;
-    Ok(json_response(StatusCode::CREATED, &serde_json::to_value(&row).map_err(|e| ApiError::Internal(e.to_string()))?))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &serde_json::to_value(&row).map_err(|e| ApiError::Internal(e.to_string()))?,
+    ))
 }
 
 pub(super) async fn policy(service: &Service, id: &str) -> ApiResult<Response<Body>> {
     match service.storage.policy(id)? {
         Some(p) => Ok(json_response(StatusCode::OK, &p)),
-        None => Err(ApiError::NotFound(format!("dataset {id} has no policy yet"))),
+        None => Err(ApiError::NotFound(format!(
+            "dataset {id} has no policy yet"
+        ))),
     }
 }
 
-pub(super) async fn put_policy(service: Arc<Service>, id: &str, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+pub(super) async fn put_policy(
+    service: Arc<Service>,
+    id: &str,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     let (parts, body) = req.into_parts();
     let body = read_body(body, MAX_JSON_BODY).await?;
     let signer = crate::auth::authenticate(&service, &parts, &body)?;
@@ -130,13 +154,18 @@ pub(super) async fn put_policy(service: Arc<Service>, id: &str, req: Request<Inc
         .dataset(id)?
         .ok_or_else(|| ApiError::NotFound(format!("no dataset {id}")))?;
     if dataset.owner != signer.to_string() || signed.owner != signer {
-        return Err(ApiError::Forbidden(format!("only dataset {id}'s owner may set its policy")));
+        return Err(ApiError::Forbidden(format!(
+            "only dataset {id}'s owner may set its policy"
+        )));
     }
     signed
         .verify()
         .map_err(|e| ApiError::BadRequest(format!("policy signature: {e}")))?;
     if signed.policy.dataset != id {
-        return Err(ApiError::BadRequest(format!("the policy is for dataset {}, not {id}", signed.policy.dataset)));
+        return Err(ApiError::BadRequest(format!(
+            "the policy is for dataset {}, not {id}",
+            signed.policy.dataset
+        )));
     }
     let current = service
         .storage
@@ -150,8 +179,14 @@ pub(super) async fn put_policy(service: Arc<Service>, id: &str, req: Request<Inc
         )));
     }
     let value = serde_json::to_value(&signed).map_err(|e| ApiError::Internal(e.to_string()))?;
-    service.storage.put_policy(id, signed.policy.version, &value)?;
-    let action = if signed.policy.grants.is_empty() { "policy.revoked" } else { "policy.granted" };
+    service
+        .storage
+        .put_policy(id, signed.policy.version, &value)?;
+    let action = if signed.policy.grants.is_empty() {
+        "policy.revoked"
+    } else {
+        "policy.granted"
+    };
     service.audit.record(
         service.storage.as_ref(),
         &service.events,
@@ -165,10 +200,16 @@ pub(super) async fn put_policy(service: Arc<Service>, id: &str, req: Request<Inc
             "modules": signed.policy.grants.iter().map(|g| g.module.clone()).collect::<Vec<_>>(),
         }),
     )?;
-    Ok(json_response(StatusCode::OK, &json!({ "dataset": id, "version": signed.policy.version, "digest": signed.digest() })))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "dataset": id, "version": signed.policy.version, "digest": signed.digest() }),
+    ))
 }
 
-pub(super) async fn upload_module(service: Arc<Service>, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+pub(super) async fn upload_module(
+    service: Arc<Service>,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     let (parts, body) = req.into_parts();
     let limit = usize::try_from(service.config.max_module_bytes).unwrap_or(usize::MAX);
     let body = read_body(body, limit).await?;
@@ -183,7 +224,12 @@ pub(super) async fn upload_module(service: Arc<Service>, req: Request<Incoming>)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if !service.storage.has_module(&hash)? {
         service.storage.write_blob("modules", &hash, &body)?;
-        service.storage.put_module(&hash, &uploader.to_string(), body.len() as u64, crate::now())?;
+        service.storage.put_module(
+            &hash,
+            &uploader.to_string(),
+            body.len() as u64,
+            crate::now(),
+        )?;
         service.audit.record(
             service.storage.as_ref(),
             &service.events,
@@ -194,7 +240,10 @@ pub(super) async fn upload_module(service: Arc<Service>, req: Request<Incoming>)
             json!({ "bytes": body.len() }),
         )?;
     }
-    Ok(json_response(StatusCode::CREATED, &json!({ "module": hash, "bytes": body.len() })))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({ "module": hash, "bytes": body.len() }),
+    ))
 }
 
 /// Removes a temporary file unless disarmed.

@@ -16,20 +16,51 @@ use crate::error::ApiResult;
 use crate::http::{Body, json_response, text_response};
 
 pub(super) fn health() -> Response<Body> {
-    json_response(StatusCode::OK, &json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+    json_response(
+        StatusCode::OK,
+        &json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }),
+    )
 }
 
 pub(super) fn metrics(service: &Service) -> Response<Body> {
     let m = &service.metrics;
     let mut out = String::new();
     for (name, help, value) in [
-        ("cleanroom_requests_total", "HTTP requests handled", &m.requests),
-        ("cleanroom_requests_refused_total", "requests refused for authentication", &m.refused),
-        ("cleanroom_runs_submitted_total", "runs submitted", &m.runs_submitted),
-        ("cleanroom_runs_released_total", "runs whose outputs were released", &m.runs_released),
-        ("cleanroom_runs_failed_total", "runs that failed", &m.runs_failed),
-        ("cleanroom_runs_withheld_total", "runs rejected or withheld", &m.runs_withheld),
-        ("cleanroom_upload_bytes_total", "dataset bytes uploaded", &m.upload_bytes),
+        (
+            "cleanroom_requests_total",
+            "HTTP requests handled",
+            &m.requests,
+        ),
+        (
+            "cleanroom_requests_refused_total",
+            "requests refused for authentication",
+            &m.refused,
+        ),
+        (
+            "cleanroom_runs_submitted_total",
+            "runs submitted",
+            &m.runs_submitted,
+        ),
+        (
+            "cleanroom_runs_released_total",
+            "runs whose outputs were released",
+            &m.runs_released,
+        ),
+        (
+            "cleanroom_runs_failed_total",
+            "runs that failed",
+            &m.runs_failed,
+        ),
+        (
+            "cleanroom_runs_withheld_total",
+            "runs rejected or withheld",
+            &m.runs_withheld,
+        ),
+        (
+            "cleanroom_upload_bytes_total",
+            "dataset bytes uploaded",
+            &m.upload_bytes,
+        ),
     ] {
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
@@ -40,17 +71,26 @@ pub(super) fn metrics(service: &Service) -> Response<Body> {
 }
 
 pub(super) fn openapi() -> Response<Body> {
-    text_response("application/json", include_str!("../../openapi.json").to_string())
+    text_response(
+        "application/json",
+        include_str!("../../openapi.json").to_string(),
+    )
 }
 
 pub(super) async fn audit(service: &Service) -> ApiResult<Response<Body>> {
     let entries = service.storage.audit()?;
     let head = service.audit.head(service.identity.signing_key());
-    Ok(json_response(StatusCode::OK, &json!({ "entries": entries, "head": head })))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "entries": entries, "head": head }),
+    ))
 }
 
 /// Server-Sent Events of everything that concerns the signer.
-pub(super) async fn events(service: Arc<Service>, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+pub(super) async fn events(
+    service: Arc<Service>,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     let (parts, _) = req.into_parts();
     let party = crate::auth::authenticate(&service, &parts, b"")?;
     let rx = service.events.subscribe();
@@ -75,7 +115,9 @@ pub(super) async fn events(service: Arc<Service>, req: Request<Incoming>) -> Api
     });
     let body = BodyExt::boxed(StreamBody::new(hello.chain(stream)));
     let mut resp = Response::new(body);
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
 }

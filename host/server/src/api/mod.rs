@@ -15,7 +15,10 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::Body;
 
 /// Dispatch a request.
-pub(crate) async fn route(service: Arc<Service>, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+pub(crate) async fn route(
+    service: Arc<Service>,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     let path: Vec<String> = req
         .uri()
         .path()
@@ -33,16 +36,27 @@ pub(crate) async fn route(service: Arc<Service>, req: Request<Incoming>) -> ApiR
         (&Method::GET, ["v1", "datasets"]) => datasets::list(&service).await,
         (&Method::PUT, ["v1", "datasets", id]) => datasets::upload(service.clone(), id, req).await,
         (&Method::GET, ["v1", "datasets", id, "policy"]) => datasets::policy(&service, id).await,
-        (&Method::PUT, ["v1", "datasets", id, "policy"]) => datasets::put_policy(service.clone(), id, req).await,
+        (&Method::PUT, ["v1", "datasets", id, "policy"]) => {
+            datasets::put_policy(service.clone(), id, req).await
+        }
         (&Method::PUT, ["v1", "modules"]) => datasets::upload_module(service.clone(), req).await,
         (&Method::POST, ["v1", "runs"]) => runs::submit(service.clone(), req).await,
         (&Method::GET, ["v1", "runs"]) => runs::list(service.clone(), req).await,
         (&Method::GET, ["v1", "runs", id]) => runs::status(service.clone(), id, req).await,
-        (&Method::POST, ["v1", "runs", id, "cancel"]) => runs::cancel(service.clone(), id, req).await,
-        (&Method::POST, ["v1", "runs", id, "review"]) => runs::review(service.clone(), id, req).await,
-        (&Method::GET, ["v1", "runs", id, "result"]) => runs::result(service.clone(), id, req).await,
+        (&Method::POST, ["v1", "runs", id, "cancel"]) => {
+            runs::cancel(service.clone(), id, req).await
+        }
+        (&Method::POST, ["v1", "runs", id, "review"]) => {
+            runs::review(service.clone(), id, req).await
+        }
+        (&Method::GET, ["v1", "runs", id, "result"]) => {
+            runs::result(service.clone(), id, req).await
+        }
         (&Method::GET, ["v1", "audit"]) => info::audit(&service).await,
         (&Method::GET, ["v1", "events"]) => info::events(service.clone(), req).await,
-        _ => Err(ApiError::NotFound(format!("no endpoint {method} {}", req.uri().path()))),
+        _ => Err(ApiError::NotFound(format!(
+            "no endpoint {method} {}",
+            req.uri().path()
+        ))),
     }
 }

@@ -17,7 +17,10 @@ use crate::http::{Body, MAX_JSON_BODY, json_response, read_body};
 use crate::runs::{admit, finish_review, owners_of};
 use crate::store::RunRow;
 
-pub(super) async fn submit(service: Arc<Service>, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+pub(super) async fn submit(
+    service: Arc<Service>,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     let (parts, body) = req.into_parts();
     let body = read_body(body, MAX_JSON_BODY).await?;
     let researcher = crate::auth::authenticate(&service, &parts, &body)?;
@@ -70,9 +73,16 @@ pub(super) async fn submit(service: Arc<Service>, req: Request<Incoming>) -> Api
         &id,
         json!({ "module": request.module, "inputs": request.inputs, "params_digest": params_digest(&request.params) }),
     )?;
-    service.cancels.lock().expect("cancel map lock").insert(id.clone(), Default::default());
+    service
+        .cancels
+        .lock()
+        .expect("cancel map lock")
+        .insert(id.clone(), Default::default());
     permit.send(id.clone());
-    Ok(json_response(StatusCode::ACCEPTED, &json!({ "run": id, "state": "queued" })))
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({ "run": id, "state": "queued" }),
+    ))
 }
 
 fn new_run_id() -> String {
@@ -103,19 +113,28 @@ fn run_json(run: &RunRow) -> serde_json::Value {
     })
 }
 
-pub(super) async fn status(service: Arc<Service>, id: &str, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+pub(super) async fn status(
+    service: Arc<Service>,
+    id: &str,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     let (parts, _) = req.into_parts();
     let party = crate::auth::authenticate(&service, &parts, b"")?;
     let run = visible_run(&service, id, &party)?;
     let mut body = run_json(&run);
     // Owners reviewing a held run see what they are asked to release.
-    if run.state == RunState::HeldForReview.to_string() && owners_of(&run).contains(&party.to_string()) {
+    if run.state == RunState::HeldForReview.to_string()
+        && owners_of(&run).contains(&party.to_string())
+    {
         body["review"] = crate::runs::held_preview(&service, &run)?;
     }
     Ok(json_response(StatusCode::OK, &body))
 }
 
-pub(super) async fn list(service: Arc<Service>, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+pub(super) async fn list(
+    service: Arc<Service>,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     let (parts, _) = req.into_parts();
     let party = crate::auth::authenticate(&service, &parts, b"")?.to_string();
     let runs: Vec<_> = service
@@ -128,21 +147,38 @@ pub(super) async fn list(service: Arc<Service>, req: Request<Incoming>) -> ApiRe
     Ok(json_response(StatusCode::OK, &json!({ "runs": runs })))
 }
 
-pub(super) async fn cancel(service: Arc<Service>, id: &str, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+pub(super) async fn cancel(
+    service: Arc<Service>,
+    id: &str,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     let (parts, body) = req.into_parts();
     let body = read_body(body, MAX_JSON_BODY).await?;
     let party = crate::auth::authenticate(&service, &parts, &body)?;
     let run = visible_run(&service, id, &party)?;
     if run.researcher != party.to_string() {
-        return Err(ApiError::Forbidden("only the researcher who submitted a run may cancel it".into()));
+        return Err(ApiError::Forbidden(
+            "only the researcher who submitted a run may cancel it".into(),
+        ));
     }
-    let token = service.cancels.lock().expect("cancel map lock").get(id).cloned();
+    let token = service
+        .cancels
+        .lock()
+        .expect("cancel map lock")
+        .get(id)
+        .cloned();
     match token {
         Some(token) => {
             token.cancel();
-            Ok(json_response(StatusCode::ACCEPTED, &json!({ "run": id, "cancelling": true })))
+            Ok(json_response(
+                StatusCode::ACCEPTED,
+                &json!({ "run": id, "cancelling": true }),
+            ))
         }
-        None => Err(ApiError::Conflict(format!("run {id} is already {}", run.state))),
+        None => Err(ApiError::Conflict(format!(
+            "run {id} is already {}",
+            run.state
+        ))),
     }
 }
 
@@ -161,7 +197,11 @@ struct Review {
     reason: Option<String>,
 }
 
-pub(super) async fn review(service: Arc<Service>, id: &str, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+pub(super) async fn review(
+    service: Arc<Service>,
+    id: &str,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     let (parts, body) = req.into_parts();
     let body = read_body(body, MAX_JSON_BODY).await?;
     let owner = crate::auth::authenticate(&service, &parts, &body)?;
@@ -177,28 +217,39 @@ pub(super) async fn review(service: Arc<Service>, id: &str, req: Request<Incomin
     let release = matches!(review.decision, Decision::Release);
     let svc = service.clone();
     let id = id.to_string();
-    let run = tokio::task::spawn_blocking(move || finish_review(&svc, &id, owner, release, review.reason))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let run = tokio::task::spawn_blocking(move || {
+        finish_review(&svc, &id, owner, release, review.reason)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(json_response(StatusCode::OK, &run_json(&run)))
 }
 
-pub(super) async fn result(service: Arc<Service>, id: &str, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+pub(super) async fn result(
+    service: Arc<Service>,
+    id: &str,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     let (parts, _) = req.into_parts();
     let party = crate::auth::authenticate(&service, &parts, b"")?;
     let run = visible_run(&service, id, &party)?;
     if run.researcher != party.to_string() {
-        return Err(ApiError::Forbidden("results are for the researcher who submitted the run".into()));
+        return Err(ApiError::Forbidden(
+            "results are for the researcher who submitted the run".into(),
+        ));
     }
     if run.state != RunState::Released.to_string() {
         return Err(ApiError::Conflict(format!(
             "run {id} is {}{}",
             run.state,
-            run.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+            run.reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
         )));
     }
     let bytes = std::fs::read(service.storage.blob_path("results", id))?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::Internal(format!("corrupt result: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::Internal(format!("corrupt result: {e}")))?;
     Ok(json_response(StatusCode::OK, &value))
 }

@@ -1,0 +1,679 @@
+//! A real cleanroomd on 127.0.0.1, driven through the `cleanroom` CLI as
+//! owners and researchers drive it: the allow/deny matrix, review, receipts,
+//! the audit log, and a load test.
+
+use std::path::{Path, PathBuf};
+
+use cleanroom_tests::*;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// A server in its own data directory, on its own tokio runtime.
+pub(crate) struct TestServer {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) url: String,
+    pub(crate) measurement: String,
+    server: Option<cleanroomd::Server>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl TestServer {
+    pub(crate) fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir)
+    }
+
+    pub(crate) fn start_in(dir: tempfile::TempDir) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut config = cleanroomd::Config::default();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.data_dir = dir.path().join("server");
+        config.insecure_simulation = true;
+        let server = rt
+            .block_on(cleanroomd::start(config, true))
+            .expect("cleanroomd starts");
+        let url = format!("http://{}", server.addr());
+        let measurement = server.service().measurement.clone();
+        TestServer {
+            dir,
+            url,
+            measurement,
+            server: Some(server),
+            rt,
+        }
+    }
+
+    pub(crate) fn stop(mut self) -> tempfile::TempDir {
+        let server = self.server.take().expect("running");
+        self.rt.block_on(server.shutdown()).unwrap();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Run a CLI command against this server; returns its JSON output.
+    pub(crate) fn cli(&self, key: Option<&str>, args: &[&str]) -> anyhow::Result<Value> {
+        let mut argv: Vec<String> = vec!["cleanroom".into()];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        argv.extend(["--server".into(), self.url.clone(), "--json".into()]);
+        if let Some(k) = key {
+            argv.extend([
+                "--key".into(),
+                self.path(&format!("{k}.json")).display().to_string(),
+            ]);
+        }
+        cleanroom_cli::run_capture(argv)
+    }
+
+    pub(crate) fn trust(&self) -> [String; 3] {
+        [
+            "--measurement".into(),
+            self.measurement.clone(),
+            "--accept-insecure-simulation".into(),
+        ]
+    }
+
+    pub(crate) fn keygen(&self, name: &str) -> String {
+        let path = self.path(&format!("{name}.json"));
+        cleanroom_cli::run(["cleanroom", "keygen", "-o", path.to_str().unwrap()]).unwrap();
+        cleanroom_proto::Identity::load(&path)
+            .unwrap()
+            .party()
+            .to_string()
+    }
+}
+
+/// Two hospitals with datasets, a researcher, and a module; no grants yet.
+pub(crate) struct Study {
+    pub s: TestServer,
+    pub(crate) a: String,
+    pub(crate) b: String,
+    pub(crate) module: String,
+    pub(crate) researcher: String,
+}
+
+fn push(s: &TestServer, key: &str, csv: &str, file: &str) -> String {
+    std::fs::write(s.path(file), csv).unwrap();
+    let path = s.path(file).display().to_string();
+    let trust = s.trust();
+    let mut args = vec!["dataset", "push", &path];
+    args.extend(trust.iter().map(String::as_str));
+    let out = s.cli(Some(key), &args).unwrap();
+    out["id"].as_str().unwrap().to_string()
+}
+
+fn push_module(s: &TestServer, path: &str) -> String {
+    let out = s
+        .cli(Some("researcher"), &["module", "push", path])
+        .unwrap();
+    let module = out["module"].as_str().unwrap().to_string();
+    assert_eq!(
+        module,
+        hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+    );
+    module
+}
+
+impl Study {
+    pub(crate) fn new() -> Self {
+        let s = TestServer::start();
+        s.keygen("st_marys");
+        s.keygen("northfield");
+        let researcher = s.keygen("researcher");
+        s.keygen("stranger");
+        let a = push(&s, "st_marys", SITE_A_CSV, "a.csv");
+        let b = push(&s, "northfield", SITE_B_CSV, "b.csv");
+        let module = push_module(&s, COHORT_STATS_RUST);
+        Study {
+            s,
+            a,
+            b,
+            module,
+            researcher,
+        }
+    }
+
+    pub(crate) fn grant(
+        &self,
+        owner: &str,
+        dataset: &str,
+        module: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Value> {
+        let mut args = vec!["policy", "grant", "--dataset", dataset, "--module", module];
+        args.extend(extra);
+        self.s.cli(Some(owner), &args)
+    }
+
+    pub(crate) fn grant_both(&self, extra: &[&str]) {
+        self.grant(
+            "st_marys",
+            &self.a,
+            &self.module,
+            &[&["--identifier", "patient_id"], extra].concat(),
+        )
+        .unwrap();
+        self.grant(
+            "northfield",
+            &self.b,
+            &self.module,
+            &[&["--identifier", "mrn"], extra].concat(),
+        )
+        .unwrap();
+    }
+
+    pub(crate) fn submit(&self, module: &str, params: &str) -> anyhow::Result<String> {
+        let a = format!("st_marys={}", self.a);
+        let b = format!("northfield={}", self.b);
+        let out = self.s.cli(
+            Some("researcher"),
+            &[
+                "run", "submit", "--module", module, "--input", &a, "--input", &b, "--params",
+                params,
+            ],
+        )?;
+        Ok(out["run"].as_str().unwrap().to_string())
+    }
+
+    /// Wait for a run's final (or held) state.
+    pub(crate) fn watch(&self, run: &str) -> (String, Value) {
+        match self.s.cli(Some("researcher"), &["run", "watch", run]) {
+            Ok(v) => (v["state"].as_str().unwrap().to_string(), v),
+            Err(e) => {
+                let status = self.status(run);
+                assert!(e.to_string().contains("ended"), "{e:#}");
+                (status["state"].as_str().unwrap().to_string(), status)
+            }
+        }
+    }
+
+    pub(crate) fn status(&self, run: &str) -> Value {
+        let path = format!("/v1/runs/{run}");
+        signed_get(&self.s, "researcher", &path)
+    }
+
+    pub(crate) fn fetch(&self, run: &str) -> anyhow::Result<PathBuf> {
+        let out = self.s.path(&format!("results-{run}"));
+        let trust = self.s.trust();
+        let out_s = out.display().to_string();
+        let mut args = vec!["result", "fetch", run, "--out", &out_s];
+        args.extend(trust.iter().map(String::as_str));
+        self.s.cli(Some("researcher"), &args).map(|_| out)
+    }
+}
+
+/// A signed GET with the party's key, bypassing the CLI (for raw checks).
+fn signed_get(s: &TestServer, key: &str, path: &str) -> Value {
+    let id = cleanroom_proto::Identity::load(&s.path(&format!("{key}.json"))).unwrap();
+    let h = cleanroom_proto::httpsig::sign_request(
+        &id,
+        "GET",
+        path,
+        b"",
+        cleanroomd::now(),
+        &cleanroom_proto::httpsig::new_nonce(),
+    );
+    let resp = ureq::get(format!("{}{path}", s.url))
+        .header("content-digest", &h.content_digest)
+        .header("signature-input", &h.signature_input)
+        .header("signature", &h.signature)
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .unwrap();
+    serde_json::from_str(&resp.into_body().read_to_string().unwrap()).unwrap()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn err_text(r: anyhow::Result<impl std::fmt::Debug>) -> String {
+    format!("{:#}", r.expect_err("expected a refusal"))
+}
+
+#[test]
+fn study_runs_and_releases_with_verified_receipt_and_audit() {
+    let st = Study::new();
+    // Owners' k = 4 is stricter than the analysis's own min_group 1: the
+    // enclave suppresses E11 (1 patient) itself.
+    st.grant_both(&["--min-group", "4"]);
+    let run = st.submit(&st.module, r#"{"min_group": 1}"#).unwrap();
+    assert_eq!(st.watch(&run).0, "released");
+    let out = st.fetch(&run).unwrap();
+    assert_eq!(
+        read(&out.join("cohort_stats.csv")),
+        "group,patients,mean_age,mean_los_days,mortality_pct\nI21,4,62.5,5.0,25.0\nJ18,4,57.5,6.25,50.0\n"
+    );
+    let receipt: Value = serde_json::from_str(&read(&out.join("receipt.json"))).unwrap();
+    assert_eq!(receipt["receipt"]["module"], st.module.as_str());
+    assert_eq!(receipt["receipt"]["inputs"].as_array().unwrap().len(), 2);
+    assert!(
+        !out.join("log.txt").exists(),
+        "logs are withheld unless every owner releases them"
+    );
+
+    let trust = st.s.trust();
+    let mut args = vec!["audit", "verify"];
+    args.extend(trust.iter().map(String::as_str));
+    let audit = st.s.cli(None, &args).unwrap();
+    assert_eq!(audit["verified"], true);
+    let log = signed_get(&st.s, "researcher", "/v1/audit");
+    let actions: Vec<&str> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "dataset.uploaded",
+        "module.uploaded",
+        "policy.granted",
+        "run.queued",
+        "run.started",
+        "run.released",
+    ] {
+        assert!(
+            actions.contains(&expected),
+            "audit log lacks {expected}: {actions:?}"
+        );
+    }
+}
+
+#[test]
+fn a_tampered_audit_log_does_not_verify() {
+    let st = Study::new();
+    st.grant_both(&[]);
+    let saved = st.s.path("audit.json");
+    let trust = st.s.trust();
+    let saved_s = saved.display().to_string();
+    let mut args = vec!["audit", "verify", "--save", &saved_s];
+    args.extend(trust.iter().map(String::as_str));
+    let verified = st.s.cli(None, &args).unwrap();
+    let enclave = verified["head"]["enclave_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut log: Value = serde_json::from_str(&read(&saved)).unwrap();
+    log["entries"][1]["subject"] = Value::String("someone-else".into());
+    std::fs::write(&saved, serde_json::to_vec(&log).unwrap()).unwrap();
+    let err = err_text(st.s.cli(
+        None,
+        &[
+            "audit",
+            "verify",
+            "--file",
+            &saved_s,
+            "--enclave-key",
+            &enclave,
+        ],
+    ));
+    assert!(err.contains("does not verify"), "{err}");
+}
+
+#[test]
+fn unsigned_stale_and_replayed_requests_are_refused_and_audited() {
+    let st = Study::new();
+    let url = format!("{}/v1/runs", st.s.url);
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let unsigned = agent.post(&url).send("{}").unwrap();
+    assert_eq!(unsigned.status(), 401);
+
+    let id = cleanroom_proto::Identity::load(&st.s.path("researcher.json")).unwrap();
+    let send = |created: u64, nonce: &str| {
+        let h = cleanroom_proto::httpsig::sign_request(&id, "GET", "/v1/runs", b"", created, nonce);
+        agent
+            .get(&url)
+            .header("content-digest", &h.content_digest)
+            .header("signature-input", &h.signature_input)
+            .header("signature", &h.signature)
+            .call()
+            .unwrap()
+    };
+    let stale = send(cleanroomd::now() - 3600, "stale-nonce-0123456789");
+    assert_eq!(stale.status(), 401);
+    let fresh = send(cleanroomd::now(), "replay-nonce-0123456789");
+    assert_eq!(fresh.status(), 200);
+    let replayed = send(cleanroomd::now(), "replay-nonce-0123456789");
+    assert_eq!(replayed.status(), 401);
+    assert!(
+        replayed
+            .into_body()
+            .read_to_string()
+            .unwrap()
+            .contains("nonce reused")
+    );
+
+    let log = signed_get(&st.s, "researcher", "/v1/audit");
+    let refusals = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "request.refused")
+        .count();
+    assert_eq!(
+        refusals, 3,
+        "unsigned, stale and replayed requests are all audited"
+    );
+}
+
+#[test]
+fn deny_matrix() {
+    let st = Study::new();
+    let stranger = st.s.keygen("stranger2");
+
+    // Nothing granted yet.
+    let err = err_text(st.submit(&st.module, "{}"));
+    assert!(err.contains("has no policy"), "{err}");
+
+    // Only one owner grants: the other input still refuses.
+    st.grant("st_marys", &st.a, &st.module, &[]).unwrap();
+    let err = err_text(st.submit(&st.module, "{}"));
+    assert!(
+        err.contains(&format!("dataset {} has no policy", st.b)),
+        "{err}"
+    );
+
+    // The wrong owner cannot set a policy on someone else's dataset.
+    let err = err_text(st.grant("northfield", &st.a, &st.module, &[]));
+    assert!(
+        err.contains("only dataset") && err.contains("owner may set its policy"),
+        "{err}"
+    );
+
+    // Granted to another researcher only.
+    st.grant(
+        "northfield",
+        &st.b,
+        &st.module,
+        &["--researcher", &stranger],
+    )
+    .unwrap();
+    let err = err_text(st.submit(&st.module, "{}"));
+    assert!(
+        err.contains("forbidden") && err.contains(&format!("dataset {}", st.b)),
+        "{err}"
+    );
+
+    // Params pinned: other params are refused.
+    st.grant(
+        "northfield",
+        &st.b,
+        &st.module,
+        &[
+            "--researcher",
+            &st.researcher,
+            "--params",
+            r#"{"min_group":3}"#,
+        ],
+    )
+    .unwrap();
+    let err = err_text(st.submit(&st.module, r#"{"min_group":1}"#));
+    assert!(err.contains("params"), "{err}");
+    let ok = st.submit(&st.module, r#"{"min_group":3}"#).unwrap();
+    assert_eq!(st.watch(&ok).0, "released");
+
+    // An unapproved module hash.
+    let other = push_module(&st.s, ECHO);
+    let err = err_text(st.submit(&other, "{}"));
+    assert!(err.contains("does not grant module"), "{err}");
+
+    // Expired and exhausted grants.
+    st.grant("st_marys", &st.a, &other, &["--expires-in-days", "0"])
+        .unwrap();
+    st.grant("northfield", &st.b, &other, &[]).unwrap();
+    let err = err_text(st.submit(&other, "{}"));
+    assert!(err.contains("expired"), "{err}");
+    st.grant("st_marys", &st.a, &other, &["--max-runs", "1"])
+        .unwrap();
+    let first = st.submit(&other, "{}").unwrap();
+    assert_eq!(st.watch(&first).0, "released");
+    let err = err_text(st.submit(&other, "{}"));
+    assert!(err.contains("allowed runs were used"), "{err}");
+
+    // Revocation stops new runs at once.
+    st.s.cli(Some("st_marys"), &["policy", "revoke", "--dataset", &st.a])
+        .unwrap();
+    let err = err_text(st.submit(&st.module, r#"{"min_group":3}"#));
+    assert!(err.contains("revoked"), "{err}");
+}
+
+#[test]
+fn hidden_columns_never_reach_the_guest() {
+    let st = Study::new();
+    st.grant("st_marys", &st.a, &st.module, &["--hide", "age"])
+        .unwrap();
+    st.grant("northfield", &st.b, &st.module, &[]).unwrap();
+    let run = st.submit(&st.module, "{}").unwrap();
+    let (state, status) = st.watch(&run);
+    assert_eq!(state, "failed");
+    assert!(
+        status["reason"]
+            .as_str()
+            .unwrap()
+            .contains("missing column \"age\""),
+        "{status}"
+    );
+}
+
+#[test]
+fn identifiers_in_outputs_are_never_released() {
+    let st = Study::new();
+    let copier = push_module(&st.s, COPY_TABLE);
+    st.grant(
+        "st_marys",
+        &st.a,
+        &copier,
+        &["--identifier", "patient_id", "--min-group", "1"],
+    )
+    .unwrap();
+    st.grant(
+        "northfield",
+        &st.b,
+        &copier,
+        &["--identifier", "mrn", "--min-group", "1"],
+    )
+    .unwrap();
+    let run = st.submit(&copier, "{}").unwrap();
+    let (state, status) = st.watch(&run);
+    assert_eq!(state, "withheld");
+    assert!(
+        status["reason"]
+            .as_str()
+            .unwrap()
+            .contains("identifier column"),
+        "{status}"
+    );
+    let err = err_text(st.fetch(&run));
+    assert!(err.contains("withheld"), "{err}");
+}
+
+#[test]
+fn small_groups_can_refuse_and_outputs_are_size_capped() {
+    let st = Study::new();
+    st.grant_both(&["--min-group", "5", "--refuse-small-groups"]);
+    let run = st.submit(&st.module, r#"{"min_group": 1}"#).unwrap();
+    let (state, status) = st.watch(&run);
+    assert_eq!(state, "withheld");
+    assert!(
+        status["reason"]
+            .as_str()
+            .unwrap()
+            .contains("groups smaller than 5"),
+        "{status}"
+    );
+
+    st.grant(
+        "northfield",
+        &st.b,
+        &st.module,
+        &["--identifier", "mrn", "--max-output-mib", "0"],
+    )
+    .unwrap();
+    // The owners' byte limit is the sandbox's output budget: the run ends
+    // as soon as it publishes more.
+    let run = st.submit(&st.module, r#"{"min_group": 10}"#).unwrap();
+    let (state, status) = st.watch(&run);
+    assert_eq!(state, "failed");
+    assert!(
+        status["reason"]
+            .as_str()
+            .unwrap()
+            .contains("output limit of 0 bytes"),
+        "{status}"
+    );
+}
+
+#[test]
+fn review_holds_outputs_until_every_reviewer_releases() {
+    let st = Study::new();
+    st.grant_both(&["--review", "--min-group", "3"]);
+    let run = st.submit(&st.module, "{}").unwrap();
+    let (state, status) = st.watch(&run);
+    assert_eq!(state, "held_for_review");
+    assert_eq!(status["pending_reviews"].as_array().unwrap().len(), 2);
+    let err = err_text(st.fetch(&run));
+    assert!(err.contains("held_for_review"), "{err}");
+    // The researcher cannot review.
+    let err = err_text(st.s.cli(Some("researcher"), &["review", "release", &run]));
+    assert!(
+        err.contains("does not await your review") || err.contains("no run"),
+        "{err}"
+    );
+    st.s.cli(Some("st_marys"), &["review", "release", &run])
+        .unwrap();
+    assert_eq!(
+        st.status(&run)["state"],
+        "held_for_review",
+        "one reviewer is still pending"
+    );
+    st.s.cli(
+        Some("northfield"),
+        &["review", "release", &run, "--reason", "aggregates only"],
+    )
+    .unwrap();
+    assert_eq!(st.status(&run)["state"], "released");
+    st.fetch(&run).unwrap();
+
+    // A withhold by any reviewer ends the run.
+    let run = st.submit(&st.module, "{}").unwrap();
+    assert_eq!(st.watch(&run).0, "held_for_review");
+    st.s.cli(
+        Some("northfield"),
+        &["review", "withhold", &run, "--reason", "not yet"],
+    )
+    .unwrap();
+    let status = st.status(&run);
+    assert_eq!(status["state"], "withheld");
+    assert!(status["reason"].as_str().unwrap().contains("not yet"));
+}
+
+#[test]
+fn another_party_cannot_see_or_fetch_a_run() {
+    let st = Study::new();
+    st.grant_both(&["--min-group", "3"]);
+    let run = st.submit(&st.module, "{}").unwrap();
+    assert_eq!(st.watch(&run).0, "released");
+    let seen = signed_get(&st.s, "stranger", &format!("/v1/runs/{run}"));
+    assert_eq!(seen["type"], "not-found");
+    let seen = signed_get(&st.s, "stranger", &format!("/v1/runs/{run}/result"));
+    assert_eq!(seen["type"], "not-found");
+}
+
+#[test]
+fn load_200_runs_with_concurrency_8_none_lost() {
+    let st = Study::new();
+    let echo = push_module(&st.s, ECHO);
+    st.grant("st_marys", &st.a, &echo, &[]).unwrap();
+    st.grant("northfield", &st.b, &echo, &[]).unwrap();
+    let runs: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..25)
+                        .map(|_| st.submit(&echo, "{}").unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(runs.len(), 200);
+    let unique: std::collections::BTreeSet<_> = runs.iter().collect();
+    assert_eq!(unique.len(), 200);
+    for run in &runs {
+        assert_eq!(st.watch(run).0, "released", "run {run}");
+    }
+    let listed = signed_get(&st.s, "researcher", "/v1/runs");
+    assert_eq!(listed["runs"].as_array().unwrap().len(), 200);
+}
+
+#[test]
+fn state_survives_a_restart() {
+    let st = Study::new();
+    st.grant_both(&["--min-group", "3"]);
+    let run = st.submit(&st.module, "{}").unwrap();
+    assert_eq!(st.watch(&run).0, "released");
+    let Study {
+        s, a, b, module, ..
+    } = st;
+    let enclave_before = s
+        .cli(
+            None,
+            &[
+                "attest",
+                "verify",
+                "--measurement",
+                &s.measurement,
+                "--accept-insecure-simulation",
+            ],
+        )
+        .unwrap()["enclave_keys"]
+        .clone();
+    let dir = s.stop();
+    let s = TestServer::start_in(dir);
+    let enclave_after = s
+        .cli(
+            None,
+            &[
+                "attest",
+                "verify",
+                "--measurement",
+                &s.measurement,
+                "--accept-insecure-simulation",
+            ],
+        )
+        .unwrap()["enclave_keys"]
+        .clone();
+    assert_eq!(
+        enclave_before, enclave_after,
+        "the sealed identity is restored"
+    );
+    let st = Study {
+        s,
+        a,
+        b,
+        module,
+        researcher: String::new(),
+    };
+    st.fetch(&run).unwrap();
+    let run = st.submit(&st.module, "{}").unwrap();
+    assert_eq!(
+        st.watch(&run).0,
+        "released",
+        "the restored enclave still opens the sealed datasets"
+    );
+}
