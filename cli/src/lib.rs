@@ -97,7 +97,7 @@ enum PolicyCmd {
         #[command(flatten)]
         conn: remote::Conn,
         #[command(flatten)]
-        args: remote::policy::GrantArgs,
+        args: Box<remote::policy::GrantArgs>,
     },
     /// Revoke grants (a new signed policy version); runs stop at once.
     Revoke {
@@ -239,7 +239,7 @@ where
         Command::Dataset(DatasetCmd::Push { conn, args }) => remote::dataset::push(&conn, args),
         Command::Dataset(DatasetCmd::Seal { conn, args }) => remote::dataset::seal(&conn, args),
         Command::Dataset(DatasetCmd::List { conn }) => remote::dataset::list(&conn),
-        Command::Policy(PolicyCmd::Grant { conn, args }) => remote::policy::grant(&conn, args),
+        Command::Policy(PolicyCmd::Grant { conn, args }) => remote::policy::grant(&conn, *args),
         Command::Policy(PolicyCmd::Revoke { conn, args }) => remote::policy::revoke(&conn, args),
         Command::Policy(PolicyCmd::Show { conn, args }) => remote::policy::show(&conn, args),
         Command::Review(ReviewCmd::Show { conn, args }) => remote::runs::review(&conn, args, None),

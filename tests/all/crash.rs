@@ -49,7 +49,9 @@ impl Proc {
         let mut argv: Vec<String> = vec!["cleanroom".into()];
         argv.extend(args.iter().map(|s| s.to_string()));
         argv.extend(["--server".into(), self.url.clone(), "--json".into()]);
-        argv.extend(["--measurement".into(), self.measurement.clone()]);
+        if args.contains(&"--accept-insecure-simulation") {
+            argv.extend(["--measurement".into(), self.measurement.clone()]);
+        }
         if let Some(k) = key {
             argv.extend([
                 "--key".into(),

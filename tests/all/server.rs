@@ -29,10 +29,12 @@ impl TestServer {
             .enable_all()
             .build()
             .unwrap();
-        let mut config = cleanroomd::Config::default();
-        config.listen = "127.0.0.1:0".parse().unwrap();
-        config.data_dir = dir.path().join("server");
-        config.insecure_simulation = true;
+        let config = cleanroomd::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("server"),
+            insecure_simulation: true,
+            ..Default::default()
+        };
         let server = rt
             .block_on(cleanroomd::start(config, true))
             .expect("cleanroomd starts");

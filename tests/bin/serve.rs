@@ -9,10 +9,12 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let mut config = cleanroomd::Config::default();
-        config.listen = "127.0.0.1:0".parse()?;
-        config.data_dir = dir.into();
-        config.insecure_simulation = true;
+        let config = cleanroomd::Config {
+            listen: "127.0.0.1:0".parse()?,
+            data_dir: dir.into(),
+            insecure_simulation: true,
+            ..Default::default()
+        };
         let server = cleanroomd::start(config, true).await?;
         println!(
             "listening {} {}",

@@ -89,7 +89,6 @@ pub(crate) fn verify_server(client: &Client, trust: &Trust) -> Result<Verified> 
         .context("attestation verification failed: do not send this server data")?;
     let keys = claims
         .enclave_keys
-        .clone()
         .ok_or_else(|| anyhow!("verified evidence carries no enclave keys"))?;
     if claims.simulated {
         eprintln!(

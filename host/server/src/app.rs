@@ -133,6 +133,25 @@ impl Service {
         Ok((Arc::new(service), rx))
     }
 
+    /// Record an audit entry (persisted before this returns) and notify `audience`.
+    pub fn record(
+        &self,
+        audience: crate::events::Audience,
+        actor: Option<PartyId>,
+        action: &str,
+        subject: &str,
+        detail: serde_json::Value,
+    ) -> crate::error::ApiResult<()> {
+        let event = crate::audit::AuditEvent {
+            actor,
+            action,
+            subject,
+            detail,
+        };
+        self.audit
+            .record(self.storage.as_ref(), &self.events, audience, event)
+    }
+
     /// The enclave's signing key as a party id (receipts and heads are signed by it).
     pub fn enclave_party(&self) -> PartyId {
         PartyId(self.identity.public_keys().signing_public_key)

@@ -12,6 +12,19 @@ use crate::error::{ApiError, ApiResult};
 use crate::events::{Audience, EventBus};
 use crate::store::Storage;
 
+/// What happened, for [`AuditLog::record`].
+#[derive(Debug)]
+pub struct AuditEvent<'a> {
+    /// Who did it (`None`: the enclave itself).
+    pub actor: Option<PartyId>,
+    /// What, e.g. `run.released`.
+    pub action: &'a str,
+    /// To what, e.g. a run or dataset id.
+    pub subject: &'a str,
+    /// Details.
+    pub detail: Value,
+}
+
 struct Tail {
     next_seq: u64,
     prev: [u8; 32],
@@ -58,11 +71,14 @@ impl AuditLog {
         storage: &dyn Storage,
         events: &EventBus,
         audience: Audience,
-        actor: Option<PartyId>,
-        action: &str,
-        subject: &str,
-        detail: Value,
+        event: AuditEvent<'_>,
     ) -> ApiResult<()> {
+        let AuditEvent {
+            actor,
+            action,
+            subject,
+            detail,
+        } = event;
         let mut tail = self.tail.lock().expect("audit lock is never poisoned");
         let entry = AuditEntry {
             seq: tail.next_seq,

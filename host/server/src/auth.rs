@@ -69,9 +69,7 @@ fn refuse(
 ) -> ApiError {
     Metrics::inc(&service.metrics.refused);
     let audience = party.map_or(Audience::Parties(vec![]), |p| Audience::Parties(vec![p]));
-    let _ = service.audit.record(
-        service.storage.as_ref(),
-        &service.events,
+    let _ = service.record(
         audience,
         party,
         "request.refused",

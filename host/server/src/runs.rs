@@ -336,9 +336,7 @@ fn set_state(
     run.reason = reason.clone();
     run.updated = crate::now();
     service.storage.put_run(run)?;
-    service.audit.record(
-        service.storage.as_ref(),
-        &service.events,
+    service.record(
         audience(run),
         None,
         action,
@@ -492,7 +490,7 @@ fn held_outputs(service: &Service, run: &RunRow) -> ApiResult<Vec<Released>> {
 /// What owners reviewing a held run are asked to release.
 pub fn held_preview(service: &Service, run: &RunRow) -> ApiResult<serde_json::Value> {
     let outputs = held_outputs(service, run)?;
-    Ok(serde_json::to_value(outputs).map_err(|e| ApiError::Internal(e.to_string()))?)
+    serde_json::to_value(outputs).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 /// An owner's review decision; the run is released once every reviewer releases.
@@ -513,9 +511,7 @@ pub fn finish_review(
             "run {id} does not await your review"
         )));
     }
-    service.audit.record(
-        service.storage.as_ref(),
-        &service.events,
+    service.record(
         audience(&run),
         Some(owner),
         if release_it {

@@ -115,9 +115,7 @@ pub(super) async fn upload(
         .metrics
         .upload_bytes
         .fetch_add(bytes, Ordering::Relaxed);
-    service.audit.record(
-        service.storage.as_ref(),
-        &service.events,
+    service.record(
         Audience::Everyone,
         Some(owner),
         "dataset.uploaded",
@@ -187,9 +185,7 @@ pub(super) async fn put_policy(
     } else {
         "policy.granted"
     };
-    service.audit.record(
-        service.storage.as_ref(),
-        &service.events,
+    service.record(
         Audience::Everyone,
         Some(signer),
         action,
@@ -230,9 +226,7 @@ pub(super) async fn upload_module(
             body.len() as u64,
             crate::now(),
         )?;
-        service.audit.record(
-            service.storage.as_ref(),
-            &service.events,
+        service.record(
             Audience::Everyone,
             Some(uploader),
             "module.uploaded",

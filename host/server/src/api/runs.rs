@@ -36,10 +36,7 @@ pub(super) async fn submit(
         Ok(admitted) => admitted,
         Err(reason) => {
             Metrics::inc(&service.metrics.runs_withheld);
-            service.audit.record(
-                service.storage.as_ref(),
-                &service.events,
-                Audience::Parties(vec![researcher]),
+            service.record(Audience::Parties(vec![researcher]),
                 Some(researcher),
                 "run.rejected",
                 &id,
@@ -64,10 +61,7 @@ pub(super) async fn submit(
     service.storage.put_run(&run)?;
     let mut audience: Vec<PartyId> = owners.into_iter().collect();
     audience.push(researcher);
-    service.audit.record(
-        service.storage.as_ref(),
-        &service.events,
-        Audience::Parties(audience),
+    service.record(Audience::Parties(audience),
         Some(researcher),
         "run.queued",
         &id,
