@@ -190,3 +190,38 @@ fn run_local_reports_analysis_errors_and_bad_input() {
         "a failed run must not leave partial results"
     );
 }
+
+#[test]
+fn attest_report_checks_real_amd_evidence_offline() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/trust/tests/fixtures");
+    let report = fixtures.join("test-report.bin");
+    let cert = fixtures.join("test-vcek.der");
+    cleanroom_cli::run([
+        "cleanroom",
+        "attest",
+        "report",
+        report.to_str().unwrap(),
+        "--cert",
+        cert.to_str().unwrap(),
+    ])
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut tampered = std::fs::read(&report).unwrap();
+    tampered[0x90] ^= 1; // inside the measurement
+    let bad = dir.path().join("tampered.bin");
+    std::fs::write(&bad, tampered).unwrap();
+    let err = cleanroom_cli::run([
+        "cleanroom",
+        "attest",
+        "report",
+        bad.to_str().unwrap(),
+        "--cert",
+        cert.to_str().unwrap(),
+    ])
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("does not verify against AMD's pinned roots"),
+        "{err:#}"
+    );
+}

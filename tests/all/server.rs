@@ -679,3 +679,66 @@ fn state_survives_a_restart() {
         "the restored enclave still opens the sealed datasets"
     );
 }
+
+#[test]
+fn tampered_module_files_on_disk_are_never_run() {
+    let st = Study::new();
+    st.grant_both(&["--min-group", "3"]);
+    let Study {
+        s,
+        a,
+        b,
+        module,
+        researcher,
+    } = st;
+    let dir = s.stop();
+    let blobs = dir.path().join("server/blobs");
+    let flip = |path: &Path| {
+        let mut bytes = std::fs::read(path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        std::fs::write(path, bytes).unwrap();
+    };
+    // A modified sealed artifact does not open: it is refused and the module
+    // is recompiled from its (hash-checked) component bytes.
+    flip(&blobs.join("artifacts").join(&module));
+    let st = Study {
+        s: TestServer::start_in(dir),
+        a,
+        b,
+        module,
+        researcher,
+    };
+    let run = st.submit(&st.module, "{}").unwrap();
+    assert_eq!(st.watch(&run).0, "released");
+
+    // Modified component bytes (and no usable artifact) are refused outright.
+    let Study {
+        s,
+        a,
+        b,
+        module,
+        researcher,
+    } = st;
+    let dir = s.stop();
+    let blobs = dir.path().join("server/blobs");
+    flip(&blobs.join("modules").join(&module));
+    flip(&blobs.join("artifacts").join(&module));
+    let st = Study {
+        s: TestServer::start_in(dir),
+        a,
+        b,
+        module,
+        researcher,
+    };
+    let run = st.submit(&st.module, "{}").unwrap();
+    let (state, status) = st.watch(&run);
+    assert_eq!(state, "failed");
+    assert!(
+        status["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not match its hash"),
+        "{status}"
+    );
+}

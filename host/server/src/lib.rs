@@ -26,6 +26,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 mod http;
+pub mod modules;
 pub mod rules;
 pub mod runs;
 pub mod store;

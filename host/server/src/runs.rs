@@ -208,11 +208,7 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
         }
     };
     set_state(service, &mut run, RunState::Running, None, "run.started")?;
-    let module_bytes = std::fs::read(service.storage.blob_path("modules", &request.module))?;
-    let module = service
-        .runtime
-        .load(&module_bytes)
-        .map_err(|e| ApiError::Internal(format!("stored module does not load: {e}")))?;
+    let module = crate::modules::load(service, &request.module)?;
     let limits = Limits {
         max_output_bytes: rules
             .max_output_bytes

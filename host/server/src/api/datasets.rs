@@ -211,13 +211,14 @@ pub(super) async fn upload_module(
     let body = read_body(body, limit).await?;
     let uploader = crate::auth::authenticate(&service, &parts, &body)?;
     let hash = hex::encode(Sha256::digest(&body));
-    // Compile now so a malformed module is refused at upload with a clear error.
+    // Compile now so a malformed module is refused at upload with a clear
+    // error, and cache its native code sealed.
     let svc = service.clone();
     let bytes = body.clone();
-    tokio::task::spawn_blocking(move || svc.runtime.load(&bytes))
+    let module = hash.clone();
+    tokio::task::spawn_blocking(move || crate::modules::compile_and_cache(&svc, &module, &bytes))
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
     if !service.storage.has_module(&hash)? {
         service.storage.write_blob("modules", &hash, &body)?;
         service.storage.put_module(
