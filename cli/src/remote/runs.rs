@@ -116,6 +116,8 @@ pub(crate) fn watch(conn: &Conn, args: WatchArgs) -> Result<()> {
     let path = format!("/v1/runs/{}", args.run);
     let mut last = String::new();
     let bar = crate::progress::spinner(format!("run {}", args.run));
+    // Poll quickly at first (most runs finish in milliseconds), then back off.
+    let mut delay = Duration::from_millis(2);
     loop {
         let status = client.signed("GET", &path, b"")?;
         let state = status["state"].as_str().unwrap_or("?").to_string();
@@ -140,7 +142,8 @@ pub(crate) fn watch(conn: &Conn, args: WatchArgs) -> Result<()> {
             }
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(200));
     }
 }
 
