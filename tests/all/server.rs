@@ -742,3 +742,62 @@ fn tampered_module_files_on_disk_are_never_run() {
         "{status}"
     );
 }
+
+#[test]
+fn live_events_reach_only_the_parties_concerned() {
+    use std::io::BufRead;
+    let st = Study::new();
+    let subscribe = |key: &str| {
+        let id = cleanroom_proto::Identity::load(&st.s.path(&format!("{key}.json"))).unwrap();
+        let h = cleanroom_proto::httpsig::sign_request(
+            &id,
+            "GET",
+            "/v1/events",
+            b"",
+            cleanroomd::now(),
+            &cleanroom_proto::httpsig::new_nonce(),
+        );
+        let resp = ureq::get(format!("{}/v1/events", st.s.url))
+            .header("content-digest", &h.content_digest)
+            .header("signature-input", &h.signature_input)
+            .header("signature", &h.signature)
+            .call()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<Value>();
+        std::thread::spawn(move || {
+            let reader = std::io::BufReader::new(resp.into_body().into_reader());
+            for line in reader.lines() {
+                let Ok(line) = line else { break };
+                if let Some(data) = line.strip_prefix("data: ")
+                    && tx.send(serde_json::from_str(data).unwrap()).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        rx
+    };
+    let researcher = subscribe("researcher");
+    let stranger = subscribe("stranger");
+    st.grant_both(&["--min-group", "3"]);
+    let run = st.submit(&st.module, "{}").unwrap();
+    let wait = std::time::Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|a: &String| a == "run.released") {
+        let event = researcher
+            .recv_timeout(wait)
+            .expect("the researcher sees their run's events");
+        if event["entry"]["subject"] == run.as_str() {
+            seen.push(event["entry"]["action"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(seen, ["run.queued", "run.started", "run.released"]);
+    // The stranger sees public events (grants) but nothing of this run.
+    while let Ok(event) = stranger.recv_timeout(std::time::Duration::from_millis(500)) {
+        assert_ne!(
+            event["entry"]["subject"],
+            run.as_str(),
+            "a stranger saw someone else's run"
+        );
+    }
+}
