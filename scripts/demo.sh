@@ -24,10 +24,10 @@ export CLEANROOM_SERVER="http://127.0.0.1:$port"
 
 say "building cleanroomd, the cleanroom CLI and the analysis (first time: several minutes)"
 cargo build --release --locked -p cleanroomd -p cleanroom-cli
-cargo build --release --locked --target wasm32-wasip2 -p cohort-stats
+cargo build --release --locked --target wasm32-wasip2 -p cohort-stats --target-dir "$CARGO_TARGET_DIR/wasm-guests"
 bin="$CARGO_TARGET_DIR/release"
 cleanroom="$bin/cleanroom"
-analysis="$CARGO_TARGET_DIR/wasm32-wasip2/release/cohort_stats.wasm"
+analysis="$CARGO_TARGET_DIR/wasm-guests/wasm32-wasip2/release/cohort_stats.wasm"
 
 say "starting cleanroomd (INSECURE simulation attestation, data in $work/server)"
 "$bin/cleanroomd" --data-dir "$work/server" --listen "127.0.0.1:$port" --insecure-simulation 2>"$work/cleanroomd.log" &

@@ -133,18 +133,13 @@ fn api_runs() {
     let cli = |key: &str, args: &[&str]| {
         let mut argv: Vec<String> = vec!["cleanroom".into()];
         argv.extend(args.iter().map(|s| s.to_string()));
-        argv.extend(
-            [
-                "--server",
-                &url,
-                "--key",
-                key,
-                "--json",
-                "--measurement",
-                &server.service().measurement,
-            ]
-            .map(String::from),
-        );
+        argv.extend(["--server", &url, "--key", key, "--json"].map(String::from));
+        if args.contains(&"--accept-insecure-simulation") {
+            argv.extend([
+                "--measurement".to_string(),
+                server.service().measurement.clone(),
+            ]);
+        }
         cleanroom_cli::run_capture(argv).expect("cli")
     };
     std::fs::write(dir.path().join("a.csv"), SITE_A_CSV).expect("csv");
