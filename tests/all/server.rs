@@ -81,6 +81,13 @@ impl TestServer {
         ]
     }
 
+    pub(crate) fn enclave_keys(&self) -> Value {
+        let trust = self.trust();
+        let mut args = vec!["attest", "verify"];
+        args.extend(trust.iter().map(String::as_str));
+        self.cli(None, &args).unwrap()["enclave_keys"].clone()
+    }
+
     pub(crate) fn keygen(&self, name: &str) -> String {
         let path = self.path(&format!("{name}.json"));
         cleanroom_cli::run(["cleanroom", "keygen", "-o", path.to_str().unwrap()]).unwrap();
@@ -134,6 +141,26 @@ impl Study {
         let module = push_module(&s, COHORT_STATS_RUST);
         Study {
             s,
+            a,
+            b,
+            module,
+            researcher,
+        }
+    }
+
+    /// Stop the server, let `tamper` edit its blob directory, start it again.
+    pub(crate) fn restart(self, tamper: impl FnOnce(&Path)) -> Self {
+        let Study {
+            s,
+            a,
+            b,
+            module,
+            researcher,
+        } = self;
+        let dir = s.stop();
+        tamper(&dir.path().join("server/blobs"));
+        Study {
+            s: TestServer::start_in(dir),
             a,
             b,
             module,
@@ -629,48 +656,13 @@ fn state_survives_a_restart() {
     st.grant_both(&["--min-group", "3"]);
     let run = st.submit(&st.module, "{}").unwrap();
     assert_eq!(st.watch(&run).0, "released");
-    let Study {
-        s, a, b, module, ..
-    } = st;
-    let enclave_before = s
-        .cli(
-            None,
-            &[
-                "attest",
-                "verify",
-                "--measurement",
-                &s.measurement,
-                "--accept-insecure-simulation",
-            ],
-        )
-        .unwrap()["enclave_keys"]
-        .clone();
-    let dir = s.stop();
-    let s = TestServer::start_in(dir);
-    let enclave_after = s
-        .cli(
-            None,
-            &[
-                "attest",
-                "verify",
-                "--measurement",
-                &s.measurement,
-                "--accept-insecure-simulation",
-            ],
-        )
-        .unwrap()["enclave_keys"]
-        .clone();
+    let enclave_before = st.s.enclave_keys();
+    let st = st.restart(|_| {});
     assert_eq!(
-        enclave_before, enclave_after,
+        enclave_before,
+        st.s.enclave_keys(),
         "the sealed identity is restored"
     );
-    let st = Study {
-        s,
-        a,
-        b,
-        module,
-        researcher: String::new(),
-    };
     st.fetch(&run).unwrap();
     let run = st.submit(&st.module, "{}").unwrap();
     assert_eq!(
@@ -680,57 +672,30 @@ fn state_survives_a_restart() {
     );
 }
 
+/// Flip a bit in the middle of a file.
+fn flip(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(path, bytes).unwrap();
+}
+
 #[test]
 fn tampered_module_files_on_disk_are_never_run() {
     let st = Study::new();
     st.grant_both(&["--min-group", "3"]);
-    let Study {
-        s,
-        a,
-        b,
-        module,
-        researcher,
-    } = st;
-    let dir = s.stop();
-    let blobs = dir.path().join("server/blobs");
-    let flip = |path: &Path| {
-        let mut bytes = std::fs::read(path).unwrap();
-        let mid = bytes.len() / 2;
-        bytes[mid] ^= 0x40;
-        std::fs::write(path, bytes).unwrap();
-    };
+    let module = st.module.clone();
     // A modified sealed artifact does not open: it is refused and the module
     // is recompiled from its (hash-checked) component bytes.
-    flip(&blobs.join("artifacts").join(&module));
-    let st = Study {
-        s: TestServer::start_in(dir),
-        a,
-        b,
-        module,
-        researcher,
-    };
+    let st = st.restart(|blobs| flip(&blobs.join("artifacts").join(&module)));
     let run = st.submit(&st.module, "{}").unwrap();
     assert_eq!(st.watch(&run).0, "released");
 
     // Modified component bytes (and no usable artifact) are refused outright.
-    let Study {
-        s,
-        a,
-        b,
-        module,
-        researcher,
-    } = st;
-    let dir = s.stop();
-    let blobs = dir.path().join("server/blobs");
-    flip(&blobs.join("modules").join(&module));
-    flip(&blobs.join("artifacts").join(&module));
-    let st = Study {
-        s: TestServer::start_in(dir),
-        a,
-        b,
-        module,
-        researcher,
-    };
+    let st = st.restart(|blobs| {
+        flip(&blobs.join("modules").join(&module));
+        flip(&blobs.join("artifacts").join(&module));
+    });
     let run = st.submit(&st.module, "{}").unwrap();
     let (state, status) = st.watch(&run);
     assert_eq!(state, "failed");

@@ -4,12 +4,35 @@
 
 use cleanroom_proto::PartyId;
 use cleanroom_proto::httpsig;
+use hyper::Request;
+use hyper::body::Incoming;
 use hyper::http::request::Parts;
 use serde_json::json;
 
 use crate::app::{Metrics, Service};
 use crate::error::{ApiError, ApiResult};
 use crate::events::Audience;
+use crate::http::{MAX_JSON_BODY, read_body};
+
+/// Read a signed JSON request: body (bounded), signature, then the parsed value.
+pub(crate) async fn signed_json<T: serde::de::DeserializeOwned>(
+    service: &Service,
+    req: Request<Incoming>,
+    what: &str,
+) -> ApiResult<(PartyId, T)> {
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, MAX_JSON_BODY).await?;
+    let party = authenticate(service, &parts, &body)?;
+    let value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid {what}: {e}")))?;
+    Ok((party, value))
+}
+
+/// Authenticate a signed request without a body (GET).
+pub(crate) fn signed_get(service: &Service, req: Request<Incoming>) -> ApiResult<PartyId> {
+    let (parts, _) = req.into_parts();
+    authenticate(service, &parts, b"")
+}
 
 /// Authenticate a request whose whole body is `body`.
 pub(crate) fn authenticate(service: &Service, parts: &Parts, body: &[u8]) -> ApiResult<PartyId> {

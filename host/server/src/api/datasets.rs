@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::app::Service;
 use crate::error::{ApiError, ApiResult};
 use crate::events::Audience;
-use crate::http::{Body, MAX_JSON_BODY, json_response, read_body};
+use crate::http::{Body, json_response, read_body};
 use crate::store::DatasetRow;
 
 pub(super) async fn list(service: &Service) -> ApiResult<Response<Body>> {
@@ -142,11 +142,8 @@ pub(super) async fn put_policy(
     id: &str,
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
-    let (parts, body) = req.into_parts();
-    let body = read_body(body, MAX_JSON_BODY).await?;
-    let signer = crate::auth::authenticate(&service, &parts, &body)?;
-    let signed: SignedPolicy = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid policy: {e}")))?;
+    let (signer, signed): (_, SignedPolicy) =
+        crate::auth::signed_json(&service, req, "policy").await?;
     let dataset = service
         .storage
         .dataset(id)?

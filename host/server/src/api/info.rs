@@ -91,8 +91,7 @@ pub(super) async fn events(
     service: Arc<Service>,
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
-    let (parts, _) = req.into_parts();
-    let party = crate::auth::authenticate(&service, &parts, b"")?;
+    let party = crate::auth::signed_get(&service, req)?;
     let rx = service.events.subscribe();
     let stream = futures_util::stream::unfold(rx, move |mut rx| async move {
         loop {

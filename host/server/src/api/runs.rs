@@ -21,11 +21,8 @@ pub(super) async fn submit(
     service: Arc<Service>,
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
-    let (parts, body) = req.into_parts();
-    let body = read_body(body, MAX_JSON_BODY).await?;
-    let researcher = crate::auth::authenticate(&service, &parts, &body)?;
-    let request: RunRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid run request: {e}")))?;
+    let (researcher, request): (_, RunRequest) =
+        crate::auth::signed_json(&service, req, "run request").await?;
     Metrics::inc(&service.metrics.runs_submitted);
     let id = new_run_id();
     let permit = service
@@ -112,8 +109,7 @@ pub(super) async fn status(
     id: &str,
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
-    let (parts, _) = req.into_parts();
-    let party = crate::auth::authenticate(&service, &parts, b"")?;
+    let party = crate::auth::signed_get(&service, req)?;
     let run = visible_run(&service, id, &party)?;
     let mut body = run_json(&run);
     // Owners reviewing a held run see what they are asked to release.
@@ -129,8 +125,7 @@ pub(super) async fn list(
     service: Arc<Service>,
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
-    let (parts, _) = req.into_parts();
-    let party = crate::auth::authenticate(&service, &parts, b"")?.to_string();
+    let party = crate::auth::signed_get(&service, req)?.to_string();
     let runs: Vec<_> = service
         .storage
         .runs()?
@@ -196,11 +191,7 @@ pub(super) async fn review(
     id: &str,
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
-    let (parts, body) = req.into_parts();
-    let body = read_body(body, MAX_JSON_BODY).await?;
-    let owner = crate::auth::authenticate(&service, &parts, &body)?;
-    let review: Review = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid review: {e}")))?;
+    let (owner, review): (_, Review) = crate::auth::signed_json(&service, req, "review").await?;
     let run = visible_run(&service, id, &owner)?;
     if !run.pending_reviews.contains(&owner.to_string()) {
         return Err(ApiError::Conflict(format!(
@@ -224,8 +215,7 @@ pub(super) async fn result(
     id: &str,
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
-    let (parts, _) = req.into_parts();
-    let party = crate::auth::authenticate(&service, &parts, b"")?;
+    let party = crate::auth::signed_get(&service, req)?;
     let run = visible_run(&service, id, &party)?;
     if run.researcher != party.to_string() {
         return Err(ApiError::Forbidden(
