@@ -116,8 +116,10 @@ pub(crate) fn watch(conn: &Conn, args: WatchArgs) -> Result<()> {
     let path = format!("/v1/runs/{}", args.run);
     let mut last = String::new();
     let bar = crate::progress::spinner(format!("run {}", args.run));
-    // Poll quickly at first (most runs finish in milliseconds), then back off.
+    // Poll every 2 ms for the first 50 ms (most runs finish in
+    // milliseconds), then back off to 200 ms.
     let mut delay = Duration::from_millis(2);
+    let started = std::time::Instant::now();
     loop {
         let status = client.signed("GET", &path, b"")?;
         let state = status["state"].as_str().unwrap_or("?").to_string();
@@ -143,7 +145,9 @@ pub(crate) fn watch(conn: &Conn, args: WatchArgs) -> Result<()> {
             return Ok(());
         }
         std::thread::sleep(delay);
-        delay = (delay * 2).min(Duration::from_millis(200));
+        if started.elapsed() > Duration::from_millis(50) {
+            delay = (delay * 2).min(Duration::from_millis(200));
+        }
     }
 }
 

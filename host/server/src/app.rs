@@ -149,7 +149,31 @@ impl Service {
             detail,
         };
         self.audit
-            .record(self.storage.as_ref(), &self.events, audience, event)
+            .record(self.storage.as_ref(), &self.events, audience, event, None)
+    }
+
+    /// Store `run` and record its audit entry in one durable transaction.
+    pub fn record_run(
+        &self,
+        run: &crate::store::RunRow,
+        audience: crate::events::Audience,
+        actor: Option<PartyId>,
+        action: &str,
+        detail: serde_json::Value,
+    ) -> crate::error::ApiResult<()> {
+        let event = crate::audit::AuditEvent {
+            actor,
+            action,
+            subject: &run.id,
+            detail,
+        };
+        self.audit.record(
+            self.storage.as_ref(),
+            &self.events,
+            audience,
+            event,
+            Some(run),
+        )
     }
 
     /// The enclave's signing key as a party id (receipts and heads are signed by it).

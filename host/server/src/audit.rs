@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
 use crate::events::{Audience, EventBus};
-use crate::store::Storage;
+use crate::store::{RunRow, Storage};
 
 /// What happened, for [`AuditLog::record`].
 #[derive(Debug)]
@@ -72,6 +72,7 @@ impl AuditLog {
         events: &EventBus,
         audience: Audience,
         event: AuditEvent<'_>,
+        run: Option<&RunRow>,
     ) -> ApiResult<()> {
         let AuditEvent {
             actor,
@@ -91,7 +92,7 @@ impl AuditLog {
         };
         let hash = entry.hash();
         let value = serde_json::to_value(&entry).map_err(|e| ApiError::Internal(e.to_string()))?;
-        storage.append_audit(entry.seq, &value, &hex::encode(hash))?;
+        storage.append_audit(entry.seq, &value, &hex::encode(hash), run)?;
         tail.prev = hash;
         tail.next_seq += 1;
         tracing::info!(seq = entry.seq, action, subject, "audit");

@@ -331,14 +331,8 @@ fn set_state(
     run.state = state.to_string();
     run.reason = reason.clone();
     run.updated = crate::now();
-    service.storage.put_run(run)?;
-    service.record(
-        audience(run),
-        None,
-        action,
-        &run.id,
-        json!({ "state": run.state, "reason": reason }),
-    )
+    let detail = json!({ "state": run.state, "reason": reason });
+    service.record_run(run, audience(run), None, action, detail)
 }
 
 fn audience(run: &RunRow) -> Audience {

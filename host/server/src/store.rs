@@ -76,8 +76,15 @@ pub trait Storage: Send + Sync {
     fn runs(&self) -> ApiResult<Vec<RunRow>>;
     /// Runs of `module` over `dataset` by `researcher` that were admitted (for grant run limits).
     fn count_admitted_runs(&self, dataset: &str, module: &str, researcher: &str) -> ApiResult<u64>;
-    /// Append an audit entry (JSON) with its hash.
-    fn append_audit(&self, seq: u64, entry: &serde_json::Value, hash: &str) -> ApiResult<()>;
+    /// Append an audit entry (JSON) with its hash, and store `run` (if
+    /// given) in the same transaction: one durable write per state change.
+    fn append_audit(
+        &self,
+        seq: u64,
+        entry: &serde_json::Value,
+        hash: &str,
+        run: Option<&RunRow>,
+    ) -> ApiResult<()>;
     /// All audit entries in order.
     fn audit(&self) -> ApiResult<Vec<serde_json::Value>>;
     /// Remember a request nonce; false if it was seen before (a replay).
@@ -213,28 +220,7 @@ impl Storage for SqliteStorage {
     fn put_run(&self, run: &RunRow) -> ApiResult<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let new = tx.execute(
-            "INSERT OR IGNORE INTO runs (id, created, body) VALUES (?1, ?2, ?3)",
-            params![run.id, run.created as i64, to_json(run)?],
-        )? == 1;
-        if new {
-            if let (Some(module), Some(inputs)) = (
-                run.request["module"].as_str(),
-                run.request["inputs"].as_object(),
-            ) {
-                for dataset in inputs.values().filter_map(|v| v.as_str()) {
-                    tx.execute(
-                        "INSERT INTO run_inputs (run, dataset, module, researcher) VALUES (?1, ?2, ?3, ?4)",
-                        params![run.id, dataset, module, run.researcher],
-                    )?;
-                }
-            }
-        } else {
-            tx.execute(
-                "UPDATE runs SET body = ?2 WHERE id = ?1",
-                params![run.id, to_json(run)?],
-            )?;
-        }
+        put_run_tx(&tx, run)?;
         tx.commit()?;
         Ok(())
     }
@@ -263,11 +249,23 @@ impl Storage for SqliteStorage {
         Ok(n as u64)
     }
 
-    fn append_audit(&self, seq: u64, entry: &serde_json::Value, hash: &str) -> ApiResult<()> {
-        self.conn().execute(
+    fn append_audit(
+        &self,
+        seq: u64,
+        entry: &serde_json::Value,
+        hash: &str,
+        run: Option<&RunRow>,
+    ) -> ApiResult<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if let Some(run) = run {
+            put_run_tx(&tx, run)?;
+        }
+        tx.execute(
             "INSERT INTO audit (seq, body, hash) VALUES (?1, ?2, ?3)",
             params![seq as i64, to_json(entry)?, hash],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -283,12 +281,20 @@ impl Storage for SqliteStorage {
         // Nonces older than twice the allowed skew can no longer pass the
         // freshness check, so they need not be kept.
         let horizon = created.saturating_sub(2 * cleanroom_proto::httpsig::MAX_CLOCK_SKEW_SECS);
-        conn.execute("DELETE FROM nonces WHERE created < ?1", [horizon as i64])?;
-        let inserted = conn.execute(
-            "INSERT OR IGNORE INTO nonces (party, nonce, created) VALUES (?1, ?2, ?3)",
-            params![party, nonce, created as i64],
-        )?;
-        Ok(inserted == 1)
+        // Remembering a nonce is not worth an fsync of its own: it becomes
+        // durable with the next durable write (WAL frames are synced in
+        // order), which for a mutating request is the mutation itself.
+        conn.pragma_update(None, "synchronous", "OFF")?;
+        let result = (|| -> ApiResult<bool> {
+            conn.execute("DELETE FROM nonces WHERE created < ?1", [horizon as i64])?;
+            let inserted = conn.execute(
+                "INSERT OR IGNORE INTO nonces (party, nonce, created) VALUES (?1, ?2, ?3)",
+                params![party, nonce, created as i64],
+            )?;
+            Ok(inserted == 1)
+        })();
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        result
     }
 
     fn put_blob(&self, kind: &str, id: &str, tmp: &Path) -> ApiResult<PathBuf> {
@@ -315,6 +321,33 @@ impl Storage for SqliteStorage {
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
         self.dir.join("tmp").join(hex::encode(bytes))
     }
+}
+
+/// Insert or update a run (and, when new, its input rows) inside `tx`.
+fn put_run_tx(tx: &rusqlite::Transaction<'_>, run: &RunRow) -> ApiResult<()> {
+    let new = tx.execute(
+        "INSERT OR IGNORE INTO runs (id, created, body) VALUES (?1, ?2, ?3)",
+        params![run.id, run.created as i64, to_json(run)?],
+    )? == 1;
+    if new {
+        if let (Some(module), Some(inputs)) = (
+            run.request["module"].as_str(),
+            run.request["inputs"].as_object(),
+        ) {
+            for dataset in inputs.values().filter_map(|v| v.as_str()) {
+                tx.execute(
+                    "INSERT INTO run_inputs (run, dataset, module, researcher) VALUES (?1, ?2, ?3, ?4)",
+                    params![run.id, dataset, module, run.researcher],
+                )?;
+            }
+        }
+    } else {
+        tx.execute(
+            "UPDATE runs SET body = ?2 WHERE id = ?1",
+            params![run.id, to_json(run)?],
+        )?;
+    }
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {

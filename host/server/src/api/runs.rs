@@ -55,14 +55,15 @@ pub(super) async fn submit(
         created: now,
         updated: now,
     };
-    service.storage.put_run(&run)?;
     let mut audience: Vec<PartyId> = owners.into_iter().collect();
     audience.push(researcher);
-    service.record(Audience::Parties(audience),
+    let detail = json!({ "module": request.module, "inputs": request.inputs, "params_digest": params_digest(&request.params) });
+    service.record_run(
+        &run,
+        Audience::Parties(audience),
         Some(researcher),
         "run.queued",
-        &id,
-        json!({ "module": request.module, "inputs": request.inputs, "params_digest": params_digest(&request.params) }),
+        detail,
     )?;
     service
         .cancels
