@@ -225,3 +225,73 @@ fn attest_report_checks_real_amd_evidence_offline() {
         "{err:#}"
     );
 }
+
+#[test]
+fn dataset_seal_streams_into_an_envelope_only_the_enclave_opens() {
+    let f = Fixture::new();
+    let owner = f.path("owner.json");
+    cleanroom_cli::run(["cleanroom", "keygen", "-o", owner.to_str().unwrap()]).unwrap();
+    let enclave = cleanroom_proto::Identity::generate();
+    let out = f.path("a.envelope");
+    let key = hex::encode(enclave.hpke_public());
+    let sealed = cleanroom_cli::run_capture([
+        "cleanroom",
+        "dataset",
+        "seal",
+        f.path("st_marys.csv").to_str().unwrap(),
+        "--enclave-key",
+        &key,
+        "--key",
+        owner.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+    ])
+    .unwrap();
+    assert_eq!(sealed["rows"], 6);
+    let owner_key = *cleanroom_proto::Identity::load(&owner)
+        .unwrap()
+        .signing_key()
+        .as_ref();
+    let mut reader = cleanroom_envelope::EnvelopeReader::open(
+        std::fs::File::open(&out).unwrap(),
+        &enclave.hpke_secret(),
+        Some(&owner_key),
+    )
+    .unwrap();
+    assert_eq!(
+        reader.manifest().dataset_id().to_string(),
+        sealed["dataset"].as_str().unwrap()
+    );
+    let rows: usize = reader.batches().map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, 6);
+    let other = cleanroom_proto::Identity::generate();
+    assert!(
+        cleanroom_envelope::EnvelopeReader::open(
+            std::fs::File::open(&out).unwrap(),
+            &other.hpke_secret(),
+            None
+        )
+        .is_err(),
+        "another key must not open the envelope"
+    );
+
+    // Bad input fails with the reason and leaves no partial envelope behind.
+    std::fs::write(f.path("bad.csv"), "a,b\n1,2\nx,y,z\n").unwrap();
+    let bad_out = f.path("bad.envelope");
+    let err = cleanroom_cli::run([
+        "cleanroom",
+        "dataset",
+        "seal",
+        f.path("bad.csv").to_str().unwrap(),
+        "--enclave-key",
+        &key,
+        "--key",
+        owner.to_str().unwrap(),
+        "-o",
+        bad_out.to_str().unwrap(),
+    ])
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("cannot read"), "{err:#}");
+    assert!(!bad_out.exists());
+}

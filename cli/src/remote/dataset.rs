@@ -53,9 +53,15 @@ pub(crate) fn seal_file(
     id: DatasetId,
 ) -> Result<u64> {
     let (schema, batches, bar) = input::open_batches(file)?;
-    let sink = std::io::BufWriter::new(
-        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?,
-    );
+    // Write beside the destination and rename on success: a failed seal
+    // leaves nothing that looks like an envelope.
+    let dir = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    let sink = std::io::BufWriter::new(tmp.reopen()?);
     let mut writer = EnvelopeWriter::new(sink, &schema, id, owner.signing_key(), enclave_hpke)?;
     let mut rows = 0u64;
     for batch in batches {
@@ -63,7 +69,9 @@ pub(crate) fn seal_file(
         rows += batch.num_rows() as u64;
         writer.write(&batch)?;
     }
-    writer.finish()?;
+    writer.finish()?.verify()?;
+    tmp.persist(out)
+        .with_context(|| format!("cannot write {}", out.display()))?;
     bar.finish_and_clear();
     Ok(rows)
 }
