@@ -8,6 +8,8 @@ use arrow_array::{Array, ArrayRef, make_array};
 use arrow_buffer::{Buffer, NullBuffer};
 use arrow_data::ArrayData;
 use arrow_schema::{DataType, TimeUnit};
+use bytes::Bytes;
+use wasmtime::component::{ComponentType, Lower};
 
 use crate::world::tables::{DataType as WitType, RawColumn};
 
@@ -44,54 +46,98 @@ pub(crate) fn wit_type(t: &DataType) -> WitType {
     }
 }
 
+/// A column's buffers on their way to a guest: the WIT `raw-column` record,
+/// lowered straight from the Arrow buffers (the component model's copy into
+/// guest memory is the only copy).
+#[derive(Debug, Clone, ComponentType, Lower)]
+#[component(record)]
+pub(crate) struct RawColumnOut {
+    #[component(name = "data-type")]
+    pub(crate) data_type: WitType,
+    pub(crate) len: u64,
+    #[component(name = "null-count")]
+    pub(crate) null_count: u64,
+    pub(crate) validity: Option<Bytes>,
+    pub(crate) offsets: Option<Bytes>,
+    pub(crate) values: Bytes,
+}
+
+impl RawColumnOut {
+    /// Bytes this column hands to a guest.
+    pub(crate) fn byte_len(&self) -> u64 {
+        (self.values.len()
+            + self.offsets.as_ref().map_or(0, Bytes::len)
+            + self.validity.as_ref().map_or(0, Bytes::len)) as u64
+    }
+
+    /// The owned WIT record (copies the buffers).
+    pub(crate) fn into_owned(self) -> RawColumn {
+        RawColumn {
+            data_type: self.data_type,
+            len: self.len,
+            null_count: self.null_count,
+            validity: self.validity.map(|b| b.to_vec()),
+            offsets: self.offsets.map(|b| b.to_vec()),
+            values: self.values.to_vec(),
+        }
+    }
+}
+
+/// Lend (a slice of) an Arrow buffer without copying it.
+fn lend(buffer: &Buffer, start: usize, len: usize) -> Bytes {
+    Bytes::from_owner(buffer.slice_with_length(start, len))
+}
+
 /// The raw buffers of an array, re-based so offsets start at zero.
-pub(crate) fn raw_column(array: &dyn Array) -> Result<RawColumn, String> {
+pub(crate) fn raw_column(array: &dyn Array) -> Result<RawColumnOut, String> {
     let data = array.to_data();
     let len = data.len();
     let offset = data.offset();
-    let validity = data
-        .nulls()
-        .filter(|n| n.null_count() > 0)
-        .map(|n| n.inner().sliced().as_slice().to_vec());
+    let validity = data.nulls().filter(|n| n.null_count() > 0).map(|n| {
+        let bits = n.inner().sliced();
+        lend(&bits, 0, bits.len())
+    });
     let data_type = data.data_type();
     let (offsets, values) = match data_type {
         DataType::Boolean => {
-            let values = arrow_buffer::BooleanBuffer::new(data.buffers()[0].clone(), offset, len);
-            (None, values.sliced().as_slice().to_vec())
+            let bits =
+                arrow_buffer::BooleanBuffer::new(data.buffers()[0].clone(), offset, len).sliced();
+            (None, lend(&bits, 0, bits.len()))
         }
         DataType::Utf8 | DataType::Binary => {
-            let offs = data.buffers()[0].typed_data::<i32>();
-            let offs = &offs[offset..=offset + len];
+            let offs = &data.buffers()[0].typed_data::<i32>()[offset..=offset + len];
             let (start, end) = (offs[0] as usize, offs[len] as usize);
-            let rebased: Vec<i32> = offs.iter().map(|o| o - offs[0]).collect();
-            (
-                Some(Buffer::from_vec(rebased).as_slice().to_vec()),
-                data.buffers()[1].as_slice()[start..end].to_vec(),
-            )
+            let offsets = if offs[0] == 0 {
+                lend(&data.buffers()[0], offset * 4, (len + 1) * 4)
+            } else {
+                let rebased: Vec<i32> = offs.iter().map(|o| o - offs[0]).collect();
+                Bytes::from(Buffer::from_vec(rebased).as_slice().to_vec())
+            };
+            (Some(offsets), lend(&data.buffers()[1], start, end - start))
         }
         DataType::LargeUtf8 | DataType::LargeBinary => {
-            let offs = data.buffers()[0].typed_data::<i64>();
-            let offs = &offs[offset..=offset + len];
+            let offs = &data.buffers()[0].typed_data::<i64>()[offset..=offset + len];
             let (start, end) = (offs[0] as usize, offs[len] as usize);
-            let rebased: Vec<i64> = offs.iter().map(|o| o - offs[0]).collect();
-            (
-                Some(Buffer::from_vec(rebased).as_slice().to_vec()),
-                data.buffers()[1].as_slice()[start..end].to_vec(),
-            )
+            let offsets = if offs[0] == 0 {
+                lend(&data.buffers()[0], offset * 8, (len + 1) * 8)
+            } else {
+                let rebased: Vec<i64> = offs.iter().map(|o| o - offs[0]).collect();
+                Bytes::from(Buffer::from_vec(rebased).as_slice().to_vec())
+            };
+            (Some(offsets), lend(&data.buffers()[1], start, end - start))
         }
         t if t.is_primitive() => {
             let width = t.primitive_width().expect("primitive types have a width");
-            let bytes = &data.buffers()[0].as_slice()[offset * width..(offset + len) * width];
-            (None, bytes.to_vec())
+            (None, lend(&data.buffers()[0], offset * width, len * width))
         }
-        DataType::Null => (None, Vec::new()),
+        DataType::Null => (None, Bytes::new()),
         other => {
             return Err(format!(
                 "column type {other} has no raw form; read the batch as Arrow IPC instead"
             ));
         }
     };
-    Ok(RawColumn {
+    Ok(RawColumnOut {
         data_type: wit_type(data_type),
         len: len as u64,
         null_count: data.null_count() as u64,
@@ -195,7 +241,7 @@ mod tests {
     fn raw_column_rebases_sliced_strings() {
         let array = StringArray::from(vec![Some("ab"), None, Some("cde"), Some("f")]);
         let sliced = array.slice(2, 2);
-        let raw = raw_column(&sliced).unwrap();
+        let raw = raw_column(&sliced).unwrap().into_owned();
         assert_eq!(raw.len, 2);
         assert_eq!(raw.values, b"cdef");
         let offsets: Vec<i32> = raw
@@ -211,7 +257,7 @@ mod tests {
     #[test]
     fn raw_column_keeps_validity_of_floats() {
         let array = Float64Array::from(vec![Some(1.5), None, Some(2.0)]);
-        let raw = raw_column(&array).unwrap();
+        let raw = raw_column(&array).unwrap().into_owned();
         assert_eq!(raw.values.len(), 24);
         assert_eq!(raw.validity.unwrap(), vec![0b101]);
         assert_eq!(raw.null_count, 1);
@@ -220,10 +266,10 @@ mod tests {
     #[test]
     fn raw_columns_round_trip_and_bad_buffers_are_refused() {
         let array = StringArray::from(vec![Some("I21"), None, Some("J18")]);
-        let back = array_from_raw(raw_column(&array).unwrap()).unwrap();
+        let back = array_from_raw(raw_column(&array).unwrap().into_owned()).unwrap();
         assert_eq!(back.as_string::<i32>(), &array);
 
-        let mut raw = raw_column(&array).unwrap();
+        let mut raw = raw_column(&array).unwrap().into_owned();
         raw.values = vec![0xff, 0xfe, 0xfd, 0xfc, 0xfb, 0xfa];
         assert!(
             array_from_raw(raw)
@@ -231,7 +277,9 @@ mod tests {
                 .contains("invalid column buffers")
         );
 
-        let mut raw = raw_column(&Float64Array::from(vec![1.0, 2.0])).unwrap();
+        let mut raw = raw_column(&Float64Array::from(vec![1.0, 2.0]))
+            .unwrap()
+            .into_owned();
         raw.len = 3;
         assert!(
             array_from_raw(raw).is_err(),

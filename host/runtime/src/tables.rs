@@ -15,7 +15,7 @@ use arrow_ipc::writer::{
 use arrow_schema::SchemaRef;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use crate::raw::{raw_column, wit_type};
+use crate::raw::{RawColumnOut, raw_column, wit_type};
 use crate::world::tables::{self, Column, RawColumn, TableError};
 
 /// A source of record batches for one granted table.
@@ -138,7 +138,44 @@ impl HasData for HasTables {
 
 /// Link the `tables` interface.
 pub fn add_to_linker<T: TablesView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    tables::add_to_linker::<T, HasTables>(linker, |t| t.tables())
+    tables::add_to_linker::<T, HasTables>(linker, |t| t.tables())?;
+    // The generated `batch.column` returns owned `Vec`s, which would copy
+    // every column once on the host before the component model copies it
+    // into the guest. Replace it with one that lends the Arrow buffers.
+    linker.allow_shadowing(true);
+    linker
+        .instance("cleanroom:analysis/tables@0.1.0")?
+        .func_wrap(
+            "[method]batch.column",
+            |mut store: wasmtime::StoreContextMut<'_, T>,
+             (this, index): (Resource<BatchHandle>, u32)| {
+                let mut view = store.data_mut().tables();
+                Ok((column_lent(&mut view, this, index)?,))
+            },
+        )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// A batch's column as lent Arrow buffers.
+fn column_lent(
+    view: &mut TablesCtxView<'_>,
+    this: Resource<BatchHandle>,
+    index: u32,
+) -> wasmtime::Result<Result<RawColumnOut, TableError>> {
+    let batch = &view.table.get(&this)?.batch;
+    let Some(array) = batch.columns().get(index as usize) else {
+        return Ok(Err(TableError::InvalidColumn(format!(
+            "column {index} is out of range: the batch has {} columns",
+            batch.num_columns()
+        ))));
+    };
+    let raw = match raw_column(array.as_ref()) {
+        Ok(raw) => raw,
+        Err(e) => return Ok(Err(TableError::InvalidColumn(e))),
+    };
+    view.ctx.bytes_read += raw.byte_len();
+    Ok(Ok(raw))
 }
 
 impl tables::Host for TablesCtxView<'_> {
@@ -239,21 +276,9 @@ impl tables::HostBatch for TablesCtxView<'_> {
         this: Resource<BatchHandle>,
         index: u32,
     ) -> wasmtime::Result<Result<RawColumn, TableError>> {
-        let batch = &self.table.get(&this)?.batch;
-        let Some(array) = batch.columns().get(index as usize) else {
-            return Ok(Err(TableError::InvalidColumn(format!(
-                "column {index} is out of range: the batch has {} columns",
-                batch.num_columns()
-            ))));
-        };
-        let raw = match raw_column(array.as_ref()) {
-            Ok(raw) => raw,
-            Err(e) => return Ok(Err(TableError::InvalidColumn(e))),
-        };
-        self.ctx.bytes_read += (raw.values.len()
-            + raw.offsets.as_ref().map_or(0, Vec::len)
-            + raw.validity.as_ref().map_or(0, Vec::len)) as u64;
-        Ok(Ok(raw))
+        // Shadowed in `add_to_linker` by `column_lent`, which lends the
+        // Arrow buffers instead of copying them into a `Vec` first.
+        Ok(column_lent(self, this, index)?.map(RawColumnOut::into_owned))
     }
 
     fn drop(&mut self, rep: Resource<BatchHandle>) -> wasmtime::Result<()> {
