@@ -29,6 +29,10 @@ for p in tests/programs/python/*.py; do
   scripts/build-python.sh "$p" "$CLEANROOM_PYTHON_GUESTS/py_$(basename "$p" .py).wasm"
 done
 
+say "building the SQL engine component"
+scripts/build-sql.sh
+export CLEANROOM_SQL_ENGINE="$CARGO_TARGET_DIR/sql-engine/cleanroom_sql.wasm"
+
 say "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -86,3 +86,31 @@ B1,1954,2024,male,i21.4,6,discharged
 B2,1964,2024,female,J18.9,3,deceased
 B3,1974,2024,male,j18.1,7,discharged
 ";
+
+/// Laboratory results for some of site A's patients (another owner's table,
+/// linkable on `patient_id`).
+pub const LABS_CSV: &str = "\
+patient_id,test,value
+A1,hba1c,6.0
+A2,hba1c,7.0
+A3,hba1c,8.0
+A4,hba1c,5.5
+A5,hba1c,6.5
+";
+
+/// The SQL engine component built by `scripts/build-sql.sh`: its path comes
+/// from `CLEANROOM_SQL_ENGINE` (set by `scripts/test.sh`).
+pub fn sql_engine() -> PathBuf {
+    let path = std::env::var_os("CLEANROOM_SQL_ENGINE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/sql-engine/cleanroom_sql.wasm")
+        });
+    assert!(
+        path.exists(),
+        "SQL engine {} missing: run scripts/build-sql.sh (scripts/test.sh does) or set CLEANROOM_SQL_ENGINE",
+        path.display()
+    );
+    path
+}

@@ -19,8 +19,16 @@ use crate::{input, progress};
 /// Arguments of `run-local`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The analysis component (.wasm).
-    module: PathBuf,
+    /// The analysis component (.wasm). Not needed with --sql.
+    #[arg(required_unless_present = "sql")]
+    module: Option<PathBuf>,
+    /// Run this SQL query with the SQL engine component instead of a module;
+    /// each --table is a SQL table of that name, the result is table `result`.
+    #[arg(long, conflicts_with = "params")]
+    sql: Option<String>,
+    /// The SQL engine component (built by scripts/build-sql.sh).
+    #[arg(long, env = "CLEANROOM_SQL_ENGINE")]
+    engine: Option<PathBuf>,
     /// A table to grant, as NAME=FILE (or FILE, named after its stem). CSV,
     /// Parquet or Arrow IPC. Repeat for several tables.
     #[arg(long = "table", short = 't', value_name = "NAME=FILE")]
@@ -48,10 +56,22 @@ pub(crate) struct Args {
 
 pub(crate) fn run(args: Args) -> Result<()> {
     let limits = limits(&args)?;
-    let params = match args.params.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read params from {path}"))?,
-        None => args.params.clone(),
+    let (module_path, params) = match (&args.sql, &args.module) {
+        (Some(sql), _) => {
+            let engine = args.engine.clone().ok_or_else(|| {
+                anyhow!("--sql needs the SQL engine component: pass --engine PATH or set CLEANROOM_SQL_ENGINE (scripts/build-sql.sh builds it)")
+            })?;
+            (engine, sql_params(sql))
+        }
+        (None, Some(module)) => {
+            let params = match args.params.strip_prefix('@') {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read params from {path}"))?,
+                None => args.params.clone(),
+            };
+            (module.clone(), params)
+        }
+        (None, None) => bail!("give an analysis component, or --sql QUERY"),
     };
     if !params.trim().is_empty() {
         serde_json::from_str::<serde_json::Value>(&params)
@@ -68,17 +88,16 @@ pub(crate) fn run(args: Args) -> Result<()> {
         grants.insert(name, Arc::new(table) as Arc<dyn TableSource>);
     }
 
-    let bytes = std::fs::read(&args.module)
-        .with_context(|| format!("cannot read {}", args.module.display()))?;
-    let bar = progress::spinner(format!("compiling {}", args.module.display()));
+    let bytes = std::fs::read(&module_path)
+        .with_context(|| format!("cannot read {}", module_path.display()))?;
+    let bar = progress::spinner(format!("compiling {}", module_path.display()));
     let runtime = Runtime::new(RuntimeConfig {
         max_memory_bytes: limits.max_memory_bytes,
         max_concurrent_runs: 1,
     })?;
-    let module = runtime
-        .load(&bytes)
-        .with_context(|| format!("cannot load {}", args.module.display()))?;
-    bar.set_message(format!("running {}", args.module.display()));
+    let module = load_cached(&runtime, &bytes)
+        .with_context(|| format!("cannot load {}", module_path.display()))?;
+    bar.set_message(format!("running {}", module_path.display()));
     let result = runtime.run(&module, grants, &params, &limits, None);
     bar.finish_and_clear();
     let output = result.map_err(|e| anyhow!("run failed ({}): {e}", e.kind()))?;
@@ -103,6 +122,50 @@ pub(crate) fn run(args: Args) -> Result<()> {
         print_summary(&args.out, &module.id(), &output);
     }
     Ok(())
+}
+
+/// Compile `bytes`, reusing native code cached under the user's cache
+/// directory (keyed by the component's SHA-256 and the engine's
+/// compatibility key). This is the researcher's own machine; the enclave
+/// instead seals its artifacts.
+fn load_cached(runtime: &Runtime, bytes: &[u8]) -> Result<Arc<cleanroom_runtime::Module>> {
+    let digest: [u8; 32] = Sha256::digest(bytes).into();
+    let dir = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("cleanroom").join("compiled"));
+    let path = dir.as_ref().map(|d| {
+        d.join(format!(
+            "{}-{}.cwasm",
+            hex::encode(digest),
+            runtime.compatibility_key()
+        ))
+    });
+    if let Some(path) = &path
+        && let Ok(native) = std::fs::read(path)
+    {
+        // SAFETY: written below by `serialize` on an engine with the same
+        // compatibility key, in the user's own cache directory.
+        if let Ok(module) = unsafe { runtime.load_precompiled(digest, &native) } {
+            return Ok(module);
+        }
+    }
+    let module = runtime.load(bytes)?;
+    if let (Some(dir), Some(path)) = (&dir, &path)
+        && let Ok(native) = module.serialize()
+        && std::fs::create_dir_all(dir).is_ok()
+    {
+        let tmp = path.with_extension("tmp");
+        if std::fs::write(&tmp, native).is_ok() {
+            let _ = std::fs::rename(&tmp, path);
+        }
+    }
+    Ok(module)
+}
+
+/// The params of a SQL run: what owners pin when they approve a query.
+pub(crate) fn sql_params(sql: &str) -> String {
+    serde_json::json!({ "sql": sql }).to_string()
 }
 
 fn limits(args: &Args) -> Result<Limits> {

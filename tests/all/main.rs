@@ -6,6 +6,7 @@ mod examples;
 mod load;
 mod programs;
 mod server;
+mod sql;
 
 use std::sync::{Arc, OnceLock};
 

@@ -22,6 +22,10 @@ pub(crate) struct GrantArgs {
     /// Pin the exact params (JSON text) the module may run with.
     #[arg(long, conflicts_with = "params_digest")]
     params: Option<String>,
+    /// Approve this SQL query (for the SQL engine module): pins its params
+    /// and records the query text in the grant for everyone to read.
+    #[arg(long, conflicts_with_all = ["params", "params_digest"])]
+    sql: Option<String>,
     /// Pin the params by digest (SHA-256 hex).
     #[arg(long)]
     params_digest: Option<String>,
@@ -186,6 +190,19 @@ pub(crate) fn grant(conn: &Conn, args: GrantArgs) -> Result<()> {
         None => (1, vec![], vec![], vec![], OutputRules::default()),
     };
     grants.retain(|g| g.module != args.module);
+    let (params, note) = match &args.sql {
+        Some(sql) => {
+            eprintln!(
+                "you are approving this query, exactly:\n\n    {}\n",
+                sql.replace('\n', "\n    ")
+            );
+            (
+                Some(crate::run_local::sql_params(sql)),
+                Some(format!("SQL: {sql}")),
+            )
+        }
+        None => (args.params.clone(), args.note.clone()),
+    };
     grants.push(Grant {
         module: args.module.clone(),
         researchers: if args.researchers.is_empty() {
@@ -193,14 +210,10 @@ pub(crate) fn grant(conn: &Conn, args: GrantArgs) -> Result<()> {
         } else {
             Researchers::Only(args.researchers)
         },
-        params_digest: args
-            .params
-            .as_deref()
-            .map(params_digest)
-            .or(args.params_digest),
+        params_digest: params.as_deref().map(params_digest).or(args.params_digest),
         expires_at: args.expires_in_days.map(|d| now + d * 86_400),
         max_runs: args.max_runs,
-        note: args.note,
+        note,
     });
     if !args.hidden.is_empty() {
         hidden = args.hidden;

@@ -55,8 +55,11 @@ pub(crate) struct SubmitArgs {
     #[arg(long = "input", value_name = "NAME=DATASET")]
     inputs: Vec<String>,
     /// The run's params (JSON text, or @FILE).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", conflicts_with = "sql")]
     params: String,
+    /// Run this SQL query (the module must be the SQL engine).
+    #[arg(long)]
+    sql: Option<String>,
     /// Wait for the run to finish and print its outcome.
     #[arg(long)]
     wait: bool,
@@ -72,11 +75,12 @@ pub(crate) fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
             .ok_or_else(|| anyhow!("--input takes NAME=DATASET, got {spec:?}"))?;
         inputs.insert(name.to_string(), dataset.to_string());
     }
-    let params = match args.params.strip_prefix('@') {
-        Some(path) => {
+    let params = match (&args.sql, args.params.strip_prefix('@')) {
+        (Some(sql), _) => crate::run_local::sql_params(sql),
+        (None, Some(path)) => {
             std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?
         }
-        None => args.params.clone(),
+        (None, None) => args.params.clone(),
     };
     let request = RunRequest {
         module: args.module.clone(),

@@ -177,6 +177,16 @@ impl Runtime {
         })
     }
 
+    /// A key that changes whenever native code from this engine would not
+    /// load in another (wasmtime version, target, settings): part of the
+    /// name of any precompiled-artifact cache.
+    pub fn compatibility_key(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+
     /// The engine-wide settings.
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
@@ -332,6 +342,10 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         .max_memories_per_component(8)
         .max_tables_per_component(64)
         .table_elements(200_000)
+        // Large components (the DataFusion SQL engine) have ~1.9 MB of
+        // per-instance function metadata.
+        .max_core_instance_size(16 << 20)
+        .max_component_instance_size(16 << 20)
         .max_memory_size(config.max_memory_bytes as usize);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     c

@@ -1,0 +1,100 @@
+//! A SQL engine for cleanroom: the run's params carry the query, the granted
+//! tables are the SQL tables, and the result is published as a table.
+//!
+//! Params: `{"sql": "SELECT ...", "output": "result"}` (`output` optional).
+//! The engine is a component like any analysis, so owners approve the
+//! engine's hash *and* pin the query by its params digest.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use serde::Deserialize;
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "analysis",
+    generate_all,
+});
+
+use cleanroom::analysis::{output, tables};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    /// The query.
+    sql: String,
+    /// Name of the published result table.
+    #[serde(default = "default_output")]
+    output: String,
+}
+
+fn default_output() -> String {
+    "result".into()
+}
+
+struct Engine;
+
+impl Guest for Engine {
+    fn run(params: String) -> Result<(), String> {
+        let params: Params = serde_json::from_str(&params)
+            .map_err(|e| format!("invalid params: {e}; expected {{\"sql\": \"SELECT ...\"}}"))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| format!("cannot start the engine: {e}"))?;
+        runtime.block_on(query(params))
+    }
+}
+
+export!(Engine);
+
+async fn query(params: Params) -> Result<(), String> {
+    // One partition, one thread: the sandbox is single-threaded anyway.
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+    let start = std::time::Instant::now();
+    for name in tables::granted() {
+        let (schema, batches) = read_table(&name)?;
+        let table = MemTable::try_new(schema, vec![batches]).map_err(|e| format!("table {name}: {e}"))?;
+        ctx.register_table(name.as_str(), Arc::new(table))
+            .map_err(|e| format!("table {name}: {e}"))?;
+    }
+    let loaded = start.elapsed();
+    let frame = ctx.sql(&params.sql).await.map_err(|e| format!("SQL error: {e}"))?;
+    let schema = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame.collect().await.map_err(|e| format!("SQL error: {e}"))?;
+    output::log(
+        output::Level::Info,
+        &format!(
+            "tables loaded in {:.3} ms; query ran in {:.3} ms",
+            loaded.as_secs_f64() * 1e3,
+            (start.elapsed() - loaded).as_secs_f64() * 1e3
+        ),
+    );
+    let mut writer = StreamWriter::try_new(Vec::new(), &schema).map_err(|e| e.to_string())?;
+    for batch in &batches {
+        writer.write(batch).map_err(|e| e.to_string())?;
+    }
+    let ipc = writer.into_inner().map_err(|e| e.to_string())?;
+    output::publish_table(&params.output, &ipc).map_err(|e| format!("publishing the result: {e:?}"))
+}
+
+/// Read a granted table: its schema message followed by every batch message
+/// is one Arrow IPC stream.
+fn read_table(name: &str) -> Result<(datafusion::arrow::datatypes::SchemaRef, Vec<RecordBatch>), String> {
+    let table = tables::open(name).map_err(|e| format!("table {name}: {e:?}"))?;
+    let mut stream = table.schema_ipc();
+    loop {
+        match table.next_batch().map_err(|e| format!("table {name}: {e:?}"))? {
+            Some(batch) => stream.extend_from_slice(&batch.ipc()),
+            None => break,
+        }
+    }
+    let reader = StreamReader::try_new(Cursor::new(stream), None).map_err(|e| format!("table {name}: {e}"))?;
+    let schema = reader.schema();
+    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| format!("table {name}: {e}"))?;
+    Ok((schema, batches))
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Build the SQL engine component (guest-sdk/sql: DataFusion for
+# wasm32-wasip2) into $CARGO_TARGET_DIR/sql-engine/cleanroom_sql.wasm.
+# Incremental: a second build with no change takes seconds.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$CLEANROOM_ROOT"
+ensure_rust
+if ! command -v clang >/dev/null || ! command -v llvm-ar >/dev/null || [ ! -d /usr/include/wasm32-wasi ]; then
+  say "installing clang, llvm and wasi-libc (C parts of the engine's dependencies, for wasm)"
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq clang llvm wasi-libc libclang-rt-dev-wasm32 >/dev/null
+fi
+out="$CARGO_TARGET_DIR/sql-engine"
+say "building the SQL engine component (DataFusion; the first build takes several minutes)"
+CC_wasm32_wasip2="$CLEANROOM_ROOT/scripts/wasm-cc.sh" AR_wasm32_wasip2=llvm-ar \
+  cargo build --release --locked --target wasm32-wasip2 \
+  --manifest-path guest-sdk/sql/Cargo.toml --target-dir "$out/build"
+cp "$out/build/wasm32-wasip2/release/cleanroom_sql.wasm" "$out/cleanroom_sql.wasm"
+echo "built $out/cleanroom_sql.wasm ($(du -h "$out/cleanroom_sql.wasm" | cut -f1))" >&2
