@@ -32,7 +32,7 @@ def main():
     con = duckdb.connect()
     con.execute("SET threads TO 1")
     con.register("data", table)
-    duck_time = best(lambda: con.execute(sql).fetch_arrow_table())
+    duck_time = best(lambda: con.execute(sql).fetchall())
     print(json.dumps({"datafusion_ms": df_time * 1e3, "duckdb_ms": duck_time * 1e3,
                       "datafusion_version": __import__("datafusion").__version__, "duckdb_version": duckdb.__version__}))
 
