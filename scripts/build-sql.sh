@@ -13,8 +13,13 @@ if ! command -v clang >/dev/null || ! command -v llvm-ar >/dev/null || [ ! -d /u
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq clang llvm wasi-libc libclang-rt-dev-wasm32 >/dev/null
 fi
 out="$CARGO_TARGET_DIR/sql-engine"
+mkdir -p "$out"
+# Cargo rebuilds C dependencies (and everything above them) when CC changes,
+# so the wrapper lives at a fixed path outside the clone.
+cc="$out/wasm-cc.sh"
+cmp -s "$CLEANROOM_ROOT/scripts/wasm-cc.sh" "$cc" || install -m 755 "$CLEANROOM_ROOT/scripts/wasm-cc.sh" "$cc"
 say "building the SQL engine component (DataFusion; the first build takes several minutes)"
-CC_wasm32_wasip2="$CLEANROOM_ROOT/scripts/wasm-cc.sh" AR_wasm32_wasip2=llvm-ar \
+CC_wasm32_wasip2="$cc" AR_wasm32_wasip2=llvm-ar \
   cargo build --release --locked --target wasm32-wasip2 \
   --manifest-path guest-sdk/sql/Cargo.toml --target-dir "$out/build"
 cp "$out/build/wasm32-wasip2/release/cleanroom_sql.wasm" "$out/cleanroom_sql.wasm"
