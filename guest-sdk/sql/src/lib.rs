@@ -58,14 +58,21 @@ async fn query(params: Params) -> Result<(), String> {
     let start = std::time::Instant::now();
     for name in tables::granted() {
         let (schema, batches) = read_table(&name)?;
-        let table = MemTable::try_new(schema, vec![batches]).map_err(|e| format!("table {name}: {e}"))?;
+        let table =
+            MemTable::try_new(schema, vec![batches]).map_err(|e| format!("table {name}: {e}"))?;
         ctx.register_table(name.as_str(), Arc::new(table))
             .map_err(|e| format!("table {name}: {e}"))?;
     }
     let loaded = start.elapsed();
-    let frame = ctx.sql(&params.sql).await.map_err(|e| format!("SQL error: {e}"))?;
+    let frame = ctx
+        .sql(&params.sql)
+        .await
+        .map_err(|e| format!("SQL error: {e}"))?;
     let schema = Arc::new(frame.schema().as_arrow().clone());
-    let batches = frame.collect().await.map_err(|e| format!("SQL error: {e}"))?;
+    let batches = frame
+        .collect()
+        .await
+        .map_err(|e| format!("SQL error: {e}"))?;
     output::log(
         output::Level::Info,
         &format!(
@@ -84,17 +91,25 @@ async fn query(params: Params) -> Result<(), String> {
 
 /// Read a granted table: its schema message followed by every batch message
 /// is one Arrow IPC stream.
-fn read_table(name: &str) -> Result<(datafusion::arrow::datatypes::SchemaRef, Vec<RecordBatch>), String> {
+fn read_table(
+    name: &str,
+) -> Result<(datafusion::arrow::datatypes::SchemaRef, Vec<RecordBatch>), String> {
     let table = tables::open(name).map_err(|e| format!("table {name}: {e:?}"))?;
     let mut stream = table.schema_ipc();
     loop {
-        match table.next_batch().map_err(|e| format!("table {name}: {e:?}"))? {
+        match table
+            .next_batch()
+            .map_err(|e| format!("table {name}: {e:?}"))?
+        {
             Some(batch) => stream.extend_from_slice(&batch.ipc()),
             None => break,
         }
     }
-    let reader = StreamReader::try_new(Cursor::new(stream), None).map_err(|e| format!("table {name}: {e}"))?;
+    let reader = StreamReader::try_new(Cursor::new(stream), None)
+        .map_err(|e| format!("table {name}: {e}"))?;
     let schema = reader.schema();
-    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| format!("table {name}: {e}"))?;
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("table {name}: {e}"))?;
     Ok((schema, batches))
 }
