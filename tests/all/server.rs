@@ -210,6 +210,17 @@ impl Study {
         Ok(out["run"].as_str().unwrap().to_string())
     }
 
+    /// Wait for a run to end in `state` with a reason containing `reason`.
+    pub(crate) fn expect_end(&self, run: &str, state: &str, reason: &str) {
+        let (got, status) = self.watch(run);
+        assert_eq!(got, state, "{status}");
+        let text = status["reason"].as_str().unwrap_or_default();
+        assert!(
+            text.contains(reason),
+            "expected a reason with {reason:?}: {status}"
+        );
+    }
+
     /// Wait for a run's final (or held) state.
     pub(crate) fn watch(&self, run: &str) -> (String, Value) {
         match self.s.cli(Some("researcher"), &["run", "watch", run]) {
@@ -484,15 +495,7 @@ fn hidden_columns_never_reach_the_guest() {
         .unwrap();
     st.grant("northfield", &st.b, &st.module, &[]).unwrap();
     let run = st.submit(&st.module, "{}").unwrap();
-    let (state, status) = st.watch(&run);
-    assert_eq!(state, "failed");
-    assert!(
-        status["reason"]
-            .as_str()
-            .unwrap()
-            .contains("missing column \"age\""),
-        "{status}"
-    );
+    st.expect_end(&run, "failed", "missing column \"age\"");
 }
 
 #[test]
@@ -514,15 +517,7 @@ fn identifiers_in_outputs_are_never_released() {
     )
     .unwrap();
     let run = st.submit(&copier, "{}").unwrap();
-    let (state, status) = st.watch(&run);
-    assert_eq!(state, "withheld");
-    assert!(
-        status["reason"]
-            .as_str()
-            .unwrap()
-            .contains("identifier column"),
-        "{status}"
-    );
+    st.expect_end(&run, "withheld", "identifier column");
     let err = err_text(st.fetch(&run));
     assert!(err.contains("withheld"), "{err}");
 }
@@ -532,15 +527,7 @@ fn small_groups_can_refuse_and_outputs_are_size_capped() {
     let st = Study::new();
     st.grant_both(&["--min-group", "5", "--refuse-small-groups"]);
     let run = st.submit(&st.module, r#"{"min_group": 1}"#).unwrap();
-    let (state, status) = st.watch(&run);
-    assert_eq!(state, "withheld");
-    assert!(
-        status["reason"]
-            .as_str()
-            .unwrap()
-            .contains("groups smaller than 5"),
-        "{status}"
-    );
+    st.expect_end(&run, "withheld", "groups smaller than 5");
 
     st.grant(
         "northfield",
@@ -552,15 +539,7 @@ fn small_groups_can_refuse_and_outputs_are_size_capped() {
     // The owners' byte limit is the sandbox's output budget: the run ends
     // as soon as it publishes more.
     let run = st.submit(&st.module, r#"{"min_group": 10}"#).unwrap();
-    let (state, status) = st.watch(&run);
-    assert_eq!(state, "failed");
-    assert!(
-        status["reason"]
-            .as_str()
-            .unwrap()
-            .contains("output limit of 0 bytes"),
-        "{status}"
-    );
+    st.expect_end(&run, "failed", "output limit of 0 bytes");
 }
 
 #[test]
@@ -697,15 +676,7 @@ fn tampered_module_files_on_disk_are_never_run() {
         flip(&blobs.join("artifacts").join(&module));
     });
     let run = st.submit(&st.module, "{}").unwrap();
-    let (state, status) = st.watch(&run);
-    assert_eq!(state, "failed");
-    assert!(
-        status["reason"]
-            .as_str()
-            .unwrap()
-            .contains("does not match its hash"),
-        "{status}"
-    );
+    st.expect_end(&run, "failed", "does not match its hash");
 }
 
 #[test]

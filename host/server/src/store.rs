@@ -135,6 +135,20 @@ impl SqliteStorage {
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().expect("database lock is never poisoned")
     }
+
+    /// The JSON `body` of the row `sql` selects for `key`, decoded.
+    fn one<T: for<'de> Deserialize<'de>>(&self, sql: &str, key: &str) -> ApiResult<Option<T>> {
+        let body: Option<String> = self.conn().query_row(sql, [key], |r| r.get(0)).optional()?;
+        body.map(|b| from_json(&b)).transpose()
+    }
+
+    /// The JSON `body` of every row `sql` selects, decoded.
+    fn all<T: for<'de> Deserialize<'de>>(&self, sql: &str) -> ApiResult<Vec<T>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(sql)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.map(|r| from_json(&r?)).collect()
+    }
 }
 
 fn to_json<T: Serialize>(v: &T) -> ApiResult<String> {
@@ -165,20 +179,11 @@ impl Storage for SqliteStorage {
     }
 
     fn dataset(&self, id: &str) -> ApiResult<Option<DatasetRow>> {
-        let body: Option<String> = self
-            .conn()
-            .query_row("SELECT body FROM datasets WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        body.map(|b| from_json(&b)).transpose()
+        self.one("SELECT body FROM datasets WHERE id = ?1", id)
     }
 
     fn datasets(&self) -> ApiResult<Vec<DatasetRow>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT body FROM datasets ORDER BY id")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        rows.map(|r| from_json(&r?)).collect()
+        self.all("SELECT body FROM datasets ORDER BY id")
     }
 
     fn put_module(&self, hash: &str, uploader: &str, bytes: u64, created: u64) -> ApiResult<()> {
@@ -206,15 +211,10 @@ impl Storage for SqliteStorage {
     }
 
     fn policy(&self, dataset: &str) -> ApiResult<Option<serde_json::Value>> {
-        let body: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT body FROM policies WHERE dataset = ?1 ORDER BY version DESC LIMIT 1",
-                [dataset],
-                |r| r.get(0),
-            )
-            .optional()?;
-        body.map(|b| from_json(&b)).transpose()
+        self.one(
+            "SELECT body FROM policies WHERE dataset = ?1 ORDER BY version DESC LIMIT 1",
+            dataset,
+        )
     }
 
     fn put_run(&self, run: &RunRow) -> ApiResult<()> {
@@ -226,18 +226,11 @@ impl Storage for SqliteStorage {
     }
 
     fn run(&self, id: &str) -> ApiResult<Option<RunRow>> {
-        let body: Option<String> = self
-            .conn()
-            .query_row("SELECT body FROM runs WHERE id = ?1", [id], |r| r.get(0))
-            .optional()?;
-        body.map(|b| from_json(&b)).transpose()
+        self.one("SELECT body FROM runs WHERE id = ?1", id)
     }
 
     fn runs(&self) -> ApiResult<Vec<RunRow>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT body FROM runs ORDER BY created DESC, id")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        rows.map(|r| from_json(&r?)).collect()
+        self.all("SELECT body FROM runs ORDER BY created DESC, id")
     }
 
     fn count_admitted_runs(&self, dataset: &str, module: &str, researcher: &str) -> ApiResult<u64> {
@@ -270,10 +263,7 @@ impl Storage for SqliteStorage {
     }
 
     fn audit(&self) -> ApiResult<Vec<serde_json::Value>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT body FROM audit ORDER BY seq")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        rows.map(|r| from_json(&r?)).collect()
+        self.all("SELECT body FROM audit ORDER BY seq")
     }
 
     fn remember_nonce(&self, party: &str, nonce: &str, created: u64) -> ApiResult<bool> {
