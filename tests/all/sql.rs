@@ -130,29 +130,27 @@ fn owners_approve_the_query_and_identifiers_never_leave() {
                      JOIN labs l ON s.patient_id = l.patient_id GROUP BY s.diagnosis ORDER BY s.diagnosis";
     let leaky =
         "SELECT s.patient_id, l.value FROM st_marys s JOIN labs l ON s.patient_id = l.patient_id";
-    for (owner, dataset) in [("st_marys", &a), ("lab", &labs)] {
-        for q in [aggregate, leaky] {
-            let grant = s.cli(
-                Some(owner),
-                &[
-                    "policy",
-                    "grant",
-                    "--dataset",
-                    dataset,
-                    "--module",
-                    &module,
-                    "--sql",
-                    q,
-                    "--identifier",
-                    "patient_id",
-                    "--min-group",
-                    "2",
-                ],
-            );
-            grant.unwrap();
+    // Both owners approve the engine with exactly query `q` (a grant per
+    // module: each call replaces the previous approval).
+    let approve = |q: &str, k: &str| {
+        for (owner, dataset) in [("st_marys", &a), ("lab", &labs)] {
+            let args = [
+                "policy",
+                "grant",
+                "--dataset",
+                dataset,
+                "--module",
+                &module,
+                "--sql",
+                q,
+            ];
+            let rules = ["--identifier", "patient_id", "--min-group", k];
+            s.cli(Some(owner), &[&args[..], &rules[..]].concat())
+                .unwrap();
         }
-    }
-    // Grants are per module: the second grant replaced the first, so only `leaky` is approved now.
+    };
+    approve(leaky, "2");
+    // Only `leaky` is approved now.
     let submit = |q: &str| {
         let st = format!("st_marys={a}");
         let lb = format!("labs={labs}");
@@ -175,26 +173,7 @@ fn owners_approve_the_query_and_identifiers_never_leave() {
         "an identifier in the output is never released: {err}"
     );
 
-    for (owner, dataset) in [("st_marys", &a), ("lab", &labs)] {
-        s.cli(
-            Some(owner),
-            &[
-                "policy",
-                "grant",
-                "--dataset",
-                dataset,
-                "--module",
-                &module,
-                "--sql",
-                aggregate,
-                "--identifier",
-                "patient_id",
-                "--min-group",
-                "3",
-            ],
-        )
-        .unwrap();
-    }
+    approve(aggregate, "3");
     let done = submit(aggregate).unwrap();
     assert_eq!(done["state"], "released");
     let run = done["run"].as_str().unwrap();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float64Type;
-use cleanroom_runtime::{Grants, Limits, MemTable, Runtime, RuntimeConfig, TableSource};
+use cleanroom_runtime::{Grants, Limits, MemTable, Module, Runtime, RuntimeConfig, TableSource};
 use cleanroom_tests::*;
 
 const SUM_ROWS: usize = 10_000_000;
@@ -45,25 +45,27 @@ fn grants(table: &MemTable) -> Grants {
     g
 }
 
+/// Wall times of `n` empty-params runs of `module` (after `warmup` runs), sorted.
+fn timed_runs(runtime: &Runtime, module: &Module, warmup: usize, n: usize) -> Vec<Duration> {
+    let run = || {
+        let start = Instant::now();
+        runtime
+            .run(module, Grants::new(), "", &Limits::default(), None)
+            .expect("run succeeds");
+        start.elapsed()
+    };
+    (0..warmup).for_each(|_| {
+        run();
+    });
+    let mut samples: Vec<Duration> = (0..n).map(|_| run()).collect();
+    samples.sort();
+    samples
+}
+
 /// Instantiate + call an empty analysis, many times.
 fn empty_rust(runtime: &Runtime) {
     let module = runtime.load(&program(EMPTY)).expect("empty loads");
-    let limits = Limits::default();
-    for _ in 0..200 {
-        runtime
-            .run(&module, Grants::new(), "", &limits, None)
-            .expect("warm-up run");
-    }
-    let mut samples: Vec<Duration> = (0..5000)
-        .map(|_| {
-            let start = Instant::now();
-            runtime
-                .run(&module, Grants::new(), "", &limits, None)
-                .expect("empty run");
-            start.elapsed()
-        })
-        .collect();
-    samples.sort();
+    let samples = timed_runs(runtime, &module, 200, 5000);
     println!(
         "| empty Rust analysis, instantiate + run (5000 runs) | p50 {} / p99 {} | p50 ≤ 20 µs, p99 ≤ 100 µs |",
         micros(percentile(&samples, 0.5)),
@@ -146,22 +148,8 @@ fn python(runtime: &Runtime, table: &MemTable) {
     let module =
         unsafe { fresh.load_precompiled(compiled.digest(), &native_code) }.expect("deserialize");
     let load = start.elapsed();
+    let samples = timed_runs(&fresh, &module, 20, 500);
     let limits = Limits::default();
-    for _ in 0..20 {
-        fresh
-            .run(&module, Grants::new(), "", &limits, None)
-            .expect("warm-up");
-    }
-    let mut samples: Vec<Duration> = (0..500)
-        .map(|_| {
-            let start = Instant::now();
-            fresh
-                .run(&module, Grants::new(), "", &limits, None)
-                .expect("python empty run");
-            start.elapsed()
-        })
-        .collect();
-    samples.sort();
     println!(
         "| Python component ({} MB): compile / load precompiled | {:.2} s / {:.1} ms | — |",
         bytes.len() / 1_000_000,
