@@ -1,6 +1,6 @@
 //! `cleanroom run-local`: the enclave's runtime and limits, on your machine.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,13 @@ use cleanroom_runtime::limits::{
     DEFAULT_MAX_MEMORY_BYTES, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_TIMEOUT,
 };
 use cleanroom_runtime::output::TableOutput;
-use cleanroom_runtime::{Grants, Limits, RunOutput, Runtime, RuntimeConfig, TableSource};
+use cleanroom_policy::{Candidate, Content, EgressInput, IdentifierCollector};
+use cleanroom_proto::policy::{Policy, SignedPolicy};
+use cleanroom_proto::run::{Disposition, OutputKind, OutputReport};
+use cleanroom_runtime::tables::Tapped;
+use cleanroom_runtime::{
+    Grants, Limits, MemTable, RunOutput, Runtime, RuntimeConfig, TableSource,
+};
 use sha2::{Digest, Sha256};
 
 use crate::{input, progress};
@@ -52,6 +58,39 @@ pub(crate) struct Args {
     /// Print the run summary as JSON on stdout instead of text.
     #[arg(long)]
     json: bool,
+    /// A dataset policy (JSON, signed or not) to apply as the enclave would: hidden columns
+    /// are withheld from the analysis, and each output is reported as released, held for
+    /// review or refused, with the codes of the rules that fired.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+}
+
+/// Read a policy file: a `SignedPolicy` (as `cleanroom policy show --json` prints) or a bare
+/// `Policy`.
+fn read_policy(path: &Path) -> Result<Policy> {
+    let text =
+        std::fs::read(path).with_context(|| format!("cannot read policy {}", path.display()))?;
+    if let Ok(signed) = serde_json::from_slice::<SignedPolicy>(&text) {
+        return Ok(signed.policy);
+    }
+    serde_json::from_slice::<Policy>(&text)
+        .with_context(|| format!("{} is neither a signed policy nor a policy", path.display()))
+}
+
+/// A table with the policy's hidden columns projected away.
+fn hide(table: MemTable, hidden: &[String]) -> Result<MemTable> {
+    let schema = table.schema();
+    let keep: Vec<usize> = (0..schema.fields().len())
+        .filter(|i| !hidden.iter().any(|h| h.eq_ignore_ascii_case(schema.field(*i).name())))
+        .collect();
+    let batches = table
+        .batches()
+        .map(|b| {
+            b.map_err(|e| anyhow!(e))
+                .and_then(|b| b.project(&keep).map_err(Into::into))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(MemTable::new(Arc::new(schema.project(&keep)?), batches))
 }
 
 pub(crate) fn run(args: Args) -> Result<()> {
@@ -78,14 +117,27 @@ pub(crate) fn run(args: Args) -> Result<()> {
             .context("--params is not valid JSON (pass JSON text, or @FILE)")?;
     }
 
+    let policy = args.policy.as_deref().map(read_policy).transpose()?;
+    let collector = Arc::new(IdentifierCollector::new());
     let mut grants = Grants::new();
     for spec in &args.tables {
         let (name, path) = table_spec(spec)?;
         if grants.contains_key(&name) {
             bail!("table {name:?} is given twice");
         }
-        let table = input::read_table(&path)?;
-        grants.insert(name, Arc::new(table) as Arc<dyn TableSource>);
+        let mut table = input::read_table(&path)?;
+        let source: Arc<dyn TableSource> = match &policy {
+            Some(p) => {
+                table = hide(table, &p.hidden_columns)?;
+                Arc::new(Tapped::new(
+                    Arc::new(table),
+                    p.identifier_columns.clone(),
+                    collector.clone(),
+                ))
+            }
+            None => Arc::new(table),
+        };
+        grants.insert(name, source);
     }
 
     let bytes = std::fs::read(&module_path)
@@ -100,9 +152,39 @@ pub(crate) fn run(args: Args) -> Result<()> {
     bar.set_message(format!("running {}", module_path.display()));
     let result = runtime.run(&module, grants, &params, &limits, None);
     bar.finish_and_clear();
-    let output = result.map_err(|e| anyhow!("run failed ({}): {e}", e.kind()))?;
+    let output = match (result, &policy) {
+        (Ok(output), _) => output,
+        (Err(e), None) => bail!("run failed ({}): {e}", e.kind()),
+        (Err(e), Some(policy)) => {
+            // What the parties would see, and what would happen to the error text.
+            let candidates = e
+                .module_text()
+                .map(|text| Candidate {
+                    name: "error".into(),
+                    kind: OutputKind::Error,
+                    content: Content::Bytes(text.as_bytes().to_vec()),
+                })
+                .into_iter()
+                .collect();
+            let reports = egress(policy, &collector, candidates);
+            eprintln!("{}", describe(&reports, &args.out));
+            bail!("run failed ({}): {e}", e.kind());
+        }
+    };
 
     let written = write_outputs(&args.out, &output)?;
+    let decisions = match &policy {
+        Some(policy) => {
+            let reports = egress(policy, &collector, output.clone_candidates());
+            std::fs::create_dir_all(&args.out)?;
+            std::fs::write(
+                args.out.join("policy.json"),
+                serde_json::to_vec_pretty(&reports)?,
+            )?;
+            Some(reports)
+        }
+        None => None,
+    };
     let summary = serde_json::json!({
         "module": module.id(),
         "params_sha256": hex::encode(Sha256::digest(params.as_bytes())),
@@ -111,6 +193,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         "bytes_published": output.stats.bytes_published,
         "outputs": written,
         "log_lines": output.logs.len(),
+        "policy": decisions,
     });
     std::fs::write(
         args.out.join("run.json"),
@@ -120,8 +203,64 @@ pub(crate) fn run(args: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print_summary(&args.out, &module.id(), &output);
+        if let Some(reports) = &decisions {
+            println!("{}", describe(reports, &args.out));
+        }
     }
     Ok(())
+}
+
+/// What the policy decision point would decide for these outputs.
+fn egress(
+    policy: &Policy,
+    collector: &IdentifierCollector,
+    outputs: Vec<Candidate>,
+) -> Vec<(String, OutputReport)> {
+    let identifier_columns: BTreeSet<String> = policy
+        .identifier_columns
+        .iter()
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let identifiers = collector.build();
+    let names: Vec<String> = outputs.iter().map(|c| c.name.clone()).collect();
+    cleanroom_policy::decide(EgressInput {
+        outputs,
+        rules: &policy.output,
+        identifier_columns: &identifier_columns,
+        identifiers: &identifiers,
+        reviewed: policy.output.review_required,
+    })
+    .into_iter()
+    .zip(names)
+    .map(|(d, name)| (name, d.report))
+    .collect()
+}
+
+fn describe(reports: &[(String, OutputReport)], dir: &Path) -> String {
+    let mut out = String::from("under the policy, in the enclave:\n");
+    for (name, r) in reports {
+        let verdict = match r.disposition {
+            Disposition::Release => "released",
+            Disposition::Hold => "held for review",
+            Disposition::Refuse => "REFUSED",
+        };
+        let codes: Vec<String> = r.codes.iter().map(ToString::to_string).collect();
+        out.push_str(&format!(
+            "  {:<6} {:<24} {verdict}{}\n",
+            format!("{:?}", r.kind).to_lowercase(),
+            name,
+            if codes.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", codes.join(", "))
+            }
+        ));
+    }
+    out.push_str(&format!(
+        "(decisions in {})",
+        dir.join("policy.json").display()
+    ));
+    out
 }
 
 /// Compile `bytes`, reusing native code cached under the user's cache
@@ -165,7 +304,7 @@ fn load_cached(runtime: &Runtime, bytes: &[u8]) -> Result<Arc<cleanroom_runtime:
 
 /// The params of a SQL run: what owners pin when they approve a query.
 pub(crate) fn sql_params(sql: &str) -> String {
-    serde_json::json!({ "sql": sql }).to_string()
+    cleanroom_proto::run::SqlParams::canonical(sql)
 }
 
 fn limits(args: &Args) -> Result<Limits> {
@@ -220,11 +359,8 @@ fn write_outputs(dir: &Path, output: &RunOutput) -> Result<BTreeMap<String, Stri
             format!("table, {} rows", table.num_rows()),
         );
     }
-    for (name, value) in &output.outputs.json {
-        std::fs::write(
-            dir.join(format!("{name}.json")),
-            serde_json::to_vec_pretty(value)?,
-        )?;
+    for (name, text) in &output.outputs.json {
+        std::fs::write(dir.join(format!("{name}.json")), text)?;
         written.insert(name.clone(), "json".into());
     }
     if !output.outputs.files.is_empty() {
@@ -304,8 +440,7 @@ fn print_summary(dir: &Path, module_id: &str, output: &RunOutput) {
             }
         }
     }
-    for (name, value) in &output.outputs.json {
-        let text = value.to_string();
+    for (name, text) in &output.outputs.json {
         let short: String = text.chars().take(100).collect();
         println!(
             "  json   {:<24} {short}{}",

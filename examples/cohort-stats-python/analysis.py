@@ -96,6 +96,7 @@ def run(params):
             "mortality_pct": [r["died_pct"] for r in stats.rows],
         },
         types={"group": "utf8", "patients": "int64", "mean_age": "float64", "mean_los_days": "float64", "mortality_pct": "float64"},
+        counts=["patients"],
     )
     cleanroom.publish_json(
         "summary",

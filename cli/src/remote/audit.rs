@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow};
 use cleanroom_proto::PartyId;
-use cleanroom_proto::audit::{AuditEntry, SignedHead, verify_log};
+use cleanroom_proto::audit::{AuditItem, AuditPage, SignedHead, verify_items};
 
 use super::Conn;
 use super::attest::{Trust, verify_server};
@@ -12,7 +12,7 @@ use super::attest::{Trust, verify_server};
 /// `cleanroom audit verify`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct VerifyArgs {
-    /// Verify a saved log (JSON from `cleanroom audit export` or GET /v1/audit) instead of fetching it.
+    /// Verify a saved log (written by `--save`) instead of fetching it.
     #[arg(long)]
     file: Option<PathBuf>,
     /// The enclave signing key (hex) the head must be signed by. Without it,
@@ -26,13 +26,39 @@ pub(crate) struct VerifyArgs {
     trust: Trust,
 }
 
+/// A party's view of the whole log: every link, the entries that concern it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SavedLog {
+    items: Vec<AuditItem>,
+    head: SignedHead,
+}
+
+/// Fetch the whole log, page by page, as the signer may see it.
+fn fetch_log(client: &super::client::Client) -> Result<SavedLog> {
+    let mut items: Vec<AuditItem> = Vec::new();
+    loop {
+        let page: AuditPage = serde_json::from_value(
+            client.signed("GET", &format!("/v1/audit?from={}", items.len()), b"")?,
+        )
+        .context("malformed audit page")?;
+        items.extend(page.items);
+        if page.next.is_none() {
+            return Ok(SavedLog {
+                items,
+                head: page.head,
+            });
+        }
+    }
+}
+
 pub(crate) fn verify(conn: &Conn, args: VerifyArgs) -> Result<()> {
     let client = conn.client()?;
-    let log: serde_json::Value = match &args.file {
+    let log: SavedLog = match &args.file {
         Some(path) => serde_json::from_slice(
             &std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
-        )?,
-        None => client.get_public("/v1/audit")?,
+        )
+        .context("malformed saved audit log")?,
+        None => fetch_log(&client)?,
     };
     if let Some(path) = &args.save {
         std::fs::write(path, serde_json::to_vec_pretty(&log)?)?;
@@ -41,20 +67,20 @@ pub(crate) fn verify(conn: &Conn, args: VerifyArgs) -> Result<()> {
         Some(k) => k,
         None => PartyId(verify_server(&client, &args.trust)?.keys.signing_public_key),
     };
-    let entries: Vec<AuditEntry> =
-        serde_json::from_value(log["entries"].clone()).context("malformed audit entries")?;
-    let head: SignedHead =
-        serde_json::from_value(log["head"].clone()).context("malformed audit head")?;
-    verify_log(&entries, &head, Some(&enclave))
+    verify_items(&log.items, &log.head, Some(&enclave))
         .map_err(|e| anyhow!("the audit log does not verify: {e}"))?;
-    let value = serde_json::json!({ "verified": true, "entries": entries.len(), "head": head });
+    let visible = log.items.iter().filter(|i| i.entry.is_some()).count();
+    let value = serde_json::json!({
+        "verified": true, "entries": log.items.len(), "visible": visible, "head": log.head,
+    });
     conn.print(&value, || {
         let mut out = format!(
-            "audit log verified: {} entries, hash-chained, head signed by enclave {}\n",
-            entries.len(),
+            "audit log verified: {} entries ({visible} concern you, the rest are hashes), \
+             hash-chained, head signed by enclave {}\n",
+            log.items.len(),
             enclave.short()
         );
-        for e in &entries {
+        for e in log.items.iter().filter_map(|i| i.entry.as_ref()) {
             out.push_str(&format!(
                 "  #{:<4} {:<20} {:<40} {}\n",
                 e.seq,

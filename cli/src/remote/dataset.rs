@@ -120,14 +120,14 @@ pub(crate) fn push(conn: &Conn, args: PushArgs) -> Result<()> {
 }
 
 pub(crate) fn list(conn: &Conn) -> Result<()> {
-    let answer = conn.client()?.get_public("/v1/datasets")?;
+    let answer = conn.client()?.signed("GET", "/v1/datasets", b"")?;
     conn.print(&answer, || {
         let mut out = String::new();
         for d in answer["datasets"].as_array().into_iter().flatten() {
             out.push_str(&format!(
                 "{}  {} rows  owner {}…  policy v{}\n",
                 d["id"].as_str().unwrap_or("?"),
-                d["rows"],
+                d["rows"].as_u64().map_or("?".into(), |r| r.to_string()),
                 &d["owner"].as_str().unwrap_or("?")
                     [..12.min(d["owner"].as_str().unwrap_or("?").len())],
                 d["policy_version"]

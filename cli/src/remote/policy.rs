@@ -2,7 +2,10 @@
 
 use anyhow::{Result, bail};
 use cleanroom_proto::PartyId;
-use cleanroom_proto::policy::{Grant, OutputRules, Policy, Researchers, SignedPolicy, SmallGroups};
+use anyhow::Context as _;
+use cleanroom_proto::policy::{
+    Grant, OutputRules, Policy, Researchers, Rounding, SignedPolicy, SmallGroups, Unchecked,
+};
 use cleanroom_proto::run::params_digest;
 
 use super::Conn;
@@ -32,9 +35,16 @@ pub(crate) struct GrantArgs {
     /// The grant expires after this many days.
     #[arg(long)]
     expires_in_days: Option<u64>,
-    /// At most this many runs per researcher.
+    /// At most this many runs in total, across all researchers.
     #[arg(long)]
     max_runs: Option<u64>,
+    /// Allow unlimited runs by any researcher (needed for a grant without --researcher and
+    /// without --max-runs: repeated runs enable differencing attacks).
+    #[arg(long)]
+    unlimited: bool,
+    /// Pin the run's full input set as NAME=DATASET; repeat (include this dataset).
+    #[arg(long = "input", value_name = "NAME=DATASET")]
+    inputs: Vec<String>,
     /// A note shown to other parties (e.g. what the analysis is for).
     #[arg(long)]
     note: Option<String>,
@@ -59,6 +69,28 @@ pub(crate) struct GrantArgs {
     /// Hold outputs until you review them.
     #[arg(long)]
     review: bool,
+    /// A reviewer for this dataset (party id); repeat. Default: you.
+    #[arg(long = "reviewer")]
+    reviewers: Vec<PartyId>,
+    /// How many distinct reviewers must release (OpenSAFELY uses two).
+    #[arg(long)]
+    min_reviewers: Option<u32>,
+    /// What happens to outputs the enclave cannot check (free JSON, files, tables without a
+    /// declared count column): `review` or `refuse`.
+    #[arg(long, value_parser = ["review", "refuse"])]
+    unchecked: Option<String>,
+    /// Rounding of released counts: `none`, `redact7-round5` (OpenSAFELY) or `midpoint6`.
+    #[arg(long, value_parser = ["none", "redact7-round5", "midpoint6"])]
+    rounding: Option<String>,
+    /// Treat zero counts as not disclosive (structural zeros are released).
+    #[arg(long)]
+    zeros_not_disclosive: bool,
+    /// Smallest residual degrees of freedom of a model output.
+    #[arg(long)]
+    min_residual_df: Option<u64>,
+    /// Most outputs a run may publish (at most 32).
+    #[arg(long)]
+    max_outputs: Option<u32>,
     /// Largest total output, MiB.
     #[arg(long)]
     max_output_mib: Option<u64>,
@@ -75,12 +107,25 @@ pub(crate) struct RevokeArgs {
     module: Option<String>,
 }
 
+/// The dataset's current policy, verified: signed by this CLI's own key (the owner) for this
+/// dataset. Whoever answers over the network cannot slip a grant into the next version.
 fn current(conn: &Conn, dataset: &str) -> Result<Option<SignedPolicy>> {
-    match conn
-        .client()?
-        .get_public(&format!("/v1/datasets/{dataset}/policy"))
-    {
-        Ok(v) => Ok(Some(serde_json::from_value(v)?)),
+    let client = conn.client()?;
+    let me = client.identity()?.party();
+    match client.signed("GET", &format!("/v1/datasets/{dataset}/policy"), b"") {
+        Ok(v) => {
+            let signed: SignedPolicy = serde_json::from_value(v)?;
+            signed
+                .verify()
+                .context("the server's copy of the policy does not verify")?;
+            if signed.owner != me || signed.policy.dataset != dataset {
+                bail!(
+                    "the server answered with a policy not signed by you for dataset {dataset}; \
+                     refusing to build on it"
+                );
+            }
+            Ok(Some(signed))
+        }
         Err(e) if e.to_string().contains("not-found") => Ok(None),
         Err(e) => Err(e),
     }
@@ -127,7 +172,12 @@ fn describe(signed: &SignedPolicy) -> String {
             out.push_str(&format!(", params pinned {}…", &d[..12.min(d.len())]));
         }
         if let Some(n) = g.max_runs {
-            out.push_str(&format!(", at most {n} runs"));
+            out.push_str(&format!(", at most {n} runs in total"));
+        } else if g.unlimited {
+            out.push_str(", UNLIMITED runs");
+        }
+        if let Some(inputs) = &g.inputs {
+            out.push_str(&format!(", inputs pinned to {} dataset(s)", inputs.len()));
         }
         if let Some(t) = g.expires_at {
             out.push_str(&format!(", expires at {t}"));
@@ -189,7 +239,24 @@ pub(crate) fn grant(conn: &Conn, args: GrantArgs) -> Result<()> {
         ),
         None => (1, vec![], vec![], vec![], OutputRules::default()),
     };
-    grants.retain(|g| g.module != args.module);
+    let researchers = if args.researchers.is_empty() {
+        Researchers::Any
+    } else {
+        Researchers::Only(args.researchers.clone())
+    };
+    if researchers == Researchers::Any && args.max_runs.is_none() && !args.unlimited {
+        bail!(
+            "a grant to any researcher needs --max-runs N (in total), or --unlimited to allow \
+             unlimited runs by anyone; or name researchers with --researcher"
+        );
+    }
+    let mut pinned = std::collections::BTreeMap::new();
+    for spec in &args.inputs {
+        let (name, dataset) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--input takes NAME=DATASET, got {spec:?}"))?;
+        pinned.insert(name.to_string(), dataset.to_string());
+    }
     let (params, note) = match &args.sql {
         Some(sql) => {
             eprintln!(
@@ -203,17 +270,19 @@ pub(crate) fn grant(conn: &Conn, args: GrantArgs) -> Result<()> {
         }
         None => (args.params.clone(), args.note.clone()),
     };
+    let params_digest = params.as_deref().map(params_digest).or(args.params_digest);
+    // One module may hold several grants with different pinned params (one approved SQL
+    // query each); a new grant replaces only the module's grant with the same pin.
+    grants.retain(|g| !(g.module == args.module && g.params_digest == params_digest));
     grants.push(Grant {
         module: args.module.clone(),
-        researchers: if args.researchers.is_empty() {
-            Researchers::Any
-        } else {
-            Researchers::Only(args.researchers)
-        },
-        params_digest: params.as_deref().map(params_digest).or(args.params_digest),
+        researchers,
+        params_digest,
         expires_at: args.expires_in_days.map(|d| now + d * 86_400),
         max_runs: args.max_runs,
         note,
+        inputs: (!pinned.is_empty()).then_some(pinned),
+        unlimited: args.unlimited,
     });
     if !args.hidden.is_empty() {
         hidden = args.hidden;
@@ -234,6 +303,32 @@ pub(crate) fn grant(conn: &Conn, args: GrantArgs) -> Result<()> {
     rules.review_required |= args.review;
     if let Some(m) = args.max_output_mib {
         rules.max_output_bytes = m << 20;
+    }
+    if !args.reviewers.is_empty() {
+        rules.reviewers = args.reviewers;
+    }
+    if let Some(n) = args.min_reviewers {
+        rules.min_reviewers = n;
+    }
+    match args.unchecked.as_deref() {
+        Some("review") => rules.unchecked = Some(Unchecked::Review),
+        Some("refuse") => rules.unchecked = Some(Unchecked::Refuse),
+        _ => {}
+    }
+    match args.rounding.as_deref() {
+        Some("none") => rules.rounding = Rounding::None,
+        Some("redact7-round5") => rules.rounding = Rounding::Redact7Round5,
+        Some("midpoint6") => rules.rounding = Rounding::Midpoint6,
+        _ => {}
+    }
+    if args.zeros_not_disclosive {
+        rules.zeros_disclosive = false;
+    }
+    if let Some(df) = args.min_residual_df {
+        rules.min_residual_df = df;
+    }
+    if let Some(n) = args.max_outputs {
+        rules.max_outputs = n;
     }
     publish(
         conn,

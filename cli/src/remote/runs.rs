@@ -9,8 +9,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use cleanroom_proto::PartyId;
-use cleanroom_proto::receipt::SignedReceipt;
-use cleanroom_proto::run::RunRequest;
+use cleanroom_proto::run::{
+    HeldBundle, OutputKind, OutputReport, ResultBundle, RunRequest, RunState, RunStatus,
+    SealedOutput, open_output, output_context,
+};
 use sha2::{Digest, Sha256};
 
 use super::Conn;
@@ -105,44 +107,65 @@ pub(crate) struct WatchArgs {
     run: String,
 }
 
-const FINAL: &[&str] = &[
-    "rejected",
-    "failed",
-    "released",
-    "withheld",
-    "cancelled",
-    "held_for_review",
-];
+/// One line per output decision, for people.
+pub(crate) fn describe_outputs(reports: &[OutputReport]) -> String {
+    reports
+        .iter()
+        .map(|r| {
+            let codes: Vec<String> = r.codes.iter().map(ToString::to_string).collect();
+            format!(
+                "  output {} ({:?}): {:?}{}",
+                r.index,
+                r.kind,
+                r.disposition,
+                if codes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", codes.join(", "))
+                }
+            )
+            .to_lowercase()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
 
 /// Follow a run until it is final (or held for review).
 pub(crate) fn watch(conn: &Conn, args: WatchArgs) -> Result<()> {
     let client = conn.client()?;
     let path = format!("/v1/runs/{}", args.run);
-    let mut last = String::new();
+    let mut last = None;
     let bar = crate::progress::spinner(format!("run {}", args.run));
     // Poll every 2 ms for the first 50 ms (most runs finish in
     // milliseconds), then back off to 200 ms.
     let mut delay = Duration::from_millis(2);
     let started = std::time::Instant::now();
     loop {
-        let status = client.signed("GET", &path, b"")?;
-        let state = status["state"].as_str().unwrap_or("?").to_string();
-        if state != last {
+        let value = client.signed("GET", &path, b"")?;
+        let status: RunStatus = serde_json::from_value(value.clone()).context("malformed run status")?;
+        let state = status.state;
+        if Some(state) != last {
             bar.set_message(format!("run {}: {state}", args.run));
-            last = state.clone();
+            last = Some(state);
         }
-        if FINAL.contains(&state.as_str()) {
+        if state.is_final() || state == RunState::HeldForReview {
             bar.finish_and_clear();
-            conn.print(&status, || {
-                let reason = status["reason"]
-                    .as_str()
+            conn.print(&value, || {
+                let reason = status
+                    .reason
+                    .as_ref()
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default();
-                format!("run {} {state}{reason}", args.run)
+                let mut out = format!("run {} {state}{reason}", args.run);
+                if !status.outputs.is_empty() {
+                    out.push('\n');
+                    out.push_str(&describe_outputs(&status.outputs));
+                }
+                out
             });
             if matches!(
-                state.as_str(),
-                "failed" | "rejected" | "withheld" | "cancelled"
+                state,
+                RunState::Failed | RunState::Rejected | RunState::Withheld | RunState::Cancelled
             ) {
                 bail!("run {} ended {state}", args.run);
             }
@@ -189,8 +212,8 @@ pub(crate) fn fetch(conn: &Conn, args: FetchArgs) -> Result<()> {
     let verified = verify_server(&client, &args.trust)?;
     let enclave = PartyId(verified.keys.signing_public_key);
     let answer = client.signed("GET", &format!("/v1/runs/{}/result", args.run), b"")?;
-    let receipt: SignedReceipt =
-        serde_json::from_value(answer["receipt"].clone()).context("malformed receipt")?;
+    let bundle: ResultBundle = serde_json::from_value(answer).context("malformed result")?;
+    let receipt = bundle.receipt;
     receipt
         .verify(Some(&enclave))
         .context("the receipt is not signed by the attested enclave")?;
@@ -198,67 +221,19 @@ pub(crate) fn fetch(conn: &Conn, args: FetchArgs) -> Result<()> {
         bail!("the receipt is for another run or researcher");
     }
     std::fs::create_dir_all(&args.out)?;
-    let mut lines = Vec::new();
-    for o in answer["outputs"].as_array().into_iter().flatten() {
-        let name = o["name"].as_str().unwrap_or_default();
-        let kind = o["kind"].as_str().unwrap_or_default();
-        cleanroom_runtime::output::validate_name(name)
-            .map_err(|e| anyhow!("server sent a bad output name: {e}"))?;
-        let sealed = B64.decode(o["sealed"].as_str().unwrap_or_default())?;
-        let plain = cleanroom_proto::sealed::open_sealed(
-            identity,
-            &format!("{}/{name}", args.run),
-            &sealed,
-        )
-        .with_context(|| format!("cannot decrypt output {name}"))?;
+    let lines = write_outputs(conn, &args.run, "result", identity, &bundle.outputs, &args.out, |index, sealed| {
         let listed = receipt
             .receipt
             .outputs
             .iter()
-            .find(|r| r.name == name)
-            .ok_or_else(|| anyhow!("output {name} is not in the receipt"))?;
-        if listed.sha256 != hex::encode(Sha256::digest(&plain)) {
-            bail!("output {name} does not match the digest in the receipt");
+            .find(|r| r.index == index)
+            .ok_or_else(|| anyhow!("output {index} is not in the receipt"))?;
+        let ciphertext = B64.decode(sealed)?;
+        if listed.ciphertext_sha256 != hex::encode(Sha256::digest(&ciphertext)) {
+            bail!("output {index} does not match the digest in the receipt");
         }
-        match kind {
-            "table" => {
-                let (schema, batches) =
-                    cleanroom_runtime::output::decode_stream(&plain).map_err(|e| anyhow!(e))?;
-                std::fs::write(args.out.join(format!("{name}.arrows")), &plain)?;
-                let mut csv = arrow_csv::WriterBuilder::new()
-                    .with_header(true)
-                    .build(std::fs::File::create(args.out.join(format!("{name}.csv")))?);
-                for b in &batches {
-                    csv.write(b)?;
-                }
-                let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-                lines.push(format!(
-                    "  table {name}: {rows} rows × {} columns → {name}.csv",
-                    schema.fields().len()
-                ));
-                if !conn.json {
-                    let text = arrow_cast::pretty::pretty_format_batches(&batches)?.to_string();
-                    lines.extend(text.lines().map(|l| format!("      {l}")));
-                }
-            }
-            "json" => {
-                std::fs::write(args.out.join(format!("{name}.json")), &plain)?;
-                lines.push(format!(
-                    "  json {name}: {}",
-                    String::from_utf8_lossy(&plain)
-                ));
-            }
-            "log" => {
-                std::fs::write(args.out.join("log.txt"), &plain)?;
-                lines.push("  log → log.txt".to_string());
-            }
-            _ => {
-                std::fs::create_dir_all(args.out.join("files"))?;
-                std::fs::write(args.out.join("files").join(name), &plain)?;
-                lines.push(format!("  file {name}: {} bytes", plain.len()));
-            }
-        }
-    }
+        Ok(())
+    })?;
     std::fs::write(
         args.out.join("receipt.json"),
         serde_json::to_vec_pretty(&receipt)?,
@@ -276,6 +251,70 @@ pub(crate) fn fetch(conn: &Conn, args: FetchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Decrypt sealed outputs into `dir` (tables as `.arrows` and `.csv`, JSON, log, error text,
+/// files); `check` vets each ciphertext first. Returns a line per output for people.
+fn write_outputs(
+    conn: &Conn,
+    run: &str,
+    purpose: &str,
+    identity: &cleanroom_proto::Identity,
+    outputs: &[SealedOutput],
+    dir: &std::path::Path,
+    check: impl Fn(u32, &str) -> Result<()>,
+) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for o in outputs {
+        check(o.index, &o.sealed)?;
+        let sealed = B64.decode(&o.sealed)?;
+        let plain = open_output(identity, &output_context(run, purpose, o.index), &sealed)
+            .with_context(|| format!("cannot decrypt output {}", o.index))?;
+        let name = plain.name.as_str();
+        cleanroom_runtime::output::validate_name(name)
+            .map_err(|e| anyhow!("server sent a bad output name: {e}"))?;
+        let bytes = &plain.bytes;
+        match plain.kind {
+            OutputKind::Table => {
+                let (schema, batches) =
+                    cleanroom_runtime::output::decode_stream(bytes).map_err(|e| anyhow!(e))?;
+                std::fs::write(dir.join(format!("{name}.arrows")), bytes)?;
+                let mut csv = arrow_csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(std::fs::File::create(dir.join(format!("{name}.csv")))?);
+                for b in &batches {
+                    csv.write(b)?;
+                }
+                let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                lines.push(format!(
+                    "  table {name}: {rows} rows × {} columns → {name}.csv",
+                    schema.fields().len()
+                ));
+                if !conn.json {
+                    let text = arrow_cast::pretty::pretty_format_batches(&batches)?.to_string();
+                    lines.extend(text.lines().map(|l| format!("      {l}")));
+                }
+            }
+            OutputKind::Json => {
+                std::fs::write(dir.join(format!("{name}.json")), bytes)?;
+                lines.push(format!("  json {name}: {}", String::from_utf8_lossy(bytes)));
+            }
+            OutputKind::Log => {
+                std::fs::write(dir.join("log.txt"), bytes)?;
+                lines.push("  log → log.txt".to_string());
+            }
+            OutputKind::Error => {
+                std::fs::write(dir.join("error.txt"), bytes)?;
+                lines.push(format!("  error: {}", String::from_utf8_lossy(bytes)));
+            }
+            OutputKind::File => {
+                std::fs::create_dir_all(dir.join("files"))?;
+                std::fs::write(dir.join("files").join(name), bytes)?;
+                lines.push(format!("  file {name}: {} bytes", bytes.len()));
+            }
+        }
+    }
+    Ok(lines)
+}
+
 /// `cleanroom review show|release|withhold`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ReviewArgs {
@@ -284,40 +323,33 @@ pub(crate) struct ReviewArgs {
     /// Why (recorded in the audit log).
     #[arg(long)]
     reason: Option<String>,
+    /// Where `review show` writes the decrypted outputs.
+    #[arg(long, short = 'o', default_value = "review")]
+    out: PathBuf,
 }
 
 pub(crate) fn review(conn: &Conn, args: ReviewArgs, decision: Option<&str>) -> Result<()> {
     let client = conn.client()?;
     let Some(decision) = decision else {
-        let status = client.signed("GET", &format!("/v1/runs/{}", args.run), b"")?;
-        conn.print(&status, || {
-            let mut out = format!(
-                "run {} is {}\n",
+        // Held outputs come sealed to this reviewer's own key, named in the signed query.
+        let identity = client.identity()?;
+        let path = format!(
+            "/v1/runs/{}/held?hpke={}",
+            args.run,
+            hex::encode(identity.hpke_public())
+        );
+        let held: HeldBundle =
+            serde_json::from_value(client.signed("GET", &path, b"")?).context("malformed held outputs")?;
+        std::fs::create_dir_all(&args.out)?;
+        let lines = write_outputs(conn, &args.run, "review", identity, &held.outputs, &args.out, |_, _| Ok(()))?;
+        conn.print(&serde_json::to_value(&held.reports)?, || {
+            format!(
+                "run {} awaits your review\n{}\n{}\ndecrypted outputs in {}",
                 args.run,
-                status["state"].as_str().unwrap_or("?")
-            );
-            for o in status["review"].as_array().into_iter().flatten() {
-                let bytes = B64
-                    .decode(o["bytes"].as_str().unwrap_or_default())
-                    .unwrap_or_default();
-                let shown = match o["kind"].as_str() {
-                    Some("table") => cleanroom_runtime::output::decode_stream(&bytes)
-                        .ok()
-                        .and_then(|(_, b)| {
-                            arrow_cast::pretty::pretty_format_batches(&b)
-                                .ok()
-                                .map(|t| t.to_string())
-                        })
-                        .unwrap_or_default(),
-                    _ => String::from_utf8_lossy(&bytes).into_owned(),
-                };
-                out.push_str(&format!(
-                    "{} ({}):\n{shown}\n",
-                    o["name"].as_str().unwrap_or("?"),
-                    o["kind"].as_str().unwrap_or("?")
-                ));
-            }
-            out
+                describe_outputs(&held.reports),
+                lines.join("\n"),
+                args.out.display()
+            )
         });
         return Ok(());
     };

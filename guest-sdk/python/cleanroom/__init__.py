@@ -336,13 +336,25 @@ def _infer(present: Sequence[Any]) -> str:
     raise AnalysisError(f"cannot publish a column mixing {kinds}; pass types= to choose one of {_PUBLISH_TYPES}")
 
 
-def publish_table(name: str, columns: Dict[str, Sequence[Any]], types: Optional[Dict[str, str]] = None) -> None:
+def publish_table(
+    name: str,
+    columns: Dict[str, Sequence[Any]],
+    types: Optional[Dict[str, str]] = None,
+    counts: Sequence[str] = (),
+) -> None:
     """Publish a table given as ``{column name: list of values}``; ``types``
     optionally fixes column types (bool, int64, float64, utf8), which matters
-    when a column may be empty."""
+    when a column may be empty. ``counts`` names the columns holding group
+    counts: the data owners' small-group rules apply to them, and a table with
+    a declared count column can be released without review."""
     lengths = {len(v) for v in columns.values()}
     if len(lengths) > 1:
         raise AnalysisError(f"columns of table {name!r} have different lengths {sorted(lengths)}")
+    missing = [c for c in counts if c not in columns]
+    if missing:
+        raise AnalysisError(f"count columns {missing} are not columns of table {name!r}")
+    if counts:
+        _output.declare_counts(name, list(counts))
     types = types or {}
     raw = [(col, _raw_column(values, types.get(col))) for col, values in columns.items()]
     try:

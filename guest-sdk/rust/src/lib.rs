@@ -446,10 +446,32 @@ pub fn publish_table(name: &str, batch: &RecordBatch) -> Result<()> {
     publish_batches(name, &batch.schema(), std::slice::from_ref(batch))
 }
 
+/// A non-null Int64 field declared as a group count (Arrow field metadata
+/// `cleanroom:count = "true"`): the data owners' small-group rules apply to it,
+/// and a table with a declared count column can be released without review.
+pub fn count_field(name: &str) -> arrow_schema::Field {
+    arrow_schema::Field::new(name, arrow_schema::DataType::Int64, false).with_metadata(
+        [("cleanroom:count".to_string(), "true".to_string())]
+            .into_iter()
+            .collect(),
+    )
+}
+
+/// Declare columns of a table output (published before or after) as group counts.
+pub fn declare_counts(table: &str, columns: &[&str]) {
+    let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+    output::declare_counts(table, &columns);
+}
+
 /// Publish a serde value as a JSON output.
 pub fn publish_json<T: serde::Serialize + ?Sized>(name: &str, value: &T) -> Result<()> {
     let json = serde_json::to_string(value)?;
     Ok(output::publish_json(name, &json)?)
+}
+
+/// Publish JSON text as it is (numbers and key order exactly as written).
+pub fn publish_json_text(name: &str, json: &str) -> Result<()> {
+    Ok(output::publish_json(name, json)?)
 }
 
 /// Publish a small file.

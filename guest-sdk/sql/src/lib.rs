@@ -8,10 +8,14 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
+use std::collections::HashSet;
+
+use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::Deserialize;
 
@@ -68,10 +72,15 @@ async fn query(params: Params) -> Result<(), String> {
         .sql(&params.sql)
         .await
         .map_err(|e| format!("SQL error: {e}"))?;
-    let schema = Arc::new(frame.schema().as_arrow().clone());
+    let counts = count_columns(frame.logical_plan());
+    let schema = Arc::new(declare_counts(frame.schema().as_arrow(), &counts));
     let batches = frame
         .collect()
         .await
+        .map_err(|e| format!("SQL error: {e}"))?
+        .into_iter()
+        .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("SQL error: {e}"))?;
     output::log(
         output::Level::Info,
@@ -87,6 +96,78 @@ async fn query(params: Params) -> Result<(), String> {
     }
     let ipc = writer.into_inner().map_err(|e| e.to_string())?;
     output::publish_table(&params.output, &ipc).map_err(|e| format!("publishing the result: {e:?}"))
+}
+
+/// Output columns of `plan` that are `COUNT` aggregates, aliased or not, followed through
+/// projections, sorts, filters and limits. They are declared as counts (field metadata
+/// `cleanroom:count`), so the data owners' small-group rules apply to them.
+fn count_columns(plan: &LogicalPlan) -> HashSet<String> {
+    match plan {
+        LogicalPlan::Aggregate(agg) => {
+            let groups = agg.group_expr.len();
+            agg.aggr_expr
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| is_count(e))
+                .map(|(i, _)| agg.schema.field(groups + i).name().clone())
+                .collect()
+        }
+        LogicalPlan::Projection(p) => {
+            let inner = count_columns(&p.input);
+            p.expr
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| {
+                    let mut e: &Expr = e;
+                    while let Expr::Alias(alias) = e {
+                        e = &alias.expr;
+                    }
+                    match e {
+                        Expr::Column(c) => inner.contains(&c.name),
+                        other => is_count(other),
+                    }
+                })
+                .map(|(i, _)| p.schema.field(i).name().clone())
+                .collect()
+        }
+        LogicalPlan::Sort(_)
+        | LogicalPlan::Filter(_)
+        | LogicalPlan::Limit(_)
+        | LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Distinct(_) => plan
+            .inputs()
+            .first()
+            .map(|input| count_columns(input))
+            .unwrap_or_default(),
+        _ => HashSet::new(),
+    }
+}
+
+fn is_count(expr: &Expr) -> bool {
+    let mut e = expr;
+    while let Expr::Alias(alias) = e {
+        e = &alias.expr;
+    }
+    matches!(e, Expr::AggregateFunction(f) if f.func.name().eq_ignore_ascii_case("count"))
+}
+
+/// `schema` with `counts` marked as count columns.
+fn declare_counts(schema: &Schema, counts: &HashSet<String>) -> Schema {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let f = f.as_ref().clone();
+            if counts.contains(f.name()) {
+                let mut meta = f.metadata().clone();
+                meta.insert("cleanroom:count".into(), "true".into());
+                f.with_metadata(meta)
+            } else {
+                f
+            }
+        })
+        .collect();
+    Schema::new_with_metadata(fields, schema.metadata().clone())
 }
 
 /// Read a granted table: its schema message followed by every batch message

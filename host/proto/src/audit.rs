@@ -39,9 +39,22 @@ pub struct AuditEntry {
     pub detail: serde_json::Value,
     /// Hex hash of the previous entry, [`GENESIS_PREV`] for the first.
     pub prev: String,
+    /// Who the entry concerns; `None`: every party (uploads, grants). Others see only its
+    /// hash and link.
+    #[serde(default)]
+    pub parties: Option<Vec<PartyId>>,
+    /// Random hex: an entry hidden from a party is served as its hash alone, and the salt
+    /// keeps that hash from confirming a guessed entry.
+    #[serde(default)]
+    pub salt: String,
 }
 
 impl AuditEntry {
+    /// Whether `party` may read this entry in full.
+    pub fn concerns(&self, party: &PartyId) -> bool {
+        self.parties.as_ref().is_none_or(|p| p.contains(party))
+    }
+
     /// SHA-256 over [`AUDIT_DOMAIN`] followed by the entry's canonical JSON (sorted keys).
     pub fn hash(&self) -> [u8; 32] {
         Sha256::digest(canonical_bytes(AUDIT_DOMAIN, self)).into()
@@ -84,6 +97,8 @@ impl AuditChain {
             subject: subject.into(),
             detail,
             prev: hex::encode(self.head_hash()),
+            parties: None,
+            salt: String::new(),
         };
         self.head = Some(entry.hash());
         self.entries.push(entry);
@@ -226,4 +241,96 @@ fn check_links(entries: &[AuditEntry]) -> Result<Option<[u8; 32]>, AuditError> {
         prev = Some(entry.hash());
     }
     Ok(prev)
+}
+
+/// One position of the log as a party sees it: the link (`seq`, `prev`, `hash`) always, the
+/// entry itself only if it concerns that party. Every party can check every link up to the
+/// signed head, so truncation and rewriting are caught by anyone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditItem {
+    /// Position in the log.
+    pub seq: u64,
+    /// Hex hash of the entry before.
+    pub prev: String,
+    /// Hex hash of this entry.
+    pub hash: String,
+    /// The entry, when it concerns the reader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<AuditEntry>,
+}
+
+impl AuditItem {
+    /// The item for `entry` as `reader` may see it.
+    pub fn view(entry: &AuditEntry, reader: &PartyId) -> Self {
+        Self {
+            seq: entry.seq,
+            prev: entry.prev.clone(),
+            hash: hex::encode(entry.hash()),
+            entry: entry.concerns(reader).then(|| entry.clone()),
+        }
+    }
+}
+
+/// A page of `GET /v1/audit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditPage {
+    /// Items from the requested seq on.
+    pub items: Vec<AuditItem>,
+    /// The enclave-signed head of the whole log.
+    pub head: SignedHead,
+    /// The seq to ask for next, if there are more.
+    pub next: Option<u64>,
+}
+
+/// Verifies a party's view of the whole log (from seq 0) against a signed head: every shown
+/// entry hashes to its item's hash, every `prev` is the hash of the item before, seqs are
+/// contiguous, and the last item is the head.
+pub fn verify_items(
+    items: &[AuditItem],
+    head: &SignedHead,
+    expected_enclave: Option<&PartyId>,
+) -> Result<(), AuditError> {
+    if let Some(expected) = expected_enclave
+        && *expected != head.enclave_key
+    {
+        return Err(AuditError::Head(format!(
+            "signed by {}, not by the expected enclave {expected}",
+            head.enclave_key
+        )));
+    }
+    head.verify().map_err(|e| AuditError::Head(e.to_string()))?;
+    let mut prev = GENESIS_PREV.to_string();
+    for (index, item) in items.iter().enumerate() {
+        if item.seq != index as u64 {
+            return Err(AuditError::Sequence {
+                index,
+                expected: index as u64,
+                found: item.seq,
+            });
+        }
+        if item.prev != prev {
+            return Err(AuditError::BrokenLink { seq: item.seq });
+        }
+        if let Some(entry) = &item.entry
+            && (entry.seq != item.seq
+                || entry.prev != item.prev
+                || hex::encode(entry.hash()) != item.hash)
+        {
+            return Err(AuditError::BrokenLink { seq: item.seq });
+        }
+        prev = item.hash.clone();
+    }
+    let last = items.last().ok_or(AuditError::Empty)?;
+    if last.seq != head.seq {
+        return Err(AuditError::HeadSequence {
+            head_seq: head.seq,
+            last_seq: last.seq,
+        });
+    }
+    if last.hash != head.hash {
+        return Err(AuditError::HeadHash { seq: last.seq });
+    }
+    Ok(())
 }

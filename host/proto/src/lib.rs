@@ -6,7 +6,7 @@
 //! - [`keys`]: a party is an Ed25519 key ([`PartyId`]); an [`Identity`] also holds the X25519
 //!   secret that results are sealed to.
 //! - [`httpsig`]: API requests signed per RFC 9421 with an RFC 9530 `Content-Digest`.
-//! - [`policy`]: owner-signed dataset policies, the grant decision and output rules.
+//! - [`policy`]: owner-signed dataset policies and output rules (decisions: `cleanroom-policy`).
 //! - [`run`]: run requests and states; [`receipt`]: enclave-signed run receipts.
 //! - [`audit`]: the hash-chained audit log and its signed head.
 //! - [`sealed`]: HPKE encryption of results to the researcher.
@@ -18,7 +18,7 @@
 //!
 //! ```
 //! use cleanroom_proto::{
-//!     GrantDecision, Grant, Identity, OutputRules, Policy, Researchers, SignedPolicy,
+//!     Grant, Identity, OutputRules, Policy, Researchers, SignedPolicy,
 //!     httpsig, params_digest,
 //! };
 //!
@@ -38,6 +38,8 @@
 //!         expires_at: None,
 //!         max_runs: Some(3),
 //!         note: None,
+//!         inputs: None,
+//!         unlimited: false,
 //!     }],
 //!     hidden_columns: vec![],
 //!     identifier_columns: vec!["patient_id".into()],
@@ -47,7 +49,8 @@
 //! let signed = SignedPolicy::sign(policy, &owner);
 //! signed.verify()?;
 //!
-//! // The researcher signs an API request; the server verifies it, then decides.
+//! // The researcher signs an API request; the server verifies it (and `cleanroom-policy`
+//! // decides whether the run may happen).
 //! let body = br#"{"module":"..."}"#;
 //! let now = 1_700_000_100;
 //! let headers = httpsig::sign_request(
@@ -65,8 +68,9 @@
 //!     body,
 //!     now,
 //! )?;
-//! let decision = signed.policy.decide(&module, &verified.party, &params_digest("{}"), now, 0);
-//! assert_eq!(decision, GrantDecision::Allow { grant_index: 0 });
+//! assert_eq!(verified.party, researcher.party());
+//! assert!(signed.policy.grants[0].researchers.allows(&verified.party));
+//! # let _ = params_digest("{}");
 //! # Ok(())
 //! # }
 //! ```
@@ -75,6 +79,7 @@
 
 pub mod audit;
 mod canonical;
+pub mod codes;
 pub mod error;
 pub mod httpsig;
 pub mod keys;
@@ -85,13 +90,12 @@ pub mod run;
 pub mod sealed;
 mod sfv;
 
-pub use audit::{AuditChain, AuditEntry, SignedHead, verify_log};
+pub use codes::{Code, Reason};
+pub use audit::{AuditChain, AuditEntry, AuditItem, AuditPage, SignedHead, verify_items, verify_log};
 pub use error::{AuditError, Error, Result, SigError};
 pub use httpsig::{SignedHeaders, VerifiedRequest, sign_request, verify_request};
 pub use keys::{Identity, PartyId, verify_signature};
-pub use policy::{
-    Grant, GrantDecision, OutputRules, Policy, Researchers, SignedPolicy, SmallGroups,
-};
+pub use policy::{Grant, OutputRules, Policy, Researchers, SignedPolicy, SmallGroups};
 pub use receipt::{Receipt, ReceiptInput, ReceiptOutput, SignedReceipt};
 pub use run::{RunRequest, RunState, params_digest};
 pub use sealed::{open_sealed, seal_to};

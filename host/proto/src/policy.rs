@@ -1,8 +1,11 @@
-//! Owner-signed, versioned dataset policies and the grant decision.
+//! Owner-signed, versioned dataset policies. The decisions made from them live in
+//! `cleanroom-policy`.
 //!
 //! A policy is signed over [`Policy::canonical_bytes`]: the prefix `cleanroom/policy/v1\n`
 //! followed by the policy as compact JSON with sorted keys (see the crate docs); the CLI and
 //! the server both use this crate, so they agree on the bytes.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -10,8 +13,9 @@ use crate::canonical::{canonical_bytes, sha256_hex};
 use crate::error::{Error, Result};
 use crate::keys::{Identity, PartyId, decode_hex32, is_hex64, verify_signature};
 pub use crate::rules::{
-    DEFAULT_COUNT_COLUMNS, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MIN_GROUP_COUNT, OutputRules,
-    SmallGroups,
+    DEFAULT_COUNT_COLUMNS, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_OUTPUTS,
+    DEFAULT_MIN_GROUP_COUNT, DEFAULT_MIN_RESIDUAL_DF, OutputRules, Rounding, SmallGroups,
+    Unchecked,
 };
 
 /// Domain-separation prefix of a policy's signed bytes.
@@ -57,12 +61,20 @@ pub struct Grant {
     /// If set, the grant stops allowing runs at this time (Unix seconds).
     #[serde(default)]
     pub expires_at: Option<u64>,
-    /// If set, how many runs the grant allows in total.
+    /// If set, how many runs the grant allows in total, across all researchers.
     #[serde(default)]
     pub max_runs: Option<u64>,
     /// Free text for humans, e.g. the SQL being approved.
     #[serde(default)]
     pub note: Option<String>,
+    /// If set, a run must have exactly these inputs (table name the guest sees -> dataset id):
+    /// no researcher-chosen table can ride along as an unpinned parameter channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<BTreeMap<String, String>>,
+    /// An `any`-researcher grant without `max_runs` must set this, so that unlimited runs by
+    /// anyone are always a written-out choice.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unlimited: bool,
 }
 
 /// Who a grant allows. JSON: the string `"any"` or an array of party ids.
@@ -111,98 +123,41 @@ impl<'de> Deserialize<'de> for Researchers {
     }
 }
 
-/// The outcome of [`Policy::decide`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GrantDecision {
-    /// The run is allowed by `grants[grant_index]`.
-    Allow {
-        /// Index into [`Policy::grants`].
-        grant_index: usize,
-    },
-    /// The run is not allowed; the reason says what to do.
-    Deny(String),
-}
-
 impl Policy {
-    /// Decides whether `researcher` may run `module` with parameters of digest `params_digest`
-    /// at time `now`. `runs_so_far` is the number of runs the caller has already counted
-    /// against this policy version for this module (compared with each grant's `max_runs`).
-    /// The first grant that allows the run wins; otherwise the reasons of every grant for the
-    /// module are given.
-    pub fn decide(
-        &self,
-        module: &str,
-        researcher: &PartyId,
-        params_digest: &str,
-        now: u64,
-        runs_so_far: u64,
-    ) -> GrantDecision {
-        let (dataset, version) = (&self.dataset, self.version);
-        if self.grants.is_empty() {
-            return GrantDecision::Deny(format!(
-                "policy v{version} of dataset {dataset} grants nothing (access was revoked); \
-                 ask the data owner for a new policy"
-            ));
-        }
-        let mut reasons = Vec::new();
-        for (grant_index, grant) in self.grants.iter().enumerate() {
-            if grant.module != module {
-                continue;
-            }
-            match grant.refusal(researcher, params_digest, now, runs_so_far) {
-                None => return GrantDecision::Allow { grant_index },
-                Some(reason) => reasons.push(format!("grant {grant_index}: {reason}")),
-            }
-        }
-        if reasons.is_empty() {
-            return GrantDecision::Deny(format!(
-                "policy v{version} of dataset {dataset} does not grant module {module}; \
-                 ask the data owner to approve it"
-            ));
-        }
-        GrantDecision::Deny(format!(
-            "policy v{version} of dataset {dataset} refuses module {module}: {}",
-            reasons.join("; ")
-        ))
-    }
-
     /// The bytes an owner signs: [`POLICY_DOMAIN`] followed by canonical JSON.
     pub fn canonical_bytes(&self) -> Vec<u8> {
         canonical_bytes(POLICY_DOMAIN, self)
     }
+
+    /// Checks what the types cannot: every grant open to `any` researcher either caps its runs
+    /// or says `unlimited` out loud, pinned input sets name this dataset, and output rules are
+    /// in range. The server refuses a policy that fails this.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        for (i, g) in self.grants.iter().enumerate() {
+            if g.researchers == Researchers::Any && g.max_runs.is_none() && !g.unlimited {
+                return Err(format!(
+                    "grant {i}: a grant to any researcher needs max_runs, or unlimited = true to \
+                     allow unlimited runs by anyone (which enables differencing attacks)"
+                ));
+            }
+            if let Some(inputs) = &g.inputs
+                && !inputs.values().any(|d| d == &self.dataset)
+            {
+                return Err(format!(
+                    "grant {i}: the pinned input set does not include this dataset ({})",
+                    self.dataset
+                ));
+            }
+        }
+        self.output.validate()
+    }
 }
 
 impl Grant {
-    /// Why this grant does not allow the run, or `None` if it does.
-    fn refusal(&self, researcher: &PartyId, params: &str, now: u64, runs: u64) -> Option<String> {
-        if !self.researchers.allows(researcher) {
-            return Some(format!(
-                "researcher {researcher} is not named; ask the data owner to add this party id"
-            ));
-        }
-        if let Some(pinned) = &self.params_digest
-            && pinned != params
-        {
-            return Some(format!(
-                "only params with digest {pinned} are approved, these have digest {params}; \
-                 run with the approved params or ask for approval of the new ones"
-            ));
-        }
-        if let Some(expires_at) = self.expires_at
-            && now >= expires_at
-        {
-            return Some(format!(
-                "the grant expired at {expires_at}; ask the data owner to renew it"
-            ));
-        }
-        if let Some(max_runs) = self.max_runs
-            && runs >= max_runs
-        {
-            return Some(format!(
-                "all {max_runs} allowed runs were used; ask the data owner for more"
-            ));
-        }
-        None
+    /// SHA-256 hex of the grant's canonical JSON: names the grant across policy versions, so
+    /// that `max_runs` counts every run of this grant whichever version admitted it.
+    pub fn digest(&self) -> String {
+        sha256_hex(&canonical_bytes(b"cleanroom/grant/v1\n", self))
     }
 }
 

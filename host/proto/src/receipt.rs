@@ -7,7 +7,7 @@ use crate::canonical::{canonical_bytes, sha256_hex};
 use crate::error::{Error, Result};
 use crate::keys::{PartyId, verify_signature};
 use crate::policy::decode_signature;
-use crate::run::RunState;
+use crate::run::{OutputKind, RunState};
 
 /// Domain-separation prefix of a receipt's signed bytes.
 pub const RECEIPT_DOMAIN: &[u8] = b"cleanroom/receipt/v1\n";
@@ -48,24 +48,26 @@ pub struct ReceiptInput {
     pub dataset: String,
     /// SHA-256 hex of the dataset's manifest.
     pub manifest_digest: String,
-    /// The policy version the run was allowed under.
+    /// The policy version applied when the run started (what it actually ran under).
     pub policy_version: u64,
     /// [`crate::SignedPolicy::digest`] of that policy.
     pub policy_digest: String,
+    /// [`crate::Grant::digest`] of the grant that allowed the run.
+    pub grant_digest: String,
 }
 
-/// One output of a run.
+/// One released output of a run. Its name and size are inside the ciphertext: the receipt is
+/// seen by every input owner, and names and sizes are module-chosen outputs too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiptOutput {
-    /// The output's name.
-    pub name: String,
-    /// `table`, `json`, `file` or `log`.
-    pub kind: String,
-    /// SHA-256 hex of the plaintext released.
-    pub sha256: String,
-    /// Size of the plaintext released.
-    pub bytes: u64,
+    /// Position in the result bundle.
+    pub index: u32,
+    /// What kind of output.
+    pub kind: OutputKind,
+    /// SHA-256 hex of the sealed ciphertext (a digest of the plaintext would let anyone who
+    /// sees the receipt confirm a guessed low-entropy result).
+    pub ciphertext_sha256: String,
 }
 
 impl Receipt {

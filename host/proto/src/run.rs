@@ -98,3 +98,230 @@ impl fmt::Display for RunState {
         f.write_str(self.as_str())
     }
 }
+
+/// The kinds of output a run can publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputKind {
+    /// An Arrow IPC stream.
+    Table,
+    /// A JSON document, byte for byte as the module published it.
+    Json,
+    /// A file.
+    File,
+    /// The module's log lines (and stdout/stderr).
+    Log,
+    /// The module's own error text, when `run` returned an error.
+    Error,
+}
+
+impl OutputKind {
+    fn tag(self) -> u8 {
+        match self {
+            Self::Table => 1,
+            Self::Json => 2,
+            Self::File => 3,
+            Self::Log => 4,
+            Self::Error => 5,
+        }
+    }
+
+    fn from_tag(tag: u8) -> Option<Self> {
+        Some(match tag {
+            1 => Self::Table,
+            2 => Self::Json,
+            3 => Self::File,
+            4 => Self::Log,
+            5 => Self::Error,
+            _ => return None,
+        })
+    }
+}
+
+/// What the policy decided for one output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Disposition {
+    /// Released (after any suppression and rounding).
+    Release,
+    /// Held for the owners' review.
+    Hold,
+    /// Never released.
+    Refuse,
+}
+
+/// One output's fate, as every party to the run sees it: position, kind, decision and the
+/// codes of the rules that fired. No name, size or digest: those are the module's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputReport {
+    /// Position among the run's outputs.
+    pub index: u32,
+    /// Its kind.
+    pub kind: OutputKind,
+    /// What the policy decided.
+    pub disposition: Disposition,
+    /// Every rule that fired.
+    pub codes: Vec<crate::Code>,
+}
+
+/// A run as the API reports it to its researcher and input owners.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunStatus {
+    /// The run id.
+    pub run: String,
+    /// Its state.
+    pub state: RunState,
+    /// Why it is in that state, if it did not simply succeed.
+    pub reason: Option<crate::Reason>,
+    /// Who submitted it.
+    pub researcher: crate::PartyId,
+    /// The module id.
+    pub module: String,
+    /// Inputs with the policies applied (at admission, then at start).
+    pub inputs: Vec<crate::ReceiptInput>,
+    /// SHA-256 hex of the params.
+    pub params_digest: String,
+    /// Reviewers whose decision is still awaited.
+    pub pending_reviews: Vec<crate::PartyId>,
+    /// What the policy decided per output.
+    pub outputs: Vec<OutputReport>,
+    /// The enclave's receipt once final.
+    pub receipt: Option<crate::SignedReceipt>,
+    /// Submission time (Unix seconds).
+    pub created: u64,
+    /// Last change (Unix seconds).
+    pub updated: u64,
+}
+
+/// A reviewer's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewDecision {
+    /// Release the held outputs (once every required reviewer has).
+    Release,
+    /// Withhold them: the run ends withheld.
+    Withhold,
+}
+
+/// The body of `POST /v1/runs/{id}/review`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Review {
+    /// The decision.
+    pub decision: ReviewDecision,
+    /// Why, for the audit log.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The params of the SQL engine module: the query the owners approve, byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlParams {
+    /// The query.
+    pub sql: String,
+}
+
+impl SqlParams {
+    /// The canonical params text for `sql` (what grants pin and runs send).
+    pub fn canonical(sql: &str) -> String {
+        serde_json::to_string(&SqlParams {
+            sql: sql.to_string(),
+        })
+        .expect("a string always serialises")
+    }
+}
+
+/// One output sealed to one recipient (the researcher, or a reviewer). The name, kind and bytes
+/// are all inside the ciphertext; see [`seal_output`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedOutput {
+    /// Position among the run's outputs.
+    pub index: u32,
+    /// HPKE ciphertext, base64.
+    pub sealed: String,
+}
+
+/// What `GET /v1/runs/{id}/result` returns to the researcher.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultBundle {
+    /// The run id.
+    pub run: String,
+    /// The receipt (its output digests are over the `sealed` bytes).
+    pub receipt: crate::SignedReceipt,
+    /// The released outputs.
+    pub outputs: Vec<SealedOutput>,
+}
+
+/// What `GET /v1/runs/{id}/held` returns to a pending reviewer: every output the run produced
+/// (including held error text and logs), sealed to the reviewer's key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldBundle {
+    /// The run id.
+    pub run: String,
+    /// What the policy decided per output.
+    pub reports: Vec<OutputReport>,
+    /// The outputs.
+    pub outputs: Vec<SealedOutput>,
+}
+
+/// An output in the clear: what a recipient gets back from [`open_output`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlainOutput {
+    /// The module's name for it.
+    pub name: String,
+    /// Its kind.
+    pub kind: OutputKind,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// The HPKE context string of output `index` of `run` for `purpose` (`result` or `review`).
+pub fn output_context(run: &str, purpose: &str, index: u32) -> String {
+    format!("cleanroom/output/v1/{purpose}/{run}/{index}")
+}
+
+/// Seal an output to `recipient` (X25519 public key): the plaintext is
+/// `kind (1 byte) | name length (2 bytes, big-endian) | name | bytes`.
+pub fn seal_output(recipient: &[u8; 32], context: &str, output: &PlainOutput) -> Result<Vec<u8>> {
+    let name = output.name.as_bytes();
+    let len = u16::try_from(name.len())
+        .map_err(|_| crate::Error::malformed("output name", "longer than 65535 bytes"))?;
+    let mut plain = Vec::with_capacity(3 + name.len() + output.bytes.len());
+    plain.push(output.kind.tag());
+    plain.extend_from_slice(&len.to_be_bytes());
+    plain.extend_from_slice(name);
+    plain.extend_from_slice(&output.bytes);
+    crate::sealed::seal_to(recipient, context, &plain)
+}
+
+/// Open what [`seal_output`] sealed.
+pub fn open_output(
+    recipient: &crate::Identity,
+    context: &str,
+    sealed: &[u8],
+) -> Result<PlainOutput> {
+    let plain = crate::sealed::open_sealed(recipient, context, sealed)?;
+    let bad = |why: &str| crate::Error::malformed("sealed output", why.to_string());
+    let (&tag, rest) = plain.split_first().ok_or_else(|| bad("empty"))?;
+    let kind = OutputKind::from_tag(tag).ok_or_else(|| bad("unknown kind"))?;
+    if rest.len() < 2 {
+        return Err(bad("truncated"));
+    }
+    let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+    let rest = &rest[2..];
+    if rest.len() < len {
+        return Err(bad("truncated name"));
+    }
+    let name = String::from_utf8(rest[..len].to_vec()).map_err(|_| bad("name is not UTF-8"))?;
+    Ok(PlainOutput {
+        name,
+        kind,
+        bytes: rest[len..].to_vec(),
+    })
+}

@@ -41,14 +41,12 @@ pub enum RunError {
     Timeout(Duration),
     /// The analysis tried to grow its memory past the limit.
     #[error(
-        "analysis exceeded its memory limit of {limit_bytes} bytes (it asked for {requested_bytes}); \
+        "analysis exceeded its memory limit of {limit_bytes} bytes; \
          raise the limit with --max-memory or process the table batch by batch"
     )]
     MemoryLimit {
-        /// The configured limit.
+        /// The configured limit (what the guest asked for is its own business, and an output).
         limit_bytes: u64,
-        /// The size the guest asked to grow to.
-        requested_bytes: u64,
     },
     /// The analysis overflowed its call stack (usually unbounded recursion).
     #[error("analysis overflowed its stack (unbounded recursion?)")]
@@ -68,6 +66,14 @@ pub enum RunError {
         size: usize,
         /// The limit.
         limit: usize,
+    },
+    /// The analysis exceeded a sandbox resource limit (live batch handles, rewinds).
+    #[error("analysis exceeded the sandbox's limit of {limit} {what}")]
+    ResourceLimit {
+        /// What ran out.
+        what: &'static str,
+        /// The limit.
+        limit: u64,
     },
     /// The run was cancelled by its owner.
     #[error("run cancelled")]
@@ -91,6 +97,7 @@ impl RunError {
             RunError::OutputLimit(_) => "output-limit",
             RunError::LogLimit(_) => "log-limit",
             RunError::ParamsTooLarge { .. } => "params-too-large",
+            RunError::ResourceLimit { .. } => "resource-limit",
             RunError::Cancelled => "cancelled",
             RunError::Trap(_) => "trap",
             RunError::Internal(_) => "internal",

@@ -17,7 +17,11 @@ pub const DEFAULT_MAX_OPEN_TABLES: u32 = 64;
 /// Default largest params string accepted.
 pub const DEFAULT_MAX_PARAMS_BYTES: usize = 1 << 20;
 /// Default largest number of outputs (tables, JSON values, files) one run may publish.
-pub const DEFAULT_MAX_OUTPUTS: u32 = 256;
+pub const DEFAULT_MAX_OUTPUTS: u32 = 32;
+/// Default number of batch handles a guest may hold at once.
+pub const DEFAULT_MAX_LIVE_BATCHES: u32 = 1024;
+/// Default number of `rewind` calls in one run.
+pub const DEFAULT_MAX_REWINDS: u32 = 64;
 
 /// The limits of one run. The same defaults apply in the enclave and in
 /// `cleanroom run-local`, so a run that fits locally fits in the clean room.
@@ -37,6 +41,10 @@ pub struct Limits {
     pub max_params_bytes: usize,
     /// Largest number of published outputs.
     pub max_outputs: u32,
+    /// Batch handles the guest may hold at once.
+    pub max_live_batches: u32,
+    /// `rewind` calls allowed in one run (each re-reads, and re-decrypts, a table).
+    pub max_rewinds: u32,
 }
 
 impl Default for Limits {
@@ -49,6 +57,8 @@ impl Default for Limits {
             max_open_tables: DEFAULT_MAX_OPEN_TABLES,
             max_params_bytes: DEFAULT_MAX_PARAMS_BYTES,
             max_outputs: DEFAULT_MAX_OUTPUTS,
+            max_live_batches: DEFAULT_MAX_LIVE_BATCHES,
+            max_rewinds: DEFAULT_MAX_REWINDS,
         }
     }
 }
@@ -85,7 +95,6 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         if requested > self.limit {
             return Err(wasmtime::Error::new(RunError::MemoryLimit {
                 limit_bytes: self.limit,
-                requested_bytes: requested,
             }));
         }
         self.total = requested;

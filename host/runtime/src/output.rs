@@ -21,7 +21,7 @@ use crate::world::output::{self, Level, OutputError};
 use crate::world::tables::RawColumn;
 
 /// Longest output name.
-pub const MAX_NAME_LEN: usize = 128;
+pub const MAX_NAME_LEN: usize = 64;
 
 /// A published table.
 #[derive(Debug, Clone)]
@@ -48,8 +48,9 @@ impl TableOutput {
 pub struct Outputs {
     /// Published tables.
     pub tables: Vec<TableOutput>,
-    /// Published JSON values.
-    pub json: Vec<(String, serde_json::Value)>,
+    /// Published JSON documents, byte for byte as the guest wrote them (validated as JSON;
+    /// kept as text so numbers and key order survive exactly).
+    pub json: Vec<(String, String)>,
     /// Published files.
     pub files: Vec<(String, Vec<u8>)>,
 }
@@ -58,6 +59,8 @@ pub struct Outputs {
 #[derive(Debug)]
 pub struct OutputCtx {
     outputs: Outputs,
+    /// Count columns declared per table output with `declare-counts`.
+    declared: std::collections::BTreeMap<String, BTreeSet<String>>,
     names: BTreeSet<String>,
     used: u64,
     max_bytes: u64,
@@ -69,6 +72,7 @@ impl OutputCtx {
     pub(crate) fn new(max_bytes: u64, max_outputs: u32, log: LogBuffer) -> Self {
         OutputCtx {
             outputs: Outputs::default(),
+            declared: Default::default(),
             names: BTreeSet::new(),
             used: 0,
             max_bytes,
@@ -83,10 +87,27 @@ impl OutputCtx {
     }
 
     pub(crate) fn take(&mut self) -> Outputs {
-        std::mem::take(&mut self.outputs)
+        let mut outputs = std::mem::take(&mut self.outputs);
+        for table in &mut outputs.tables {
+            if let Some(columns) = self.declared.get(&table.name) {
+                declare(table, columns);
+            }
+        }
+        outputs
     }
 
-    /// Check name and budget; the error is a WIT error or a trap.
+    /// Check name and budget without charging; the error is a WIT error or a trap.
+    fn check(&mut self, name: &str, size: usize) -> wasmtime::Result<Result<(), OutputError>> {
+        if let Err(e) = validate_name(name) {
+            return Ok(Err(OutputError::InvalidName(e)));
+        }
+        if self.used.saturating_add(size as u64) > self.max_bytes {
+            return Err(wasmtime::Error::new(RunError::OutputLimit(self.max_bytes)));
+        }
+        Ok(Ok(()))
+    }
+
+    /// Check name and budget, and charge; the error is a WIT error or a trap.
     fn admit(&mut self, name: &str, size: usize) -> wasmtime::Result<Result<(), OutputError>> {
         if let Err(e) = validate_name(name) {
             return Ok(Err(OutputError::InvalidName(e)));
@@ -109,6 +130,42 @@ impl OutputCtx {
         self.used += size;
         self.names.insert(name.to_string());
         Ok(Ok(()))
+    }
+}
+
+/// Field metadata that declares a count column (read by the policy decision point).
+pub const COUNT_METADATA: &str = "cleanroom:count";
+/// Most count columns a run may declare with `declare-counts`.
+pub const MAX_DECLARED_COUNTS: usize = 256;
+
+/// Mark `columns` of `table` as counts in its schema's field metadata.
+fn declare(table: &mut TableOutput, columns: &BTreeSet<String>) {
+    let fields: Vec<Field> = table
+        .schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let mut f = f.as_ref().clone();
+            if columns.contains(f.name()) {
+                let mut meta = f.metadata().clone();
+                meta.insert(COUNT_METADATA.into(), "true".into());
+                f = f.with_metadata(meta);
+            }
+            f
+        })
+        .collect();
+    let schema = Arc::new(Schema::new_with_metadata(
+        fields,
+        table.schema.metadata().clone(),
+    ));
+    let batches: Result<Vec<RecordBatch>, _> = table
+        .batches
+        .iter()
+        .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
+        .collect();
+    if let Ok(batches) = batches {
+        table.schema = schema;
+        table.batches = batches;
     }
 }
 
@@ -164,6 +221,9 @@ impl output::Host for OutputCtxView<'_> {
         name: String,
         ipc: Vec<u8>,
     ) -> wasmtime::Result<Result<(), OutputError>> {
+        if let Err(e) = self.ctx.check(&name, ipc.len())? {
+            return Ok(Err(e));
+        }
         let (schema, batches) = match decode_stream(&ipc) {
             Ok(decoded) => decoded,
             Err(e) => return Ok(Err(OutputError::InvalidPayload(e))),
@@ -219,18 +279,19 @@ impl output::Host for OutputCtxView<'_> {
         name: String,
         json: String,
     ) -> wasmtime::Result<Result<(), OutputError>> {
-        let value: serde_json::Value = match serde_json::from_str(&json) {
-            Ok(v) => v,
-            Err(e) => {
-                return Ok(Err(OutputError::InvalidPayload(format!(
-                    "invalid JSON: {e}"
-                ))));
-            }
-        };
+        // Budget first: a multi-GiB text is refused before anything parses it.
+        if let Err(e) = self.ctx.check(&name, json.len())? {
+            return Ok(Err(e));
+        }
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&json) {
+            return Ok(Err(OutputError::InvalidPayload(format!(
+                "invalid JSON: {e}"
+            ))));
+        }
         if let Err(e) = self.ctx.admit(&name, json.len())? {
             return Ok(Err(e));
         }
-        self.ctx.outputs.json.push((name, value));
+        self.ctx.outputs.json.push((name, json));
         Ok(Ok(()))
     }
 
@@ -244,6 +305,16 @@ impl output::Host for OutputCtxView<'_> {
         }
         self.ctx.outputs.files.push((name, contents));
         Ok(Ok(()))
+    }
+
+    fn declare_counts(&mut self, table: String, columns: Vec<String>) -> wasmtime::Result<()> {
+        let declared: usize = self.ctx.declared.values().map(BTreeSet::len).sum();
+        if declared + columns.len() > MAX_DECLARED_COUNTS || validate_name(&table).is_err() {
+            // Ignored, not fatal: an undeclared table is only ever checked more strictly.
+            return Ok(());
+        }
+        self.ctx.declared.entry(table).or_default().extend(columns);
+        Ok(())
     }
 
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
@@ -270,8 +341,10 @@ fn batch_from_raw(columns: Vec<(String, RawColumn)>) -> Result<RecordBatch, Stri
         fields.push(Field::new(name, array.data_type().clone(), nullable));
         arrays.push(array);
     }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
-        .map_err(|e| format!("invalid table: {e}"))
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+        .map_err(|e| format!("invalid table: {e}"))?;
+    check_rows(&batch)?;
+    Ok(batch)
 }
 
 /// Encode one batch as a complete IPC stream.
@@ -282,7 +355,8 @@ fn encode_stream(batch: &RecordBatch) -> Result<Vec<u8>, String> {
     writer.into_inner().map_err(|e| e.to_string())
 }
 
-/// Decode a complete IPC stream.
+/// Decode a complete IPC stream, refusing batches whose declared row count their buffers do
+/// not back (see [`check_rows`]).
 pub fn decode_stream(ipc: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>), String> {
     let reader =
         StreamReader::try_new(ipc, None).map_err(|e| format!("invalid Arrow IPC stream: {e}"))?;
@@ -290,7 +364,37 @@ pub fn decode_stream(ipc: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>), String
     let batches = reader
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("invalid Arrow IPC stream: {e}"))?;
+    for batch in &batches {
+        check_rows(batch)?;
+    }
     Ok((schema, batches))
+}
+
+/// Rows a column may declare per byte of its buffers, plus slack for tiny arrays.
+const ROWS_PER_BYTE: usize = 8;
+const ROW_SLACK: usize = 1024;
+
+/// A batch's declared row count must be backed by real buffers: a zero-column batch, a `Null`
+/// column or a run-end-encoded column can claim 2^40 rows in a few bytes, and whatever then
+/// sizes anything by the row count (a suppression mask, a CSV writer) would allocate that.
+pub fn check_rows(batch: &RecordBatch) -> Result<(), String> {
+    let rows = batch.num_rows();
+    if batch.num_columns() == 0 {
+        if rows > 0 {
+            return Err(format!("a batch with no columns cannot have {rows} rows"));
+        }
+        return Ok(());
+    }
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let bytes = column.to_data().get_slice_memory_size().unwrap_or(0);
+        if rows > bytes.saturating_mul(ROWS_PER_BYTE).saturating_add(ROW_SLACK) {
+            return Err(format!(
+                "column {:?} declares {rows} rows that its buffers do not hold",
+                field.name()
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -299,7 +403,7 @@ mod tests {
 
     #[test]
     fn names_that_could_escape_a_directory_are_refused() {
-        for bad in ["", "../x", "a/b", ".hidden", "a\\b", "é", &"x".repeat(129)] {
+        for bad in ["", "../x", "a/b", ".hidden", "a\\b", "é", &"x".repeat(65)] {
             assert!(validate_name(bad).is_err(), "{bad:?} should be refused");
         }
         for good in ["cohort.csv", "by-diagnosis", "t_1"] {

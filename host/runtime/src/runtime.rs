@@ -114,6 +114,70 @@ pub struct RunOutput {
     pub stats: RunStats,
 }
 
+impl RunOutput {
+    /// [`RunOutput::candidates`] of a copy (tables share their Arrow buffers).
+    pub fn clone_candidates(&self) -> Vec<cleanroom_policy::Candidate> {
+        RunOutput {
+            outputs: self.outputs.clone(),
+            logs: self.logs.clone(),
+            stats: self.stats.clone(),
+        }
+        .candidates()
+    }
+
+    /// Everything the run published, as candidates for the policy decision point, in a fixed
+    /// order: tables, JSON, files, then the log (if any).
+    pub fn candidates(self) -> Vec<cleanroom_policy::Candidate> {
+        use cleanroom_policy::{Candidate, Content};
+        use cleanroom_proto::run::OutputKind;
+        let mut out = Vec::new();
+        for t in self.outputs.tables {
+            out.push(Candidate {
+                name: t.name,
+                kind: OutputKind::Table,
+                content: Content::Table {
+                    schema: t.schema,
+                    batches: t.batches,
+                },
+            });
+        }
+        for (name, text) in self.outputs.json {
+            out.push(Candidate {
+                name,
+                kind: OutputKind::Json,
+                content: Content::Bytes(text.into_bytes()),
+            });
+        }
+        for (name, bytes) in self.outputs.files {
+            out.push(Candidate {
+                name,
+                kind: OutputKind::File,
+                content: Content::Bytes(bytes),
+            });
+        }
+        if !self.logs.is_empty() {
+            let text: String = self.logs.iter().map(|l| format!("{}\n", l.message)).collect();
+            out.push(Candidate {
+                name: "log".into(),
+                kind: OutputKind::Log,
+                content: Content::Bytes(text.into_bytes()),
+            });
+        }
+        out
+    }
+}
+
+impl RunError {
+    /// The module-written text this error carries (the analysis's own error message, or a
+    /// trap's details), which is an output like a log and never a status.
+    pub fn module_text(&self) -> Option<&str> {
+        match self {
+            RunError::Failed(text) | RunError::Trap(text) => Some(text),
+            _ => None,
+        }
+    }
+}
+
 /// Measurements of one run.
 #[derive(Debug, Clone, Default)]
 pub struct RunStats {
@@ -149,6 +213,7 @@ impl Runtime {
         let engine = Engine::new(&engine_config(&config)).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
+        crate::state::add_capped_clock(&mut linker).map_err(engine_err)?;
         crate::tables::add_to_linker(&mut linker).map_err(engine_err)?;
         crate::output::add_to_linker(&mut linker).map_err(engine_err)?;
 
@@ -276,7 +341,10 @@ impl Runtime {
             )));
         }
         let start = Instant::now();
-        let mut store = Store::new(&self.engine, RunState::new(grants, limits));
+        let mut store = Store::new(
+            &self.engine,
+            RunState::new(grants, limits, start + limits.timeout, cancel.cloned()),
+        );
         store.limiter(|state| &mut state.limiter);
         let timeout = limits.timeout;
         let cancel = cancel.cloned();

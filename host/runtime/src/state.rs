@@ -1,11 +1,15 @@
 //! The data of one run's `Store`: WASI with every capability withheld, the
 //! tables and output capabilities, the log, and the memory limiter.
 
-use wasmtime::component::ResourceTable;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Linker, Resource, ResourceTable};
+use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::limits::{Limits, MemoryLimiter};
 use crate::log::{LogBuffer, LogSource};
+use crate::runtime::{CancelToken, EPOCH_TICK};
 use crate::output::{OutputCtx, OutputCtxView, OutputView};
 use crate::tables::{Grants, TablesCtx, TablesCtxView, TablesView};
 
@@ -13,6 +17,11 @@ use crate::tables::{Grants, TablesCtx, TablesCtxView, TablesView};
 pub struct RunState {
     wasi: WasiCtx,
     resources: ResourceTable,
+    /// Zero of the guest's monotonic clock.
+    clock_origin: Instant,
+    /// When the run's wall-clock budget ends: no sleep outlasts it.
+    deadline: Instant,
+    cancel: Option<CancelToken>,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) tables: TablesCtx,
     pub(crate) output: OutputCtx,
@@ -20,13 +29,22 @@ pub struct RunState {
 }
 
 impl RunState {
-    pub(crate) fn new(grants: Grants, limits: &Limits) -> Self {
+    pub(crate) fn new(
+        grants: Grants,
+        limits: &Limits,
+        deadline: Instant,
+        cancel: Option<CancelToken>,
+    ) -> Self {
         let log = LogBuffer::new(limits.max_log_bytes);
+        let clock_origin = Instant::now();
         RunState {
-            wasi: sandboxed_wasi(&log),
+            wasi: sandboxed_wasi(&log, clock_origin),
             resources: ResourceTable::new(),
+            clock_origin,
+            deadline,
+            cancel,
             limiter: MemoryLimiter::new(limits.max_memory_bytes),
-            tables: TablesCtx::new(grants, limits.max_open_tables),
+            tables: TablesCtx::new(grants, limits),
             output: OutputCtx::new(limits.max_output_bytes, limits.max_outputs, log.clone()),
             log,
         }
@@ -46,8 +64,9 @@ impl std::fmt::Debug for RunState {
 /// lookups, no environment, empty args and stdin (the builder's defaults,
 /// stated here so a reader need not know them). Clocks and randomness are
 /// the host's. stdout and stderr go to the bounded log.
-fn sandboxed_wasi(log: &LogBuffer) -> WasiCtx {
+fn sandboxed_wasi(log: &LogBuffer, clock_origin: Instant) -> WasiCtx {
     WasiCtxBuilder::new()
+        .monotonic_clock(RunClock(clock_origin))
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
@@ -80,5 +99,85 @@ impl OutputView for RunState {
         OutputCtxView {
             ctx: &mut self.output,
         }
+    }
+}
+
+/// A WASI sleep that ends at the run's deadline (or on cancel) at the latest.
+///
+/// Epoch interruption only fires while wasm code runs; a guest blocked in the host's
+/// `poll` on a `Duration::MAX` sleep would hold its worker forever. Capping every clock
+/// subscription at the run's deadline, and waking each tick to look at the cancel token,
+/// returns control to wasm, where the epoch callback ends the run with a typed error.
+struct CappedSleep {
+    until: tokio::time::Instant,
+    cancel: Option<CancelToken>,
+}
+
+#[async_trait::async_trait]
+impl Pollable for CappedSleep {
+    async fn ready(&mut self) {
+        loop {
+            if self.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
+                return;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= self.until {
+                return;
+            }
+            tokio::time::sleep_until(self.until.min(now + EPOCH_TICK)).await;
+        }
+    }
+}
+
+/// The WASI clock interface whose sleeps [`CappedSleep`] bounds.
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+fn capped_sleep(
+    state: &mut RunState,
+    requested: Duration,
+) -> wasmtime::Result<Resource<DynPollable>> {
+    let remaining = state.deadline.saturating_duration_since(Instant::now());
+    let wait = requested.min(remaining);
+    let until = tokio::time::Instant::now() + wait;
+    let sleep = state.resources.push(CappedSleep {
+        until,
+        cancel: state.cancel.clone(),
+    })?;
+    subscribe(&mut state.resources, sleep)
+}
+
+/// Replace WASI's `subscribe-duration` and `subscribe-instant` with deadline-aware ones.
+pub(crate) fn add_capped_clock(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |mut store: wasmtime::StoreContextMut<'_, RunState>, (nanos,): (u64,)| {
+            Ok((capped_sleep(store.data_mut(), Duration::from_nanos(nanos))?,))
+        },
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |mut store: wasmtime::StoreContextMut<'_, RunState>, (when,): (u64,)| {
+            let state = store.data_mut();
+            let now = state.clock_origin.elapsed().as_nanos() as u64;
+            let requested = Duration::from_nanos(when.saturating_sub(now));
+            Ok((capped_sleep(state, requested)?,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The guest's monotonic clock: nanoseconds since the run's store was made.
+struct RunClock(Instant);
+
+impl wasmtime_wasi::HostMonotonicClock for RunClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
     }
 }

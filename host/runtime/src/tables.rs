@@ -76,15 +76,23 @@ pub struct TablesCtx {
     max_open: u32,
     opened: u32,
     bytes_read: u64,
+    live_batches: u32,
+    max_live_batches: u32,
+    rewinds: u32,
+    max_rewinds: u32,
 }
 
 impl TablesCtx {
-    pub(crate) fn new(granted: Grants, max_open: u32) -> Self {
+    pub(crate) fn new(granted: Grants, limits: &crate::Limits) -> Self {
         TablesCtx {
             granted,
-            max_open,
+            max_open: limits.max_open_tables,
             opened: 0,
             bytes_read: 0,
+            live_batches: 0,
+            max_live_batches: limits.max_live_batches,
+            rewinds: 0,
+            max_rewinds: limits.max_rewinds,
         }
     }
 
@@ -239,15 +247,33 @@ impl tables::HostTable for TablesCtxView<'_> {
         &mut self,
         this: Resource<TableHandle>,
     ) -> wasmtime::Result<Result<Option<Resource<BatchHandle>>, TableError>> {
+        if self.ctx.live_batches >= self.ctx.max_live_batches {
+            // A guest hoarding batch handles would pin every decrypted batch in host memory.
+            return Err(wasmtime::Error::new(crate::RunError::ResourceLimit {
+                what: "batch handles held at once",
+                limit: self.ctx.max_live_batches as u64,
+            }));
+        }
         let handle = self.table.get_mut(&this)?;
         match handle.reader.next() {
             None => Ok(Ok(None)),
+            // The source's error text is host-written (decryption, I/O), not the guest's.
             Some(Err(e)) => Ok(Err(TableError::ReadFailed(e))),
-            Some(Ok(batch)) => Ok(Ok(Some(self.table.push(BatchHandle { batch })?))),
+            Some(Ok(batch)) => {
+                self.ctx.live_batches += 1;
+                Ok(Ok(Some(self.table.push(BatchHandle { batch })?)))
+            }
         }
     }
 
     fn rewind(&mut self, this: Resource<TableHandle>) -> wasmtime::Result<()> {
+        if self.ctx.rewinds >= self.ctx.max_rewinds {
+            return Err(wasmtime::Error::new(crate::RunError::ResourceLimit {
+                what: "rewinds",
+                limit: self.ctx.max_rewinds as u64,
+            }));
+        }
+        self.ctx.rewinds += 1;
         let handle = self.table.get_mut(&this)?;
         handle.reader = handle.source.batches();
         Ok(())
@@ -283,6 +309,7 @@ impl tables::HostBatch for TablesCtxView<'_> {
 
     fn drop(&mut self, rep: Resource<BatchHandle>) -> wasmtime::Result<()> {
         self.table.delete(rep)?;
+        self.ctx.live_batches = self.ctx.live_batches.saturating_sub(1);
         Ok(())
     }
 }
@@ -301,4 +328,47 @@ fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>, arrow_schema::ArrowError
     }
     arrow_ipc::writer::write_message(&mut out, message, &options)?;
     Ok(out)
+}
+
+/// A granted table whose batches pass through an identifier collector on their way to the
+/// guest: every identifier value a guest could have seen is known to the egress check.
+#[derive(Debug)]
+pub struct Tapped {
+    inner: std::sync::Arc<dyn TableSource>,
+    columns: std::sync::Arc<Vec<String>>,
+    sink: std::sync::Arc<cleanroom_policy::IdentifierCollector>,
+}
+
+impl Tapped {
+    /// Tap `inner`'s `columns` into `sink`.
+    pub fn new(
+        inner: std::sync::Arc<dyn TableSource>,
+        columns: Vec<String>,
+        sink: std::sync::Arc<cleanroom_policy::IdentifierCollector>,
+    ) -> Self {
+        Self {
+            inner,
+            columns: std::sync::Arc::new(columns),
+            sink,
+        }
+    }
+}
+
+impl TableSource for Tapped {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn num_rows(&self) -> u64 {
+        self.inner.num_rows()
+    }
+
+    fn batches(&self) -> Box<dyn Iterator<Item = Result<RecordBatch, String>> + Send> {
+        let (columns, sink) = (self.columns.clone(), self.sink.clone());
+        Box::new(self.inner.batches().inspect(move |batch| {
+            if let Ok(batch) = batch {
+                sink.collect(batch, &columns);
+            }
+        }))
+    }
 }

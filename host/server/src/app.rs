@@ -1,6 +1,6 @@
 //! The service: state shared by the HTTP handlers and the run workers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,6 +71,65 @@ pub struct Service {
     pub queue: mpsc::Sender<String>,
     /// Cancellation tokens of queued and running runs.
     pub cancels: Mutex<HashMap<String, CancelToken>>,
+    /// Serialises the transitions of held runs (review, revocation, release).
+    pub transitions: Mutex<()>,
+    /// Runs being stopped because a policy they ran under was revoked.
+    pub revoked: Mutex<HashSet<String>>,
+    /// Compact auditing of refused requests.
+    pub refusals: crate::auth::RefusalMeter,
+    /// Upload slots, in total and per party.
+    pub uploads: UploadSlots,
+}
+
+/// Concurrent uploads allowed in total.
+pub const MAX_UPLOADS: usize = 8;
+/// Concurrent uploads allowed per party.
+pub const MAX_UPLOADS_PER_PARTY: usize = 2;
+
+/// Bounds on concurrent uploads, so no party (and no crowd) can fill the disk's spool.
+#[derive(Debug, Default)]
+pub struct UploadSlots {
+    by_party: Mutex<HashMap<PartyId, usize>>,
+}
+
+/// A held upload slot; released on drop.
+#[derive(Debug)]
+pub struct UploadSlot<'a> {
+    slots: &'a UploadSlots,
+    party: PartyId,
+}
+
+impl UploadSlots {
+    /// Take a slot for `party`, or say why not.
+    pub fn take(&self, party: PartyId) -> Result<UploadSlot<'_>, String> {
+        let mut map = self.by_party.lock().expect("upload slots lock");
+        let total: usize = map.values().sum();
+        if total >= MAX_UPLOADS {
+            return Err(format!(
+                "{MAX_UPLOADS} uploads are in progress; retry later"
+            ));
+        }
+        let mine = map.entry(party).or_insert(0);
+        if *mine >= MAX_UPLOADS_PER_PARTY {
+            return Err(format!(
+                "you already have {MAX_UPLOADS_PER_PARTY} uploads in progress; wait for one to finish"
+            ));
+        }
+        *mine += 1;
+        Ok(UploadSlot { slots: self, party })
+    }
+}
+
+impl Drop for UploadSlot<'_> {
+    fn drop(&mut self) {
+        let mut map = self.slots.by_party.lock().expect("upload slots lock");
+        if let Some(n) = map.get_mut(&self.party) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.party);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Service {
@@ -129,6 +188,10 @@ impl Service {
             metrics: Metrics::default(),
             queue: tx,
             cancels: Mutex::new(HashMap::new()),
+            transitions: Mutex::new(()),
+            revoked: Mutex::new(HashSet::new()),
+            refusals: Default::default(),
+            uploads: Default::default(),
         };
         Ok((Arc::new(service), rx))
     }

@@ -48,17 +48,21 @@ impl AuditLog {
             next_seq: 0,
             prev: [0; 32],
         };
-        for value in storage.audit()? {
-            let entry: AuditEntry = serde_json::from_value(value)
-                .map_err(|e| ApiError::Internal(format!("corrupt audit log: {e}")))?;
-            if entry.seq != tail.next_seq || entry.prev != hex::encode(tail.prev) {
-                return Err(ApiError::Internal(format!(
-                    "audit log is broken at entry {}: refusing to start on tampered state",
-                    entry.seq
-                )));
+        loop {
+            let page = storage.audit(tail.next_seq, 4096)?;
+            if page.is_empty() {
+                break;
             }
-            tail.prev = entry.hash();
-            tail.next_seq += 1;
+            for entry in page {
+                if entry.seq != tail.next_seq || entry.prev != hex::encode(tail.prev) {
+                    return Err(ApiError::Internal(format!(
+                        "audit log is broken at entry {}: refusing to start on tampered state",
+                        entry.seq
+                    )));
+                }
+                tail.prev = entry.hash();
+                tail.next_seq += 1;
+            }
         }
         Ok(AuditLog {
             tail: Mutex::new(tail),
@@ -80,6 +84,17 @@ impl AuditLog {
             subject,
             detail,
         } = event;
+        let mut salt = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
+        let parties = match &audience {
+            Audience::Everyone => None,
+            Audience::Parties(p) => {
+                let mut p = p.clone();
+                p.sort();
+                p.dedup();
+                Some(p)
+            }
+        };
         let mut tail = self.tail.lock().expect("audit lock is never poisoned");
         let entry = AuditEntry {
             seq: tail.next_seq,
@@ -89,18 +104,30 @@ impl AuditLog {
             subject: subject.to_string(),
             detail,
             prev: hex::encode(tail.prev),
+            parties,
+            salt: hex::encode(salt),
         };
         let hash = entry.hash();
-        let value = serde_json::to_value(&entry).map_err(|e| ApiError::Internal(e.to_string()))?;
-        storage.append_audit(entry.seq, &value, &hex::encode(hash), run)?;
+        storage.append_audit(&entry, &hex::encode(hash), run)?;
         tail.prev = hash;
         tail.next_seq += 1;
         tracing::info!(seq = entry.seq, action, subject, "audit");
+        let value = serde_json::to_value(&entry).map_err(|e| ApiError::Internal(e.to_string()))?;
         events.publish(
             audience,
             serde_json::json!({ "kind": "audit", "entry": value }),
         );
         Ok(())
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> u64 {
+        self.tail.lock().expect("audit lock is never poisoned").next_seq
+    }
+
+    /// Whether the log is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The current head, signed by the enclave.

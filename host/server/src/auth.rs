@@ -1,6 +1,15 @@
 //! Signed requests: RFC 9421 HTTP Message Signatures with Ed25519 over
-//! method, path, content digest, created time and a nonce. Unsigned, stale
-//! or replayed requests are refused and audited.
+//! method, path, query, content digest, created time and a nonce.
+//!
+//! The signature is checked from the headers alone, against the *claimed*
+//! `content-digest`, before a byte of the body is read: an unauthenticated
+//! client cannot make the service spool or buffer anything. The body is then
+//! read (bounded, with an idle timeout) and its digest compared with the claim.
+//! Refusals are counted in metrics and audited compactly: the first of each
+//! kind per minute gets an entry, carrying how many were folded into it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use cleanroom_proto::PartyId;
 use cleanroom_proto::httpsig;
@@ -14,90 +23,149 @@ use crate::error::{ApiError, ApiResult};
 use crate::events::Audience;
 use crate::http::{MAX_JSON_BODY, read_body};
 
-/// Read a signed JSON request: body (bounded), signature, then the parsed value.
+/// Read a signed JSON request: signature first, then the body (bounded), then the value.
 pub(crate) async fn signed_json<T: serde::de::DeserializeOwned>(
     service: &Service,
     req: Request<Incoming>,
     what: &str,
 ) -> ApiResult<(PartyId, T)> {
     let (parts, body) = req.into_parts();
+    let (party, claimed) = authenticate_headers(service, &parts)?;
     let body = read_body(body, MAX_JSON_BODY).await?;
-    let party = authenticate(service, &parts, &body)?;
+    check_digest(service, &parts, party, &claimed, &httpsig::content_digest(&body))?;
     let value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid {what}: {e}")))?;
     Ok((party, value))
 }
 
 /// Authenticate a signed request without a body (GET).
-pub(crate) fn signed_get(service: &Service, req: Request<Incoming>) -> ApiResult<PartyId> {
-    let (parts, _) = req.into_parts();
-    authenticate(service, &parts, b"")
+pub(crate) fn signed_get(service: &Service, req: &Request<Incoming>) -> ApiResult<PartyId> {
+    let (party, claimed) = authenticate_headers_of(service, req.method(), req.uri(), req.headers())?;
+    let empty = httpsig::content_digest(b"");
+    if claimed != empty {
+        return Err(refuse_parts(
+            service,
+            req.method(),
+            req.uri(),
+            Some(party),
+            "digest-mismatch",
+            &"a GET request must sign the digest of an empty body",
+        ));
+    }
+    Ok(party)
 }
 
-/// Authenticate a request whose whole body is `body`.
-pub(crate) fn authenticate(service: &Service, parts: &Parts, body: &[u8]) -> ApiResult<PartyId> {
-    let digest = httpsig::content_digest(body);
-    authenticate_digest(service, parts, &digest)
-}
-
-/// Authenticate a request whose body digest was computed while streaming it.
-pub(crate) fn authenticate_digest(
+/// Verify the signature over the headers (with the claimed content digest) and the nonce.
+/// Returns the signer and the claimed digest, which the body must match.
+pub(crate) fn authenticate_headers(
     service: &Service,
     parts: &Parts,
-    digest: &str,
-) -> ApiResult<PartyId> {
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
+) -> ApiResult<(PartyId, String)> {
+    authenticate_headers_of(service, &parts.method, &parts.uri, &parts.headers)
+}
+
+fn authenticate_headers_of(
+    service: &Service,
+    method: &hyper::Method,
+    uri: &hyper::Uri,
+    headers: &hyper::HeaderMap,
+) -> ApiResult<(PartyId, String)> {
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let header = |name: &str| {
-        parts
-            .headers
+        headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let verified = httpsig::verify_request_with_digest(
-        parts.method.as_str(),
-        path,
-        header,
-        digest,
-        crate::now(),
-    )
-    .map_err(|e| refuse(service, parts, None, e.kind(), &e))?;
+    let claimed = header("content-digest").unwrap_or_default();
+    let verified =
+        httpsig::verify_request_with_digest(method.as_str(), path, header, &claimed, crate::now())
+            .map_err(|e| refuse_parts(service, method, uri, None, e.kind(), &e))?;
     let fresh = service.storage.remember_nonce(
         &verified.party.to_string(),
         &verified.nonce,
         verified.created,
     )?;
     if !fresh {
-        return Err(refuse(
+        return Err(refuse_parts(
             service,
-            parts,
+            method,
+            uri,
             Some(verified.party),
             "replayed",
             &"this request was already received (nonce reused); sign each request afresh",
         ));
     }
-    Ok(verified.party)
+    Ok((verified.party, claimed))
 }
 
-fn refuse(
+/// The body that arrived must be the one that was signed.
+pub(crate) fn check_digest(
     service: &Service,
     parts: &Parts,
+    party: PartyId,
+    claimed: &str,
+    computed: &str,
+) -> ApiResult<()> {
+    if claimed != computed {
+        return Err(refuse_parts(
+            service,
+            &parts.method,
+            &parts.uri,
+            Some(party),
+            "digest-mismatch",
+            &"the body does not match its signed content-digest",
+        ));
+    }
+    Ok(())
+}
+
+/// First-of-a-kind-per-minute bookkeeping for refusal audit entries.
+#[derive(Debug, Default)]
+pub struct RefusalMeter {
+    kinds: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+impl RefusalMeter {
+    /// `Some(folded)` if this refusal gets an audit entry (`folded`: how many of its kind were
+    /// counted without one since the last), `None` if it is only counted.
+    fn admit(&self, kind: &str, now: u64) -> Option<u64> {
+        let minute = now / 60;
+        let mut kinds = self.kinds.lock().expect("refusal meter lock");
+        // Bound the map itself: kinds are a fixed set, but be safe against surprises.
+        if kinds.len() > 64 {
+            kinds.clear();
+        }
+        let slot = kinds.entry(kind.to_string()).or_insert((u64::MAX, 0));
+        if slot.0 == minute {
+            slot.1 += 1;
+            None
+        } else {
+            let folded = slot.1;
+            *slot = (minute, 0);
+            Some(folded)
+        }
+    }
+}
+
+fn refuse_parts(
+    service: &Service,
+    method: &hyper::Method,
+    uri: &hyper::Uri,
     party: Option<PartyId>,
     kind: &str,
     err: &dyn std::fmt::Display,
 ) -> ApiError {
     Metrics::inc(&service.metrics.refused);
-    let audience = party.map_or(Audience::Parties(vec![]), |p| Audience::Parties(vec![p]));
-    let _ = service.record(
-        audience,
-        party,
-        "request.refused",
-        &format!("{} {}", parts.method, parts.uri.path()),
-        json!({ "reason": kind, "message": err.to_string() }),
-    );
+    if let Some(folded) = service.refusals.admit(kind, crate::now()) {
+        let audience = party.map_or(Audience::Parties(vec![]), |p| Audience::Parties(vec![p]));
+        let _ = service.record(
+            audience,
+            party,
+            "request.refused",
+            &format!("{method} {}", uri.path().chars().take(128).collect::<String>()),
+            json!({ "reason": kind, "folded": folded }),
+        );
+    }
     ApiError::Unauthenticated(err.to_string())
 }

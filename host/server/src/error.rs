@@ -12,6 +12,9 @@ pub enum ApiError {
     /// The signer may not do this.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// The policy decision point denied the request, with its stable code.
+    #[error("denied: {0}")]
+    Denied(cleanroom_proto::Reason),
     /// The thing asked for does not exist (or the caller may not know it does).
     #[error("not found: {0}")]
     NotFound(String),
@@ -38,6 +41,7 @@ impl ApiError {
         match self {
             ApiError::Unauthenticated(_) => "unauthenticated",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::Denied(_) => "denied",
             ApiError::NotFound(_) => "not-found",
             ApiError::BadRequest(_) => "bad-request",
             ApiError::Conflict(_) => "conflict",
@@ -51,7 +55,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::Denied(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -61,9 +65,14 @@ impl ApiError {
         }
     }
 
-    /// The JSON body: `{"type": ..., "message": ...}`.
+    /// The JSON body: `{"type": ..., "message": ...}`, plus `code` for a policy denial.
     pub fn body(&self) -> serde_json::Value {
-        json!({ "type": self.kind(), "message": self.to_string() })
+        match self {
+            ApiError::Denied(reason) => {
+                json!({ "type": self.kind(), "code": reason.code, "message": self.to_string() })
+            }
+            _ => json!({ "type": self.kind(), "message": self.to_string() }),
+        }
     }
 }
 

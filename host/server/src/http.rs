@@ -15,8 +15,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use std::time::Duration;
+
+use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::app::Service;
 use crate::error::{ApiError, ApiResult};
@@ -26,6 +29,12 @@ pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
 
 /// Largest JSON request body.
 pub(crate) const MAX_JSON_BODY: usize = 4 << 20;
+/// Time a client has to send its request headers.
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a request body may stall between two chunks.
+pub(crate) const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once; more wait in the kernel's backlog.
+pub(crate) const MAX_CONNECTIONS: usize = 512;
 
 /// Serve until `shutdown` flips to true; in-flight requests finish first.
 pub(crate) async fn serve(
@@ -34,7 +43,14 @@ pub(crate) async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut connections = tokio::task::JoinSet::new();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // Reap finished connections so the set does not grow with every client ever seen.
+        while connections.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = shutdown.changed() => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -44,8 +60,12 @@ pub(crate) async fn serve(
                 let service = service.clone();
                 let mut stop = shutdown.clone();
                 connections.spawn(async move {
+                    let _permit = permit;
                     let svc = service_fn(move |req| handle(service.clone(), peer, req));
-                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                    let conn = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_TIMEOUT)
+                        .serve_connection(TokioIo::new(stream), svc);
                     tokio::pin!(conn);
                     tokio::select! {
                         r = conn.as_mut() => if let Err(e) = r { tracing::debug!("connection from {peer}: {e}") },
@@ -87,7 +107,12 @@ async fn handle(
 
 /// A JSON response.
 pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let bytes = serde_json::to_vec_pretty(value).expect("JSON values always serialise");
+    typed_response(status, value)
+}
+
+/// A JSON response from a typed value.
+pub(crate) fn typed_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let bytes = serde_json::to_vec_pretty(value).expect("wire types always serialise");
     let mut resp = Response::new(full(bytes));
     *resp.status_mut() = status;
     resp.headers_mut()
@@ -110,13 +135,17 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
-/// Read a whole (small) body, refusing more than `limit` bytes.
+/// Read a whole (small) body, refusing more than `limit` bytes or a stall of
+/// [`BODY_IDLE_TIMEOUT`] between chunks.
 pub(crate) async fn read_body(body: Incoming, limit: usize) -> ApiResult<Bytes> {
-    Limited::new(body, limit)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| {
+    let mut body = Limited::new(body, limit);
+    let mut out = bytes::BytesMut::new();
+    loop {
+        let frame = tokio::time::timeout(BODY_IDLE_TIMEOUT, body.frame())
+            .await
+            .map_err(|_| ApiError::BadRequest("the request body stalled; send it promptly".into()))?;
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(|e| {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
@@ -124,5 +153,10 @@ pub(crate) async fn read_body(body: Incoming, limit: usize) -> ApiResult<Bytes> 
             } else {
                 ApiError::BadRequest(format!("cannot read request body: {e}"))
             }
-        })
+        })?;
+        if let Some(data) = frame.data_ref() {
+            out.extend_from_slice(data);
+        }
+    }
+    Ok(out.freeze())
 }

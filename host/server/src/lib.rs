@@ -27,7 +27,6 @@ pub mod error;
 pub mod events;
 mod http;
 pub mod modules;
-pub mod rules;
 pub mod runs;
 pub mod store;
 pub mod tables;

@@ -1,17 +1,31 @@
-//! Admission and execution of runs: a bounded queue, workers on blocking
-//! threads, output rules, review, encryption to the researcher, receipts.
+//! Runs: admission and execution through the policy decision point
+//! (`cleanroom-policy`), a bounded queue, workers on blocking threads, review,
+//! revocation, encryption to the researcher, receipts.
+//!
+//! Nothing a module controls reaches a run row, an event or the audit log:
+//! failures are reported by code with the limit in force, and the module's
+//! own error text is an output like its log, decided by the same rules.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use cleanroom_proto::PartyId;
-use cleanroom_proto::policy::{GrantDecision, OutputRules, SignedPolicy};
-use cleanroom_proto::receipt::{Receipt, ReceiptInput, ReceiptOutput, SignedReceipt};
-use cleanroom_proto::run::{RunRequest, RunState, params_digest};
+use cleanroom_policy::{
+    AdmissionRequest, Admitted, Candidate, Content, DatasetFacts, Decided, Decision, EgressInput,
+    Facts, IdentifierCollector,
+};
+use cleanroom_proto::policy::SignedPolicy;
+use cleanroom_proto::receipt::{Receipt, ReceiptOutput, SignedReceipt};
+use cleanroom_proto::run::{
+    Disposition, HeldBundle, OutputKind, OutputReport, PlainOutput, ResultBundle, RunRequest,
+    RunState, SealedOutput, output_context, seal_output,
+};
+use cleanroom_proto::{Code, PartyId, Reason};
+use cleanroom_runtime::tables::Tapped;
 use cleanroom_runtime::{CancelToken, Grants, Limits, RunError, TableSource};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, mpsc};
@@ -21,100 +35,101 @@ use cleanroom_trust::Purpose;
 use crate::app::{Metrics, Service};
 use crate::error::{ApiError, ApiResult};
 use crate::events::Audience;
-use crate::rules::{self, Released};
-use crate::store::RunRow;
+use crate::store::{ReviewGroupRow, RunRow};
 use crate::tables::EnvelopeTable;
 
 /// Outputs held for review are host state, sealed under the state subkey
 /// with the run id as associated data.
 const HELD_PURPOSE: Purpose = Purpose::State;
 
-/// Check a request against every input owner's current policy. The outer
-/// error is the service's; the inner one is a rejection with its reason.
-pub fn admit(
+/// The service's storage, as the policy crate's facts.
+struct StoreFacts<'a>(&'a Service);
+
+impl Facts for StoreFacts<'_> {
+    type Error = ApiError;
+
+    fn module_exists(&self, module: &str) -> ApiResult<bool> {
+        self.0.storage.has_module(module)
+    }
+
+    fn dataset(&self, id: &str) -> ApiResult<Option<DatasetFacts>> {
+        let Some(row) = self.0.storage.dataset(id)? else {
+            return Ok(None);
+        };
+        let owner = row
+            .owner
+            .parse()
+            .map_err(|_| ApiError::Internal(format!("corrupt owner of dataset {id}")))?;
+        Ok(Some(DatasetFacts {
+            owner,
+            manifest_digest: row.manifest_digest,
+        }))
+    }
+
+    fn policy(&self, id: &str) -> ApiResult<Option<SignedPolicy>> {
+        self.0.storage.policy(id)
+    }
+
+    fn grant_runs(&self, dataset: &str, grant: &str, exclude: Option<&str>) -> ApiResult<u64> {
+        self.0.storage.grant_runs(dataset, grant, exclude)
+    }
+}
+
+/// The one admission function: at submission (`run = None`), at start, before release and
+/// on revocation (`run = Some(id)`, which its grants already count).
+pub fn admission(
     service: &Service,
     researcher: &PartyId,
     request: &RunRequest,
-) -> ApiResult<Result<(serde_json::Value, BTreeSet<PartyId>), String>> {
-    if request.inputs.is_empty() {
-        return Ok(Err(
-            "a run needs at least one input dataset: nothing runs without an owner's grant".into(),
-        ));
-    }
-    if !service.storage.has_module(&request.module)? {
-        return Ok(Err(format!(
-            "module {} was not uploaded; push it first",
-            request.module
-        )));
-    }
-    match hex::decode(&request.researcher_hpke) {
-        Ok(k) if k.len() == 32 => {}
-        _ => {
-            return Ok(Err(
-                "researcher_hpke must be a 32-byte X25519 public key in hex".into(),
-            ));
-        }
-    }
-    let digest = params_digest(&request.params);
-    let mut inputs = Vec::new();
-    let mut owners = BTreeSet::new();
-    for (name, dataset) in &request.inputs {
-        if cleanroom_runtime::output::validate_name(name).is_err() {
-            return Ok(Err(format!(
-                "input name {name:?} must be letters, digits, '-', '_' or '.'"
-            )));
-        }
-        let Some(row) = service.storage.dataset(dataset)? else {
-            return Ok(Err(format!("no dataset {dataset}")));
-        };
-        let Some(policy) = policy_of(service, dataset)? else {
-            return Ok(Err(format!(
-                "dataset {dataset} has no policy: its owner has granted nothing yet"
-            )));
-        };
-        let runs = service.storage.count_admitted_runs(
-            dataset,
-            &request.module,
-            &researcher.to_string(),
-        )?;
-        match policy
-            .policy
-            .decide(&request.module, researcher, &digest, crate::now(), runs)
-        {
-            GrantDecision::Allow { .. } => {}
-            GrantDecision::Deny(reason) => {
-                tracing::info!(
-                    dataset,
-                    version = policy.policy.version,
-                    "run denied: {reason}"
-                );
-                return Ok(Err(format!(
-                    "dataset {dataset} (policy v{}): {reason}",
-                    policy.policy.version
-                )));
-            }
-        }
-        owners.insert(policy.owner);
-        inputs.push(json!({
-            "name": name, "dataset": dataset, "owner": row.owner, "manifest_digest": row.manifest_digest,
-            "policy_version": policy.policy.version, "policy_digest": policy.digest(),
-        }));
-    }
-    Ok(Ok((serde_json::Value::Array(inputs), owners)))
+    run: Option<&str>,
+) -> ApiResult<Decision> {
+    let digest = request.params_digest();
+    cleanroom_policy::admit(
+        &StoreFacts(service),
+        &AdmissionRequest {
+            module: &request.module,
+            researcher,
+            params_digest: &digest,
+            inputs: &request.inputs,
+            researcher_hpke: &request.researcher_hpke,
+            now: crate::now(),
+            run,
+        },
+    )
 }
 
-fn policy_of(service: &Service, dataset: &str) -> ApiResult<Option<SignedPolicy>> {
-    service
-        .storage
-        .policy(dataset)?
-        .map(|v| {
-            serde_json::from_value(v)
-                .map_err(|e| ApiError::Internal(format!("corrupt policy: {e}")))
-        })
-        .transpose()
+/// A new run row for an admitted request.
+pub fn new_row(id: String, researcher: PartyId, request: RunRequest, admitted: &Admitted) -> RunRow {
+    let now = crate::now();
+    RunRow {
+        id,
+        researcher,
+        request,
+        inputs: admitted.inputs.iter().map(|i| i.receipt.clone()).collect(),
+        owners: admitted.owners().into_iter().collect(),
+        state: RunState::Queued,
+        reason: None,
+        review: admitted
+            .review
+            .groups
+            .iter()
+            .map(|g| ReviewGroupRow {
+                dataset: g.dataset.clone(),
+                reviewers: g.reviewers.clone(),
+                needed: g.needed,
+            })
+            .collect(),
+        released_by: vec![],
+        outputs: vec![],
+        receipt: None,
+        created: now,
+        updated: now,
+    }
 }
 
-/// Start the workers, after re-queuing runs a crash interrupted.
+/// Start the workers. Queued runs are re-queued; runs a restart interrupted are failed
+/// ("interrupted by restart"), never re-run: a module must not get a second go at its
+/// inputs behind the owners' backs.
 pub fn start(service: Arc<Service>, rx: mpsc::Receiver<String>) -> ApiResult<()> {
     let rx = Arc::new(Mutex::new(rx));
     for _ in 0..service.config.workers {
@@ -124,32 +139,56 @@ pub fn start(service: Arc<Service>, rx: mpsc::Receiver<String>) -> ApiResult<()>
                 let next = rx.lock().await.recv().await;
                 let Some(id) = next else { break };
                 let svc = service.clone();
-                if let Err(e) = tokio::task::spawn_blocking(move || execute(&svc, &id)).await {
-                    tracing::error!("run worker panicked: {e}");
+                let run = id.clone();
+                if let Err(e) = tokio::task::spawn_blocking(move || execute(&svc, &run)).await {
+                    tracing::error!(run = id, "run worker panicked: {e}");
+                    let svc = service.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        fail_stuck(&svc, &id, Code::Internal, "the service failed while running the analysis")
+                    })
+                    .await;
                 }
             }
         });
     }
-    let mut pending: Vec<RunRow> = service
-        .storage
-        .runs()?
-        .into_iter()
-        .filter(|r| {
-            r.state == RunState::Queued.to_string() || r.state == RunState::Running.to_string()
-        })
-        .collect();
-    pending.sort_by_key(|r| r.created);
-    for run in pending {
-        tracing::info!(run = run.id, "re-queuing a run interrupted by a restart");
-        service
-            .cancels
-            .lock()
-            .expect("cancel map lock")
-            .insert(run.id.clone(), CancelToken::new());
-        let queue = service.queue.clone();
-        tokio::spawn(async move {
-            let _ = queue.send(run.id).await;
-        });
+    let mut runs = service.storage.runs()?;
+    runs.sort_by_key(|r| r.created);
+    for run in runs {
+        match run.state {
+            RunState::Running => {
+                tracing::warn!(run = run.id, "failing a run interrupted by a restart");
+                fail_stuck(
+                    &service,
+                    &run.id,
+                    Code::Interrupted,
+                    "interrupted by restart; submit it again",
+                )?;
+            }
+            RunState::Queued => {
+                service
+                    .cancels
+                    .lock()
+                    .expect("cancel map lock")
+                    .insert(run.id.clone(), CancelToken::new());
+                let queue = service.queue.clone();
+                tokio::spawn(async move {
+                    let _ = queue.send(run.id).await;
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Finalise a run that cannot continue (a worker panic, a restart) as failed.
+fn fail_stuck(service: &Service, id: &str, code: Code, message: &str) -> ApiResult<()> {
+    let _guard = service.transitions.lock().expect("transition lock");
+    if let Some(mut run) = service.storage.run(id)?
+        && !run.state.is_final()
+        && run.state != RunState::HeldForReview
+    {
+        finalize(service, &mut run, RunState::Failed, Some(Reason::new(code, message)), vec![])?;
     }
     Ok(())
 }
@@ -157,15 +196,7 @@ pub fn start(service: Arc<Service>, rx: mpsc::Receiver<String>) -> ApiResult<()>
 fn execute(service: &Service, id: &str) {
     if let Err(e) = execute_inner(service, id) {
         tracing::error!(run = id, "run failed inside the service: {e}");
-        if let Ok(Some(mut run)) = service.storage.run(id) {
-            let _ = finalize(
-                service,
-                &mut run,
-                RunState::Failed,
-                Some(format!("internal error: {e}")),
-                vec![],
-            );
-        }
+        let _ = fail_stuck(service, id, Code::Internal, "the service failed while running the analysis");
     }
 }
 
@@ -173,7 +204,7 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
     let Some(mut run) = service.storage.run(id)? else {
         return Ok(());
     };
-    if run.state != RunState::Queued.to_string() && run.state != RunState::Running.to_string() {
+    if run.state != RunState::Queued {
         return Ok(());
     }
     let token = service
@@ -183,177 +214,212 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
         .entry(id.to_string())
         .or_default()
         .clone();
-    let request: RunRequest = serde_json::from_value(run.request.clone())
-        .map_err(|e| ApiError::Internal(format!("corrupt run request: {e}")))?;
-    let researcher: PartyId = run
-        .researcher
-        .parse()
-        .map_err(|_| ApiError::Internal("corrupt researcher".into()))?;
     if token.is_cancelled() {
-        return finalize(
-            service,
-            &mut run,
-            RunState::Cancelled,
-            Some("cancelled before it started".into()),
-            vec![],
-        );
+        let reason = stop_reason(service, id, "cancelled before it started");
+        return finalize(service, &mut run, RunState::Cancelled, Some(reason), vec![]);
     }
-    // Policies are checked again at start: a revocation stops queued runs too.
-    // (The grant's run counter already includes this run.)
-    let recheck = admit_for_execution(service, &researcher, &request)?;
-    let (rules, identifiers, grants) = match recheck {
-        Ok(x) => x,
-        Err(reason) => {
+    // The same decision as at submission, on the policies in force now.
+    let admitted = match admission(service, &run.researcher, &run.request, Some(id))? {
+        Decision::Allow(admitted) => admitted,
+        Decision::Deny(reason) => {
             return finalize(service, &mut run, RunState::Rejected, Some(reason), vec![]);
         }
     };
+    run.inputs = admitted.inputs.iter().map(|i| i.receipt.clone()).collect();
     set_state(service, &mut run, RunState::Running, None, "run.started")?;
-    let module = crate::modules::load(service, &request.module)?;
+    let module = crate::modules::load(service, &run.request.module)?;
+    let collector = Arc::new(IdentifierCollector::new());
+    let grants = open_inputs(service, &admitted, &collector)?;
+    let defaults = Limits::default();
     let limits = Limits {
-        max_output_bytes: rules
-            .max_output_bytes
-            .min(Limits::default().max_output_bytes),
+        max_output_bytes: admitted.rules.max_output_bytes.min(defaults.max_output_bytes),
+        max_outputs: admitted.rules.max_outputs.min(defaults.max_outputs),
         timeout: Duration::from_secs(service.config.run_timeout_secs),
-        ..Limits::default()
+        ..defaults
     };
-    match service
+    let result = service
         .runtime
-        .run(&module, grants, &request.params, &limits, Some(&token))
-    {
-        Err(RunError::Cancelled) => finalize(
-            service,
-            &mut run,
-            RunState::Cancelled,
-            Some("cancelled by the researcher".into()),
-            vec![],
-        ),
-        Err(e) => finalize(
-            service,
-            &mut run,
-            RunState::Failed,
-            Some(e.to_string()),
-            vec![],
-        ),
-        Ok(output) => match rules::apply(output, &rules, &identifiers) {
-            Err(reason) => finalize(service, &mut run, RunState::Withheld, Some(reason), vec![]),
-            Ok(applied) => {
-                if applied.suppressed > 0 {
-                    tracing::info!(
-                        run = id,
-                        suppressed = applied.suppressed,
-                        "small groups suppressed"
-                    );
-                }
-                let reviewers = reviewers(service, &request)?;
-                if reviewers.is_empty() {
-                    release(service, &mut run, &request, applied.outputs)
-                } else {
-                    hold(service, &mut run, applied.outputs, reviewers)
-                }
+        .run(&module, grants, &run.request.params, &limits, Some(&token));
+    let identifiers = collector.build();
+    let reviewed = admitted.review.required();
+    let identifier_columns = admitted.identifier_columns();
+    let egress = |outputs: Vec<Candidate>| {
+        cleanroom_policy::decide(EgressInput {
+            outputs,
+            rules: &admitted.rules,
+            identifier_columns: &identifier_columns,
+            identifiers: &identifiers,
+            reviewed,
+        })
+    };
+    match result {
+        Err(RunError::Cancelled) => {
+            let reason = stop_reason(service, id, "cancelled by the researcher");
+            let state = if reason.code == Code::RevokedDuringRun {
+                RunState::Withheld
+            } else {
+                RunState::Cancelled
+            };
+            finalize(service, &mut run, state, Some(reason), vec![])
+        }
+        Err(e) => {
+            let reason = failure_reason(&e);
+            if let RunError::Internal(detail) = &e {
+                tracing::error!(run = id, "internal error in a run: {detail}");
             }
-        },
+            let outputs = e
+                .module_text()
+                .map(|text| Candidate {
+                    name: "error".into(),
+                    kind: OutputKind::Error,
+                    content: Content::Bytes(text.as_bytes().to_vec()),
+                })
+                .into_iter()
+                .collect();
+            // A failed run is not reviewed: its error text leaves only where every owner
+            // releases logs and nobody reviews.
+            let decided: Vec<Decided> = egress(outputs)
+                .into_iter()
+                .map(|mut d| {
+                    if d.report.disposition == Disposition::Hold {
+                        d.report.disposition = Disposition::Refuse;
+                        d.report.codes.push(Code::LogsWithheld);
+                    }
+                    d
+                })
+                .collect();
+            run.outputs = decided.iter().map(|d| d.report.clone()).collect();
+            let sealed = seal_for_researcher(&run, &decided, false)?;
+            let receipt_outputs = write_result(service, &run, sealed)?;
+            finalize(service, &mut run, RunState::Failed, Some(reason), receipt_outputs)
+        }
+        Ok(output) => {
+            let decided = egress(output.candidates());
+            run.outputs = decided.iter().map(|d| d.report.clone()).collect();
+            if decided
+                .iter()
+                .any(|d| d.report.disposition == Disposition::Hold)
+            {
+                hold(service, &mut run, decided)
+            } else {
+                let _guard = service.transitions.lock().expect("transition lock");
+                release(service, &mut run, decided, false)
+            }
+        }
     }
 }
 
-type Admitted = (OutputRules, BTreeSet<String>, Grants);
-
-fn admit_for_execution(
+/// Open each admitted input as a tapped envelope table, hidden columns projected away.
+fn open_inputs(
     service: &Service,
-    researcher: &PartyId,
-    request: &RunRequest,
-) -> ApiResult<Result<Admitted, String>> {
-    let mut rules = Vec::new();
-    let mut identifiers = BTreeSet::new();
+    admitted: &Admitted,
+    collector: &Arc<IdentifierCollector>,
+) -> ApiResult<Grants> {
     let mut grants = Grants::new();
-    for (name, dataset) in &request.inputs {
-        let Some(policy) = policy_of(service, dataset)? else {
-            return Ok(Err(format!("dataset {dataset} has no policy")));
-        };
-        // `runs_so_far` excludes this run, which is already counted.
-        let runs = service
-            .storage
-            .count_admitted_runs(dataset, &request.module, &researcher.to_string())?
-            .saturating_sub(1);
-        if let GrantDecision::Deny(reason) = policy.policy.decide(
-            &request.module,
-            researcher,
-            &params_digest(&request.params),
-            crate::now(),
-            runs,
-        ) {
-            return Ok(Err(format!(
-                "dataset {dataset} (policy v{}): {reason}",
-                policy.policy.version
-            )));
-        }
-        identifiers.extend(policy.policy.identifier_columns.iter().cloned());
-        let owner = policy
+    for input in &admitted.inputs {
+        let owner = input
             .owner
             .verifying_key()
             .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let dataset = &input.receipt.dataset;
         let table = EnvelopeTable::open(
             service.storage.blob_path("datasets", dataset),
             *service.identity.hpke_secret(),
             owner,
-            &policy.policy.hidden_columns,
+            &input.hidden_columns,
+            dataset,
+            &input.receipt.manifest_digest,
         )
         .map_err(|e| ApiError::Internal(format!("dataset {dataset}: {e}")))?;
-        grants.insert(name.clone(), Arc::new(table) as Arc<dyn TableSource>);
-        rules.push(policy.policy.output);
+        let tapped = Tapped::new(
+            Arc::new(table),
+            input.identifier_columns.clone(),
+            collector.clone(),
+        );
+        grants.insert(
+            input.receipt.name.clone(),
+            Arc::new(tapped) as Arc<dyn TableSource>,
+        );
     }
-    Ok(Ok((
-        OutputRules::strictest(rules.iter()),
-        identifiers,
-        grants,
-    )))
+    Ok(grants)
 }
 
-/// Owners whose policy requires review of this run's outputs.
-fn reviewers(service: &Service, request: &RunRequest) -> ApiResult<Vec<String>> {
-    let mut out = BTreeSet::new();
-    for dataset in request.inputs.values() {
-        if let Some(p) = policy_of(service, dataset)?
-            && p.policy.output.review_required
-        {
-            out.insert(p.owner.to_string());
-        }
+/// Why a cancelled run stopped: a revocation, or the researcher.
+fn stop_reason(service: &Service, id: &str, otherwise: &str) -> Reason {
+    if service.revoked.lock().expect("revoked lock").remove(id) {
+        Reason::new(
+            Code::RevokedDuringRun,
+            "an input's policy was revoked while the run was queued or running",
+        )
+    } else {
+        Reason::new(Code::Cancelled, otherwise)
     }
-    Ok(out.into_iter().collect())
+}
+
+/// The status reason for a run error: a code and the limit in force, never module text.
+pub fn failure_reason(e: &RunError) -> Reason {
+    match e {
+        RunError::Failed(_) => Reason::new(
+            Code::AnalysisError,
+            "the analysis returned an error; its text is an output, released only where every \
+             owner releases logs",
+        ),
+        RunError::Timeout(limit) => Reason::new(
+            Code::Timeout,
+            format!("the analysis ran past its time limit of {} s", limit.as_secs()),
+        ),
+        RunError::MemoryLimit { limit_bytes } => Reason::new(
+            Code::MemoryLimit,
+            format!("the analysis exceeded its memory limit of {limit_bytes} bytes"),
+        ),
+        RunError::StackOverflow => Reason::new(Code::StackOverflow, "the analysis overflowed its stack"),
+        RunError::OutputLimit(limit) => Reason::new(
+            Code::OutputLimit,
+            format!("the analysis exceeded its output limit of {limit} bytes"),
+        ),
+        RunError::LogLimit(limit) => Reason::new(
+            Code::LogLimit,
+            format!("the analysis exceeded its log limit of {limit} bytes"),
+        ),
+        RunError::ParamsTooLarge { limit, .. } => Reason::new(
+            Code::ParamsTooLarge,
+            format!("the params exceed the limit of {limit} bytes"),
+        ),
+        RunError::ResourceLimit { what, limit } => Reason::new(
+            Code::ResourceLimit,
+            format!("the analysis exceeded the sandbox's limit of {limit} {what}"),
+        ),
+        RunError::Trap(_) => Reason::new(
+            Code::Trap,
+            "the analysis crashed (a trap); its details are an output, like its log",
+        ),
+        RunError::Cancelled => Reason::new(Code::Cancelled, "cancelled"),
+        RunError::Internal(_) => Reason::new(
+            Code::Internal,
+            "the service failed while running the analysis; the analysis is not at fault",
+        ),
+    }
 }
 
 fn set_state(
     service: &Service,
     run: &mut RunRow,
     state: RunState,
-    reason: Option<String>,
+    reason: Option<Reason>,
     action: &str,
 ) -> ApiResult<()> {
-    run.state = state.to_string();
+    run.state = state;
     run.reason = reason.clone();
     run.updated = crate::now();
-    let detail = json!({ "state": run.state, "reason": reason });
+    let detail = json!({ "state": state, "code": reason.map(|r| r.code) });
     service.record_run(run, audience(run), None, action, detail)
 }
 
-fn audience(run: &RunRow) -> Audience {
-    let mut parties: Vec<PartyId> = owners_of(run)
-        .iter()
-        .filter_map(|o| o.parse().ok())
-        .collect();
-    if let Ok(r) = run.researcher.parse() {
-        parties.push(r);
-    }
+/// The run's researcher and input owners.
+pub(crate) fn audience(run: &RunRow) -> Audience {
+    let mut parties = run.owners.clone();
+    parties.push(run.researcher);
     Audience::Parties(parties)
-}
-
-/// Owners of a run's inputs (from its admission record).
-pub(crate) fn owners_of(run: &RunRow) -> BTreeSet<String> {
-    run.inputs
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i["owner"].as_str().map(str::to_string))
-        .collect()
 }
 
 /// Put a run in a final state with a signed receipt.
@@ -361,46 +427,22 @@ fn finalize(
     service: &Service,
     run: &mut RunRow,
     state: RunState,
-    reason: Option<String>,
+    reason: Option<Reason>,
     outputs: Vec<ReceiptOutput>,
 ) -> ApiResult<()> {
-    let request: RunRequest = serde_json::from_value(run.request.clone())
-        .map_err(|e| ApiError::Internal(format!("corrupt run request: {e}")))?;
-    let inputs: Vec<ReceiptInput> = run
-        .inputs
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|i| ReceiptInput {
-            name: i["name"].as_str().unwrap_or_default().to_string(),
-            dataset: i["dataset"].as_str().unwrap_or_default().to_string(),
-            manifest_digest: i["manifest_digest"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            policy_version: i["policy_version"].as_u64().unwrap_or_default(),
-            policy_digest: i["policy_digest"].as_str().unwrap_or_default().to_string(),
-        })
-        .collect();
     let receipt = Receipt {
         run_id: run.id.clone(),
-        module: request.module.clone(),
-        researcher: run
-            .researcher
-            .parse()
-            .map_err(|_| ApiError::Internal("corrupt researcher".into()))?,
-        inputs,
-        params_digest: params_digest(&request.params),
+        module: run.request.module.clone(),
+        researcher: run.researcher,
+        inputs: run.inputs.clone(),
+        params_digest: run.request.params_digest(),
         outputs,
         state,
         measurement: service.measurement.clone(),
         enclave_key: service.enclave_party(),
         issued_at: crate::now(),
     };
-    let signed = SignedReceipt::sign(receipt, service.identity.signing_key());
-    run.receipt =
-        Some(serde_json::to_value(&signed).map_err(|e| ApiError::Internal(e.to_string()))?);
-    run.pending_reviews.clear();
+    run.receipt = Some(SignedReceipt::sign(receipt, service.identity.signing_key()));
     match state {
         RunState::Released => Metrics::inc(&service.metrics.runs_released),
         RunState::Failed | RunState::Cancelled => Metrics::inc(&service.metrics.runs_failed),
@@ -415,95 +457,274 @@ fn finalize(
     set_state(service, run, state, reason, &action)
 }
 
+/// Seal what leaves to the researcher: `Release` outputs, and `Hold` ones once reviewed.
+fn seal_for_researcher(
+    run: &RunRow,
+    decided: &[Decided],
+    reviewed: bool,
+) -> ApiResult<Vec<SealedOutput>> {
+    let recipient = run
+        .request
+        .researcher_hpke_key()
+        .map_err(|e| ApiError::Internal(format!("researcher key was validated at admission: {e}")))?;
+    let mut sealed = Vec::new();
+    for d in decided {
+        let leaves = match d.report.disposition {
+            Disposition::Release => true,
+            Disposition::Hold => reviewed,
+            Disposition::Refuse => false,
+        };
+        if !leaves {
+            continue;
+        }
+        let context = output_context(&run.id, "result", d.report.index);
+        let ct = seal_output(&recipient, &context, &d.output)
+            .map_err(|e| ApiError::Internal(format!("encrypting an output: {e}")))?;
+        sealed.push(SealedOutput {
+            index: d.report.index,
+            sealed: B64.encode(ct),
+        });
+    }
+    Ok(sealed)
+}
+
+/// Write the researcher's result bundle durably (before any state says it exists) and
+/// return the receipt's view of it: digests over ciphertext only.
+fn write_result(
+    service: &Service,
+    run: &RunRow,
+    sealed: Vec<SealedOutput>,
+) -> ApiResult<Vec<ReceiptOutput>> {
+    if sealed.is_empty() {
+        return Ok(vec![]);
+    }
+    let kinds: BTreeMap<u32, OutputKind> = run.outputs.iter().map(|r| (r.index, r.kind)).collect();
+    let receipt_outputs = sealed
+        .iter()
+        .map(|s| ReceiptOutput {
+            index: s.index,
+            kind: kinds.get(&s.index).copied().unwrap_or(OutputKind::File),
+            ciphertext_sha256: ciphertext_digest(&s.sealed),
+        })
+        .collect();
+    let blob = StoredResult { outputs: sealed };
+    let bytes = serde_json::to_vec(&blob).map_err(|e| ApiError::Internal(e.to_string()))?;
+    service.storage.write_blob("results", &run.id, &bytes)?;
+    Ok(receipt_outputs)
+}
+
+/// SHA-256 hex of a sealed output's ciphertext (given base64).
+fn ciphertext_digest(sealed_b64: &str) -> String {
+    hex::encode(Sha256::digest(B64.decode(sealed_b64).unwrap_or_default()))
+}
+
+/// The result blob: sealed outputs; the receipt comes from the run row.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredResult {
+    outputs: Vec<SealedOutput>,
+}
+
+/// The researcher's bundle of a released (or failed, with released error text) run.
+pub fn result_bundle(service: &Service, run: &RunRow) -> ApiResult<ResultBundle> {
+    let receipt = run
+        .receipt
+        .clone()
+        .ok_or_else(|| ApiError::Internal("a final run has a receipt".into()))?;
+    let outputs = match std::fs::read(service.storage.blob_path("results", &run.id)) {
+        Ok(bytes) => {
+            let stored: StoredResult = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::Internal(format!("corrupt result: {e}")))?;
+            stored.outputs
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && receipt.receipt.outputs.is_empty() => {
+            vec![]
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // The receipt names the ciphertext of every output: a swapped or edited blob is refused.
+    let expected: Vec<&str> = receipt
+        .receipt
+        .outputs
+        .iter()
+        .map(|o| o.ciphertext_sha256.as_str())
+        .collect();
+    let found: Vec<String> = outputs
+        .iter()
+        .map(|o| ciphertext_digest(&o.sealed))
+        .collect();
+    if expected != found.iter().map(String::as_str).collect::<Vec<_>>() {
+        return Err(ApiError::Internal(
+            "the stored result does not match the receipt (tampered storage?)".into(),
+        ));
+    }
+    Ok(ResultBundle {
+        run: run.id.clone(),
+        receipt,
+        outputs,
+    })
+}
+
+/// Release: re-check every policy, make the result durable, then commit `Released`.
+/// Callers hold `service.transitions`.
 fn release(
     service: &Service,
     run: &mut RunRow,
-    request: &RunRequest,
-    outputs: Vec<Released>,
+    decided: Vec<Decided>,
+    reviewed: bool,
 ) -> ApiResult<()> {
-    let recipient: [u8; 32] = hex::decode(&request.researcher_hpke)
-        .ok()
-        .and_then(|k| k.try_into().ok())
-        .ok_or_else(|| ApiError::Internal("researcher key was validated at admission".into()))?;
-    let mut sealed = Vec::new();
-    let mut receipt_outputs = Vec::new();
-    for o in &outputs {
-        let context = format!("{}/{}", run.id, o.name);
-        let ct = cleanroom_proto::sealed::seal_to(&recipient, &context, &o.bytes)
-            .map_err(|e| ApiError::Internal(format!("encrypting output: {e}")))?;
-        sealed.push(json!({ "name": o.name, "kind": o.kind, "sealed": B64.encode(ct) }));
-        receipt_outputs.push(ReceiptOutput {
-            name: o.name.clone(),
-            kind: o.kind.clone(),
-            sha256: hex::encode(Sha256::digest(&o.bytes)),
-            bytes: o.bytes.len() as u64,
-        });
+    if let Decision::Deny(_) = admission(service, &run.researcher, &run.request, Some(&run.id))? {
+        let _ = std::fs::remove_file(service.storage.blob_path("held", &run.id));
+        return finalize(
+            service,
+            run,
+            RunState::Withheld,
+            Some(Reason::new(
+                Code::RevokedDuringRun,
+                "an input's policy no longer allows this run; nothing was released",
+            )),
+            vec![],
+        );
     }
+    let sealed = seal_for_researcher(run, &decided, reviewed)?;
+    if sealed.is_empty() && !decided.is_empty() {
+        let code = decided
+            .iter()
+            .flat_map(|d| d.report.codes.first().copied())
+            .next()
+            .unwrap_or(Code::UncheckedRefused);
+        let _ = std::fs::remove_file(service.storage.blob_path("held", &run.id));
+        return finalize(
+            service,
+            run,
+            RunState::Withheld,
+            Some(Reason::new(
+                code,
+                "the owners' rules released none of the run's outputs; see each output's codes",
+            )),
+            vec![],
+        );
+    }
+    let receipt_outputs = write_result(service, run, sealed)?;
     finalize(service, run, RunState::Released, None, receipt_outputs)?;
-    let result = json!({ "run": run.id, "receipt": run.receipt, "outputs": sealed });
-    let bytes = serde_json::to_vec(&result).map_err(|e| ApiError::Internal(e.to_string()))?;
-    service.storage.write_blob("results", &run.id, &bytes)?;
+    let _ = std::fs::remove_file(service.storage.blob_path("held", &run.id));
     Ok(())
 }
 
-fn hold(
-    service: &Service,
-    run: &mut RunRow,
-    outputs: Vec<Released>,
-    reviewers: Vec<String>,
-) -> ApiResult<()> {
-    let plain = serde_json::to_vec(&outputs).map_err(|e| ApiError::Internal(e.to_string()))?;
+/// A held output, sealed at rest under the enclave's state key.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeldOutput {
+    report: OutputReport,
+    name: String,
+    #[serde(with = "b64")]
+    bytes: Vec<u8>,
+    reviewable: bool,
+}
+
+mod b64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+fn hold(service: &Service, run: &mut RunRow, decided: Vec<Decided>) -> ApiResult<()> {
+    let held: Vec<HeldOutput> = decided
+        .into_iter()
+        .map(|d| HeldOutput {
+            report: d.report,
+            name: d.output.name,
+            bytes: d.output.bytes,
+            reviewable: d.reviewable,
+        })
+        .collect();
+    let plain = serde_json::to_vec(&held).map_err(|e| ApiError::Internal(e.to_string()))?;
     let sealed = service
         .sealer
         .seal(HELD_PURPOSE, run.id.as_bytes(), &plain)
         .map_err(|e| ApiError::Internal(format!("sealing held outputs: {e}")))?;
     service.storage.write_blob("held", &run.id, &sealed)?;
-    run.pending_reviews = reviewers;
-    set_state(
-        service,
-        run,
-        RunState::HeldForReview,
-        None,
-        "run.held_for_review",
-    )
+    set_state(service, run, RunState::HeldForReview, None, "run.held_for_review")
 }
 
-fn held_outputs(service: &Service, run: &RunRow) -> ApiResult<Vec<Released>> {
+fn held_outputs(service: &Service, run: &RunRow) -> ApiResult<Vec<Decided>> {
     let sealed = std::fs::read(service.storage.blob_path("held", &run.id))?;
     let plain = service
         .sealer
         .open(HELD_PURPOSE, run.id.as_bytes(), &sealed)
         .map_err(|e| ApiError::Internal(format!("held outputs do not unseal (tampered?): {e}")))?;
-    serde_json::from_slice(&plain).map_err(|e| ApiError::Internal(e.to_string()))
+    let held: Vec<HeldOutput> =
+        serde_json::from_slice(&plain).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(held
+        .into_iter()
+        .map(|h| Decided {
+            output: PlainOutput {
+                name: h.name,
+                kind: h.report.kind,
+                bytes: h.bytes,
+            },
+            report: h.report,
+            reviewable: h.reviewable,
+        })
+        .collect())
 }
 
-/// What owners reviewing a held run are asked to release.
-pub fn held_preview(service: &Service, run: &RunRow) -> ApiResult<serde_json::Value> {
-    let outputs = held_outputs(service, run)?;
-    serde_json::to_value(outputs).map_err(|e| ApiError::Internal(e.to_string()))
+/// What a pending reviewer is asked to release, sealed to the key they signed for.
+pub fn held_bundle(
+    service: &Service,
+    run: &RunRow,
+    reviewer_hpke: &[u8; 32],
+) -> ApiResult<HeldBundle> {
+    let decided = held_outputs(service, run)?;
+    let mut outputs = Vec::new();
+    for d in decided.iter().filter(|d| d.reviewable) {
+        let context = output_context(&run.id, "review", d.report.index);
+        let ct = seal_output(reviewer_hpke, &context, &d.output)
+            .map_err(|e| ApiError::Internal(format!("encrypting for review: {e}")))?;
+        outputs.push(SealedOutput {
+            index: d.report.index,
+            sealed: B64.encode(ct),
+        });
+    }
+    Ok(HeldBundle {
+        run: run.id.clone(),
+        reports: decided.into_iter().map(|d| d.report).collect(),
+        outputs,
+    })
 }
 
-/// An owner's review decision; the run is released once every reviewer releases.
+/// A reviewer's decision; the run is released once every review group has its releases,
+/// and withheld by any pending reviewer's withhold.
 pub fn finish_review(
     service: &Service,
     id: &str,
-    owner: PartyId,
+    reviewer: PartyId,
     release_it: bool,
     reason: Option<String>,
 ) -> ApiResult<RunRow> {
+    let _guard = service.transitions.lock().expect("transition lock");
     let mut run = service
         .storage
         .run(id)?
         .ok_or_else(|| ApiError::NotFound(format!("no run {id}")))?;
-    let me = owner.to_string();
-    if !run.pending_reviews.contains(&me) {
+    if !run.pending_reviews().contains(&reviewer) {
         return Err(ApiError::Conflict(format!(
             "run {id} does not await your review"
         )));
     }
+    let reason: Option<String> = reason.map(|r| r.chars().take(1000).collect());
     service.record(
         audience(&run),
-        Some(owner),
+        Some(reviewer),
         if release_it {
             "review.released"
         } else {
@@ -515,23 +736,83 @@ pub fn finish_review(
     if !release_it {
         let _ = std::fs::remove_file(service.storage.blob_path("held", id));
         let why = format!(
-            "withheld by owner {}{}",
-            owner.short(),
+            "withheld by reviewer {}{}",
+            reviewer.short(),
             reason.map(|r| format!(": {r}")).unwrap_or_default()
         );
-        finalize(service, &mut run, RunState::Withheld, Some(why), vec![])?;
+        finalize(
+            service,
+            &mut run,
+            RunState::Withheld,
+            Some(Reason::new(Code::WithheldByReviewer, why)),
+            vec![],
+        )?;
         return Ok(run);
     }
-    run.pending_reviews.retain(|p| p != &me);
-    if run.pending_reviews.is_empty() {
-        let outputs = held_outputs(service, &run)?;
-        let request: RunRequest = serde_json::from_value(run.request.clone())
-            .map_err(|e| ApiError::Internal(format!("corrupt run request: {e}")))?;
-        release(service, &mut run, &request, outputs)?;
-        let _ = std::fs::remove_file(service.storage.blob_path("held", id));
+    run.released_by.push(reviewer);
+    if run.route().satisfied(&run.released_by) {
+        let decided = held_outputs(service, &run)?;
+        release(service, &mut run, decided, true)?;
     } else {
         run.updated = crate::now();
         service.storage.put_run(&run)?;
     }
     Ok(run)
+}
+
+/// A dataset's policy changed: every run on it that is queued, running or held is decided
+/// again, and stopped or withheld if the new policy no longer allows it.
+pub fn on_policy_change(service: &Service, dataset: &str) -> ApiResult<()> {
+    let runs = service.storage.runs()?;
+    for run in runs {
+        if !matches!(
+            run.state,
+            RunState::Queued | RunState::Running | RunState::HeldForReview
+        ) || !run.inputs.iter().any(|i| i.dataset == dataset)
+        {
+            continue;
+        }
+        let allowed = matches!(
+            admission(service, &run.researcher, &run.request, Some(&run.id))?,
+            Decision::Allow(_)
+        );
+        if allowed {
+            continue;
+        }
+        match run.state {
+            RunState::HeldForReview => {
+                let _guard = service.transitions.lock().expect("transition lock");
+                let Some(mut run) = service.storage.run(&run.id)? else {
+                    continue;
+                };
+                if run.state != RunState::HeldForReview {
+                    continue;
+                }
+                let _ = std::fs::remove_file(service.storage.blob_path("held", &run.id));
+                finalize(
+                    service,
+                    &mut run,
+                    RunState::Withheld,
+                    Some(Reason::new(
+                        Code::RevokedDuringRun,
+                        "an input's policy was revoked while the outputs awaited review",
+                    )),
+                    vec![],
+                )?;
+            }
+            RunState::Running => {
+                service
+                    .revoked
+                    .lock()
+                    .expect("revoked lock")
+                    .insert(run.id.clone());
+                if let Some(token) = service.cancels.lock().expect("cancel map lock").get(&run.id) {
+                    token.cancel();
+                }
+            }
+            // A queued run is decided again when it starts.
+            _ => {}
+        }
+    }
+    Ok(())
 }

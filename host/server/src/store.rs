@@ -8,6 +8,12 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+use cleanroom_proto::audit::AuditEntry;
+use cleanroom_proto::policy::SignedPolicy;
+use cleanroom_proto::receipt::{ReceiptInput, SignedReceipt};
+use cleanroom_proto::run::{OutputReport, RunRequest, RunState, RunStatus};
+use cleanroom_proto::{PartyId, Reason};
+
 use crate::error::{ApiError, ApiResult};
 
 /// A stored dataset (its envelope lives in the blob store).
@@ -27,29 +33,97 @@ pub struct DatasetRow {
     pub created: u64,
 }
 
-/// A stored run.
+/// A stored run: every field typed, nothing a module wrote.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RunRow {
     /// Run id.
     pub id: String,
-    /// Researcher (hex key).
-    pub researcher: String,
-    /// The request as submitted (JSON).
-    pub request: serde_json::Value,
-    /// What admission decided per input: dataset, manifest digest, policy version and digest.
-    pub inputs: serde_json::Value,
-    /// Current state (snake_case).
-    pub state: String,
-    /// Why it failed, was rejected or withheld.
-    pub reason: Option<String>,
-    /// Owners whose review is still pending.
-    pub pending_reviews: Vec<String>,
+    /// Researcher.
+    pub researcher: PartyId,
+    /// The request as submitted.
+    pub request: RunRequest,
+    /// Each input with the policy applied (at admission, then at start).
+    pub inputs: Vec<ReceiptInput>,
+    /// Owners of the inputs.
+    pub owners: Vec<PartyId>,
+    /// Current state.
+    pub state: RunState,
+    /// Why it failed, was rejected or withheld (host-written).
+    pub reason: Option<Reason>,
+    /// Review groups (one per input whose owner reviews).
+    pub review: Vec<ReviewGroupRow>,
+    /// Reviewers who released so far.
+    pub released_by: Vec<PartyId>,
+    /// What the policy decided per output.
+    pub outputs: Vec<OutputReport>,
     /// The signed receipt once final.
-    pub receipt: Option<serde_json::Value>,
+    pub receipt: Option<SignedReceipt>,
     /// Submission time.
     pub created: u64,
     /// Last change.
     pub updated: u64,
+}
+
+/// A stored review group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewGroupRow {
+    /// The dataset whose owner requires review.
+    pub dataset: String,
+    /// Who may review.
+    pub reviewers: Vec<PartyId>,
+    /// How many distinct releases are needed.
+    pub needed: u32,
+}
+
+impl RunRow {
+    /// The review route in the policy crate's terms.
+    pub fn route(&self) -> cleanroom_policy::ReviewRoute {
+        cleanroom_policy::ReviewRoute {
+            groups: self
+                .review
+                .iter()
+                .map(|g| cleanroom_policy::ReviewGroup {
+                    dataset: g.dataset.clone(),
+                    reviewers: g.reviewers.clone(),
+                    needed: g.needed,
+                })
+                .collect(),
+        }
+    }
+
+    /// Reviewers still awaited (only while held).
+    pub fn pending_reviews(&self) -> Vec<PartyId> {
+        if self.state == RunState::HeldForReview {
+            self.route().pending(&self.released_by)
+        } else {
+            vec![]
+        }
+    }
+
+    /// Whether `party` submitted the run or owns one of its inputs.
+    pub fn visible_to(&self, party: &PartyId) -> bool {
+        self.researcher == *party || self.owners.contains(party)
+    }
+
+    /// The status every party to the run sees.
+    pub fn status(&self) -> RunStatus {
+        RunStatus {
+            run: self.id.clone(),
+            state: self.state,
+            reason: self.reason.clone(),
+            researcher: self.researcher,
+            module: self.request.module.clone(),
+            inputs: self.inputs.clone(),
+            params_digest: self.request.params_digest(),
+            pending_reviews: self.pending_reviews(),
+            outputs: self.outputs.clone(),
+            receipt: self.receipt.clone(),
+            created: self.created,
+            updated: self.updated,
+        }
+    }
 }
 
 /// Everything the service persists.
@@ -64,29 +138,24 @@ pub trait Storage: Send + Sync {
     fn put_module(&self, hash: &str, uploader: &str, bytes: u64, created: u64) -> ApiResult<()>;
     /// Whether a module exists.
     fn has_module(&self, hash: &str) -> ApiResult<bool>;
-    /// Store a policy version (JSON of the signed policy).
-    fn put_policy(&self, dataset: &str, version: u64, signed: &serde_json::Value) -> ApiResult<()>;
-    /// The latest policy of a dataset.
-    fn policy(&self, dataset: &str) -> ApiResult<Option<serde_json::Value>>;
+    /// Store a policy version.
+    fn put_policy(&self, signed: &SignedPolicy) -> ApiResult<()>;
+    /// The latest policy of a dataset, as stored (verify before trusting it).
+    fn policy(&self, dataset: &str) -> ApiResult<Option<SignedPolicy>>;
     /// Insert or replace a run.
     fn put_run(&self, run: &RunRow) -> ApiResult<()>;
     /// A run by id.
     fn run(&self, id: &str) -> ApiResult<Option<RunRow>>;
     /// All runs, newest first.
     fn runs(&self) -> ApiResult<Vec<RunRow>>;
-    /// Runs of `module` over `dataset` by `researcher` that were admitted (for grant run limits).
-    fn count_admitted_runs(&self, dataset: &str, module: &str, researcher: &str) -> ApiResult<u64>;
-    /// Append an audit entry (JSON) with its hash, and store `run` (if
-    /// given) in the same transaction: one durable write per state change.
-    fn append_audit(
-        &self,
-        seq: u64,
-        entry: &serde_json::Value,
-        hash: &str,
-        run: Option<&RunRow>,
-    ) -> ApiResult<()>;
-    /// All audit entries in order.
-    fn audit(&self) -> ApiResult<Vec<serde_json::Value>>;
+    /// Runs admitted under grant `grant` (its digest) on `dataset`, except `exclude`.
+    fn grant_runs(&self, dataset: &str, grant: &str, exclude: Option<&str>) -> ApiResult<u64>;
+    /// Append an audit entry with its hash, and store `run` (if given) in the same
+    /// transaction: one durable write per state change.
+    fn append_audit(&self, entry: &AuditEntry, hash: &str, run: Option<&RunRow>)
+    -> ApiResult<()>;
+    /// Audit entries from `from` on, at most `limit`, in order.
+    fn audit(&self, from: u64, limit: u64) -> ApiResult<Vec<AuditEntry>>;
     /// Remember a request nonce; false if it was seen before (a replay).
     fn remember_nonce(&self, party: &str, nonce: &str, created: u64) -> ApiResult<bool>;
     /// Put a blob atomically from a finished temporary file.
@@ -111,7 +180,8 @@ CREATE TABLE IF NOT EXISTS datasets (id TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS modules (hash TEXT PRIMARY KEY, uploader TEXT NOT NULL, bytes INTEGER NOT NULL, created INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS policies (dataset TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (dataset, version));
 CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, created INTEGER NOT NULL, body TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS run_inputs (run TEXT NOT NULL, dataset TEXT NOT NULL, module TEXT NOT NULL, researcher TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS run_grants (run TEXT NOT NULL, dataset TEXT NOT NULL, grant_digest TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS run_grants_by_grant ON run_grants (dataset, grant_digest);
 CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nonces (party TEXT NOT NULL, nonce TEXT NOT NULL, created INTEGER NOT NULL, PRIMARY KEY (party, nonce));
 ";
@@ -202,15 +272,19 @@ impl Storage for SqliteStorage {
             .is_some())
     }
 
-    fn put_policy(&self, dataset: &str, version: u64, signed: &serde_json::Value) -> ApiResult<()> {
+    fn put_policy(&self, signed: &SignedPolicy) -> ApiResult<()> {
         self.conn().execute(
             "INSERT INTO policies (dataset, version, body) VALUES (?1, ?2, ?3)",
-            params![dataset, version as i64, to_json(signed)?],
+            params![
+                signed.policy.dataset,
+                signed.policy.version as i64,
+                to_json(signed)?
+            ],
         )?;
         Ok(())
     }
 
-    fn policy(&self, dataset: &str) -> ApiResult<Option<serde_json::Value>> {
+    fn policy(&self, dataset: &str) -> ApiResult<Option<SignedPolicy>> {
         self.one(
             "SELECT body FROM policies WHERE dataset = ?1 ORDER BY version DESC LIMIT 1",
             dataset,
@@ -233,10 +307,10 @@ impl Storage for SqliteStorage {
         self.all("SELECT body FROM runs ORDER BY created DESC, id")
     }
 
-    fn count_admitted_runs(&self, dataset: &str, module: &str, researcher: &str) -> ApiResult<u64> {
+    fn grant_runs(&self, dataset: &str, grant: &str, exclude: Option<&str>) -> ApiResult<u64> {
         let n: i64 = self.conn().query_row(
-            "SELECT COUNT(*) FROM run_inputs WHERE dataset = ?1 AND module = ?2 AND researcher = ?3",
-            params![dataset, module, researcher],
+            "SELECT COUNT(*) FROM run_grants WHERE dataset = ?1 AND grant_digest = ?2 AND run != ?3",
+            params![dataset, grant, exclude.unwrap_or("")],
             |r| r.get(0),
         )?;
         Ok(n as u64)
@@ -244,11 +318,11 @@ impl Storage for SqliteStorage {
 
     fn append_audit(
         &self,
-        seq: u64,
-        entry: &serde_json::Value,
+        entry: &AuditEntry,
         hash: &str,
         run: Option<&RunRow>,
     ) -> ApiResult<()> {
+        let seq = entry.seq;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         if let Some(run) = run {
@@ -262,8 +336,15 @@ impl Storage for SqliteStorage {
         Ok(())
     }
 
-    fn audit(&self) -> ApiResult<Vec<serde_json::Value>> {
-        self.all("SELECT body FROM audit ORDER BY seq")
+    fn audit(&self, from: u64, limit: u64) -> ApiResult<Vec<AuditEntry>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT body FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2")?;
+        let rows = stmt.query_map(
+            params![from as i64, limit.min(i64::MAX as u64) as i64],
+            |r| r.get::<_, String>(0),
+        )?;
+        rows.map(|r| from_json(&r?)).collect()
     }
 
     fn remember_nonce(&self, party: &str, nonce: &str, created: u64) -> ApiResult<bool> {
@@ -320,16 +401,12 @@ fn put_run_tx(tx: &rusqlite::Transaction<'_>, run: &RunRow) -> ApiResult<()> {
         params![run.id, run.created as i64, to_json(run)?],
     )? == 1;
     if new {
-        if let (Some(module), Some(inputs)) = (
-            run.request["module"].as_str(),
-            run.request["inputs"].as_object(),
-        ) {
-            for dataset in inputs.values().filter_map(|v| v.as_str()) {
-                tx.execute(
-                    "INSERT INTO run_inputs (run, dataset, module, researcher) VALUES (?1, ?2, ?3, ?4)",
-                    params![run.id, dataset, module, run.researcher],
-                )?;
-            }
+        // Every admitted run counts against its grants' `max_runs`.
+        for input in &run.inputs {
+            tx.execute(
+                "INSERT INTO run_grants (run, dataset, grant_digest) VALUES (?1, ?2, ?3)",
+                params![run.id, input.dataset, input.grant_digest],
+            )?;
         }
     } else {
         tx.execute(

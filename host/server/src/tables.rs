@@ -36,11 +36,27 @@ impl EnvelopeTable {
         hpke_secret: [u8; 32],
         owner: VerifyingKey,
         hidden: &[String],
+        dataset: &str,
+        manifest_digest: &str,
     ) -> Result<Self, String> {
         let reader = Self::reader(&path, &hpke_secret, &owner)?;
+        // The file on disk is the operator's: it must be this dataset's envelope, exactly the
+        // one uploaded (not another dataset of the same owner swapped in).
+        let manifest = reader.manifest();
+        if manifest.dataset_id().to_string() != dataset
+            || hex::encode(manifest.digest()) != manifest_digest
+        {
+            return Err(format!(
+                "the sealed file of dataset {dataset} is not the envelope that was uploaded"
+            ));
+        }
         let full = reader.schema();
         let projection: Vec<usize> = (0..full.fields().len())
-            .filter(|i| !hidden.iter().any(|h| h == full.field(*i).name()))
+            .filter(|i| {
+                !hidden
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(full.field(*i).name()))
+            })
             .collect();
         let schema = std::sync::Arc::new(full.project(&projection).map_err(|e| e.to_string())?);
         Ok(EnvelopeTable {
@@ -98,3 +114,4 @@ impl TableSource for EnvelopeTable {
         Box::new(rx.into_iter())
     }
 }
+

@@ -1,7 +1,6 @@
 use cleanroom_proto::policy::{DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MIN_GROUP_COUNT};
 use cleanroom_proto::{
-    Error, Grant, GrantDecision, Identity, OutputRules, PartyId, Policy, Researchers, SignedPolicy,
-    SmallGroups, params_digest,
+    Error, Grant, Identity, OutputRules, Policy, Researchers, SignedPolicy, SmallGroups,
 };
 
 const NOW: u64 = 1_700_000_000;
@@ -18,6 +17,8 @@ fn grant(researchers: Researchers) -> Grant {
         expires_at: None,
         max_runs: None,
         note: Some("SELECT count(*) FROM t".into()),
+        inputs: None,
+        unlimited: false,
     }
 }
 
@@ -125,187 +126,6 @@ fn json_shape_and_validation() {
 }
 
 #[test]
-fn decide_matrix() {
-    let alice = Identity::generate().party();
-    let bob = Identity::generate().party();
-    let approved = params_digest("{\"age\":40}");
-    let other = params_digest("{\"age\":41}");
-    let only_alice = Researchers::Only(vec![alice]);
-    let pinned = Grant {
-        params_digest: Some(approved.clone()),
-        ..grant(only_alice.clone())
-    };
-    let expiring = Grant {
-        expires_at: Some(NOW),
-        ..grant(Researchers::Any)
-    };
-    let limited = Grant {
-        max_runs: Some(2),
-        ..grant(Researchers::Any)
-    };
-    type Case<'a> = (
-        &'a str,
-        Vec<Grant>,
-        String,
-        PartyId,
-        &'a str,
-        u64,
-        Option<usize>,
-        &'a str,
-    );
-    let cases: Vec<Case> = vec![
-        (
-            "listed researcher",
-            vec![grant(only_alice.clone())],
-            module(1),
-            alice,
-            &other,
-            0,
-            Some(0),
-            "",
-        ),
-        (
-            "module not granted",
-            vec![grant(Researchers::Any)],
-            module(2),
-            alice,
-            &other,
-            0,
-            None,
-            "does not grant module",
-        ),
-        (
-            "researcher not listed",
-            vec![grant(only_alice.clone())],
-            module(1),
-            bob,
-            &other,
-            0,
-            None,
-            "not named",
-        ),
-        (
-            "empty list",
-            vec![grant(Researchers::Only(vec![]))],
-            module(1),
-            alice,
-            &other,
-            0,
-            None,
-            "not named",
-        ),
-        (
-            "any",
-            vec![grant(Researchers::Any)],
-            module(1),
-            bob,
-            &other,
-            0,
-            Some(0),
-            "",
-        ),
-        (
-            "params pinned, match",
-            vec![pinned.clone()],
-            module(1),
-            alice,
-            &approved,
-            0,
-            Some(0),
-            "",
-        ),
-        (
-            "params pinned, mismatch",
-            vec![pinned.clone()],
-            module(1),
-            alice,
-            &other,
-            0,
-            None,
-            "approved params",
-        ),
-        (
-            "expired at expiry",
-            vec![expiring.clone()],
-            module(1),
-            alice,
-            &other,
-            0,
-            None,
-            "expired",
-        ),
-        (
-            "max runs left",
-            vec![limited.clone()],
-            module(1),
-            alice,
-            &other,
-            1,
-            Some(0),
-            "",
-        ),
-        (
-            "max runs reached",
-            vec![limited.clone()],
-            module(1),
-            alice,
-            &other,
-            2,
-            None,
-            "runs were used",
-        ),
-        (
-            "revoked",
-            vec![],
-            module(1),
-            alice,
-            &other,
-            0,
-            None,
-            "revoked",
-        ),
-        (
-            "second grant allows",
-            vec![grant(only_alice.clone()), grant(Researchers::Any)],
-            module(1),
-            bob,
-            &other,
-            0,
-            Some(1),
-            "",
-        ),
-    ];
-    for (name, grants, module, who, params, runs, allow, reason) in cases {
-        let decision = policy(grants).decide(&module, &who, params, NOW, runs);
-        match (allow, &decision) {
-            (Some(i), GrantDecision::Allow { grant_index }) => {
-                assert_eq!(*grant_index, i, "{name}")
-            }
-            (None, GrantDecision::Deny(why)) => {
-                assert!(why.contains(reason), "{name}: {why}");
-                assert!(
-                    why.contains("v3"),
-                    "{name}: reason names the policy version: {why}"
-                );
-                assert!(
-                    why.contains("ask") || why.contains("run with"),
-                    "{name}: {why}"
-                );
-            }
-            _ => panic!("{name}: unexpected {decision:?}"),
-        }
-    }
-    let before = Grant {
-        expires_at: Some(NOW + 1),
-        ..grant(Researchers::Any)
-    };
-    assert_eq!(
-        policy(vec![before]).decide(&module(1), &bob, &other, NOW, 0),
-        GrantDecision::Allow { grant_index: 0 }
-    );
-}
-
-#[test]
 fn strictest_rules() {
     let a = OutputRules {
         max_output_bytes: 1000,
@@ -314,6 +134,7 @@ fn strictest_rules() {
         small_groups: SmallGroups::Suppress,
         release_logs: true,
         review_required: false,
+        ..OutputRules::default()
     };
     let b = OutputRules {
         max_output_bytes: 5000,
@@ -322,6 +143,9 @@ fn strictest_rules() {
         small_groups: SmallGroups::Refuse,
         release_logs: false,
         review_required: true,
+        rounding: cleanroom_proto::policy::Rounding::Redact7Round5,
+        max_outputs: 8,
+        ..OutputRules::default()
     };
     let s = OutputRules::strictest([&a, &b]);
     assert_eq!(s.max_output_bytes, 1000);
@@ -333,6 +157,18 @@ fn strictest_rules() {
     assert_eq!(s.small_groups, SmallGroups::Refuse);
     assert!(!s.release_logs);
     assert!(s.review_required);
+    assert_eq!(s.rounding, cleanroom_proto::policy::Rounding::Redact7Round5);
+    assert_eq!(s.max_outputs, 8);
+    assert_eq!(
+        s.unchecked_outputs(),
+        cleanroom_proto::policy::Unchecked::Review,
+        "unchecked outputs are reviewed where an owner reviews"
+    );
+    assert_eq!(
+        OutputRules::strictest([&a, &a]).unchecked_outputs(),
+        cleanroom_proto::policy::Unchecked::Refuse,
+        "and refused where nobody does"
+    );
     assert_eq!(
         OutputRules::strictest([&a, &b]),
         OutputRules::strictest([&b, &a]).with_columns_sorted()

@@ -13,13 +13,13 @@ fn receipt(researcher: &Identity) -> Receipt {
             manifest_digest: "cd".repeat(32),
             policy_version: 3,
             policy_digest: "ef".repeat(32),
+            grant_digest: "12".repeat(32),
         }],
         params_digest: params_digest("{}"),
         outputs: vec![ReceiptOutput {
-            name: "summary".into(),
-            kind: "table".into(),
-            sha256: "01".repeat(32),
-            bytes: 1234,
+            index: 0,
+            kind: cleanroom_proto::run::OutputKind::Table,
+            ciphertext_sha256: "01".repeat(32),
         }],
         state: RunState::Released,
         measurement: "aa".repeat(48),
@@ -49,7 +49,7 @@ fn tampered_receipt_fails() {
     let signed = SignedReceipt::sign(receipt(&Identity::generate()), enclave.signing_key());
     let edits: [fn(&mut Receipt); 6] = [
         |r| r.state = RunState::Withheld,
-        |r| r.outputs[0].bytes += 1,
+        |r| r.outputs[0].index += 1,
         |r| r.inputs[0].policy_version = 2,
         |r| r.params_digest = params_digest("{\"x\":1}"),
         |r| r.researcher = Identity::generate().party(),

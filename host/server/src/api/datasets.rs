@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use cleanroom_envelope::EnvelopeReader;
 use cleanroom_proto::httpsig::DigestWriter;
+use cleanroom_proto::PartyId;
 use cleanroom_proto::policy::SignedPolicy;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -17,26 +18,58 @@ use sha2::{Digest, Sha256};
 use crate::app::Service;
 use crate::error::{ApiError, ApiResult};
 use crate::events::Audience;
-use crate::http::{Body, json_response, read_body};
+use crate::http::{Body, json_response, read_body, typed_response};
 use crate::store::DatasetRow;
 
-pub(super) async fn list(service: &Service) -> ApiResult<Response<Body>> {
+/// Whether `party` may see `dataset`'s schema: its owner, or a researcher one of its grants
+/// names (or any researcher, for an `any` grant).
+fn may_see_schema(service: &Service, owner: &str, dataset: &str, party: &PartyId) -> ApiResult<bool> {
+    if owner == party.to_string() {
+        return Ok(true);
+    }
+    Ok(service
+        .storage
+        .policy(dataset)?
+        .is_some_and(|p| p.policy.grants.iter().any(|g| g.researchers.allows(party))))
+}
+
+pub(super) async fn list(service: &Service, req: &Request<Incoming>) -> ApiResult<Response<Body>> {
+    let party = crate::auth::signed_get(service, req)?;
     let datasets = service.storage.datasets()?;
     let mut out = Vec::new();
     for d in datasets {
-        let policy_version = service
-            .storage
-            .policy(&d.id)?
-            .and_then(|p| p["policy"]["version"].as_u64());
+        let policy = service.storage.policy(&d.id)?;
+        let is_owner = d.owner == party.to_string();
+        let columns: Option<Vec<(String, String)>> =
+            if may_see_schema(service, &d.owner, &d.id, &party)? {
+                let hidden: Vec<String> = policy
+                    .as_ref()
+                    .map(|p| p.policy.hidden_columns.clone())
+                    .unwrap_or_default();
+                // Hidden column names are the owner's alone.
+                Some(
+                    d.columns
+                        .iter()
+                        .filter(|(name, _)| {
+                            is_owner || !hidden.iter().any(|h| h.eq_ignore_ascii_case(name))
+                        })
+                        .cloned()
+                        .collect(),
+                )
+            } else {
+                None
+            };
         out.push(json!({
-            "id": d.id, "owner": d.owner, "rows": d.rows, "columns": d.columns,
-            "manifest_digest": d.manifest_digest, "policy_version": policy_version, "created": d.created,
+            "id": d.id, "owner": d.owner, "rows": columns.as_ref().map(|_| d.rows), "columns": columns,
+            "manifest_digest": d.manifest_digest,
+            "policy_version": policy.map(|p| p.policy.version), "created": d.created,
         }));
     }
     Ok(json_response(StatusCode::OK, &json!({ "datasets": out })))
 }
 
-/// Stream the body to a temporary file, hashing as it goes.
+/// Stream the body to a temporary file, hashing as it goes (the caller has already
+/// authenticated the headers; the digest is compared with the signed one after).
 async fn spool(
     service: &Service,
     body: Incoming,
@@ -44,10 +77,15 @@ async fn spool(
 ) -> ApiResult<(std::path::PathBuf, String, u64)> {
     let tmp = service.storage.tmp_path();
     let mut file = std::fs::File::create(&tmp)?;
+    let guard = scopeguard(tmp.clone());
     let mut digest = DigestWriter::new();
     let mut total = 0u64;
     let mut body = body;
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = tokio::time::timeout(crate::http::BODY_IDLE_TIMEOUT, body.frame())
+            .await
+            .map_err(|_| ApiError::BadRequest("the upload stalled; send it promptly".into()))?;
+        let Some(frame) = frame else { break };
         let frame = frame.map_err(|e| ApiError::BadRequest(format!("upload interrupted: {e}")))?;
         if let Some(chunk) = frame.data_ref() {
             total += chunk.len() as u64;
@@ -63,6 +101,7 @@ async fn spool(
         }
     }
     file.sync_all()?;
+    guard.disarm();
     Ok((tmp, digest.finish(), total))
 }
 
@@ -72,14 +111,17 @@ pub(super) async fn upload(
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
     let (parts, body) = req.into_parts();
-    let (tmp, digest, bytes) = spool(&service, body, service.config.max_upload_bytes).await?;
-    let cleanup = scopeguard(tmp.clone());
-    let owner = crate::auth::authenticate_digest(&service, &parts, &digest)?;
+    // Who is uploading is known from the signed headers before a byte is spooled.
+    let (owner, claimed) = crate::auth::authenticate_headers(&service, &parts)?;
     if service.storage.dataset(id)?.is_some() {
         return Err(ApiError::Conflict(format!(
             "dataset {id} already exists; datasets are immutable, upload a new id"
         )));
     }
+    let _slot = service.uploads.take(owner).map_err(ApiError::Busy)?;
+    let (tmp, digest, bytes) = spool(&service, body, service.config.max_upload_bytes).await?;
+    let cleanup = scopeguard(tmp.clone());
+    crate::auth::check_digest(&service, &parts, owner, &claimed, &digest)?;
     // Open the envelope as the enclave will: manifest signature, owner, key unwrap.
     let file = std::fs::File::open(&tmp)?;
     let owner_key = owner
@@ -116,7 +158,7 @@ pub(super) async fn upload(
         .upload_bytes
         .fetch_add(bytes, Ordering::Relaxed);
     service.record(
-        Audience::Everyone,
+        Audience::Parties(vec![owner]),
         Some(owner),
         "dataset.uploaded",
         id,
@@ -128,11 +170,21 @@ pub(super) async fn upload(
     ))
 }
 
-pub(super) async fn policy(service: &Service, id: &str) -> ApiResult<Response<Body>> {
+pub(super) async fn policy(
+    service: &Service,
+    id: &str,
+    req: &Request<Incoming>,
+) -> ApiResult<Response<Body>> {
+    let party = crate::auth::signed_get(service, req)?;
+    let dataset = service.storage.dataset(id)?;
+    let visible = match &dataset {
+        Some(d) => may_see_schema(service, &d.owner, id, &party)?,
+        None => false,
+    };
     match service.storage.policy(id)? {
-        Some(p) => Ok(json_response(StatusCode::OK, &p)),
-        None => Err(ApiError::NotFound(format!(
-            "dataset {id} has no policy yet"
+        Some(p) if visible => Ok(typed_response(StatusCode::OK, &p)),
+        _ => Err(ApiError::NotFound(format!(
+            "dataset {id} has no policy you may read"
         ))),
     }
 }
@@ -156,6 +208,10 @@ pub(super) async fn put_policy(
     signed
         .verify()
         .map_err(|e| ApiError::BadRequest(format!("policy signature: {e}")))?;
+    signed
+        .policy
+        .validate()
+        .map_err(|e| ApiError::BadRequest(format!("invalid policy: {e}")))?;
     if signed.policy.dataset != id {
         return Err(ApiError::BadRequest(format!(
             "the policy is for dataset {}, not {id}",
@@ -165,7 +221,7 @@ pub(super) async fn put_policy(
     let current = service
         .storage
         .policy(id)?
-        .and_then(|p| p["policy"]["version"].as_u64())
+        .map(|p| p.policy.version)
         .unwrap_or(0);
     if signed.policy.version <= current {
         return Err(ApiError::Conflict(format!(
@@ -173,10 +229,7 @@ pub(super) async fn put_policy(
             signed.policy.version
         )));
     }
-    let value = serde_json::to_value(&signed).map_err(|e| ApiError::Internal(e.to_string()))?;
-    service
-        .storage
-        .put_policy(id, signed.policy.version, &value)?;
+    service.storage.put_policy(&signed)?;
     let action = if signed.policy.grants.is_empty() {
         "policy.revoked"
     } else {
@@ -193,6 +246,12 @@ pub(super) async fn put_policy(
             "modules": signed.policy.grants.iter().map(|g| g.module.clone()).collect::<Vec<_>>(),
         }),
     )?;
+    // Revocation reaches running and held runs, not only the queue.
+    let svc = service.clone();
+    let dataset = id.to_string();
+    tokio::task::spawn_blocking(move || crate::runs::on_policy_change(&svc, &dataset))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(json_response(
         StatusCode::OK,
         &json!({ "dataset": id, "version": signed.policy.version, "digest": signed.digest() }),
@@ -204,9 +263,17 @@ pub(super) async fn upload_module(
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
     let (parts, body) = req.into_parts();
+    let (uploader, claimed) = crate::auth::authenticate_headers(&service, &parts)?;
+    let _slot = service.uploads.take(uploader).map_err(ApiError::Busy)?;
     let limit = usize::try_from(service.config.max_module_bytes).unwrap_or(usize::MAX);
     let body = read_body(body, limit).await?;
-    let uploader = crate::auth::authenticate(&service, &parts, &body)?;
+    crate::auth::check_digest(
+        &service,
+        &parts,
+        uploader,
+        &claimed,
+        &cleanroom_proto::httpsig::content_digest(&body),
+    )?;
     let hash = hex::encode(Sha256::digest(&body));
     // Compile now so a malformed module is refused at upload with a clear
     // error, and cache its native code sealed.

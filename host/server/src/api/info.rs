@@ -12,7 +12,9 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::app::Service;
-use crate::error::ApiResult;
+use cleanroom_proto::audit::{AuditItem, AuditPage};
+
+use crate::error::{ApiError, ApiResult};
 use crate::http::{Body, json_response, text_response};
 
 pub(super) fn health() -> Response<Body> {
@@ -22,7 +24,8 @@ pub(super) fn health() -> Response<Body> {
     )
 }
 
-pub(super) fn metrics(service: &Service) -> Response<Body> {
+pub(super) fn metrics(service: &Service, req: &Request<Incoming>) -> ApiResult<Response<Body>> {
+    crate::auth::signed_get(service, req)?;
     let m = &service.metrics;
     let mut out = String::new();
     for (name, help, value) in [
@@ -67,7 +70,7 @@ pub(super) fn metrics(service: &Service) -> Response<Body> {
             value.load(Ordering::Relaxed)
         ));
     }
-    text_response("text/plain; version=0.0.4", out)
+    Ok(text_response("text/plain; version=0.0.4", out))
 }
 
 pub(super) fn openapi() -> Response<Body> {
@@ -77,13 +80,40 @@ pub(super) fn openapi() -> Response<Body> {
     )
 }
 
-pub(super) async fn audit(service: &Service) -> ApiResult<Response<Body>> {
-    let entries = service.storage.audit()?;
+/// Largest page of `GET /v1/audit`.
+pub(crate) const AUDIT_PAGE: u64 = 1000;
+
+/// `GET /v1/audit?from=SEQ&limit=N`: the log as the signer may see it. Entries that concern
+/// the signer come whole; the others as their link and hash, so the whole chain still
+/// verifies against the signed head.
+pub(super) async fn audit(service: &Service, req: &Request<Incoming>) -> ApiResult<Response<Body>> {
+    let party = crate::auth::signed_get(service, req)?;
+    let mut from = 0u64;
+    let mut limit = AUDIT_PAGE;
+    for (key, value) in req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+    {
+        let n: u64 = value
+            .parse()
+            .map_err(|_| ApiError::BadRequest(format!("{key} must be a number")))?;
+        match key {
+            "from" => from = n,
+            "limit" => limit = n.clamp(1, AUDIT_PAGE),
+            _ => return Err(ApiError::BadRequest(format!("unknown parameter {key}"))),
+        }
+    }
+    // The head first: every item served is covered by it.
     let head = service.audit.head(service.identity.signing_key());
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "entries": entries, "head": head }),
-    ))
+    let end = head.seq + 1;
+    let entries = service.storage.audit(from, limit.min(end.saturating_sub(from)))?;
+    let items: Vec<AuditItem> = entries.iter().map(|e| AuditItem::view(e, &party)).collect();
+    let next = items.last().map(|i| i.seq + 1).filter(|n| *n < end);
+    let page = AuditPage { items, head, next };
+    Ok(crate::http::typed_response(StatusCode::OK, &page))
 }
 
 /// Server-Sent Events of everything that concerns the signer.
@@ -91,7 +121,7 @@ pub(super) async fn events(
     service: Arc<Service>,
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
-    let party = crate::auth::signed_get(&service, req)?;
+    let party = crate::auth::signed_get(&service, &req)?;
     let rx = service.events.subscribe();
     let stream = futures_util::stream::unfold(rx, move |mut rx| async move {
         loop {

@@ -30,12 +30,14 @@ pub(crate) async fn route(
     let method = req.method().clone();
     match (&method, p.as_slice()) {
         (&Method::GET, ["health"]) => Ok(info::health()),
-        (&Method::GET, ["metrics"]) => Ok(info::metrics(&service)),
+        (&Method::GET, ["metrics"]) => info::metrics(&service, &req),
         (&Method::GET, ["openapi.json"]) => Ok(info::openapi()),
         (&Method::GET, ["v1", "attestation"]) => attestation::evidence(&service, &req).await,
-        (&Method::GET, ["v1", "datasets"]) => datasets::list(&service).await,
+        (&Method::GET, ["v1", "datasets"]) => datasets::list(&service, &req).await,
         (&Method::PUT, ["v1", "datasets", id]) => datasets::upload(service.clone(), id, req).await,
-        (&Method::GET, ["v1", "datasets", id, "policy"]) => datasets::policy(&service, id).await,
+        (&Method::GET, ["v1", "datasets", id, "policy"]) => {
+            datasets::policy(&service, id, &req).await
+        }
         (&Method::PUT, ["v1", "datasets", id, "policy"]) => {
             datasets::put_policy(service.clone(), id, req).await
         }
@@ -49,10 +51,11 @@ pub(crate) async fn route(
         (&Method::POST, ["v1", "runs", id, "review"]) => {
             runs::review(service.clone(), id, req).await
         }
+        (&Method::GET, ["v1", "runs", id, "held"]) => runs::held(service.clone(), id, req).await,
         (&Method::GET, ["v1", "runs", id, "result"]) => {
             runs::result(service.clone(), id, req).await
         }
-        (&Method::GET, ["v1", "audit"]) => info::audit(&service).await,
+        (&Method::GET, ["v1", "audit"]) => info::audit(&service, &req).await,
         (&Method::GET, ["v1", "events"]) => info::events(service.clone(), req).await,
         _ => Err(ApiError::NotFound(format!(
             "no endpoint {method} {}",

@@ -1,20 +1,21 @@
 //! Runs: submit (admission against every input owner's policy), status,
-//! cancel, review, and the encrypted result.
+//! cancel, review, the held outputs (sealed to the reviewer) and the
+//! encrypted result.
 
 use std::sync::Arc;
 
+use cleanroom_policy::Decision;
 use cleanroom_proto::PartyId;
-use cleanroom_proto::run::{RunRequest, RunState, params_digest};
+use cleanroom_proto::run::{Review, ReviewDecision, RunRequest, RunState};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::{Metrics, Service};
 use crate::error::{ApiError, ApiResult};
 use crate::events::Audience;
-use crate::http::{Body, MAX_JSON_BODY, json_response, read_body};
-use crate::runs::{admit, finish_review, owners_of};
+use crate::http::{Body, MAX_JSON_BODY, json_response, read_body, typed_response};
+use crate::runs::{admission, finish_review, held_bundle, new_row, result_bundle};
 use crate::store::RunRow;
 
 pub(super) async fn submit(
@@ -29,35 +30,33 @@ pub(super) async fn submit(
         .queue
         .try_reserve()
         .map_err(|_| ApiError::Busy("the run queue is full; retry later".into()))?;
-    let (inputs, owners) = match admit(&service, &researcher, &request)? {
-        Ok(admitted) => admitted,
-        Err(reason) => {
+    let svc = service.clone();
+    let (req_c, id_c) = (request.clone(), id.clone());
+    let decision = tokio::task::spawn_blocking(move || admission(&svc, &researcher, &req_c, None))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let admitted = match decision {
+        Decision::Allow(admitted) => admitted,
+        Decision::Deny(reason) => {
             Metrics::inc(&service.metrics.runs_withheld);
-            service.record(Audience::Parties(vec![researcher]),
+            service.record(
+                Audience::Parties(vec![researcher]),
                 Some(researcher),
                 "run.rejected",
-                &id,
-                json!({ "module": request.module, "params_digest": params_digest(&request.params), "reason": reason }),
+                &id_c,
+                json!({ "module": request.module, "params_digest": request.params_digest(), "code": reason.code }),
             )?;
-            return Err(ApiError::Forbidden(reason));
+            return Err(ApiError::Denied(reason));
         }
     };
-    let now = crate::now();
-    let run = RunRow {
-        id: id.clone(),
-        researcher: researcher.to_string(),
-        request: serde_json::to_value(&request).map_err(|e| ApiError::Internal(e.to_string()))?,
-        inputs,
-        state: RunState::Queued.to_string(),
-        reason: None,
-        pending_reviews: vec![],
-        receipt: None,
-        created: now,
-        updated: now,
-    };
-    let mut audience: Vec<PartyId> = owners.into_iter().collect();
+    let run = new_row(id.clone(), researcher, request, &admitted);
+    let mut audience: Vec<PartyId> = run.owners.clone();
     audience.push(researcher);
-    let detail = json!({ "module": request.module, "inputs": request.inputs, "params_digest": params_digest(&request.params) });
+    let detail = json!({
+        "module": run.request.module,
+        "inputs": run.inputs,
+        "params_digest": run.request.params_digest(),
+    });
     service.record_run(
         &run,
         Audience::Parties(audience),
@@ -73,7 +72,7 @@ pub(super) async fn submit(
     permit.send(id.clone());
     Ok(json_response(
         StatusCode::ACCEPTED,
-        &json!({ "run": id, "state": "queued" }),
+        &json!({ "run": id, "state": RunState::Queued }),
     ))
 }
 
@@ -85,24 +84,11 @@ fn new_run_id() -> String {
 
 /// The run, if `party` is its researcher or owns one of its inputs.
 fn visible_run(service: &Service, id: &str, party: &PartyId) -> ApiResult<RunRow> {
-    let run = service
-        .storage
-        .run(id)?
-        .ok_or_else(|| ApiError::NotFound(format!("no run {id}")))?;
-    if run.researcher == party.to_string() || owners_of(&run).contains(&party.to_string()) {
-        Ok(run)
-    } else {
+    match service.storage.run(id)? {
+        Some(run) if run.visible_to(party) => Ok(run),
         // Someone else's run looks exactly like a missing one.
-        Err(ApiError::NotFound(format!("no run {id}")))
+        _ => Err(ApiError::NotFound(format!("no run {id}"))),
     }
-}
-
-fn run_json(run: &RunRow) -> serde_json::Value {
-    json!({
-        "run": run.id, "state": run.state, "reason": run.reason, "researcher": run.researcher,
-        "module": run.request["module"], "inputs": run.inputs, "params_digest": params_digest(run.request["params"].as_str().unwrap_or("")),
-        "pending_reviews": run.pending_reviews, "receipt": run.receipt, "created": run.created, "updated": run.updated,
-    })
 }
 
 pub(super) async fn status(
@@ -110,29 +96,22 @@ pub(super) async fn status(
     id: &str,
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
-    let party = crate::auth::signed_get(&service, req)?;
+    let party = crate::auth::signed_get(&service, &req)?;
     let run = visible_run(&service, id, &party)?;
-    let mut body = run_json(&run);
-    // Owners reviewing a held run see what they are asked to release.
-    if run.state == RunState::HeldForReview.to_string()
-        && owners_of(&run).contains(&party.to_string())
-    {
-        body["review"] = crate::runs::held_preview(&service, &run)?;
-    }
-    Ok(json_response(StatusCode::OK, &body))
+    Ok(typed_response(StatusCode::OK, &run.status()))
 }
 
 pub(super) async fn list(
     service: Arc<Service>,
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
-    let party = crate::auth::signed_get(&service, req)?.to_string();
+    let party = crate::auth::signed_get(&service, &req)?;
     let runs: Vec<_> = service
         .storage
         .runs()?
         .iter()
-        .filter(|r| r.researcher == party || owners_of(r).contains(&party))
-        .map(run_json)
+        .filter(|r| r.visible_to(&party))
+        .map(RunRow::status)
         .collect();
     Ok(json_response(StatusCode::OK, &json!({ "runs": runs })))
 }
@@ -143,10 +122,17 @@ pub(super) async fn cancel(
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
     let (parts, body) = req.into_parts();
+    let (party, claimed) = crate::auth::authenticate_headers(&service, &parts)?;
     let body = read_body(body, MAX_JSON_BODY).await?;
-    let party = crate::auth::authenticate(&service, &parts, &body)?;
+    crate::auth::check_digest(
+        &service,
+        &parts,
+        party,
+        &claimed,
+        &cleanroom_proto::httpsig::content_digest(&body),
+    )?;
     let run = visible_run(&service, id, &party)?;
-    if run.researcher != party.to_string() {
+    if run.researcher != party {
         return Err(ApiError::Forbidden(
             "only the researcher who submitted a run may cancel it".into(),
         ));
@@ -172,43 +158,61 @@ pub(super) async fn cancel(
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-enum Decision {
-    Release,
-    Withhold,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Review {
-    decision: Decision,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
 pub(super) async fn review(
     service: Arc<Service>,
     id: &str,
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
-    let (owner, review): (_, Review) = crate::auth::signed_json(&service, req, "review").await?;
-    let run = visible_run(&service, id, &owner)?;
-    if !run.pending_reviews.contains(&owner.to_string()) {
+    let (reviewer, review): (_, Review) =
+        crate::auth::signed_json(&service, req, "review").await?;
+    let run = visible_run(&service, id, &reviewer)?;
+    if !run.pending_reviews().contains(&reviewer) {
         return Err(ApiError::Conflict(format!(
             "run {id} is {} and does not await your review",
             run.state
         )));
     }
-    let release = matches!(review.decision, Decision::Release);
+    let release = review.decision == ReviewDecision::Release;
     let svc = service.clone();
     let id = id.to_string();
     let run = tokio::task::spawn_blocking(move || {
-        finish_review(&svc, &id, owner, release, review.reason)
+        finish_review(&svc, &id, reviewer, release, review.reason)
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(json_response(StatusCode::OK, &run_json(&run)))
+    Ok(typed_response(StatusCode::OK, &run.status()))
+}
+
+/// `GET /v1/runs/{id}/held?hpke=<hex>`: the outputs awaiting this reviewer, sealed to the
+/// X25519 key in the (signed) query. Never plaintext, and only to a pending reviewer.
+pub(super) async fn held(
+    service: Arc<Service>,
+    id: &str,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
+    let party = crate::auth::signed_get(&service, &req)?;
+    let key = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("hpke=")))
+        .ok_or_else(|| {
+            ApiError::BadRequest("give your X25519 public key as ?hpke=<64 hex>".into())
+        })?;
+    let key: [u8; 32] = hex::decode(key)
+        .ok()
+        .and_then(|k| k.try_into().ok())
+        .ok_or_else(|| ApiError::BadRequest("hpke must be 64 hex characters".into()))?;
+    let run = visible_run(&service, id, &party)?;
+    if !run.pending_reviews().contains(&party) {
+        return Err(ApiError::Forbidden(format!(
+            "run {id} does not await your review: held outputs go only to pending reviewers"
+        )));
+    }
+    let svc = service.clone();
+    let bundle = tokio::task::spawn_blocking(move || held_bundle(&svc, &run, &key))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(typed_response(StatusCode::OK, &bundle))
 }
 
 pub(super) async fn result(
@@ -216,25 +220,29 @@ pub(super) async fn result(
     id: &str,
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
-    let party = crate::auth::signed_get(&service, req)?;
+    let party = crate::auth::signed_get(&service, &req)?;
     let run = visible_run(&service, id, &party)?;
-    if run.researcher != party.to_string() {
+    if run.researcher != party {
         return Err(ApiError::Forbidden(
             "results are for the researcher who submitted the run".into(),
         ));
     }
-    if run.state != RunState::Released.to_string() {
+    let has_result = run.state == RunState::Released
+        || (run.state == RunState::Failed
+            && run
+                .receipt
+                .as_ref()
+                .is_some_and(|r| !r.receipt.outputs.is_empty()));
+    if !has_result {
         return Err(ApiError::Conflict(format!(
             "run {id} is {}{}",
             run.state,
             run.reason
-                .as_deref()
+                .as_ref()
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default()
         )));
     }
-    let bytes = std::fs::read(service.storage.blob_path("results", id))?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::Internal(format!("corrupt result: {e}")))?;
-    Ok(json_response(StatusCode::OK, &value))
+    let bundle = result_bundle(&service, &run)?;
+    Ok(typed_response(StatusCode::OK, &bundle))
 }

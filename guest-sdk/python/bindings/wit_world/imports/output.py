@@ -84,6 +84,14 @@ def publish_file(name: str, contents: bytes) -> None:
     Raises: `componentize_py_types.Err(wit_world.imports.output.OutputError)`
     """
     raise NotImplementedError
+def declare_counts(table: str, columns: List[str]) -> None:
+    """
+    Declare columns of table output `table` (published before or after this call) as
+    group counts: the owners' small-group, rounding and zero rules apply to them, and a
+    table with a declared count column can be released without review. Arrow field
+    metadata `cleanroom:count = "true"` declares the same.
+    """
+    raise NotImplementedError
 def log(level: Level, message: str) -> None:
     """
     Write a log line. Logs are output too: they are bounded and subject to

@@ -1,0 +1,368 @@
+//! Admission: whether a run may happen, under which policies, with which rules.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cleanroom_proto::policy::{Grant, OutputRules, SignedPolicy};
+use cleanroom_proto::receipt::ReceiptInput;
+use cleanroom_proto::{Code, PartyId, Reason};
+
+/// What the store knows about a dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetFacts {
+    /// Its owner, as recorded at upload (from the owner-signed manifest).
+    pub owner: PartyId,
+    /// SHA-256 hex of the manifest.
+    pub manifest_digest: String,
+}
+
+/// What admission needs to look up. Implemented by the server's storage and by tests.
+pub trait Facts {
+    /// The store's error.
+    type Error;
+    /// Whether the module was uploaded.
+    fn module_exists(&self, module: &str) -> Result<bool, Self::Error>;
+    /// A dataset's facts.
+    fn dataset(&self, id: &str) -> Result<Option<DatasetFacts>, Self::Error>;
+    /// A dataset's current (highest-version) policy, as stored: verified here, not trusted.
+    fn policy(&self, id: &str) -> Result<Option<SignedPolicy>, Self::Error>;
+    /// Runs admitted under the grant with `grant_digest` on `dataset`, by any researcher,
+    /// not counting run `exclude`.
+    fn grant_runs(
+        &self,
+        dataset: &str,
+        grant_digest: &str,
+        exclude: Option<&str>,
+    ) -> Result<u64, Self::Error>;
+}
+
+/// A run to decide on.
+#[derive(Debug, Clone, Copy)]
+pub struct AdmissionRequest<'a> {
+    /// The module id.
+    pub module: &'a str,
+    /// The submitting researcher.
+    pub researcher: &'a PartyId,
+    /// SHA-256 hex of the params.
+    pub params_digest: &'a str,
+    /// Table name the guest sees -> dataset id.
+    pub inputs: &'a BTreeMap<String, String>,
+    /// The researcher's X25519 result key (hex).
+    pub researcher_hpke: &'a str,
+    /// Now (Unix seconds).
+    pub now: u64,
+    /// When re-deciding at run start: the run itself, which its grant already counts.
+    pub run: Option<&'a str>,
+}
+
+/// The decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The run may happen, under these terms.
+    Allow(Admitted),
+    /// It may not.
+    Deny(Reason),
+}
+
+/// The terms a run is admitted under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    /// Each input, with the policy and grant that allowed it.
+    pub inputs: Vec<AdmittedInput>,
+    /// The strictest output rules over all inputs.
+    pub rules: OutputRules,
+    /// Who must review before anything is released.
+    pub review: ReviewRoute,
+}
+
+impl Admitted {
+    /// Identifier column names across all inputs (lowercase).
+    pub fn identifier_columns(&self) -> BTreeSet<String> {
+        self.inputs
+            .iter()
+            .flat_map(|i| i.identifier_columns.iter().map(|c| c.to_ascii_lowercase()))
+            .collect()
+    }
+
+    /// Owners of the inputs.
+    pub fn owners(&self) -> BTreeSet<PartyId> {
+        self.inputs.iter().map(|i| i.owner).collect()
+    }
+}
+
+/// One admitted input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmittedInput {
+    /// The receipt's record of it: dataset, manifest, policy version and digest, grant digest.
+    pub receipt: ReceiptInput,
+    /// The dataset's owner.
+    pub owner: PartyId,
+    /// Columns the guest never sees.
+    pub hidden_columns: Vec<String>,
+    /// Columns never released, caught by name and by value.
+    pub identifier_columns: Vec<String>,
+}
+
+/// Who must release a run's outputs before they leave.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReviewRoute {
+    /// One group per input whose owner requires review.
+    pub groups: Vec<ReviewGroup>,
+}
+
+/// The reviewers of one input: `needed` distinct parties among `reviewers` must release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewGroup {
+    /// The dataset.
+    pub dataset: String,
+    /// Who may review (never the submitting researcher).
+    pub reviewers: Vec<PartyId>,
+    /// How many distinct releases are needed.
+    pub needed: u32,
+}
+
+impl ReviewRoute {
+    /// Whether any review is required.
+    pub fn required(&self) -> bool {
+        !self.groups.is_empty()
+    }
+
+    /// Reviewers still awaited, given who has released so far.
+    pub fn pending(&self, released: &[PartyId]) -> Vec<PartyId> {
+        let mut out = BTreeSet::new();
+        for g in &self.groups {
+            let done = g.reviewers.iter().filter(|r| released.contains(r)).count() as u32;
+            if done < g.needed {
+                out.extend(g.reviewers.iter().filter(|r| !released.contains(r)).copied());
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Whether every group has its releases.
+    pub fn satisfied(&self, released: &[PartyId]) -> bool {
+        self.pending(released).is_empty()
+    }
+
+    /// Whether `party` may review.
+    pub fn is_reviewer(&self, party: &PartyId) -> bool {
+        self.groups.iter().any(|g| g.reviewers.contains(party))
+    }
+}
+
+fn deny<T>(code: Code, message: impl Into<String>) -> Result<Decision, T> {
+    Ok(Decision::Deny(Reason::new(code, message)))
+}
+
+/// Decide whether a run may happen. The same function runs at submission and at start.
+pub fn admit<F: Facts>(facts: &F, req: &AdmissionRequest<'_>) -> Result<Decision, F::Error> {
+    if req.inputs.is_empty() {
+        return deny(
+            Code::NoInputs,
+            "a run needs at least one input dataset: nothing runs without an owner's grant",
+        );
+    }
+    if !facts.module_exists(req.module)? {
+        return deny(
+            Code::UnknownModule,
+            format!("module {} was not uploaded; push it first", req.module),
+        );
+    }
+    if req.researcher_hpke.len() != 64
+        || !req
+            .researcher_hpke
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return deny(
+            Code::BadResearcherKey,
+            "researcher_hpke must be a 32-byte X25519 public key in lowercase hex",
+        );
+    }
+    let mut inputs = Vec::new();
+    let mut rules = Vec::new();
+    let mut review = ReviewRoute::default();
+    for (name, dataset) in req.inputs {
+        if !valid_input_name(name) {
+            return deny(
+                Code::BadInputName,
+                "input names must be 1 to 64 ASCII letters, digits, '-', '_' or '.'",
+            );
+        }
+        let Some(facts_of) = facts.dataset(dataset)? else {
+            return deny(Code::UnknownDataset, format!("no dataset {dataset}"));
+        };
+        let Some(signed) = facts.policy(dataset)? else {
+            return deny(
+                Code::NoPolicy,
+                format!("dataset {dataset} has no policy: its owner has granted nothing yet"),
+            );
+        };
+        // The store is the operator's: a policy is trusted only if its owner signed it for
+        // this very dataset.
+        if signed.owner != facts_of.owner
+            || signed.policy.dataset != *dataset
+            || signed.verify().is_err()
+            || signed.policy.validate().is_err()
+        {
+            return deny(
+                Code::PolicyInvalid,
+                format!(
+                    "the stored policy of dataset {dataset} does not verify against its owner; \
+                     refusing to run on tampered state"
+                ),
+            );
+        }
+        let policy = &signed.policy;
+        let version = policy.version;
+        if policy.grants.is_empty() {
+            return deny(
+                Code::Revoked,
+                format!(
+                    "policy v{version} of dataset {dataset} grants nothing (access was revoked); \
+                     ask the data owner for a new policy"
+                ),
+            );
+        }
+        let mut refusals: Vec<(Code, String)> = Vec::new();
+        let mut allowed: Option<&Grant> = None;
+        for (i, grant) in policy.grants.iter().enumerate() {
+            if grant.module != req.module {
+                continue;
+            }
+            let runs = facts.grant_runs(dataset, &grant.digest(), req.run)?;
+            match refusal(grant, req, runs) {
+                None => {
+                    allowed = Some(grant);
+                    break;
+                }
+                Some((code, why)) => refusals.push((code, format!("grant {i}: {why}"))),
+            }
+        }
+        let Some(grant) = allowed else {
+            let Some((code, _)) = refusals.first() else {
+                return deny(
+                    Code::ModuleNotGranted,
+                    format!(
+                        "policy v{version} of dataset {dataset} does not grant module {}; \
+                         ask the data owner to approve it",
+                        req.module
+                    ),
+                );
+            };
+            let text: Vec<&str> = refusals.iter().map(|(_, t)| t.as_str()).collect();
+            return deny(
+                *code,
+                format!(
+                    "dataset {dataset} (policy v{version}) refuses module {}: {}",
+                    req.module,
+                    text.join("; ")
+                ),
+            );
+        };
+        if policy.output.review_required {
+            let named = if policy.output.reviewers.is_empty() {
+                vec![signed.owner]
+            } else {
+                policy.output.reviewers.clone()
+            };
+            let reviewers: Vec<PartyId> =
+                named.into_iter().filter(|r| r != req.researcher).collect();
+            if (reviewers.len() as u32) < policy.output.min_reviewers {
+                return deny(
+                    Code::NoIndependentReviewer,
+                    format!(
+                        "dataset {dataset} needs {} reviewer(s) other than the submitting \
+                         researcher; nobody reviews a run they submitted",
+                        policy.output.min_reviewers
+                    ),
+                );
+            }
+            review.groups.push(ReviewGroup {
+                dataset: dataset.clone(),
+                reviewers,
+                needed: policy.output.min_reviewers,
+            });
+        }
+        rules.push(policy.output.clone());
+        inputs.push(AdmittedInput {
+            receipt: ReceiptInput {
+                name: name.clone(),
+                dataset: dataset.clone(),
+                manifest_digest: facts_of.manifest_digest,
+                policy_version: version,
+                policy_digest: signed.digest(),
+                grant_digest: grant.digest(),
+            },
+            owner: signed.owner,
+            hidden_columns: policy.hidden_columns.clone(),
+            identifier_columns: policy.identifier_columns.clone(),
+        });
+    }
+    Ok(Decision::Allow(Admitted {
+        inputs,
+        rules: OutputRules::strictest(rules.iter()),
+        review,
+    }))
+}
+
+/// Why `grant` does not allow the run, or `None` if it does.
+fn refusal(grant: &Grant, req: &AdmissionRequest<'_>, runs: u64) -> Option<(Code, String)> {
+    if !grant.researchers.allows(req.researcher) {
+        return Some((
+            Code::ResearcherNotNamed,
+            format!(
+                "researcher {} is not named; ask the data owner to add this party id",
+                req.researcher
+            ),
+        ));
+    }
+    if let Some(pinned) = &grant.params_digest
+        && pinned != req.params_digest
+    {
+        return Some((
+            Code::ParamsNotApproved,
+            format!(
+                "only params with digest {pinned} are approved, these have digest {}; run with \
+                 the approved params or ask for approval of the new ones",
+                req.params_digest
+            ),
+        ));
+    }
+    if let Some(pinned) = &grant.inputs
+        && pinned != req.inputs
+    {
+        return Some((
+            Code::InputsNotApproved,
+            "the grant pins the run's exact input set and this run's inputs differ".into(),
+        ));
+    }
+    if let Some(expires_at) = grant.expires_at
+        && req.now >= expires_at
+    {
+        return Some((
+            Code::GrantExpired,
+            format!("the grant expired at {expires_at}; ask the data owner to renew it"),
+        ));
+    }
+    if let Some(max_runs) = grant.max_runs
+        && runs >= max_runs
+    {
+        return Some((
+            Code::RunLimitReached,
+            format!(
+                "all {max_runs} runs this grant allows (across all researchers) were used; ask \
+                 the data owner for more"
+            ),
+        ));
+    }
+    None
+}
+
+/// Input (guest table) names: a small charset, as output names.
+pub fn valid_input_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
