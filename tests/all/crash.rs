@@ -89,7 +89,7 @@ fn kill_9_loses_nothing_acknowledged() {
 
     // 2. Killed in the middle of another upload: a partial body is never a dataset.
     let p = spawn(&data);
-    let listed = p.cli(dir, None, &["dataset", "list"]).unwrap();
+    let listed = p.cli(dir, Some("owner"), &["dataset", "list"]).unwrap();
     assert_eq!(
         listed["datasets"][0]["id"],
         a.as_str(),
@@ -104,7 +104,7 @@ fn kill_9_loses_nothing_acknowledged() {
     // 3. Killed right after a run was acknowledged (queued or running).
     let p = spawn(&data);
     assert_eq!(
-        p.cli(dir, None, &["dataset", "list"]).unwrap()["datasets"]
+        p.cli(dir, Some("owner"), &["dataset", "list"]).unwrap()["datasets"]
             .as_array()
             .unwrap()
             .len(),
@@ -127,6 +127,7 @@ fn kill_9_loses_nothing_acknowledged() {
             "--module",
             &module,
             "--review",
+            "--unlimited",
         ],
     )
     .unwrap();
@@ -143,12 +144,27 @@ fn kill_9_loses_nothing_acknowledged() {
         .to_string();
     p.kill9();
 
-    // 4. Restarted: the run is re-queued and reaches review; killed right after the release.
+    // 4. Restarted: a queued run is re-queued and reaches review; a run the kill caught
+    // running is failed as interrupted (never silently re-run), and is submitted again.
     let p = spawn(&data);
-    let status = p
-        .cli(dir, Some("researcher"), &["run", "watch", &run])
-        .unwrap();
-    assert_eq!(status["state"], "held_for_review");
+    let run = match p.cli(dir, Some("researcher"), &["run", "watch", &run]) {
+        Ok(status) => {
+            assert_eq!(status["state"], "held_for_review");
+            run
+        }
+        Err(e) => {
+            assert!(format!("{e:#}").contains("ended failed"), "{e:#}");
+            let again = p
+                .cli(
+                    dir,
+                    Some("researcher"),
+                    &["run", "submit", "--module", &module, "--input", &input, "--wait"],
+                )
+                .unwrap();
+            assert_eq!(again["state"], "held_for_review");
+            again["run"].as_str().unwrap().to_string()
+        }
+    };
     p.cli(dir, Some("owner"), &["review", "release", &run])
         .unwrap();
     p.kill9();
@@ -165,7 +181,7 @@ fn kill_9_loses_nothing_acknowledged() {
     let echo: Value =
         serde_json::from_slice(&std::fs::read(out.join("echo.json")).unwrap()).unwrap();
     assert_eq!(echo["tables"]["data"], 6);
-    let audit = p.cli(dir, None, &["audit", "verify", sim]).unwrap();
+    let audit = p.cli(dir, Some("owner"), &["audit", "verify", sim]).unwrap();
     assert_eq!(audit["verified"], true);
     p.kill9();
 }

@@ -71,13 +71,15 @@ fn assert_by_diagnosis(out: &RunOutput) {
             ("J18".into(), 4, 57.5, 6.25, 50.0)
         ]
     );
-    let summary = &out
-        .outputs
-        .json
-        .iter()
-        .find(|(n, _)| n == "summary")
-        .expect("summary published")
-        .1;
+    let summary: serde_json::Value = serde_json::from_str(
+        &out.outputs
+            .json
+            .iter()
+            .find(|(n, _)| n == "summary")
+            .expect("summary published")
+            .1,
+    )
+    .unwrap();
     assert_eq!(summary["admissions"], 9);
     assert_eq!(summary["groups_suppressed"], 1);
 }

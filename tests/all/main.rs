@@ -2,6 +2,7 @@
 
 mod cli;
 mod crash;
+mod egress;
 mod examples;
 mod load;
 mod programs;

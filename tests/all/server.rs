@@ -55,6 +55,16 @@ impl TestServer {
         std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
+    /// Entries in the server's audit log.
+    pub(crate) fn service_audit_len(&self) -> u64 {
+        self.server
+            .as_ref()
+            .expect("running")
+            .service()
+            .audit
+            .len()
+    }
+
     pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -107,7 +117,7 @@ pub(crate) struct Study {
     pub(crate) researcher: String,
 }
 
-fn push(s: &TestServer, key: &str, csv: &str, file: &str) -> String {
+pub(crate) fn push(s: &TestServer, key: &str, csv: &str, file: &str) -> String {
     std::fs::write(s.path(file), csv).unwrap();
     let path = s.path(file).display().to_string();
     let trust = s.trust();
@@ -117,7 +127,7 @@ fn push(s: &TestServer, key: &str, csv: &str, file: &str) -> String {
     out["id"].as_str().unwrap().to_string()
 }
 
-fn push_module(s: &TestServer, path: &str) -> String {
+pub(crate) fn push_module(s: &TestServer, path: &str) -> String {
     let out = s
         .cli(Some("researcher"), &["module", "push", path])
         .unwrap();
@@ -131,13 +141,18 @@ fn push_module(s: &TestServer, path: &str) -> String {
 
 impl Study {
     pub(crate) fn new() -> Self {
+        Self::with_data(SITE_A_CSV, SITE_B_CSV)
+    }
+
+    /// The study on other hospital tables (same layouts).
+    pub(crate) fn with_data(site_a: &str, site_b: &str) -> Self {
         let s = TestServer::start();
         s.keygen("st_marys");
         s.keygen("northfield");
         let researcher = s.keygen("researcher");
         s.keygen("stranger");
-        let a = push(&s, "st_marys", SITE_A_CSV, "a.csv");
-        let b = push(&s, "northfield", SITE_B_CSV, "b.csv");
+        let a = push(&s, "st_marys", site_a, "a.csv");
+        let b = push(&s, "northfield", site_b, "b.csv");
         let module = push_module(&s, COHORT_STATS_RUST);
         Study {
             s,
@@ -177,7 +192,29 @@ impl Study {
     ) -> anyhow::Result<Value> {
         let mut args = vec!["policy", "grant", "--dataset", dataset, "--module", module];
         args.extend(extra);
+        // A grant to any researcher must cap its runs or say it is unlimited.
+        if !extra.contains(&"--researcher") && !extra.contains(&"--max-runs") {
+            args.push("--unlimited");
+        }
         self.s.cli(Some(owner), &args)
+    }
+
+    /// Both owners grant `module`, with their identifier columns and `extra`.
+    pub(crate) fn grant_both_module(&self, module: &str, extra: &[&str]) {
+        self.grant(
+            "st_marys",
+            &self.a,
+            module,
+            &[&["--identifier", "patient_id"], extra].concat(),
+        )
+        .unwrap();
+        self.grant(
+            "northfield",
+            &self.b,
+            module,
+            &[&["--identifier", "mrn"], extra].concat(),
+        )
+        .unwrap();
     }
 
     pub(crate) fn grant_both(&self, extra: &[&str]) {
@@ -198,10 +235,14 @@ impl Study {
     }
 
     pub(crate) fn submit(&self, module: &str, params: &str) -> anyhow::Result<String> {
+        self.submit_as("researcher", module, params)
+    }
+
+    pub(crate) fn submit_as(&self, key: &str, module: &str, params: &str) -> anyhow::Result<String> {
         let a = format!("st_marys={}", self.a);
         let b = format!("northfield={}", self.b);
         let out = self.s.cli(
-            Some("researcher"),
+            Some(key),
             &[
                 "run", "submit", "--module", module, "--input", &a, "--input", &b, "--params",
                 params,
@@ -210,15 +251,12 @@ impl Study {
         Ok(out["run"].as_str().unwrap().to_string())
     }
 
-    /// Wait for a run to end in `state` with a reason containing `reason`.
-    pub(crate) fn expect_end(&self, run: &str, state: &str, reason: &str) {
+    /// Wait for a run to end in `state` with reason code `code`.
+    pub(crate) fn expect_end(&self, run: &str, state: &str, code: &str) -> Value {
         let (got, status) = self.watch(run);
         assert_eq!(got, state, "{status}");
-        let text = status["reason"].as_str().unwrap_or_default();
-        assert!(
-            text.contains(reason),
-            "expected a reason with {reason:?}: {status}"
-        );
+        assert_eq!(status["reason"]["code"], code, "{status}");
+        status
     }
 
     /// Wait for a run's final (or held) state.
@@ -238,6 +276,31 @@ impl Study {
         signed_get(&self.s, "researcher", &path)
     }
 
+    /// Everything `key` may read of the audit log, as text (all pages).
+    pub(crate) fn audit_text(&self, key: &str) -> String {
+        let mut text = String::new();
+        let mut from = 0;
+        loop {
+            let page = signed_get(&self.s, key, &format!("/v1/audit?from={from}"));
+            text.push_str(&page.to_string());
+            match page["next"].as_u64() {
+                Some(n) => from = n,
+                None => return text,
+            }
+        }
+    }
+
+    /// The actions of the audit entries `key` may read in full.
+    pub(crate) fn audit_actions(&self, key: &str) -> Vec<String> {
+        let page = signed_get(&self.s, key, "/v1/audit?from=0");
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["entry"]["action"].as_str().map(str::to_string))
+            .collect()
+    }
+
     pub(crate) fn fetch(&self, run: &str) -> anyhow::Result<PathBuf> {
         let out = self.s.path(&format!("results-{run}"));
         let trust = self.s.trust();
@@ -249,7 +312,7 @@ impl Study {
 }
 
 /// A signed GET with the party's key, bypassing the CLI (for raw checks).
-fn signed_get(s: &TestServer, key: &str, path: &str) -> Value {
+pub(crate) fn signed_get(s: &TestServer, key: &str, path: &str) -> Value {
     let id = cleanroom_proto::Identity::load(&s.path(&format!("{key}.json"))).unwrap();
     let h = cleanroom_proto::httpsig::sign_request(
         &id,
@@ -271,11 +334,11 @@ fn signed_get(s: &TestServer, key: &str, path: &str) -> Value {
     serde_json::from_str(&resp.into_body().read_to_string().unwrap()).unwrap()
 }
 
-fn read(path: &Path) -> String {
+pub(crate) fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn err_text(r: anyhow::Result<impl std::fmt::Debug>) -> String {
+pub(crate) fn err_text(r: anyhow::Result<impl std::fmt::Debug>) -> String {
     format!("{:#}", r.expect_err("expected a refusal"))
 }
 
@@ -300,20 +363,29 @@ fn study_runs_and_releases_with_verified_receipt_and_audit() {
         "logs are withheld unless every owner releases them"
     );
 
+    // The free-form JSON summary cannot be checked: nobody reviews, so it is refused.
+    assert!(!out.join("summary.json").exists());
+    let status = st.status(&run);
+    assert_eq!(status["outputs"][0]["disposition"], "release");
+    assert_eq!(status["outputs"][1]["disposition"], "refuse");
+    assert_eq!(status["outputs"][1]["codes"][0], "unchecked_refused");
+    assert_eq!(
+        receipt["receipt"]["outputs"].as_array().unwrap().len(),
+        1,
+        "the receipt lists what was released"
+    );
+
     let trust = st.s.trust();
     let mut args = vec!["audit", "verify"];
     args.extend(trust.iter().map(String::as_str));
-    let audit = st.s.cli(None, &args).unwrap();
+    let audit = st.s.cli(Some("researcher"), &args).unwrap();
     assert_eq!(audit["verified"], true);
-    let log = signed_get(&st.s, "researcher", "/v1/audit");
-    let actions: Vec<&str> = log["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
+    let actions = st.audit_actions("researcher");
+    assert!(
+        !actions.iter().any(|a| a == "dataset.uploaded"),
+        "an owner's upload is the owner's: others see its hash"
+    );
     for expected in [
-        "dataset.uploaded",
         "module.uploaded",
         "policy.granted",
         "run.queued",
@@ -321,7 +393,7 @@ fn study_runs_and_releases_with_verified_receipt_and_audit() {
         "run.released",
     ] {
         assert!(
-            actions.contains(&expected),
+            actions.iter().any(|a| a == expected),
             "audit log lacks {expected}: {actions:?}"
         );
     }
@@ -336,16 +408,22 @@ fn a_tampered_audit_log_does_not_verify() {
     let saved_s = saved.display().to_string();
     let mut args = vec!["audit", "verify", "--save", &saved_s];
     args.extend(trust.iter().map(String::as_str));
-    let verified = st.s.cli(None, &args).unwrap();
+    let verified = st.s.cli(Some("researcher"), &args).unwrap();
     let enclave = verified["head"]["enclave_key"]
         .as_str()
         .unwrap()
         .to_string();
     let mut log: Value = serde_json::from_str(&read(&saved)).unwrap();
-    log["entries"][1]["subject"] = Value::String("someone-else".into());
+    let shown = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|i| !i["entry"].is_null())
+        .unwrap();
+    log["items"][shown]["entry"]["subject"] = Value::String("someone-else".into());
     std::fs::write(&saved, serde_json::to_vec(&log).unwrap()).unwrap();
     let err = err_text(st.s.cli(
-        None,
+        Some("researcher"),
         &[
             "audit",
             "verify",
@@ -394,17 +472,47 @@ fn unsigned_stale_and_replayed_requests_are_refused_and_audited() {
             .contains("nonce reused")
     );
 
-    let log = signed_get(&st.s, "researcher", "/v1/audit");
-    let refusals = log["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "request.refused")
-        .count();
-    assert_eq!(
-        refusals, 3,
-        "unsigned, stale and replayed requests are all audited"
+    // The replay came from a known party: it sees its own refusal. Unsigned and stale
+    // requests have no party: they are in the log as hashes for everyone.
+    assert!(
+        st.audit_actions("researcher")
+            .iter()
+            .any(|a| a == "request.refused")
     );
+    let metrics = |s: &TestServer| -> u64 {
+        let id = cleanroom_proto::Identity::load(&s.path("researcher.json")).unwrap();
+        let h = cleanroom_proto::httpsig::sign_request(
+            &id,
+            "GET",
+            "/metrics",
+            b"",
+            cleanroomd::now(),
+            &cleanroom_proto::httpsig::new_nonce(),
+        );
+        let text = ureq::get(format!("{}/metrics", s.url))
+            .header("content-digest", &h.content_digest)
+            .header("signature-input", &h.signature_input)
+            .header("signature", &h.signature)
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("cleanroom_requests_refused_total "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(metrics(&st.s), 3, "every refusal is counted");
+    // A flood of refusals is counted, and audited compactly: the log does not grow with it.
+    let before = st.s.service_audit_len();
+    for _ in 0..200 {
+        assert_eq!(agent.post(&url).send("{}").unwrap().status(), 401);
+    }
+    assert_eq!(metrics(&st.s), 203);
+    let grown = st.s.service_audit_len() - before;
+    assert!(grown <= 2, "200 refusals grew the audit log by {grown} entries");
 }
 
 #[test]
@@ -424,12 +532,37 @@ fn deny_matrix() {
         "{err}"
     );
 
-    // The wrong owner cannot set a policy on someone else's dataset.
+    // The wrong owner cannot set a policy on someone else's dataset: the CLI will not
+    // build on a policy it did not sign, and the server refuses one signed by another.
     let err = err_text(st.grant("northfield", &st.a, &st.module, &[]));
-    assert!(
-        err.contains("only dataset") && err.contains("owner may set its policy"),
-        "{err}"
+    assert!(err.contains("not signed by you"), "{err}");
+    let northfield = cleanroom_proto::Identity::load(&st.s.path("northfield.json")).unwrap();
+    let mut policy = signed_get(&st.s, "st_marys", &format!("/v1/datasets/{}/policy", st.a));
+    policy["policy"]["version"] = 99.into();
+    let forged = cleanroom_proto::SignedPolicy::sign(
+        serde_json::from_value(policy["policy"].clone()).unwrap(),
+        &northfield,
     );
+    let path = format!("/v1/datasets/{}/policy", st.a);
+    let body = serde_json::to_vec(&forged).unwrap();
+    let h = cleanroom_proto::httpsig::sign_request(
+        &northfield,
+        "PUT",
+        &path,
+        &body,
+        cleanroomd::now(),
+        &cleanroom_proto::httpsig::new_nonce(),
+    );
+    let resp = ureq::put(format!("{}{path}", st.s.url))
+        .header("content-digest", &h.content_digest)
+        .header("signature-input", &h.signature_input)
+        .header("signature", &h.signature)
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send(&body[..])
+        .unwrap();
+    assert_eq!(resp.status(), 403, "only the dataset's owner may set its policy");
 
     // Granted to another researcher only.
     st.grant(
@@ -441,7 +574,7 @@ fn deny_matrix() {
     .unwrap();
     let err = err_text(st.submit(&st.module, "{}"));
     assert!(
-        err.contains("forbidden") && err.contains(&format!("dataset {}", st.b)),
+        err.contains("researcher_not_named") && err.contains(&format!("dataset {}", st.b)),
         "{err}"
     );
 
@@ -477,9 +610,10 @@ fn deny_matrix() {
     st.grant("st_marys", &st.a, &other, &["--max-runs", "1"])
         .unwrap();
     let first = st.submit(&other, "{}").unwrap();
-    assert_eq!(st.watch(&first).0, "released");
+    // Admitted and run; its only output is free-form JSON, which nobody reviews: refused.
+    st.expect_end(&first, "withheld", "unchecked_refused");
     let err = err_text(st.submit(&other, "{}"));
-    assert!(err.contains("allowed runs were used"), "{err}");
+    assert!(err.contains("run_limit_reached"), "{err}");
 
     // Revocation stops new runs at once.
     st.s.cli(Some("st_marys"), &["policy", "revoke", "--dataset", &st.a])
@@ -495,7 +629,21 @@ fn hidden_columns_never_reach_the_guest() {
         .unwrap();
     st.grant("northfield", &st.b, &st.module, &[]).unwrap();
     let run = st.submit(&st.module, "{}").unwrap();
-    st.expect_end(&run, "failed", "missing column \"age\"");
+    let status = st.expect_end(&run, "failed", "analysis_error");
+    assert!(
+        !status.to_string().contains("missing column"),
+        "the module's error text is not a status: {status}"
+    );
+    // Its text is an output: it reaches the researcher only where every owner releases logs.
+    assert!(st.fetch(&run).is_err(), "nothing was released");
+    st.grant("st_marys", &st.a, &st.module, &["--hide", "age", "--release-logs"])
+        .unwrap();
+    st.grant("northfield", &st.b, &st.module, &["--release-logs"])
+        .unwrap();
+    let run = st.submit(&st.module, "{}").unwrap();
+    st.expect_end(&run, "failed", "analysis_error");
+    let out = st.fetch(&run).unwrap();
+    assert!(read(&out.join("error.txt")).contains("missing column \"age\""));
 }
 
 #[test]
@@ -517,7 +665,7 @@ fn identifiers_in_outputs_are_never_released() {
     )
     .unwrap();
     let run = st.submit(&copier, "{}").unwrap();
-    st.expect_end(&run, "withheld", "identifier column");
+    st.expect_end(&run, "withheld", "identifier_column");
     let err = err_text(st.fetch(&run));
     assert!(err.contains("withheld"), "{err}");
 }
@@ -527,7 +675,7 @@ fn small_groups_can_refuse_and_outputs_are_size_capped() {
     let st = Study::new();
     st.grant_both(&["--min-group", "5", "--refuse-small-groups"]);
     let run = st.submit(&st.module, r#"{"min_group": 1}"#).unwrap();
-    st.expect_end(&run, "withheld", "groups smaller than 5");
+    st.expect_end(&run, "withheld", "small_groups_refused");
 
     st.grant(
         "northfield",
@@ -539,7 +687,7 @@ fn small_groups_can_refuse_and_outputs_are_size_capped() {
     // The owners' byte limit is the sandbox's output budget: the run ends
     // as soon as it publishes more.
     let run = st.submit(&st.module, r#"{"min_group": 10}"#).unwrap();
-    st.expect_end(&run, "failed", "output limit of 0 bytes");
+    st.expect_end(&run, "failed", "output_limit");
 }
 
 #[test]
@@ -583,7 +731,8 @@ fn review_holds_outputs_until_every_reviewer_releases() {
     .unwrap();
     let status = st.status(&run);
     assert_eq!(status["state"], "withheld");
-    assert!(status["reason"].as_str().unwrap().contains("not yet"));
+    assert_eq!(status["reason"]["code"], "withheld_by_reviewer");
+    assert!(status["reason"]["message"].as_str().unwrap().contains("not yet"));
 }
 
 #[test]
@@ -623,7 +772,9 @@ fn load_200_runs_with_concurrency_8_none_lost() {
     let unique: std::collections::BTreeSet<_> = runs.iter().collect();
     assert_eq!(unique.len(), 200);
     for run in &runs {
-        assert_eq!(st.watch(run).0, "released", "run {run}");
+        // Echo publishes only free-form JSON, which nobody reviews here: every run ends,
+        // none is lost, and nothing unchecked is released.
+        assert_eq!(st.watch(run).0, "withheld", "run {run}");
     }
     let listed = signed_get(&st.s, "researcher", "/v1/runs");
     assert_eq!(listed["runs"].as_array().unwrap().len(), 200);
@@ -676,45 +827,47 @@ fn tampered_module_files_on_disk_are_never_run() {
         flip(&blobs.join("artifacts").join(&module));
     });
     let run = st.submit(&st.module, "{}").unwrap();
-    st.expect_end(&run, "failed", "does not match its hash");
+    st.expect_end(&run, "failed", "internal");
+}
+
+/// Live events for `key`, one JSON value per `data:` line, on a channel.
+pub(crate) fn subscribe(s: &TestServer, key: &str) -> std::sync::mpsc::Receiver<Value> {
+    use std::io::BufRead;
+    let id = cleanroom_proto::Identity::load(&s.path(&format!("{key}.json"))).unwrap();
+    let h = cleanroom_proto::httpsig::sign_request(
+        &id,
+        "GET",
+        "/v1/events",
+        b"",
+        cleanroomd::now(),
+        &cleanroom_proto::httpsig::new_nonce(),
+    );
+    let resp = ureq::get(format!("{}/v1/events", s.url))
+        .header("content-digest", &h.content_digest)
+        .header("signature-input", &h.signature_input)
+        .header("signature", &h.signature)
+        .call()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        let reader = std::io::BufReader::new(resp.into_body().into_reader());
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            if let Some(data) = line.strip_prefix("data: ")
+                && tx.send(serde_json::from_str(data).unwrap()).is_err()
+            {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 #[test]
 fn live_events_reach_only_the_parties_concerned() {
-    use std::io::BufRead;
     let st = Study::new();
-    let subscribe = |key: &str| {
-        let id = cleanroom_proto::Identity::load(&st.s.path(&format!("{key}.json"))).unwrap();
-        let h = cleanroom_proto::httpsig::sign_request(
-            &id,
-            "GET",
-            "/v1/events",
-            b"",
-            cleanroomd::now(),
-            &cleanroom_proto::httpsig::new_nonce(),
-        );
-        let resp = ureq::get(format!("{}/v1/events", st.s.url))
-            .header("content-digest", &h.content_digest)
-            .header("signature-input", &h.signature_input)
-            .header("signature", &h.signature)
-            .call()
-            .unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<Value>();
-        std::thread::spawn(move || {
-            let reader = std::io::BufReader::new(resp.into_body().into_reader());
-            for line in reader.lines() {
-                let Ok(line) = line else { break };
-                if let Some(data) = line.strip_prefix("data: ")
-                    && tx.send(serde_json::from_str(data).unwrap()).is_err()
-                {
-                    break;
-                }
-            }
-        });
-        rx
-    };
-    let researcher = subscribe("researcher");
-    let stranger = subscribe("stranger");
+    let researcher = subscribe(&st.s, "researcher");
+    let stranger = subscribe(&st.s, "stranger");
     st.grant_both(&["--min-group", "3"]);
     let run = st.submit(&st.module, "{}").unwrap();
     let wait = std::time::Duration::from_secs(20);

@@ -131,7 +131,7 @@ fn owners_approve_the_query_and_identifiers_never_leave() {
     let leaky =
         "SELECT s.patient_id, l.value FROM st_marys s JOIN labs l ON s.patient_id = l.patient_id";
     // Both owners approve the engine with exactly query `q` (a grant per
-    // module: each call replaces the previous approval).
+    // approved query: approvals of other queries stay).
     let approve = |q: &str, k: &str| {
         for (owner, dataset) in [("st_marys", &a), ("lab", &labs)] {
             let args = [
@@ -144,7 +144,7 @@ fn owners_approve_the_query_and_identifiers_never_leave() {
                 "--sql",
                 q,
             ];
-            let rules = ["--identifier", "patient_id", "--min-group", k];
+            let rules = ["--identifier", "patient_id", "--min-group", k, "--unlimited"];
             s.cli(Some(owner), &[&args[..], &rules[..]].concat())
                 .unwrap();
         }

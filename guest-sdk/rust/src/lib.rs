@@ -453,7 +453,7 @@ pub fn count_field(name: &str) -> arrow_schema::Field {
     arrow_schema::Field::new(name, arrow_schema::DataType::Int64, false).with_metadata(
         [("cleanroom:count".to_string(), "true".to_string())]
             .into_iter()
-            .collect(),
+            .collect::<std::collections::HashMap<String, String>>(),
     )
 }
 

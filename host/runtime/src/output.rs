@@ -148,7 +148,7 @@ fn declare(table: &mut TableOutput, columns: &BTreeSet<String>) {
             let mut f = f.as_ref().clone();
             if columns.contains(f.name()) {
                 let mut meta = f.metadata().clone();
-                meta.insert(COUNT_METADATA.into(), "true".into());
+                meta.insert(COUNT_METADATA.to_string(), "true".to_string());
                 f = f.with_metadata(meta);
             }
             f

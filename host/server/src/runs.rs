@@ -415,11 +415,9 @@ fn set_state(
     service.record_run(run, audience(run), None, action, detail)
 }
 
-/// The run's researcher and input owners.
+/// The run's researcher, input owners and reviewers.
 pub(crate) fn audience(run: &RunRow) -> Audience {
-    let mut parties = run.owners.clone();
-    parties.push(run.researcher);
-    Audience::Parties(parties)
+    Audience::Parties(run.parties())
 }
 
 /// Put a run in a final state with a signed receipt.
@@ -588,10 +586,11 @@ fn release(
     }
     let sealed = seal_for_researcher(run, &decided, reviewed)?;
     if sealed.is_empty() && !decided.is_empty() {
+        // The rule that refused the first output (the last code it gathered).
         let code = decided
             .iter()
-            .flat_map(|d| d.report.codes.first().copied())
-            .next()
+            .find(|d| d.report.disposition == Disposition::Refuse)
+            .and_then(|d| d.report.codes.last().copied())
             .unwrap_or(Code::UncheckedRefused);
         let _ = std::fs::remove_file(service.storage.blob_path("held", &run.id));
         return finalize(

@@ -102,9 +102,19 @@ impl RunRow {
         }
     }
 
-    /// Whether `party` submitted the run or owns one of its inputs.
+    /// Whether `party` submitted the run, owns one of its inputs or reviews it.
     pub fn visible_to(&self, party: &PartyId) -> bool {
-        self.researcher == *party || self.owners.contains(party)
+        self.parties().contains(party)
+    }
+
+    /// Everyone the run concerns: its researcher, input owners and reviewers.
+    pub fn parties(&self) -> Vec<PartyId> {
+        let mut out = vec![self.researcher];
+        out.extend(self.owners.iter().copied());
+        out.extend(self.review.iter().flat_map(|g| g.reviewers.iter().copied()));
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// The status every party to the run sees.

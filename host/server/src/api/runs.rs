@@ -50,8 +50,7 @@ pub(super) async fn submit(
         }
     };
     let run = new_row(id.clone(), researcher, request, &admitted);
-    let mut audience: Vec<PartyId> = run.owners.clone();
-    audience.push(researcher);
+    let audience: Vec<PartyId> = run.parties();
     let detail = json!({
         "module": run.request.module,
         "inputs": run.inputs,

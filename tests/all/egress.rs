@@ -1,0 +1,315 @@
+//! Governed egress against a real cleanroomd, tried as the adversaries would: a researcher
+//! with an approved module, a researcher who uploads a dummy table to become an input owner,
+//! anyone with a key, anyone without one.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use cleanroom_tests::*;
+use serde_json::Value;
+
+use crate::server::{Study, TestServer, err_text, push, push_module, read, signed_get, subscribe};
+
+/// Hospital tables whose identifiers are long enough to be scanned for (≥ 4 bytes).
+fn long_ids() -> (String, String) {
+    (
+        SITE_A_CSV.replace("\nA", "\nNHS-48A"),
+        SITE_B_CSV.replace("\nB", "\nMRN-77B"),
+    )
+}
+
+fn long_id_study() -> Study {
+    let (a, b) = long_ids();
+    Study::with_data(&a, &b)
+}
+
+/// Every file under `dir`, recursively.
+fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn wait_for(st: &Study, run: &str, state: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while st.status(run)["state"] != state {
+        assert!(std::time::Instant::now() < deadline, "run {run} never became {state}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn error_text_is_an_output_and_leaks_nowhere() {
+    let st = long_id_study();
+    let leak = push_module(&st.s, ERROR_LEAK);
+    let events = subscribe(&st.s, "researcher");
+    let owner_events = subscribe(&st.s, "st_marys");
+    st.grant_both_module(&leak, &[]);
+    let run = st.submit(&leak, "{}").unwrap();
+    let status = st.expect_end(&run, "failed", "analysis_error");
+    let secret = "NHS-48A1";
+    assert!(!status.to_string().contains(secret));
+    assert!(!signed_get(&st.s, "st_marys", &format!("/v1/runs/{run}")).to_string().contains(secret));
+    assert!(!signed_get(&st.s, "researcher", "/v1/runs").to_string().contains(secret));
+    for key in ["researcher", "st_marys", "northfield", "stranger"] {
+        assert!(!st.audit_text(key).contains(secret), "{key}'s audit view leaks it");
+    }
+    for rx in [events, owner_events] {
+        while let Ok(event) = rx.recv_timeout(Duration::from_millis(300)) {
+            assert!(!event.to_string().contains(secret), "an event leaks it: {event}");
+        }
+    }
+    assert!(st.fetch(&run).is_err(), "nothing was released to the researcher");
+    // Not on the operator's disk either: every file of the data directory, byte for byte.
+    for file in files(&st.s.dir.path().join("server")) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{} holds the secret in plaintext",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn identifiers_are_caught_by_value() {
+    let st = long_id_study();
+    for (program, reviewed) in [(FILE_WITH_IDENTIFIERS, true), (RENAMED_IDENTIFIER_COLUMN, false)] {
+        let module = push_module(&st.s, program);
+        let extra: &[&str] = if reviewed { &["--review"] } else { &[] };
+        st.grant_both_module(&module, extra);
+        let run = st.submit(&module, "{}").unwrap();
+        // Even with a reviewer, an output holding identifiers is refused, not held.
+        let status = st.expect_end(&run, "withheld", "identifier_value");
+        assert_eq!(status["outputs"][0]["disposition"], "refuse");
+    }
+}
+
+#[test]
+fn review_cannot_be_read_around() {
+    let st = Study::new();
+    st.grant("st_marys", &st.a, &st.module, &["--identifier", "patient_id", "--min-group", "3"])
+        .unwrap();
+    st.grant("northfield", &st.b, &st.module, &["--identifier", "mrn", "--review", "--min-group", "3"])
+        .unwrap();
+    // The researcher becomes an input owner by uploading a dummy table and granting on it.
+    let dummy = push(&st.s, "researcher", "x\n1\n", "dummy.csv");
+    st.grant("researcher", &dummy, &st.module, &["--min-group", "3"]).unwrap();
+    let inputs = [
+        format!("st_marys={}", st.a),
+        format!("northfield={}", st.b),
+        format!("dummy={dummy}"),
+    ];
+    let run = st
+        .s
+        .cli(
+            Some("researcher"),
+            &[
+                "run", "submit", "--module", &st.module, "--input", &inputs[0], "--input",
+                &inputs[1], "--input", &inputs[2], "--params",
+                r#"{"tables":["st_marys","northfield"],"min_group":1}"#,
+            ],
+        )
+        .unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(st.watch(&run).0, "held_for_review");
+    // As an input owner, the researcher sees the run's status: no held content.
+    let status = signed_get(&st.s, "researcher", &format!("/v1/runs/{run}"));
+    assert!(!status.to_string().contains("I21"), "{status}");
+    // Held outputs go only to a pending reviewer, sealed to the key they sign for.
+    let err = err_text(st.s.cli(Some("researcher"), &["review", "show", &run]));
+    assert!(err.contains("403"), "{err}");
+    let err = err_text(st.s.cli(Some("st_marys"), &["review", "show", &run]));
+    assert!(err.contains("403"), "{err}");
+    let out = st.s.path("northfield-review");
+    let out_s = out.display().to_string();
+    st.s.cli(Some("northfield"), &["review", "show", &run, "--out", &out_s])
+        .unwrap();
+    assert!(read(&out.join("cohort_stats.csv")).contains("I21"));
+}
+
+#[test]
+fn two_independent_reviewers() {
+    let st = Study::new();
+    let auditor = st.s.keygen("auditor");
+    let northfield = cleanroom_proto::Identity::load(&st.s.path("northfield.json"))
+        .unwrap()
+        .party()
+        .to_string();
+    st.grant("st_marys", &st.a, &st.module, &["--min-group", "3"]).unwrap();
+    st.grant(
+        "northfield",
+        &st.b,
+        &st.module,
+        &[
+            "--min-group", "3", "--review", "--reviewer", &northfield, "--reviewer", &auditor,
+            "--min-reviewers", "2",
+        ],
+    )
+    .unwrap();
+    let run = st.submit(&st.module, "{}").unwrap();
+    assert_eq!(st.watch(&run).0, "held_for_review");
+    st.s.cli(Some("northfield"), &["review", "release", &run]).unwrap();
+    let status = st.status(&run);
+    assert_eq!(status["state"], "held_for_review", "one release is not two");
+    assert_eq!(status["pending_reviews"], serde_json::json!([auditor]));
+    st.s.cli(Some("auditor"), &["review", "release", &run]).unwrap();
+    assert_eq!(st.status(&run)["state"], "released");
+    // The held JSON summary was reviewed, so it leaves with the table.
+    let out = st.fetch(&run).unwrap();
+    assert!(out.join("summary.json").exists());
+}
+
+#[test]
+fn run_limits_count_per_grant_across_researcher_keys() {
+    let st = Study::new();
+    st.s.keygen("sock1");
+    st.s.keygen("sock2");
+    st.grant_both(&["--min-group", "3", "--max-runs", "2"]);
+    let first = st.submit(&st.module, "{}").unwrap();
+    let second = st.submit_as("sock1", &st.module, "{}").unwrap();
+    assert_eq!(st.watch(&first).0, "released");
+    let watched = st.s.cli(Some("sock1"), &["run", "watch", &second]).unwrap();
+    assert_eq!(watched["state"], "released");
+    // A fresh key does not get fresh runs: the total is the grant's.
+    let err = err_text(st.submit_as("sock2", &st.module, "{}"));
+    assert!(err.contains("run_limit_reached"), "{err}");
+}
+
+#[test]
+fn receipts_name_the_policy_applied_and_revocation_reaches_running_and_held_runs() {
+    let st = Study::new();
+    let sleeper = push_module(&st.s, SLEEP_FOREVER);
+    st.grant_both_module(&sleeper, &[]);
+    st.grant_both(&["--min-group", "3"]);
+    // Two sleepers hold both workers; the cohort run waits in the queue.
+    let s1 = st.submit(&sleeper, "{}").unwrap();
+    let s2 = st.submit(&sleeper, "{}").unwrap();
+    wait_for(&st, &s1, "running");
+    wait_for(&st, &s2, "running");
+    let run = st.submit(&st.module, "{}").unwrap();
+    let admitted = st.status(&run)["inputs"][0]["policy_version"].as_u64().unwrap();
+    // St Mary's publishes a new version (approving another module) while it waits.
+    let echo = push_module(&st.s, ECHO);
+    st.grant("st_marys", &st.a, &echo, &[]).unwrap();
+    // Revoking the sleeper stops the running sleepers, freeing the workers.
+    st.s.cli(Some("st_marys"), &["policy", "revoke", "--dataset", &st.a, "--module", &sleeper])
+        .unwrap();
+    st.expect_end(&s1, "withheld", "revoked_during_run");
+    st.expect_end(&s2, "withheld", "revoked_during_run");
+    assert_eq!(st.watch(&run).0, "released");
+    let out = st.fetch(&run).unwrap();
+    let receipt: Value = serde_json::from_str(&read(&out.join("receipt.json"))).unwrap();
+    let applied = receipt["receipt"]["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["dataset"] == st.a.as_str())
+        .unwrap()["policy_version"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(applied, admitted + 2, "the receipt names the version the run ran under");
+
+    // A held run is withheld when a grant it needs is revoked, and the review is gone.
+    st.grant("northfield", &st.b, &st.module, &["--identifier", "mrn", "--review"]).unwrap();
+    let held = st.submit(&st.module, "{}").unwrap();
+    assert_eq!(st.watch(&held).0, "held_for_review");
+    st.s.cli(Some("st_marys"), &["policy", "revoke", "--dataset", &st.a]).unwrap();
+    st.expect_end(&held, "withheld", "revoked_during_run");
+    let err = err_text(st.s.cli(Some("northfield"), &["review", "release", &held]));
+    assert!(err.contains("does not await your review"), "{err}");
+}
+
+#[test]
+fn dataset_listings_show_schemas_only_to_whom_they_concern() {
+    let st = Study::new();
+    st.grant(
+        "st_marys",
+        &st.a,
+        &st.module,
+        &["--researcher", &st.researcher, "--hide", "age"],
+    )
+    .unwrap();
+    let columns = |key: &str| -> Value {
+        let list = signed_get(&st.s, key, "/v1/datasets");
+        list["datasets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == st.a.as_str())
+            .unwrap()["columns"]
+            .clone()
+    };
+    let names = |v: Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c[0].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(names(columns("st_marys")).contains(&"age".to_string()), "the owner sees all");
+    let granted = names(columns("researcher"));
+    assert!(granted.contains(&"diagnosis".to_string()));
+    assert!(!granted.contains(&"age".to_string()), "hidden names are the owner's");
+    assert!(columns("stranger").is_null(), "a stranger sees no schema");
+    let policy = signed_get(&st.s, "stranger", &format!("/v1/datasets/{}/policy", st.a));
+    assert_eq!(policy["type"], "not-found");
+}
+
+/// A raw HTTP/1.1 request: headers, then up to `send` bytes of a `declared`-byte body;
+/// returns the status line.
+fn raw_put(s: &TestServer, path: &str, headers: &str, declared: usize, send: usize) -> String {
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        stream,
+        "PUT {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {declared}\r\n\r\n"
+    )
+    .unwrap();
+    let _ = stream.write_all(&vec![0u8; send]);
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string()
+}
+
+#[test]
+fn unauthenticated_uploads_cost_nothing() {
+    let st = Study::new();
+    let tmp = st.s.dir.path().join("server/tmp");
+    let before = files(&st.s.dir.path().join("server/blobs")).len();
+    // No signature: refused from the headers, before any of a 4 GiB body is read.
+    // (No body bytes are sent: the answer must come without them.)
+    let status = raw_put(&st.s, "/v1/datasets/00112233445566778899aabbccddeeff", "", 4 << 30, 0);
+    assert!(status.contains("401"), "{status}");
+    let status = raw_put(&st.s, "/v1/modules", "", 200 << 20, 0);
+    assert!(status.contains("401"), "{status}");
+    // Signed headers whose digest the body does not match: spooled, then refused and deleted.
+    let id = cleanroom_proto::Identity::load(&st.s.path("st_marys.json")).unwrap();
+    let path = "/v1/datasets/00112233445566778899aabbccddeeff";
+    let h = cleanroom_proto::httpsig::sign_request(
+        &id,
+        "PUT",
+        path,
+        b"",
+        cleanroomd::now(),
+        &cleanroom_proto::httpsig::new_nonce(),
+    );
+    let headers = format!(
+        "content-digest: {}\r\nsignature-input: {}\r\nsignature: {}\r\n",
+        h.content_digest, h.signature_input, h.signature
+    );
+    let status = raw_put(&st.s, path, &headers, 1 << 20, 1 << 20);
+    assert!(status.contains("401"), "{status}");
+    assert!(files(&tmp).is_empty(), "a refused upload left a spool file");
+    assert_eq!(files(&st.s.dir.path().join("server/blobs")).len(), before);
+}
