@@ -41,12 +41,13 @@ done
 grep -m1 "listening" "$work/cleanroomd.log"
 # The operator publishes the launch measurement; in simulation it is fixed.
 export CLEANROOM_MEASUREMENT
-CLEANROOM_MEASUREMENT=$(sed -n 's/.*measurement \([0-9a-f]*\),.*/\1/p' "$work/cleanroomd.log" | head -1)
+CLEANROOM_MEASUREMENT=$(grep -m1 -o 'measurement [0-9a-f]*' "$work/cleanroomd.log" | cut -d' ' -f2)
 trust=(--accept-insecure-simulation)
 
 say "three parties create their keys"
 for party in st_marys northfield researcher; do
-  "$cleanroom" keygen -o "$work/keys/$party.json" | head -1
+  "$cleanroom" keygen -o "$work/keys/$party.json" >"$work/$party.keygen.txt"
+  sed -n 1p "$work/$party.keygen.txt"
 done
 # json_get FILE KEY... prints a value from a JSON file.
 json_get() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))
@@ -68,7 +69,7 @@ say "Northfield does the same"
 "$cleanroom" dataset push "$work/hospital-data/northfield.csv" --key "$work/keys/northfield.json" "${trust[@]}" --json >"$work/northfield.dataset.json"
 northfield=$(json_get "$work/northfield.dataset.json" id)
 echo "Northfield dataset: $northfield"
-"$cleanroom" dataset list
+"$cleanroom" dataset list --key "$work/keys/st_marys.json"
 
 say "the researcher uploads the harmonising cohort-statistics analysis"
 "$cleanroom" module push "$analysis" --key "$work/keys/researcher.json" --json >"$work/module.json"
@@ -76,12 +77,12 @@ module=$(json_get "$work/module.json" module)
 echo "module $module"
 
 params='{"group_by":"diagnosis","min_group":10}'
-say "St Mary's grants it: these exact params, identifiers never released, groups under 10 suppressed"
+say "St Mary's grants it: these exact params, at most 5 runs, identifiers never released, groups under 10 suppressed"
 "$cleanroom" policy grant --key "$work/keys/st_marys.json" --dataset "$st_marys" --module "$module" \
   --params "$params" --identifier patient_id --min-group 10 --max-runs 5 --note "pooled cohort statistics by ICD-10 category"
-say "Northfield grants it too, and reviews outputs before they are released"
+say "Northfield grants it too, and reviews outputs before they are released (free-form JSON only leaves after review)"
 "$cleanroom" policy grant --key "$work/keys/northfield.json" --dataset "$northfield" --module "$module" \
-  --params "$params" --identifier mrn --min-group 10 --review
+  --params "$params" --identifier mrn --min-group 10 --max-runs 5 --review
 
 say "the researcher submits the run"
 "$cleanroom" run submit --key "$work/keys/researcher.json" --module "$module" \
@@ -89,16 +90,16 @@ say "the researcher submits the run"
 run=$(json_get "$work/run.json" run)
 "$cleanroom" run watch "$run" --key "$work/keys/researcher.json"
 
-say "Northfield reviews what would be released, and releases it"
-"$cleanroom" review show "$run" --key "$work/keys/northfield.json" | head -25
+say "Northfield reviews what would be released (sealed to its own key), and releases it"
+"$cleanroom" review show "$run" --key "$work/keys/northfield.json" --out "$work/review"
 "$cleanroom" review release "$run" --key "$work/keys/northfield.json" --reason "aggregates only, small cells suppressed"
 
 say "the researcher fetches the results: decrypted locally, checked against the enclave-signed receipt"
 "$cleanroom" result fetch "$run" --key "$work/keys/researcher.json" "${trust[@]}" --out "$work/results"
 
 say "St Mary's verifies the audit log (hash chain + enclave-signed head) and keeps a copy"
-"$cleanroom" audit verify "${trust[@]}" --save "$work/audit.json"
-"$cleanroom" audit verify --file "$work/audit.json" --enclave-key "$(json_get "$work/results/receipt.json" receipt enclave_key)" >/dev/null
+"$cleanroom" audit verify --key "$work/keys/st_marys.json" "${trust[@]}" --save "$work/audit.json"
+"$cleanroom" audit verify --key "$work/keys/st_marys.json" --file "$work/audit.json" --enclave-key "$(json_get "$work/results/receipt.json" receipt enclave_key)" >/dev/null
 echo "the saved log verifies offline too"
 
 say "done: results in $work/results, audit log in $work/audit.json"

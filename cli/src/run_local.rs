@@ -7,17 +7,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use arrow_array::RecordBatch;
+use cleanroom_policy::{Candidate, Content, EgressInput, IdentifierCollector};
+use cleanroom_proto::policy::{Policy, SignedPolicy};
+use cleanroom_proto::run::{Disposition, OutputKind, OutputReport};
 use cleanroom_runtime::limits::{
     DEFAULT_MAX_MEMORY_BYTES, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_TIMEOUT,
 };
 use cleanroom_runtime::output::TableOutput;
-use cleanroom_policy::{Candidate, Content, EgressInput, IdentifierCollector};
-use cleanroom_proto::policy::{Policy, SignedPolicy};
-use cleanroom_proto::run::{Disposition, OutputKind, OutputReport};
 use cleanroom_runtime::tables::Tapped;
-use cleanroom_runtime::{
-    Grants, Limits, MemTable, RunOutput, Runtime, RuntimeConfig, TableSource,
-};
+use cleanroom_runtime::{Grants, Limits, MemTable, RunOutput, Runtime, RuntimeConfig, TableSource};
 use sha2::{Digest, Sha256};
 
 use crate::{input, progress};
@@ -81,7 +79,11 @@ fn read_policy(path: &Path) -> Result<Policy> {
 fn hide(table: MemTable, hidden: &[String]) -> Result<MemTable> {
     let schema = table.schema();
     let keep: Vec<usize> = (0..schema.fields().len())
-        .filter(|i| !hidden.iter().any(|h| h.eq_ignore_ascii_case(schema.field(*i).name())))
+        .filter(|i| {
+            !hidden
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(schema.field(*i).name()))
+        })
         .collect();
     let batches = table
         .batches()

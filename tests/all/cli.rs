@@ -295,3 +295,68 @@ fn dataset_seal_streams_into_an_envelope_only_the_enclave_opens() {
     assert!(format!("{err:#}").contains("cannot read"), "{err:#}");
     assert!(!bad_out.exists());
 }
+
+#[test]
+fn run_local_policy_shows_what_the_enclave_would_release() {
+    let f = Fixture::new();
+    let policy = serde_json::json!({
+        "dataset": "d00d",
+        "version": 1,
+        "grants": [],
+        "hidden_columns": ["age"],
+        "identifier_columns": ["patient_id", "mrn"],
+        "output": { "min_group_count": 3 },
+        "issued_at": 0,
+    });
+    std::fs::write(f.path("policy.json"), policy.to_string()).unwrap();
+    let policy_path = f.path("policy.json").display().to_string();
+    // Hidden columns never reach the analysis locally either.
+    let err = f
+        .run(
+            COHORT_STATS_RUST,
+            &f.csv_tables(),
+            &["--policy", &policy_path],
+        )
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("missing column \"age\""),
+        "{err:#}"
+    );
+
+    let policy = serde_json::json!({
+        "dataset": "d00d",
+        "version": 1,
+        "grants": [],
+        "identifier_columns": ["patient_id", "mrn"],
+        "output": { "min_group_count": 5, "rounding": "midpoint6" },
+        "issued_at": 0,
+    });
+    std::fs::write(f.path("policy.json"), policy.to_string()).unwrap();
+    let out = f
+        .run(
+            COHORT_STATS_RUST,
+            &f.csv_tables(),
+            &["--params", r#"{"min_group":1}"#, "--policy", &policy_path],
+        )
+        .unwrap();
+    let decisions: serde_json::Value =
+        serde_json::from_str(&read(&out.join("policy.json"))).unwrap();
+    // The declared-count table is released with E11 (1 patient) suppressed and counts
+    // rounded; the free-form summary would be refused (nobody reviews); the log withheld.
+    assert_eq!(decisions[0][0], "cohort_stats");
+    assert_eq!(decisions[0][1]["disposition"], "release");
+    assert_eq!(
+        decisions[0][1]["codes"],
+        serde_json::json!(["small_groups_suppressed", "counts_rounded"])
+    );
+    assert_eq!(decisions[1][1]["disposition"], "refuse");
+    assert_eq!(
+        decisions[1][1]["codes"],
+        serde_json::json!(["unchecked_refused"])
+    );
+    assert_eq!(decisions[2][1]["kind"], "log");
+    assert_eq!(
+        decisions[2][1]["codes"],
+        serde_json::json!(["logs_withheld"])
+    );
+}

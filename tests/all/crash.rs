@@ -158,7 +158,9 @@ fn kill_9_loses_nothing_acknowledged() {
                 .cli(
                     dir,
                     Some("researcher"),
-                    &["run", "submit", "--module", &module, "--input", &input, "--wait"],
+                    &[
+                        "run", "submit", "--module", &module, "--input", &input, "--wait",
+                    ],
                 )
                 .unwrap();
             assert_eq!(again["state"], "held_for_review");
@@ -181,7 +183,9 @@ fn kill_9_loses_nothing_acknowledged() {
     let echo: Value =
         serde_json::from_slice(&std::fs::read(out.join("echo.json")).unwrap()).unwrap();
     assert_eq!(echo["tables"]["data"], 6);
-    let audit = p.cli(dir, Some("owner"), &["audit", "verify", sim]).unwrap();
+    let audit = p
+        .cli(dir, Some("owner"), &["audit", "verify", sim])
+        .unwrap();
     assert_eq!(audit["verified"], true);
     p.kill9();
 }

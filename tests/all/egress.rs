@@ -40,7 +40,10 @@ fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 fn wait_for(st: &Study, run: &str, state: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while st.status(run)["state"] != state {
-        assert!(std::time::Instant::now() < deadline, "run {run} never became {state}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run {run} never became {state}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -56,17 +59,34 @@ fn error_text_is_an_output_and_leaks_nowhere() {
     let status = st.expect_end(&run, "failed", "analysis_error");
     let secret = "NHS-48A1";
     assert!(!status.to_string().contains(secret));
-    assert!(!signed_get(&st.s, "st_marys", &format!("/v1/runs/{run}")).to_string().contains(secret));
-    assert!(!signed_get(&st.s, "researcher", "/v1/runs").to_string().contains(secret));
+    assert!(
+        !signed_get(&st.s, "st_marys", &format!("/v1/runs/{run}"))
+            .to_string()
+            .contains(secret)
+    );
+    assert!(
+        !signed_get(&st.s, "researcher", "/v1/runs")
+            .to_string()
+            .contains(secret)
+    );
     for key in ["researcher", "st_marys", "northfield", "stranger"] {
-        assert!(!st.audit_text(key).contains(secret), "{key}'s audit view leaks it");
+        assert!(
+            !st.audit_text(key).contains(secret),
+            "{key}'s audit view leaks it"
+        );
     }
     for rx in [events, owner_events] {
         while let Ok(event) = rx.recv_timeout(Duration::from_millis(300)) {
-            assert!(!event.to_string().contains(secret), "an event leaks it: {event}");
+            assert!(
+                !event.to_string().contains(secret),
+                "an event leaks it: {event}"
+            );
         }
     }
-    assert!(st.fetch(&run).is_err(), "nothing was released to the researcher");
+    assert!(
+        st.fetch(&run).is_err(),
+        "nothing was released to the researcher"
+    );
     // Not on the operator's disk either: every file of the data directory, byte for byte.
     for file in files(&st.s.dir.path().join("server")) {
         let bytes = std::fs::read(&file).unwrap();
@@ -81,7 +101,10 @@ fn error_text_is_an_output_and_leaks_nowhere() {
 #[test]
 fn identifiers_are_caught_by_value() {
     let st = long_id_study();
-    for (program, reviewed) in [(FILE_WITH_IDENTIFIERS, true), (RENAMED_IDENTIFIER_COLUMN, false)] {
+    for (program, reviewed) in [
+        (FILE_WITH_IDENTIFIERS, true),
+        (RENAMED_IDENTIFIER_COLUMN, false),
+    ] {
         let module = push_module(&st.s, program);
         let extra: &[&str] = if reviewed { &["--review"] } else { &[] };
         st.grant_both_module(&module, extra);
@@ -95,32 +118,51 @@ fn identifiers_are_caught_by_value() {
 #[test]
 fn review_cannot_be_read_around() {
     let st = Study::new();
-    st.grant("st_marys", &st.a, &st.module, &["--identifier", "patient_id", "--min-group", "3"])
-        .unwrap();
-    st.grant("northfield", &st.b, &st.module, &["--identifier", "mrn", "--review", "--min-group", "3"])
-        .unwrap();
+    st.grant(
+        "st_marys",
+        &st.a,
+        &st.module,
+        &["--identifier", "patient_id", "--min-group", "3"],
+    )
+    .unwrap();
+    st.grant(
+        "northfield",
+        &st.b,
+        &st.module,
+        &["--identifier", "mrn", "--review", "--min-group", "3"],
+    )
+    .unwrap();
     // The researcher becomes an input owner by uploading a dummy table and granting on it.
     let dummy = push(&st.s, "researcher", "x\n1\n", "dummy.csv");
-    st.grant("researcher", &dummy, &st.module, &["--min-group", "3"]).unwrap();
+    st.grant("researcher", &dummy, &st.module, &["--min-group", "3"])
+        .unwrap();
     let inputs = [
         format!("st_marys={}", st.a),
         format!("northfield={}", st.b),
         format!("dummy={dummy}"),
     ];
-    let run = st
-        .s
-        .cli(
+    let run =
+        st.s.cli(
             Some("researcher"),
             &[
-                "run", "submit", "--module", &st.module, "--input", &inputs[0], "--input",
-                &inputs[1], "--input", &inputs[2], "--params",
+                "run",
+                "submit",
+                "--module",
+                &st.module,
+                "--input",
+                &inputs[0],
+                "--input",
+                &inputs[1],
+                "--input",
+                &inputs[2],
+                "--params",
                 r#"{"tables":["st_marys","northfield"],"min_group":1}"#,
             ],
         )
         .unwrap()["run"]
-        .as_str()
-        .unwrap()
-        .to_string();
+            .as_str()
+            .unwrap()
+            .to_string();
     assert_eq!(st.watch(&run).0, "held_for_review");
     // As an input owner, the researcher sees the run's status: no held content.
     let status = signed_get(&st.s, "researcher", &format!("/v1/runs/{run}"));
@@ -132,8 +174,11 @@ fn review_cannot_be_read_around() {
     assert!(err.contains("403"), "{err}");
     let out = st.s.path("northfield-review");
     let out_s = out.display().to_string();
-    st.s.cli(Some("northfield"), &["review", "show", &run, "--out", &out_s])
-        .unwrap();
+    st.s.cli(
+        Some("northfield"),
+        &["review", "show", &run, "--out", &out_s],
+    )
+    .unwrap();
     assert!(read(&out.join("cohort_stats.csv")).contains("I21"));
 }
 
@@ -145,24 +190,34 @@ fn two_independent_reviewers() {
         .unwrap()
         .party()
         .to_string();
-    st.grant("st_marys", &st.a, &st.module, &["--min-group", "3"]).unwrap();
+    st.grant("st_marys", &st.a, &st.module, &["--min-group", "3"])
+        .unwrap();
     st.grant(
         "northfield",
         &st.b,
         &st.module,
         &[
-            "--min-group", "3", "--review", "--reviewer", &northfield, "--reviewer", &auditor,
-            "--min-reviewers", "2",
+            "--min-group",
+            "3",
+            "--review",
+            "--reviewer",
+            &northfield,
+            "--reviewer",
+            &auditor,
+            "--min-reviewers",
+            "2",
         ],
     )
     .unwrap();
     let run = st.submit(&st.module, "{}").unwrap();
     assert_eq!(st.watch(&run).0, "held_for_review");
-    st.s.cli(Some("northfield"), &["review", "release", &run]).unwrap();
+    st.s.cli(Some("northfield"), &["review", "release", &run])
+        .unwrap();
     let status = st.status(&run);
     assert_eq!(status["state"], "held_for_review", "one release is not two");
     assert_eq!(status["pending_reviews"], serde_json::json!([auditor]));
-    st.s.cli(Some("auditor"), &["review", "release", &run]).unwrap();
+    st.s.cli(Some("auditor"), &["review", "release", &run])
+        .unwrap();
     assert_eq!(st.status(&run)["state"], "released");
     // The held JSON summary was reviewed, so it leaves with the table.
     let out = st.fetch(&run).unwrap();
@@ -197,13 +252,18 @@ fn receipts_name_the_policy_applied_and_revocation_reaches_running_and_held_runs
     wait_for(&st, &s1, "running");
     wait_for(&st, &s2, "running");
     let run = st.submit(&st.module, "{}").unwrap();
-    let admitted = st.status(&run)["inputs"][0]["policy_version"].as_u64().unwrap();
+    let admitted = st.status(&run)["inputs"][0]["policy_version"]
+        .as_u64()
+        .unwrap();
     // St Mary's publishes a new version (approving another module) while it waits.
     let echo = push_module(&st.s, ECHO);
     st.grant("st_marys", &st.a, &echo, &[]).unwrap();
     // Revoking the sleeper stops the running sleepers, freeing the workers.
-    st.s.cli(Some("st_marys"), &["policy", "revoke", "--dataset", &st.a, "--module", &sleeper])
-        .unwrap();
+    st.s.cli(
+        Some("st_marys"),
+        &["policy", "revoke", "--dataset", &st.a, "--module", &sleeper],
+    )
+    .unwrap();
     st.expect_end(&s1, "withheld", "revoked_during_run");
     st.expect_end(&s2, "withheld", "revoked_during_run");
     assert_eq!(st.watch(&run).0, "released");
@@ -217,13 +277,24 @@ fn receipts_name_the_policy_applied_and_revocation_reaches_running_and_held_runs
         .unwrap()["policy_version"]
         .as_u64()
         .unwrap();
-    assert_eq!(applied, admitted + 2, "the receipt names the version the run ran under");
+    assert_eq!(
+        applied,
+        admitted + 2,
+        "the receipt names the version the run ran under"
+    );
 
     // A held run is withheld when a grant it needs is revoked, and the review is gone.
-    st.grant("northfield", &st.b, &st.module, &["--identifier", "mrn", "--review"]).unwrap();
+    st.grant(
+        "northfield",
+        &st.b,
+        &st.module,
+        &["--identifier", "mrn", "--review"],
+    )
+    .unwrap();
     let held = st.submit(&st.module, "{}").unwrap();
     assert_eq!(st.watch(&held).0, "held_for_review");
-    st.s.cli(Some("st_marys"), &["policy", "revoke", "--dataset", &st.a]).unwrap();
+    st.s.cli(Some("st_marys"), &["policy", "revoke", "--dataset", &st.a])
+        .unwrap();
     st.expect_end(&held, "withheld", "revoked_during_run");
     let err = err_text(st.s.cli(Some("northfield"), &["review", "release", &held]));
     assert!(err.contains("does not await your review"), "{err}");
@@ -256,10 +327,16 @@ fn dataset_listings_show_schemas_only_to_whom_they_concern() {
             .map(|c| c[0].as_str().unwrap().to_string())
             .collect()
     };
-    assert!(names(columns("st_marys")).contains(&"age".to_string()), "the owner sees all");
+    assert!(
+        names(columns("st_marys")).contains(&"age".to_string()),
+        "the owner sees all"
+    );
     let granted = names(columns("researcher"));
     assert!(granted.contains(&"diagnosis".to_string()));
-    assert!(!granted.contains(&"age".to_string()), "hidden names are the owner's");
+    assert!(
+        !granted.contains(&"age".to_string()),
+        "hidden names are the owner's"
+    );
     assert!(columns("stranger").is_null(), "a stranger sees no schema");
     let policy = signed_get(&st.s, "stranger", &format!("/v1/datasets/{}/policy", st.a));
     assert_eq!(policy["type"], "not-found");
@@ -270,7 +347,9 @@ fn dataset_listings_show_schemas_only_to_whom_they_concern() {
 fn raw_put(s: &TestServer, path: &str, headers: &str, declared: usize, send: usize) -> String {
     let addr = s.url.trim_start_matches("http://").to_string();
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     write!(
         stream,
         "PUT {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {declared}\r\n\r\n"
@@ -279,7 +358,11 @@ fn raw_put(s: &TestServer, path: &str, headers: &str, declared: usize, send: usi
     let _ = stream.write_all(&vec![0u8; send]);
     let mut buf = [0u8; 64];
     let n = stream.read(&mut buf).unwrap_or(0);
-    String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string()
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
 
 #[test]
@@ -289,7 +372,13 @@ fn unauthenticated_uploads_cost_nothing() {
     let before = files(&st.s.dir.path().join("server/blobs")).len();
     // No signature: refused from the headers, before any of a 4 GiB body is read.
     // (No body bytes are sent: the answer must come without them.)
-    let status = raw_put(&st.s, "/v1/datasets/00112233445566778899aabbccddeeff", "", 4 << 30, 0);
+    let status = raw_put(
+        &st.s,
+        "/v1/datasets/00112233445566778899aabbccddeeff",
+        "",
+        4 << 30,
+        0,
+    );
     assert!(status.contains("401"), "{status}");
     let status = raw_put(&st.s, "/v1/modules", "", 200 << 20, 0);
     assert!(status.contains("401"), "{status}");

@@ -346,7 +346,10 @@ fn error_leak() {
     // The runtime hands the text back typed; the policy layer decides who sees it
     // (tests/all/egress.rs and server.rs check that nobody else does).
     let err = run(ERROR_LEAK, "", &tight_limits()).unwrap_err();
-    assert!(err.module_text().is_some_and(|t| t.starts_with("KeyError")), "{err}");
+    assert!(
+        err.module_text().is_some_and(|t| t.starts_with("KeyError")),
+        "{err}"
+    );
 }
 
 #[test]

@@ -57,12 +57,7 @@ impl TestServer {
 
     /// Entries in the server's audit log.
     pub(crate) fn service_audit_len(&self) -> u64 {
-        self.server
-            .as_ref()
-            .expect("running")
-            .service()
-            .audit
-            .len()
+        self.server.as_ref().expect("running").service().audit.len()
     }
 
     pub(crate) fn path(&self, name: &str) -> PathBuf {
@@ -238,7 +233,12 @@ impl Study {
         self.submit_as("researcher", module, params)
     }
 
-    pub(crate) fn submit_as(&self, key: &str, module: &str, params: &str) -> anyhow::Result<String> {
+    pub(crate) fn submit_as(
+        &self,
+        key: &str,
+        module: &str,
+        params: &str,
+    ) -> anyhow::Result<String> {
         let a = format!("st_marys={}", self.a);
         let b = format!("northfield={}", self.b);
         let out = self.s.cli(
@@ -512,7 +512,10 @@ fn unsigned_stale_and_replayed_requests_are_refused_and_audited() {
     }
     assert_eq!(metrics(&st.s), 203);
     let grown = st.s.service_audit_len() - before;
-    assert!(grown <= 2, "200 refusals grew the audit log by {grown} entries");
+    assert!(
+        grown <= 2,
+        "200 refusals grew the audit log by {grown} entries"
+    );
 }
 
 #[test]
@@ -562,7 +565,11 @@ fn deny_matrix() {
         .build()
         .send(&body[..])
         .unwrap();
-    assert_eq!(resp.status(), 403, "only the dataset's owner may set its policy");
+    assert_eq!(
+        resp.status(),
+        403,
+        "only the dataset's owner may set its policy"
+    );
 
     // Granted to another researcher only.
     st.grant(
@@ -636,8 +643,13 @@ fn hidden_columns_never_reach_the_guest() {
     );
     // Its text is an output: it reaches the researcher only where every owner releases logs.
     assert!(st.fetch(&run).is_err(), "nothing was released");
-    st.grant("st_marys", &st.a, &st.module, &["--hide", "age", "--release-logs"])
-        .unwrap();
+    st.grant(
+        "st_marys",
+        &st.a,
+        &st.module,
+        &["--hide", "age", "--release-logs"],
+    )
+    .unwrap();
     st.grant("northfield", &st.b, &st.module, &["--release-logs"])
         .unwrap();
     let run = st.submit(&st.module, "{}").unwrap();
@@ -732,7 +744,12 @@ fn review_holds_outputs_until_every_reviewer_releases() {
     let status = st.status(&run);
     assert_eq!(status["state"], "withheld");
     assert_eq!(status["reason"]["code"], "withheld_by_reviewer");
-    assert!(status["reason"]["message"].as_str().unwrap().contains("not yet"));
+    assert!(
+        status["reason"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not yet")
+    );
 }
 
 #[test]

@@ -144,7 +144,13 @@ fn owners_approve_the_query_and_identifiers_never_leave() {
                 "--sql",
                 q,
             ];
-            let rules = ["--identifier", "patient_id", "--min-group", k, "--unlimited"];
+            let rules = [
+                "--identifier",
+                "patient_id",
+                "--min-group",
+                k,
+                "--unlimited",
+            ];
             s.cli(Some(owner), &[&args[..], &rules[..]].concat())
                 .unwrap();
         }

@@ -117,9 +117,9 @@ fn sum_rust(runtime: &Runtime, table: &MemTable) {
             )
             .expect("sum run")
     });
-    let got = out.outputs.json[0].1["sum"]
-        .as_f64()
-        .expect("sum is a number");
+    let published: serde_json::Value =
+        serde_json::from_str(&out.outputs.json[0].1).expect("published JSON parses");
+    let got = published["sum"].as_f64().expect("sum is a number");
     assert_eq!(got, expected, "guest and native sums differ");
     let bytes = out.stats.bytes_read as f64;
     println!(
@@ -176,7 +176,9 @@ fn python(runtime: &Runtime, table: &MemTable) {
             )
             .expect("python sum run")
     });
-    assert_eq!(out.outputs.json[0].1["rows"], SUM_ROWS);
+    let published: serde_json::Value =
+        serde_json::from_str(&out.outputs.json[0].1).expect("published JSON parses");
+    assert_eq!(published["rows"], SUM_ROWS);
     let script = format!(
         "import array,time\n\
          batches=[array.array('d',map(float,range(s,min(s+{BATCH_ROWS},{SUM_ROWS})))).tobytes() for s in range(0,{SUM_ROWS},{BATCH_ROWS})]\n\

@@ -64,7 +64,7 @@ fn envelope_sum() {
     for batch in table.batches() {
         writer.write(&batch.expect("batch")).expect("seal");
     }
-    writer.finish().expect("finish");
+    let manifest = writer.finish().expect("finish");
 
     let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
     let module = runtime.load(&program(SUM_COLUMN)).expect("sum loads");
@@ -74,6 +74,8 @@ fn envelope_sum() {
         enclave.hpke_secret(),
         *owner.signing_key().as_ref(),
         &[],
+        &manifest.dataset_id().to_string(),
+        &hex::encode(manifest.digest()),
     )
     .expect("envelope opens");
     let sealed: Arc<dyn TableSource> = Arc::new(sealed);
@@ -87,7 +89,9 @@ fn envelope_sum() {
                 let out = runtime
                     .run(&module, grants, params, &Limits::default(), None)
                     .expect("sum run");
-                assert_eq!(out.outputs.json[0].1["rows"], rows);
+                let published: serde_json::Value =
+                    serde_json::from_str(&out.outputs.json[0].1).expect("published JSON parses");
+                assert_eq!(published["rows"], rows);
                 start.elapsed()
             })
             .min()

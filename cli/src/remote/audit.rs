@@ -37,9 +37,11 @@ struct SavedLog {
 fn fetch_log(client: &super::client::Client) -> Result<SavedLog> {
     let mut items: Vec<AuditItem> = Vec::new();
     loop {
-        let page: AuditPage = serde_json::from_value(
-            client.signed("GET", &format!("/v1/audit?from={}", items.len()), b"")?,
-        )
+        let page: AuditPage = serde_json::from_value(client.signed(
+            "GET",
+            &format!("/v1/audit?from={}", items.len()),
+            b"",
+        )?)
         .context("malformed audit page")?;
         items.extend(page.items);
         if page.next.is_none() {

@@ -1,8 +1,8 @@
 //! Owners: grant and revoke, as new signed policy versions.
 
+use anyhow::Context as _;
 use anyhow::{Result, bail};
 use cleanroom_proto::PartyId;
-use anyhow::Context as _;
 use cleanroom_proto::policy::{
     Grant, OutputRules, Policy, Researchers, Rounding, SignedPolicy, SmallGroups, Unchecked,
 };

@@ -142,7 +142,8 @@ pub(crate) fn watch(conn: &Conn, args: WatchArgs) -> Result<()> {
     let started = std::time::Instant::now();
     loop {
         let value = client.signed("GET", &path, b"")?;
-        let status: RunStatus = serde_json::from_value(value.clone()).context("malformed run status")?;
+        let status: RunStatus =
+            serde_json::from_value(value.clone()).context("malformed run status")?;
         let state = status.state;
         if Some(state) != last {
             bar.set_message(format!("run {}: {state}", args.run));
@@ -221,19 +222,27 @@ pub(crate) fn fetch(conn: &Conn, args: FetchArgs) -> Result<()> {
         bail!("the receipt is for another run or researcher");
     }
     std::fs::create_dir_all(&args.out)?;
-    let lines = write_outputs(conn, &args.run, "result", identity, &bundle.outputs, &args.out, |index, sealed| {
-        let listed = receipt
-            .receipt
-            .outputs
-            .iter()
-            .find(|r| r.index == index)
-            .ok_or_else(|| anyhow!("output {index} is not in the receipt"))?;
-        let ciphertext = B64.decode(sealed)?;
-        if listed.ciphertext_sha256 != hex::encode(Sha256::digest(&ciphertext)) {
-            bail!("output {index} does not match the digest in the receipt");
-        }
-        Ok(())
-    })?;
+    let lines = write_outputs(
+        conn,
+        &args.run,
+        "result",
+        identity,
+        &bundle.outputs,
+        &args.out,
+        |index, sealed| {
+            let listed = receipt
+                .receipt
+                .outputs
+                .iter()
+                .find(|r| r.index == index)
+                .ok_or_else(|| anyhow!("output {index} is not in the receipt"))?;
+            let ciphertext = B64.decode(sealed)?;
+            if listed.ciphertext_sha256 != hex::encode(Sha256::digest(&ciphertext)) {
+                bail!("output {index} does not match the digest in the receipt");
+            }
+            Ok(())
+        },
+    )?;
     std::fs::write(
         args.out.join("receipt.json"),
         serde_json::to_vec_pretty(&receipt)?,
@@ -338,10 +347,18 @@ pub(crate) fn review(conn: &Conn, args: ReviewArgs, decision: Option<&str>) -> R
             args.run,
             hex::encode(identity.hpke_public())
         );
-        let held: HeldBundle =
-            serde_json::from_value(client.signed("GET", &path, b"")?).context("malformed held outputs")?;
+        let held: HeldBundle = serde_json::from_value(client.signed("GET", &path, b"")?)
+            .context("malformed held outputs")?;
         std::fs::create_dir_all(&args.out)?;
-        let lines = write_outputs(conn, &args.run, "review", identity, &held.outputs, &args.out, |_, _| Ok(()))?;
+        let lines = write_outputs(
+            conn,
+            &args.run,
+            "review",
+            identity,
+            &held.outputs,
+            &args.out,
+            |_, _| Ok(()),
+        )?;
         conn.print(&serde_json::to_value(&held.reports)?, || {
             format!(
                 "run {} awaits your review\n{}\n{}\ndecrypted outputs in {}",

@@ -132,7 +132,12 @@ impl ReviewRoute {
         for g in &self.groups {
             let done = g.reviewers.iter().filter(|r| released.contains(r)).count() as u32;
             if done < g.needed {
-                out.extend(g.reviewers.iter().filter(|r| !released.contains(r)).copied());
+                out.extend(
+                    g.reviewers
+                        .iter()
+                        .filter(|r| !released.contains(r))
+                        .copied(),
+                );
             }
         }
         out.into_iter().collect()

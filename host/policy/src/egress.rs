@@ -18,12 +18,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type};
+use arrow_array::types::{
+    Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
 use arrow_array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use cleanroom_proto::Code;
 use cleanroom_proto::policy::{OutputRules, Rounding, SmallGroups, Unchecked};
 use cleanroom_proto::run::{Disposition, OutputKind, OutputReport, PlainOutput};
-use cleanroom_proto::Code;
 
 use crate::identifiers::{IdentifierSet, for_each_cell};
 
@@ -91,7 +93,10 @@ pub struct Decided {
 impl Decided {
     /// Whether it leaves at once (no review) or after review.
     pub fn leaves(&self) -> bool {
-        matches!(self.report.disposition, Disposition::Release | Disposition::Hold)
+        matches!(
+            self.report.disposition,
+            Disposition::Release | Disposition::Hold
+        )
     }
 }
 
@@ -106,7 +111,12 @@ pub fn decide(mut input: EgressInput<'_>) -> Vec<Decided> {
         .collect();
     let published = decided
         .iter()
-        .filter(|d| matches!(d.output.kind, OutputKind::Table | OutputKind::Json | OutputKind::File))
+        .filter(|d| {
+            matches!(
+                d.output.kind,
+                OutputKind::Table | OutputKind::Json | OutputKind::File
+            )
+        })
         .count();
     if published > rules.max_outputs as usize {
         for d in &mut decided {
@@ -154,30 +164,28 @@ fn decide_one(index: u32, candidate: Candidate, input: &EgressInput<'_>) -> Deci
         }
     };
     let (disposition, bytes, haystack) = match content {
-        Content::Table { schema, batches } => {
-            match table(&schema, batches, input) {
-                Err(code) => {
-                    codes.push(code);
-                    reviewable = !matches!(code, Code::IdentifierColumn);
-                    (Disposition::Refuse, Vec::new(), Vec::new())
-                }
-                Ok(checked) => {
-                    codes.extend(checked.codes);
-                    let disposition = if checked.refused {
-                        Disposition::Refuse
-                    } else if checked.checked {
-                        if input.reviewed {
-                            Disposition::Hold
-                        } else {
-                            Disposition::Release
-                        }
-                    } else {
-                        unchecked(&mut codes)
-                    };
-                    (disposition, checked.ipc, checked.text)
-                }
+        Content::Table { schema, batches } => match table(&schema, batches, input) {
+            Err(code) => {
+                codes.push(code);
+                reviewable = !matches!(code, Code::IdentifierColumn);
+                (Disposition::Refuse, Vec::new(), Vec::new())
             }
-        }
+            Ok(checked) => {
+                codes.extend(checked.codes);
+                let disposition = if checked.refused {
+                    Disposition::Refuse
+                } else if checked.checked {
+                    if input.reviewed {
+                        Disposition::Hold
+                    } else {
+                        Disposition::Release
+                    }
+                } else {
+                    unchecked(&mut codes)
+                };
+                (disposition, checked.ipc, checked.text)
+            }
+        },
         Content::Bytes(bytes) => {
             let disposition = match kind {
                 OutputKind::Log | OutputKind::Error => {
@@ -208,7 +216,8 @@ fn decide_one(index: u32, candidate: Candidate, input: &EgressInput<'_>) -> Deci
         output: PlainOutput { name, kind, bytes },
         reviewable,
     };
-    if input.identifiers.found_in(&haystack) || input.identifiers.found_in(decided.output.name.as_bytes())
+    if input.identifiers.found_in(&haystack)
+        || input.identifiers.found_in(decided.output.name.as_bytes())
     {
         refuse(&mut decided, Code::IdentifierValue);
         // Identifiers of one owner's patients are not shown to another owner's reviewer.
@@ -268,11 +277,11 @@ fn table(
     input: &EgressInput<'_>,
 ) -> Result<Checked, Code> {
     let rules = input.rules;
-    if schema
-        .fields()
-        .iter()
-        .any(|f| input.identifier_columns.contains(&f.name().to_ascii_lowercase()))
-    {
+    if schema.fields().iter().any(|f| {
+        input
+            .identifier_columns
+            .contains(&f.name().to_ascii_lowercase())
+    }) {
         return Err(Code::IdentifierColumn);
     }
     let declared: BTreeSet<String> = rules
@@ -286,7 +295,9 @@ fn table(
         .enumerate()
         .filter(|(_, f)| {
             declared.contains(&f.name().to_ascii_lowercase())
-                || f.metadata().get(COUNT_METADATA).is_some_and(|v| v == "true")
+                || f.metadata()
+                    .get(COUNT_METADATA)
+                    .is_some_and(|v| v == "true")
         })
         .map(|(i, _)| i)
         .collect();
@@ -303,7 +314,10 @@ fn table(
     let mut out_batches = batches;
     let mut out_schema = schema.clone();
     if checked {
-        if counts.iter().any(|&i| !is_integer(schema.field(i).data_type())) {
+        if counts
+            .iter()
+            .any(|&i| !is_integer(schema.field(i).data_type()))
+        {
             return Err(Code::BadCountColumn);
         }
         let mut suppressed = 0u64;
@@ -505,9 +519,10 @@ fn round(
         }
         for (i, r) in rounded.into_iter().enumerate() {
             if let Some(r) = r {
-                columns[i] = Arc::new(Int64Array::from_iter(
-                    r.into_iter().map(|v| v.map(|v| v.clamp(i64::MIN as i128, i64::MAX as i128) as i64)),
-                ));
+                columns[i] =
+                    Arc::new(Int64Array::from_iter(r.into_iter().map(|v| {
+                        v.map(|v| v.clamp(i64::MIN as i128, i64::MAX as i128) as i64)
+                    })));
             }
         }
         match RecordBatch::try_new(out_schema.clone(), columns) {
@@ -518,7 +533,10 @@ fn round(
     (out_schema, out)
 }
 
-fn encode(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, arrow_schema::ArrowError> {
+fn encode(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<Vec<u8>, arrow_schema::ArrowError> {
     let mut writer = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), schema)?;
     for b in batches {
         writer.write(b)?;

@@ -63,7 +63,10 @@ impl IdentifierCollector {
 
     /// The automaton over everything collected.
     pub fn build(&self) -> IdentifierSet {
-        let values = self.values.lock().expect("identifier lock is never poisoned");
+        let values = self
+            .values
+            .lock()
+            .expect("identifier lock is never poisoned");
         let count = values.len();
         let matcher = if values.is_empty() {
             None

@@ -195,7 +195,11 @@ fn allowed_with_the_terms_applied() {
     assert_eq!(admitted.inputs.len(), 1);
     let input = &admitted.inputs[0];
     assert_eq!(input.receipt.policy_version, 2);
-    assert_eq!(input.receipt.grant_digest.len(), 64, "the grant is named by its digest");
+    assert_eq!(
+        input.receipt.grant_digest.len(),
+        64,
+        "the grant is named by its digest"
+    );
     assert_eq!(input.identifier_columns, vec!["patient_id".to_string()]);
     assert!(!admitted.review.required());
 }

@@ -16,7 +16,12 @@ use rstest::rstest;
 
 /// Decide `outputs`; `reviewed` runs have an input whose owner requires review, as the
 /// merged rules then say.
-fn run(outputs: Vec<Candidate>, rules: &OutputRules, ids: &IdentifierSet, reviewed: bool) -> Vec<Decided> {
+fn run(
+    outputs: Vec<Candidate>,
+    rules: &OutputRules,
+    ids: &IdentifierSet,
+    reviewed: bool,
+) -> Vec<Decided> {
     let columns: BTreeSet<String> = ["patient_id".to_string()].into();
     let rules = OutputRules {
         review_required: rules.review_required || reviewed,
@@ -98,18 +103,41 @@ fn cleanroom_runtime_free_decode(ipc: &[u8]) -> (arrow_schema::SchemaRef, Vec<Re
 fn json_is_unchecked(#[case] json: &str) {
     let rules = OutputRules::default();
     let none = IdentifierSet::empty();
-    let d = run(vec![bytes(OutputKind::Json, "summary", json)], &rules, &none, false);
+    let d = run(
+        vec![bytes(OutputKind::Json, "summary", json)],
+        &rules,
+        &none,
+        false,
+    );
     assert_eq!(d[0].report.disposition, Disposition::Refuse);
     assert_eq!(d[0].report.codes, vec![Code::UncheckedRefused]);
-    let d = run(vec![bytes(OutputKind::Json, "summary", json)], &rules, &none, true);
+    let d = run(
+        vec![bytes(OutputKind::Json, "summary", json)],
+        &rules,
+        &none,
+        true,
+    );
     assert_eq!(d[0].report.disposition, Disposition::Hold);
-    assert_eq!(d[0].output.bytes, json.as_bytes(), "held bytes are the module's, exactly");
+    assert_eq!(
+        d[0].output.bytes,
+        json.as_bytes(),
+        "held bytes are the module's, exactly"
+    );
     let refuse = OutputRules {
         unchecked: Some(Unchecked::Refuse),
         ..OutputRules::default()
     };
-    let d = run(vec![bytes(OutputKind::Json, "summary", json)], &refuse, &none, true);
-    assert_eq!(d[0].report.disposition, Disposition::Refuse, "owners may refuse even reviewed");
+    let d = run(
+        vec![bytes(OutputKind::Json, "summary", json)],
+        &refuse,
+        &none,
+        true,
+    );
+    assert_eq!(
+        d[0].report.disposition,
+        Disposition::Refuse,
+        "owners may refuse even reviewed"
+    );
 }
 
 #[rstest]
@@ -134,7 +162,12 @@ fn json_is_unchecked(#[case] json: &str) {
     ],
 ))]
 fn what_the_host_cannot_check_is_unchecked(#[case] candidate: Candidate) {
-    let d = run(vec![candidate], &OutputRules::default(), &IdentifierSet::empty(), false);
+    let d = run(
+        vec![candidate],
+        &OutputRules::default(),
+        &IdentifierSet::empty(),
+        false,
+    );
     assert_eq!(d[0].report.disposition, Disposition::Refuse);
     assert_eq!(d[0].report.codes, vec![Code::UncheckedRefused]);
 }
@@ -201,11 +234,18 @@ fn redact_then_round_recomputes_declared_totals() {
         ..OutputRules::default()
     };
     let d = run(vec![c], &rules, &IdentifierSet::empty(), false);
-    assert_eq!(d[0].report.codes, vec![Code::CountsRounded, Code::TotalsRecomputed]);
+    assert_eq!(
+        d[0].report.codes,
+        vec![Code::CountsRounded, Code::TotalsRecomputed]
+    );
     let (_, batches) = cleanroom_runtime_free_decode(&d[0].output.bytes);
     let col = |name: &str| -> Vec<Option<i64>> {
         let c = batches[0].column_by_name(name).unwrap();
-        c.as_any().downcast_ref::<Int64Array>().unwrap().iter().collect()
+        c.as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .iter()
+            .collect()
     };
     assert_eq!(col("a"), vec![Some(10), Some(25)]);
     assert_eq!(col("b"), vec![None, Some(30)], "6 is redacted");
@@ -240,7 +280,12 @@ fn model_outputs_need_residual_degrees_of_freedom(
             batches: vec![batch],
         },
     };
-    let d = run(vec![c], &OutputRules::default(), &IdentifierSet::empty(), true);
+    let d = run(
+        vec![c],
+        &OutputRules::default(),
+        &IdentifierSet::empty(),
+        true,
+    );
     assert_eq!(d[0].report.disposition, disposition);
     assert_eq!(d[0].report.codes, codes);
 }
@@ -248,11 +293,26 @@ fn model_outputs_need_residual_degrees_of_freedom(
 /// Identifiers caught by value: renamed columns, files, JSON, names; and by column name.
 #[rstest]
 #[case::renamed_column(counted("by_group", &["NHS-48213"], &[100]), Code::IdentifierValue)]
-#[case::in_a_file(bytes(OutputKind::File, "notes.csv", "ref\nNHS-48213\n"), Code::IdentifierValue)]
-#[case::in_json(bytes(OutputKind::Json, "s", r#"{"x":"a NHS-48213 b"}"#), Code::IdentifierValue)]
-#[case::in_the_name(bytes(OutputKind::File, "NHS-48213.txt", "nothing"), Code::IdentifierValue)]
-#[case::in_the_log(bytes(OutputKind::Log, "log", "saw NHS-48213\n"), Code::IdentifierValue)]
-#[case::in_error_text(bytes(OutputKind::Error, "error", "KeyError: 'NHS-48213'"), Code::IdentifierValue)]
+#[case::in_a_file(
+    bytes(OutputKind::File, "notes.csv", "ref\nNHS-48213\n"),
+    Code::IdentifierValue
+)]
+#[case::in_json(
+    bytes(OutputKind::Json, "s", r#"{"x":"a NHS-48213 b"}"#),
+    Code::IdentifierValue
+)]
+#[case::in_the_name(
+    bytes(OutputKind::File, "NHS-48213.txt", "nothing"),
+    Code::IdentifierValue
+)]
+#[case::in_the_log(
+    bytes(OutputKind::Log, "log", "saw NHS-48213\n"),
+    Code::IdentifierValue
+)]
+#[case::in_error_text(
+    bytes(OutputKind::Error, "error", "KeyError: 'NHS-48213'"),
+    Code::IdentifierValue
+)]
 #[case::by_column_name(table(
     "t",
     vec![Field::new("PATIENT_ID", DataType::Utf8, false), Field::new("n", DataType::Int64, false)],
@@ -285,7 +345,12 @@ fn short_identifiers_are_not_scanned() {
     collector.insert("A1");
     let ids = collector.build();
     assert!(ids.is_empty());
-    let d = run(vec![counted("t", &["A1"], &[50])], &OutputRules::default(), &ids, false);
+    let d = run(
+        vec![counted("t", &["A1"], &[50])],
+        &OutputRules::default(),
+        &ids,
+        false,
+    );
     assert_eq!(d[0].report.disposition, Disposition::Release);
 }
 
@@ -330,6 +395,11 @@ fn output_count_and_total_size_are_capped() {
         max_output_bytes: 10,
         ..OutputRules::default()
     };
-    let d = run(vec![counted("t", &["I21"], &[50])], &small, &IdentifierSet::empty(), false);
+    let d = run(
+        vec![counted("t", &["I21"], &[50])],
+        &small,
+        &IdentifierSet::empty(),
+        false,
+    );
     assert_eq!(d[0].report.codes, vec![Code::OutputTooLarge]);
 }

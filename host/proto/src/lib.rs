@@ -90,8 +90,10 @@ pub mod run;
 pub mod sealed;
 mod sfv;
 
+pub use audit::{
+    AuditChain, AuditEntry, AuditItem, AuditPage, SignedHead, verify_items, verify_log,
+};
 pub use codes::{Code, Reason};
-pub use audit::{AuditChain, AuditEntry, AuditItem, AuditPage, SignedHead, verify_items, verify_log};
 pub use error::{AuditError, Error, Result, SigError};
 pub use httpsig::{SignedHeaders, VerifiedRequest, sign_request, verify_request};
 pub use keys::{Identity, PartyId, verify_signature};

@@ -13,9 +13,8 @@ use crate::canonical::{canonical_bytes, sha256_hex};
 use crate::error::{Error, Result};
 use crate::keys::{Identity, PartyId, decode_hex32, is_hex64, verify_signature};
 pub use crate::rules::{
-    DEFAULT_COUNT_COLUMNS, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_OUTPUTS,
-    DEFAULT_MIN_GROUP_COUNT, DEFAULT_MIN_RESIDUAL_DF, OutputRules, Rounding, SmallGroups,
-    Unchecked,
+    DEFAULT_COUNT_COLUMNS, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_OUTPUTS, DEFAULT_MIN_GROUP_COUNT,
+    DEFAULT_MIN_RESIDUAL_DF, OutputRules, Rounding, SmallGroups, Unchecked,
 };
 
 /// Domain-separation prefix of a policy's signed bytes.

@@ -1,8 +1,9 @@
 //! Results encrypted to the researcher: HPKE (RFC 9180) base mode with
 //! DHKEM(X25519, HKDF-SHA256), HKDF-SHA256 and AES-256-GCM.
 //!
-//! `info` is `cleanroom/result/v1\n` followed by the context (run id and output name), so a
-//! sealed output only opens for the run and output it was made for. The sealed bytes are the
+//! `info` is `cleanroom/result/v1\n` followed by the context
+//! ([`crate::run::output_context`]: purpose, run id and output index), so a sealed output only
+//! opens for the run, position and purpose it was made for. The sealed bytes are the
 //! 32-byte encapsulated key followed by the ciphertext and tag.
 
 use hpke::aead::AesGcm256;
@@ -17,11 +18,6 @@ use crate::keys::{Identity, ResultKem};
 pub const RESULT_INFO_PREFIX: &[u8] = b"cleanroom/result/v1\n";
 /// Length of the encapsulated key at the start of sealed bytes.
 pub const ENCAPPED_KEY_LEN: usize = 32;
-
-/// The context string for one output of one run: `<run_id>/<output_name>`.
-pub fn result_context(run_id: &str, output_name: &str) -> String {
-    format!("{run_id}/{output_name}")
-}
 
 /// Encrypts `plaintext` to the holder of the X25519 secret for `recipient_hpke_public`.
 pub fn seal_to(

@@ -387,7 +387,11 @@ pub fn check_rows(batch: &RecordBatch) -> Result<(), String> {
     }
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
         let bytes = column.to_data().get_slice_memory_size().unwrap_or(0);
-        if rows > bytes.saturating_mul(ROWS_PER_BYTE).saturating_add(ROW_SLACK) {
+        if rows
+            > bytes
+                .saturating_mul(ROWS_PER_BYTE)
+                .saturating_add(ROW_SLACK)
+        {
             return Err(format!(
                 "column {:?} declares {rows} rows that its buffers do not hold",
                 field.name()

@@ -156,7 +156,11 @@ impl RunOutput {
             });
         }
         if !self.logs.is_empty() {
-            let text: String = self.logs.iter().map(|l| format!("{}\n", l.message)).collect();
+            let text: String = self
+                .logs
+                .iter()
+                .map(|l| format!("{}\n", l.message))
+                .collect();
             out.push(Candidate {
                 name: "log".into(),
                 kind: OutputKind::Log,

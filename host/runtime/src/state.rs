@@ -9,8 +9,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::limits::{Limits, MemoryLimiter};
 use crate::log::{LogBuffer, LogSource};
-use crate::runtime::{CancelToken, EPOCH_TICK};
 use crate::output::{OutputCtx, OutputCtxView, OutputView};
+use crate::runtime::{CancelToken, EPOCH_TICK};
 use crate::tables::{Grants, TablesCtx, TablesCtxView, TablesView};
 
 /// Store data of one run.

@@ -122,7 +122,10 @@ impl AuditLog {
 
     /// Number of entries.
     pub fn len(&self) -> u64 {
-        self.tail.lock().expect("audit lock is never poisoned").next_seq
+        self.tail
+            .lock()
+            .expect("audit lock is never poisoned")
+            .next_seq
     }
 
     /// Whether the log is empty.

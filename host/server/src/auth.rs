@@ -32,7 +32,13 @@ pub(crate) async fn signed_json<T: serde::de::DeserializeOwned>(
     let (parts, body) = req.into_parts();
     let (party, claimed) = authenticate_headers(service, &parts)?;
     let body = read_body(body, MAX_JSON_BODY).await?;
-    check_digest(service, &parts, party, &claimed, &httpsig::content_digest(&body))?;
+    check_digest(
+        service,
+        &parts,
+        party,
+        &claimed,
+        &httpsig::content_digest(&body),
+    )?;
     let value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid {what}: {e}")))?;
     Ok((party, value))
@@ -40,7 +46,8 @@ pub(crate) async fn signed_json<T: serde::de::DeserializeOwned>(
 
 /// Authenticate a signed request without a body (GET).
 pub(crate) fn signed_get(service: &Service, req: &Request<Incoming>) -> ApiResult<PartyId> {
-    let (party, claimed) = authenticate_headers_of(service, req.method(), req.uri(), req.headers())?;
+    let (party, claimed) =
+        authenticate_headers_of(service, req.method(), req.uri(), req.headers())?;
     let empty = httpsig::content_digest(b"");
     if claimed != empty {
         return Err(refuse_parts(
@@ -163,7 +170,10 @@ fn refuse_parts(
             audience,
             party,
             "request.refused",
-            &format!("{method} {}", uri.path().chars().take(128).collect::<String>()),
+            &format!(
+                "{method} {}",
+                uri.path().chars().take(128).collect::<String>()
+            ),
             json!({ "reason": kind, "folded": folded }),
         );
     }

@@ -143,7 +143,9 @@ pub(crate) async fn read_body(body: Incoming, limit: usize) -> ApiResult<Bytes> 
     loop {
         let frame = tokio::time::timeout(BODY_IDLE_TIMEOUT, body.frame())
             .await
-            .map_err(|_| ApiError::BadRequest("the request body stalled; send it promptly".into()))?;
+            .map_err(|_| {
+                ApiError::BadRequest("the request body stalled; send it promptly".into())
+            })?;
         let Some(frame) = frame else { break };
         let frame = frame.map_err(|e| {
             if e.downcast_ref::<http_body_util::LengthLimitError>()

@@ -99,7 +99,12 @@ pub fn admission(
 }
 
 /// A new run row for an admitted request.
-pub fn new_row(id: String, researcher: PartyId, request: RunRequest, admitted: &Admitted) -> RunRow {
+pub fn new_row(
+    id: String,
+    researcher: PartyId,
+    request: RunRequest,
+    admitted: &Admitted,
+) -> RunRow {
     let now = crate::now();
     RunRow {
         id,
@@ -144,7 +149,12 @@ pub fn start(service: Arc<Service>, rx: mpsc::Receiver<String>) -> ApiResult<()>
                     tracing::error!(run = id, "run worker panicked: {e}");
                     let svc = service.clone();
                     let _ = tokio::task::spawn_blocking(move || {
-                        fail_stuck(&svc, &id, Code::Internal, "the service failed while running the analysis")
+                        fail_stuck(
+                            &svc,
+                            &id,
+                            Code::Internal,
+                            "the service failed while running the analysis",
+                        )
                     })
                     .await;
                 }
@@ -188,7 +198,13 @@ fn fail_stuck(service: &Service, id: &str, code: Code, message: &str) -> ApiResu
         && !run.state.is_final()
         && run.state != RunState::HeldForReview
     {
-        finalize(service, &mut run, RunState::Failed, Some(Reason::new(code, message)), vec![])?;
+        finalize(
+            service,
+            &mut run,
+            RunState::Failed,
+            Some(Reason::new(code, message)),
+            vec![],
+        )?;
     }
     Ok(())
 }
@@ -196,7 +212,12 @@ fn fail_stuck(service: &Service, id: &str, code: Code, message: &str) -> ApiResu
 fn execute(service: &Service, id: &str) {
     if let Err(e) = execute_inner(service, id) {
         tracing::error!(run = id, "run failed inside the service: {e}");
-        let _ = fail_stuck(service, id, Code::Internal, "the service failed while running the analysis");
+        let _ = fail_stuck(
+            service,
+            id,
+            Code::Internal,
+            "the service failed while running the analysis",
+        );
     }
 }
 
@@ -232,7 +253,10 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
     let grants = open_inputs(service, &admitted, &collector)?;
     let defaults = Limits::default();
     let limits = Limits {
-        max_output_bytes: admitted.rules.max_output_bytes.min(defaults.max_output_bytes),
+        max_output_bytes: admitted
+            .rules
+            .max_output_bytes
+            .min(defaults.max_output_bytes),
         max_outputs: admitted.rules.max_outputs.min(defaults.max_outputs),
         timeout: Duration::from_secs(service.config.run_timeout_secs),
         ..defaults
@@ -291,7 +315,13 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
             run.outputs = decided.iter().map(|d| d.report.clone()).collect();
             let sealed = seal_for_researcher(&run, &decided, false)?;
             let receipt_outputs = write_result(service, &run, sealed)?;
-            finalize(service, &mut run, RunState::Failed, Some(reason), receipt_outputs)
+            finalize(
+                service,
+                &mut run,
+                RunState::Failed,
+                Some(reason),
+                receipt_outputs,
+            )
         }
         Ok(output) => {
             let decided = egress(output.candidates());
@@ -366,13 +396,18 @@ pub fn failure_reason(e: &RunError) -> Reason {
         ),
         RunError::Timeout(limit) => Reason::new(
             Code::Timeout,
-            format!("the analysis ran past its time limit of {} s", limit.as_secs()),
+            format!(
+                "the analysis ran past its time limit of {} s",
+                limit.as_secs()
+            ),
         ),
         RunError::MemoryLimit { limit_bytes } => Reason::new(
             Code::MemoryLimit,
             format!("the analysis exceeded its memory limit of {limit_bytes} bytes"),
         ),
-        RunError::StackOverflow => Reason::new(Code::StackOverflow, "the analysis overflowed its stack"),
+        RunError::StackOverflow => {
+            Reason::new(Code::StackOverflow, "the analysis overflowed its stack")
+        }
         RunError::OutputLimit(limit) => Reason::new(
             Code::OutputLimit,
             format!("the analysis exceeded its output limit of {limit} bytes"),
@@ -461,10 +496,9 @@ fn seal_for_researcher(
     decided: &[Decided],
     reviewed: bool,
 ) -> ApiResult<Vec<SealedOutput>> {
-    let recipient = run
-        .request
-        .researcher_hpke_key()
-        .map_err(|e| ApiError::Internal(format!("researcher key was validated at admission: {e}")))?;
+    let recipient = run.request.researcher_hpke_key().map_err(|e| {
+        ApiError::Internal(format!("researcher key was validated at admission: {e}"))
+    })?;
     let mut sealed = Vec::new();
     for d in decided {
         let leaves = match d.report.disposition {
@@ -535,7 +569,9 @@ pub fn result_bundle(service: &Service, run: &RunRow) -> ApiResult<ResultBundle>
                 .map_err(|e| ApiError::Internal(format!("corrupt result: {e}")))?;
             stored.outputs
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && receipt.receipt.outputs.is_empty() => {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound && receipt.receipt.outputs.is_empty() =>
+        {
             vec![]
         }
         Err(e) => return Err(e.into()),
@@ -652,7 +688,13 @@ fn hold(service: &Service, run: &mut RunRow, decided: Vec<Decided>) -> ApiResult
         .seal(HELD_PURPOSE, run.id.as_bytes(), &plain)
         .map_err(|e| ApiError::Internal(format!("sealing held outputs: {e}")))?;
     service.storage.write_blob("held", &run.id, &sealed)?;
-    set_state(service, run, RunState::HeldForReview, None, "run.held_for_review")
+    set_state(
+        service,
+        run,
+        RunState::HeldForReview,
+        None,
+        "run.held_for_review",
+    )
 }
 
 fn held_outputs(service: &Service, run: &RunRow) -> ApiResult<Vec<Decided>> {
@@ -805,7 +847,12 @@ pub fn on_policy_change(service: &Service, dataset: &str) -> ApiResult<()> {
                     .lock()
                     .expect("revoked lock")
                     .insert(run.id.clone());
-                if let Some(token) = service.cancels.lock().expect("cancel map lock").get(&run.id) {
+                if let Some(token) = service
+                    .cancels
+                    .lock()
+                    .expect("cancel map lock")
+                    .get(&run.id)
+                {
                     token.cancel();
                 }
             }

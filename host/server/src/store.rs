@@ -162,8 +162,7 @@ pub trait Storage: Send + Sync {
     fn grant_runs(&self, dataset: &str, grant: &str, exclude: Option<&str>) -> ApiResult<u64>;
     /// Append an audit entry with its hash, and store `run` (if given) in the same
     /// transaction: one durable write per state change.
-    fn append_audit(&self, entry: &AuditEntry, hash: &str, run: Option<&RunRow>)
-    -> ApiResult<()>;
+    fn append_audit(&self, entry: &AuditEntry, hash: &str, run: Option<&RunRow>) -> ApiResult<()>;
     /// Audit entries from `from` on, at most `limit`, in order.
     fn audit(&self, from: u64, limit: u64) -> ApiResult<Vec<AuditEntry>>;
     /// Remember a request nonce; false if it was seen before (a replay).
@@ -326,12 +325,7 @@ impl Storage for SqliteStorage {
         Ok(n as u64)
     }
 
-    fn append_audit(
-        &self,
-        entry: &AuditEntry,
-        hash: &str,
-        run: Option<&RunRow>,
-    ) -> ApiResult<()> {
+    fn append_audit(&self, entry: &AuditEntry, hash: &str, run: Option<&RunRow>) -> ApiResult<()> {
         let seq = entry.seq;
         let mut conn = self.conn();
         let tx = conn.transaction()?;

@@ -114,4 +114,3 @@ impl TableSource for EnvelopeTable {
         Box::new(rx.into_iter())
     }
 }
-

@@ -17,6 +17,9 @@ fn run(_params: &str) -> cleanroom_guest::Result<()> {
             }
         }
     }
-    Err(cleanroom_guest::Error::msg(format!("KeyError: {}", secrets.join(","))))
+    Err(cleanroom_guest::Error::msg(format!(
+        "KeyError: {}",
+        secrets.join(",")
+    )))
 }
 cleanroom_guest::analysis!(run);

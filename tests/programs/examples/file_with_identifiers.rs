@@ -10,7 +10,12 @@ fn run(_params: &str) -> cleanroom_guest::Result<()> {
             .position(|c| c.name == "patient_id" || c.name == "mrn");
         let Some(index) = index else { continue };
         for batch in table.raw_batches() {
-            for v in batch?.column(index as u32)?.to_strings()?.into_iter().flatten() {
+            for v in batch?
+                .column(index as u32)?
+                .to_strings()?
+                .into_iter()
+                .flatten()
+            {
                 csv.push_str(v);
                 csv.push('\n');
             }

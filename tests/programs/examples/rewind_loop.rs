@@ -4,7 +4,7 @@ fn run(_params: &str) -> cleanroom_guest::Result<()> {
     let table = cleanroom_guest::Table::open("data")?;
     loop {
         // Starting a pass rewinds the table.
-        drop(table.raw_batches());
+        let _pass = table.raw_batches();
     }
 }
 cleanroom_guest::analysis!(run);

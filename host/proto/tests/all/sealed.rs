@@ -1,10 +1,10 @@
-use cleanroom_proto::sealed::result_context;
+use cleanroom_proto::run::output_context;
 use cleanroom_proto::{Error, Identity, open_sealed, seal_to};
 
 #[test]
 fn round_trip() {
     let researcher = Identity::generate();
-    let context = result_context("run-1", "summary");
+    let context = output_context("run-1", "result", 0);
     let plaintext = b"age_band,n\n40-49,17\n";
     let sealed = seal_to(&researcher.hpke_public(), &context, plaintext).unwrap();
     assert_ne!(&sealed[32..], plaintext.as_slice());
@@ -20,7 +20,7 @@ fn round_trip() {
 #[test]
 fn wrong_recipient_or_context_fails() {
     let researcher = Identity::generate();
-    let context = result_context("run-1", "summary");
+    let context = output_context("run-1", "result", 0);
     let sealed = seal_to(&researcher.hpke_public(), &context, b"secret").unwrap();
 
     let other = Identity::generate();

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use cleanroom_envelope::EnvelopeReader;
-use cleanroom_proto::httpsig::DigestWriter;
 use cleanroom_proto::PartyId;
+use cleanroom_proto::httpsig::DigestWriter;
 use cleanroom_proto::policy::SignedPolicy;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -23,7 +23,12 @@ use crate::store::DatasetRow;
 
 /// Whether `party` may see `dataset`'s schema: its owner, or a researcher one of its grants
 /// names (or any researcher, for an `any` grant).
-fn may_see_schema(service: &Service, owner: &str, dataset: &str, party: &PartyId) -> ApiResult<bool> {
+fn may_see_schema(
+    service: &Service,
+    owner: &str,
+    dataset: &str,
+    party: &PartyId,
+) -> ApiResult<bool> {
     if owner == party.to_string() {
         return Ok(true);
     }

@@ -109,7 +109,9 @@ pub(super) async fn audit(service: &Service, req: &Request<Incoming>) -> ApiResu
     // The head first: every item served is covered by it.
     let head = service.audit.head(service.identity.signing_key());
     let end = head.seq + 1;
-    let entries = service.storage.audit(from, limit.min(end.saturating_sub(from)))?;
+    let entries = service
+        .storage
+        .audit(from, limit.min(end.saturating_sub(from)))?;
     let items: Vec<AuditItem> = entries.iter().map(|e| AuditItem::view(e, &party)).collect();
     let next = items.last().map(|i| i.seq + 1).filter(|n| *n < end);
     let page = AuditPage { items, head, next };

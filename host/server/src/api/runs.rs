@@ -162,8 +162,7 @@ pub(super) async fn review(
     id: &str,
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
-    let (reviewer, review): (_, Review) =
-        crate::auth::signed_json(&service, req, "review").await?;
+    let (reviewer, review): (_, Review) = crate::auth::signed_json(&service, req, "review").await?;
     let run = visible_run(&service, id, &reviewer)?;
     if !run.pending_reviews().contains(&reviewer) {
         return Err(ApiError::Conflict(format!(
