@@ -23,7 +23,9 @@ port=${CLEANROOM_DEMO_PORT:-7878}
 export CLEANROOM_SERVER="http://127.0.0.1:$port"
 
 say "building cleanroomd, the cleanroom CLI and the analysis (first time: several minutes)"
-cargo build --release --locked -p cleanroomd -p cleanroom-cli
+# Simulation is a cargo feature *and* a runtime flag: a release build without the feature
+# cannot be switched into it.
+cargo build --release --locked -p cleanroomd -p cleanroom-cli --features cleanroomd/simulation
 cargo build --release --locked --target wasm32-wasip2 -p cohort-stats --target-dir "$CARGO_TARGET_DIR/wasm-guests"
 bin="$CARGO_TARGET_DIR/release"
 cleanroom="$bin/cleanroom"

@@ -38,3 +38,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "cargo test"
 cargo test --workspace --locked
+
+say "cleanroomd without the simulation feature refuses to start outside SEV-SNP"
+cargo test --locked -p cleanroomd --no-default-features --lib

@@ -113,6 +113,13 @@ enum PolicyCmd {
         #[command(flatten)]
         args: remote::policy::ShowArgs,
     },
+    /// Sign and publish a policy you wrote (JSON), without building on the server's copy.
+    Sign {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::policy::SignArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,6 +249,7 @@ where
         Command::Policy(PolicyCmd::Grant { conn, args }) => remote::policy::grant(&conn, *args),
         Command::Policy(PolicyCmd::Revoke { conn, args }) => remote::policy::revoke(&conn, args),
         Command::Policy(PolicyCmd::Show { conn, args }) => remote::policy::show(&conn, args),
+        Command::Policy(PolicyCmd::Sign { conn, args }) => remote::policy::sign(&conn, args),
         Command::Review(ReviewCmd::Show { conn, args }) => remote::runs::review(&conn, args, None),
         Command::Review(ReviewCmd::Release { conn, args }) => {
             remote::runs::review(&conn, args, Some("release"))

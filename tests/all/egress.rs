@@ -402,3 +402,74 @@ fn unauthenticated_uploads_cost_nothing() {
     assert!(files(&tmp).is_empty(), "a refused upload left a spool file");
     assert_eq!(files(&st.s.dir.path().join("server/blobs")).len(), before);
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_cli_signs_only_policies_it_verified_and_catches_a_rollback() {
+    let st = Study::new();
+    st.grant("st_marys", &st.a, &st.module, &["--min-group", "3"])
+        .unwrap();
+    // The operator snapshots the state at v1 ...
+    let s = st.s;
+    let dir = s.stop();
+    let snapshot = tempfile::tempdir().unwrap();
+    copy_dir(&dir.path().join("server"), snapshot.path());
+    let s = TestServer::start_in(dir);
+    // ... the owner publishes v2 (revoking) ...
+    s.cli(Some("st_marys"), &["policy", "revoke", "--dataset", &st.a])
+        .unwrap();
+    // ... and the operator restores v1, reviving the grant.
+    let dir = s.stop();
+    std::fs::remove_dir_all(dir.path().join("server")).unwrap();
+    copy_dir(snapshot.path(), &dir.path().join("server"));
+    let s = TestServer::start_in(dir);
+    let err = err_text(s.cli(
+        Some("st_marys"),
+        &[
+            "policy",
+            "grant",
+            "--dataset",
+            &st.a,
+            "--module",
+            &st.module,
+            "--unlimited",
+        ],
+    ));
+    assert!(err.contains("rolled back"), "{err}");
+    // `policy sign --from-file` signs what the owner wrote, never below what it signed.
+    let policy = serde_json::json!({
+        "dataset": st.a, "version": 2, "grants": [], "issued_at": cleanroomd::now(),
+    });
+    let file = s.path("policy.json");
+    std::fs::write(&file, policy.to_string()).unwrap();
+    let file_s = file.display().to_string();
+    let err = err_text(s.cli(
+        Some("st_marys"),
+        &["policy", "sign", "--from-file", &file_s],
+    ));
+    assert!(err.contains("already signed v2"), "{err}");
+    let policy = serde_json::json!({
+        "dataset": st.a, "version": 3, "grants": [], "issued_at": cleanroomd::now(),
+    });
+    std::fs::write(&file, policy.to_string()).unwrap();
+    s.cli(
+        Some("st_marys"),
+        &["policy", "sign", "--from-file", &file_s],
+    )
+    .unwrap();
+    let shown = s
+        .cli(Some("st_marys"), &["policy", "show", "--dataset", &st.a])
+        .unwrap();
+    assert_eq!(shown["policy"]["version"], 3);
+}

@@ -107,11 +107,44 @@ pub(crate) struct RevokeArgs {
     module: Option<String>,
 }
 
+/// The highest policy version this key signed per dataset, kept beside the key file
+/// (`<key>.signed-policies.json`): a server that serves an older version back (a rollback)
+/// is caught, and a new version never goes below it.
+fn ledger_path(conn: &Conn) -> Option<std::path::PathBuf> {
+    conn.key.as_ref().map(|k| {
+        let mut name = k.file_name().unwrap_or_default().to_os_string();
+        name.push(".signed-policies.json");
+        k.with_file_name(name)
+    })
+}
+
+fn ledger(conn: &Conn) -> Result<std::collections::BTreeMap<String, u64>> {
+    match ledger_path(conn).map(std::fs::read) {
+        Some(Ok(bytes)) => Ok(serde_json::from_slice(&bytes).context("corrupt policy ledger")?),
+        _ => Ok(Default::default()),
+    }
+}
+
+fn remember(conn: &Conn, dataset: &str, version: u64) -> Result<()> {
+    let Some(path) = ledger_path(conn) else {
+        return Ok(());
+    };
+    let mut signed = ledger(conn)?;
+    let v = signed.entry(dataset.to_string()).or_insert(0);
+    *v = (*v).max(version);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&signed)?)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
 /// The dataset's current policy, verified: signed by this CLI's own key (the owner) for this
-/// dataset. Whoever answers over the network cannot slip a grant into the next version.
+/// dataset, and not older than the last version this key signed. Whoever answers over the
+/// network cannot slip a grant into the next version, nor serve back an old one.
 fn current(conn: &Conn, dataset: &str) -> Result<Option<SignedPolicy>> {
     let client = conn.client()?;
     let me = client.identity()?.party();
+    let last = ledger(conn)?.get(dataset).copied().unwrap_or(0);
     match client.signed("GET", &format!("/v1/datasets/{dataset}/policy"), b"") {
         Ok(v) => {
             let signed: SignedPolicy = serde_json::from_value(v)?;
@@ -124,11 +157,52 @@ fn current(conn: &Conn, dataset: &str) -> Result<Option<SignedPolicy>> {
                      refusing to build on it"
                 );
             }
+            if signed.policy.version < last {
+                bail!(
+                    "the server serves policy v{} of dataset {dataset}, but you signed v{last}: \
+                     its state was rolled back; refusing to build on it",
+                    signed.policy.version
+                );
+            }
             Ok(Some(signed))
         }
-        Err(e) if e.to_string().contains("not-found") => Ok(None),
+        Err(e) if e.to_string().contains("not-found") => {
+            if last > 0 {
+                bail!(
+                    "the server has no policy for dataset {dataset}, but you signed v{last}: its \
+                     state was rolled back; refusing to start over"
+                );
+            }
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
+}
+
+/// `cleanroom policy sign`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SignArgs {
+    /// The policy (JSON of a `Policy`: dataset, version, grants, columns, output rules).
+    #[arg(long)]
+    from_file: std::path::PathBuf,
+}
+
+pub(crate) fn sign(conn: &Conn, args: SignArgs) -> Result<()> {
+    let text = std::fs::read(&args.from_file)
+        .with_context(|| format!("cannot read {}", args.from_file.display()))?;
+    let policy: Policy = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a policy", args.from_file.display()))?;
+    policy
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid policy: {e}"))?;
+    let last = ledger(conn)?.get(&policy.dataset).copied().unwrap_or(0);
+    if policy.version <= last {
+        bail!(
+            "you already signed v{last} of dataset {}: give this policy a higher version",
+            policy.dataset
+        );
+    }
+    publish(conn, policy)
 }
 
 fn publish(conn: &Conn, policy: Policy) -> Result<()> {
@@ -140,6 +214,7 @@ fn publish(conn: &Conn, policy: Policy) -> Result<()> {
         &format!("/v1/datasets/{}/policy", signed.policy.dataset),
         &body,
     )?;
+    remember(conn, &signed.policy.dataset, signed.policy.version)?;
     conn.print(&answer, || describe(&signed));
     Ok(())
 }

@@ -71,6 +71,8 @@ pub struct Service {
     pub queue: mpsc::Sender<String>,
     /// Cancellation tokens of queued and running runs.
     pub cancels: Mutex<HashMap<String, CancelToken>>,
+    /// Time the operator cannot turn back (grant expiry).
+    pub clock: crate::clock::TrustedClock,
     /// Serialises the transitions of held runs (review, revocation, release).
     pub transitions: Mutex<()>,
     /// Runs being stopped because a policy they ran under was revoked.
@@ -170,6 +172,7 @@ impl Service {
             .context("own attestation report does not parse")?;
         let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&dir)?);
         let audit = AuditLog::load(storage.as_ref())?;
+        let clock = crate::clock::TrustedClock::load(dir.join("clock.sealed"), &sealer)?;
         let runtime = Runtime::new(RuntimeConfig {
             max_concurrent_runs: (config.workers as u32).max(1) * 2,
             ..RuntimeConfig::default()
@@ -188,6 +191,7 @@ impl Service {
             metrics: Metrics::default(),
             queue: tx,
             cancels: Mutex::new(HashMap::new()),
+            clock,
             transitions: Mutex::new(()),
             revoked: Mutex::new(HashSet::new()),
             refusals: Default::default(),
@@ -301,4 +305,49 @@ fn simulation(config: &Config, allow: bool, dir: &Path) -> Result<Box<dyn Attest
 #[cfg(not(feature = "simulation"))]
 fn simulation(_: &Config, _: bool, _: &Path) -> Result<Box<dyn Attester>> {
     anyhow::bail!("this cleanroomd was built without the `simulation` feature")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without SEV-SNP hardware and without the simulation feature, nothing starts: not even
+    /// with the config and flag that would enable simulation in a development build.
+    #[cfg(not(feature = "simulation"))]
+    #[test]
+    fn no_snp_and_no_simulation_feature_means_no_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().join("data"),
+            insecure_simulation: true,
+            ..Config::default()
+        };
+        let err = Service::open(config.clone(), true).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("built without the `simulation` feature"),
+            "{err:#}"
+        );
+        let config = Config {
+            insecure_simulation: false,
+            ..config
+        };
+        let err = Service::open(config, false).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("cannot open the SEV-SNP guest device"),
+            "{err:#}"
+        );
+    }
+
+    /// The flag alone is not enough in a development build either: the config must agree.
+    #[cfg(feature = "simulation")]
+    #[test]
+    fn simulation_needs_the_config_and_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        let err = Service::open(config, true).unwrap_err();
+        assert!(format!("{err:#}").contains("needs both"), "{err:#}");
+    }
 }

@@ -103,6 +103,7 @@ fn authenticate_headers_of(
             &"this request was already received (nonce reused); sign each request afresh",
         ));
     }
+    service.clock.observe(verified.created, &service.sealer)?;
     Ok((verified.party, claimed))
 }
 

@@ -22,6 +22,7 @@ mod api;
 pub mod app;
 pub mod audit;
 mod auth;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod events;

@@ -92,7 +92,7 @@ pub fn admission(
             params_digest: &digest,
             inputs: &request.inputs,
             researcher_hpke: &request.researcher_hpke,
-            now: crate::now(),
+            now: service.clock.now(),
             run,
         },
     )
@@ -446,7 +446,13 @@ fn set_state(
     run.state = state;
     run.reason = reason.clone();
     run.updated = crate::now();
-    let detail = json!({ "state": state, "code": reason.map(|r| r.code) });
+    // Every decision is audited with the policies it used.
+    let policies: Vec<&str> = run
+        .inputs
+        .iter()
+        .map(|i| i.policy_digest.as_str())
+        .collect();
+    let detail = json!({ "state": state, "code": reason.map(|r| r.code), "policies": policies });
     service.record_run(run, audience(run), None, action, detail)
 }
 
