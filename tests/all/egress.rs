@@ -426,9 +426,13 @@ fn the_cli_signs_only_policies_it_verified_and_catches_a_rollback() {
     let snapshot = tempfile::tempdir().unwrap();
     copy_dir(&dir.path().join("server"), snapshot.path());
     let s = TestServer::start_in(dir);
-    // ... the owner publishes v2 (revoking) ...
+    // ... the owner publishes v2 (revoking) and verifies the audit log ...
     s.cli(Some("st_marys"), &["policy", "revoke", "--dataset", &st.a])
         .unwrap();
+    let trust = s.trust();
+    let mut verify = vec!["audit", "verify"];
+    verify.extend(trust.iter().map(String::as_str));
+    s.cli(Some("st_marys"), &verify).unwrap();
     // ... and the operator restores v1, reviving the grant.
     let dir = s.stop();
     std::fs::remove_dir_all(dir.path().join("server")).unwrap();
@@ -447,6 +451,9 @@ fn the_cli_signs_only_policies_it_verified_and_catches_a_rollback() {
         ],
     ));
     assert!(err.contains("rolled back"), "{err}");
+    // The restored log verifies on its own, but not against the head the owner kept.
+    let err = err_text(s.cli(Some("st_marys"), &verify));
+    assert!(err.contains("truncated, rewritten or forked"), "{err}");
     // `policy sign --from-file` signs what the owner wrote, never below what it signed.
     let policy = serde_json::json!({
         "dataset": st.a, "version": 2, "grants": [], "issued_at": cleanroomd::now(),

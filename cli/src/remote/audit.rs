@@ -71,6 +71,9 @@ pub(crate) fn verify(conn: &Conn, args: VerifyArgs) -> Result<()> {
     };
     verify_items(&log.items, &log.head, Some(&enclave))
         .map_err(|e| anyhow!("the audit log does not verify: {e}"))?;
+    if args.file.is_none() {
+        check_against_last_head(conn, &log)?;
+    }
     let visible = log.items.iter().filter(|i| i.entry.is_some()).count();
     let value = serde_json::json!({
         "verified": true, "entries": log.items.len(), "visible": visible, "head": log.head,
@@ -95,6 +98,50 @@ pub(crate) fn verify(conn: &Conn, args: VerifyArgs) -> Result<()> {
         }
         out.trim_end().to_string()
     });
+    Ok(())
+}
+
+/// The heads this key verified, per enclave (its signing key: the same across restarts and
+/// addresses), kept beside the key file
+/// (`<key>.audit-heads.json`).
+fn heads_path(conn: &Conn) -> Option<PathBuf> {
+    conn.key.as_ref().map(|k| {
+        let mut name = k.file_name().unwrap_or_default().to_os_string();
+        name.push(".audit-heads.json");
+        k.with_file_name(name)
+    })
+}
+
+/// A log that verifies on its own may still be an older or a different one: it must extend
+/// the last head this party verified (same hash at that seq), or the server's state was
+/// truncated, rewritten or forked. Then the new head is remembered.
+fn check_against_last_head(conn: &Conn, log: &SavedLog) -> Result<()> {
+    let Some(path) = heads_path(conn) else {
+        return Ok(());
+    };
+    let mut heads: std::collections::BTreeMap<String, SignedHead> = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).context("corrupt audit-heads file")?,
+        Err(_) => Default::default(),
+    };
+    let enclave = log.head.enclave_key.to_string();
+    if let Some(last) = heads.get(&enclave) {
+        let same = log
+            .items
+            .get(last.seq as usize)
+            .is_some_and(|i| i.hash == last.hash);
+        if !same {
+            anyhow::bail!(
+                "the audit log does not extend the head you verified before (entry #{}, \
+                 signed at {}): the server's log was truncated, rewritten or forked",
+                last.seq,
+                last.time
+            );
+        }
+    }
+    heads.insert(enclave, log.head.clone());
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&heads)?)?;
+    std::fs::rename(&tmp, &path)?;
     Ok(())
 }
 
