@@ -480,3 +480,77 @@ fn the_cli_signs_only_policies_it_verified_and_catches_a_rollback() {
         .unwrap();
     assert_eq!(shown["policy"]["version"], 3);
 }
+
+/// Run `sql` on the stopped server's database.
+fn edit_db(blobs: &std::path::Path, sql: &str) {
+    let db = rusqlite::Connection::open(blobs.parent().unwrap().join("state.db")).unwrap();
+    let changed = db.execute(sql, []).unwrap();
+    assert!(changed > 0, "{sql} changed nothing");
+}
+
+/// Start a server on `dir` and return why it refused.
+fn start_error(dir: &tempfile::TempDir) -> String {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = cleanroomd::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("server"),
+        insecure_simulation: true,
+        ..Default::default()
+    };
+    format!(
+        "{:#}",
+        rt.block_on(cleanroomd::start(config, true)).unwrap_err()
+    )
+}
+
+#[test]
+fn rows_edited_on_disk_fail_closed() {
+    let st = Study::new();
+    let copier = push_module(&st.s, COPY_TABLE);
+    st.grant_both_module(&copier, &[]);
+    let run = st.submit(&copier, "{}").unwrap();
+    st.expect_end(&run, "withheld", "identifier_column");
+    // A dataset row edited on disk (its row count): the request that reads it fails closed.
+    let st = st.restart(|blobs| {
+        edit_db(
+            blobs,
+            "UPDATE datasets SET body = replace(body, '\"rows\":6', '\"rows\":7')",
+        )
+    });
+    let listing = signed_get(&st.s, "st_marys", "/v1/datasets");
+    assert_eq!(listing["type"], "tampered", "{listing}");
+    assert!(
+        listing["message"].as_str().unwrap().contains(&st.a),
+        "{listing}"
+    );
+    // The operator turns the withheld run into a released one: the enclave will not start
+    // on it, and says which row.
+    let Study { s, .. } = st;
+    let dir = s.stop();
+    let blobs = dir.path().join("server/blobs");
+    let db = rusqlite::Connection::open(dir.path().join("server/state.db")).unwrap();
+    let saved: String = db
+        .query_row("SELECT body FROM runs WHERE id = ?1", [&run], |r| r.get(0))
+        .unwrap();
+    drop(db);
+    edit_db(
+        &blobs,
+        "UPDATE runs SET body = replace(body, '\"state\":\"withheld\"', '\"state\":\"released\"')",
+    );
+    let err = start_error(&dir);
+    assert!(err.contains(&format!("runs row {run}")), "{err}");
+    let db = rusqlite::Connection::open(dir.path().join("server/state.db")).unwrap();
+    db.execute("UPDATE runs SET body = ?1 WHERE id = ?2", [&saved, &run])
+        .unwrap();
+    drop(db);
+    // A rewritten audit entry: the enclave would otherwise sign a head over it.
+    edit_db(
+        &blobs,
+        "UPDATE audit SET body = replace(body, 'module.uploaded', 'module.uploadex')",
+    );
+    let err = start_error(&dir);
+    assert!(err.contains("audit row"), "{err}");
+}

@@ -170,7 +170,10 @@ impl Service {
         let measurement = cleanroom_trust::Report::from_bytes(&evidence.report)
             .map(|r| hex::encode(r.measurement()))
             .context("own attestation report does not parse")?;
-        let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&dir)?);
+        let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(
+            &dir,
+            crate::store::RowKey::derive(&sealing_key),
+        )?);
         let audit = AuditLog::load(storage.as_ref())?;
         let clock = crate::clock::TrustedClock::load(dir.join("clock.sealed"), &sealer)?;
         let runtime = Runtime::new(RuntimeConfig {

@@ -30,6 +30,9 @@ pub enum ApiError {
     /// The run queue is full.
     #[error("busy: {0}")]
     Busy(String),
+    /// State at rest was modified outside the enclave: the request fails closed.
+    #[error("tampered state: {0}")]
+    Tampered(String),
     /// Something failed inside the service.
     #[error("internal error: {0}")]
     Internal(String),
@@ -47,6 +50,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge(_) => "too-large",
             ApiError::Busy(_) => "busy",
+            ApiError::Tampered(_) => "tampered",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -61,7 +65,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Tampered(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

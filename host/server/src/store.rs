@@ -178,26 +178,84 @@ pub trait Storage: Send + Sync {
 }
 
 /// SQLite in WAL mode plus a blob directory.
-#[derive(Debug)]
+///
+/// The disk is the operator's: every dataset, run and audit row carries an HMAC-SHA256 under a
+/// key derived from the enclave's sealing key, over the table, the row's key and its body, and
+/// is verified on every read. An edited or swapped row fails closed with
+/// [`ApiError::Tampered`] naming it. (Policies are owner-signed and verified when read;
+/// deleted rows and whole-state rollback are caught by the parties, who keep the audit heads
+/// they verified: SEV-SNP has no monotonic counter.)
 pub struct SqliteStorage {
     conn: Mutex<Connection>,
     dir: PathBuf,
+    rows: RowKey,
+}
+
+impl std::fmt::Debug for SqliteStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStorage")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key that authenticates rows at rest.
+pub struct RowKey([u8; 32]);
+
+impl std::fmt::Debug for RowKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RowKey(..)")
+    }
+}
+
+impl RowKey {
+    /// Derive the row key from the enclave's sealing key.
+    pub fn derive(sealing_key: &[u8; 32]) -> Self {
+        let mut key = [0u8; 32];
+        hkdf::Hkdf::<sha2::Sha256>::new(Some(b"cleanroom/rows"), sealing_key)
+            .expand(b"cleanroom/rows/v1", &mut key)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        Self(key)
+    }
+
+    fn mac(&self, table: &str, id: &str, body: &str) -> String {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.0)
+            .expect("HMAC takes a key of any length");
+        for part in [table, id, body] {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    fn check(&self, table: &str, id: &str, body: &str, mac: &str) -> ApiResult<()> {
+        use subtle::ConstantTimeEq;
+        let expected = self.mac(table, id, body);
+        if expected.as_bytes().ct_eq(mac.as_bytes()).into() {
+            Ok(())
+        } else {
+            Err(ApiError::Tampered(format!(
+                "{table} row {id} was modified outside the enclave"
+            )))
+        }
+    }
 }
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS datasets (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS datasets (id TEXT PRIMARY KEY, body TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS modules (hash TEXT PRIMARY KEY, uploader TEXT NOT NULL, bytes INTEGER NOT NULL, created INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS policies (dataset TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (dataset, version));
-CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, created INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, created INTEGER NOT NULL, body TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS run_grants (run TEXT NOT NULL, dataset TEXT NOT NULL, grant_digest TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS run_grants_by_grant ON run_grants (dataset, grant_digest);
-CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, hash TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nonces (party TEXT NOT NULL, nonce TEXT NOT NULL, created INTEGER NOT NULL, PRIMARY KEY (party, nonce));
 ";
 
 impl SqliteStorage {
     /// Open (creating) the store in `dir`.
-    pub fn open(dir: &Path) -> ApiResult<Self> {
+    pub fn open(dir: &Path, rows: RowKey) -> ApiResult<Self> {
         std::fs::create_dir_all(dir.join("blobs"))?;
         std::fs::create_dir_all(dir.join("tmp"))?;
         let conn = Connection::open(dir.join("state.db"))?;
@@ -208,6 +266,7 @@ impl SqliteStorage {
         Ok(SqliteStorage {
             conn: Mutex::new(conn),
             dir: dir.to_path_buf(),
+            rows,
         })
     }
 
@@ -215,18 +274,39 @@ impl SqliteStorage {
         self.conn.lock().expect("database lock is never poisoned")
     }
 
-    /// The JSON `body` of the row `sql` selects for `key`, decoded.
-    fn one<T: for<'de> Deserialize<'de>>(&self, sql: &str, key: &str) -> ApiResult<Option<T>> {
-        let body: Option<String> = self.conn().query_row(sql, [key], |r| r.get(0)).optional()?;
-        body.map(|b| from_json(&b)).transpose()
+    /// The authenticated row of `table` with id `key`, decoded.
+    fn one<T: for<'de> Deserialize<'de>>(&self, table: &str, key: &str) -> ApiResult<Option<T>> {
+        let sql = format!("SELECT body, mac FROM {table} WHERE id = ?1");
+        let row: Option<(String, String)> = self
+            .conn()
+            .query_row(&sql, [key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        row.map(|(body, mac)| {
+            self.rows.check(table, key, &body, &mac)?;
+            from_json(&body)
+        })
+        .transpose()
     }
 
-    /// The JSON `body` of every row `sql` selects, decoded.
-    fn all<T: for<'de> Deserialize<'de>>(&self, sql: &str) -> ApiResult<Vec<T>> {
+    /// Every authenticated row of `table` in `order`, decoded.
+    fn all<T: for<'de> Deserialize<'de>>(&self, table: &str, order: &str) -> ApiResult<Vec<T>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(sql)?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        rows.map(|r| from_json(&r?)).collect()
+        let mut stmt = conn.prepare(&format!(
+            "SELECT id, body, mac FROM {table} ORDER BY {order}"
+        ))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (id, body, mac) = r?;
+            self.rows.check(table, &id, &body, &mac)?;
+            from_json(&body)
+        })
+        .collect()
     }
 }
 
@@ -250,19 +330,20 @@ fn safe_id(id: &str) -> ApiResult<&str> {
 
 impl Storage for SqliteStorage {
     fn put_dataset(&self, row: &DatasetRow) -> ApiResult<()> {
+        let body = to_json(row)?;
         self.conn().execute(
-            "INSERT INTO datasets (id, body) VALUES (?1, ?2)",
-            params![row.id, to_json(row)?],
+            "INSERT INTO datasets (id, body, mac) VALUES (?1, ?2, ?3)",
+            params![row.id, body, self.rows.mac("datasets", &row.id, &body)],
         )?;
         Ok(())
     }
 
     fn dataset(&self, id: &str) -> ApiResult<Option<DatasetRow>> {
-        self.one("SELECT body FROM datasets WHERE id = ?1", id)
+        self.one("datasets", id)
     }
 
     fn datasets(&self) -> ApiResult<Vec<DatasetRow>> {
-        self.all("SELECT body FROM datasets ORDER BY id")
+        self.all("datasets", "id")
     }
 
     fn put_module(&self, hash: &str, uploader: &str, bytes: u64, created: u64) -> ApiResult<()> {
@@ -294,26 +375,32 @@ impl Storage for SqliteStorage {
     }
 
     fn policy(&self, dataset: &str) -> ApiResult<Option<SignedPolicy>> {
-        self.one(
-            "SELECT body FROM policies WHERE dataset = ?1 ORDER BY version DESC LIMIT 1",
-            dataset,
-        )
+        // Owner-signed: verified by whoever uses it (admission, the owner's CLI).
+        let body: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT body FROM policies WHERE dataset = ?1 ORDER BY version DESC LIMIT 1",
+                [dataset],
+                |r| r.get(0),
+            )
+            .optional()?;
+        body.map(|b| from_json(&b)).transpose()
     }
 
     fn put_run(&self, run: &RunRow) -> ApiResult<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        put_run_tx(&tx, run)?;
+        put_run_tx(&tx, run, &self.rows)?;
         tx.commit()?;
         Ok(())
     }
 
     fn run(&self, id: &str) -> ApiResult<Option<RunRow>> {
-        self.one("SELECT body FROM runs WHERE id = ?1", id)
+        self.one("runs", id)
     }
 
     fn runs(&self) -> ApiResult<Vec<RunRow>> {
-        self.all("SELECT body FROM runs ORDER BY created DESC, id")
+        self.all("runs", "created DESC, id")
     }
 
     fn grant_runs(&self, dataset: &str, grant: &str, exclude: Option<&str>) -> ApiResult<u64> {
@@ -330,11 +417,13 @@ impl Storage for SqliteStorage {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         if let Some(run) = run {
-            put_run_tx(&tx, run)?;
+            put_run_tx(&tx, run, &self.rows)?;
         }
+        let body = to_json(entry)?;
+        let mac = self.rows.mac("audit", &seq.to_string(), &body);
         tx.execute(
-            "INSERT INTO audit (seq, body, hash) VALUES (?1, ?2, ?3)",
-            params![seq as i64, to_json(entry)?, hash],
+            "INSERT INTO audit (seq, body, hash, mac) VALUES (?1, ?2, ?3, ?4)",
+            params![seq as i64, body, hash, mac],
         )?;
         tx.commit()?;
         Ok(())
@@ -343,12 +432,23 @@ impl Storage for SqliteStorage {
     fn audit(&self, from: u64, limit: u64) -> ApiResult<Vec<AuditEntry>> {
         let conn = self.conn();
         let mut stmt =
-            conn.prepare("SELECT body FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2")?;
+            conn.prepare("SELECT seq, body, mac FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2")?;
         let rows = stmt.query_map(
             params![from as i64, limit.min(i64::MAX as u64) as i64],
-            |r| r.get::<_, String>(0),
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            },
         )?;
-        rows.map(|r| from_json(&r?)).collect()
+        rows.map(|r| {
+            let (seq, body, mac) = r?;
+            self.rows.check("audit", &seq.to_string(), &body, &mac)?;
+            from_json(&body)
+        })
+        .collect()
     }
 
     fn remember_nonce(&self, party: &str, nonce: &str, created: u64) -> ApiResult<bool> {
@@ -399,10 +499,12 @@ impl Storage for SqliteStorage {
 }
 
 /// Insert or update a run (and, when new, its input rows) inside `tx`.
-fn put_run_tx(tx: &rusqlite::Transaction<'_>, run: &RunRow) -> ApiResult<()> {
+fn put_run_tx(tx: &rusqlite::Transaction<'_>, run: &RunRow, rows: &RowKey) -> ApiResult<()> {
+    let body = to_json(run)?;
+    let mac = rows.mac("runs", &run.id, &body);
     let new = tx.execute(
-        "INSERT OR IGNORE INTO runs (id, created, body) VALUES (?1, ?2, ?3)",
-        params![run.id, run.created as i64, to_json(run)?],
+        "INSERT OR IGNORE INTO runs (id, created, body, mac) VALUES (?1, ?2, ?3, ?4)",
+        params![run.id, run.created as i64, body, mac],
     )? == 1;
     if new {
         // Every admitted run counts against its grants' `max_runs`.
@@ -414,8 +516,8 @@ fn put_run_tx(tx: &rusqlite::Transaction<'_>, run: &RunRow) -> ApiResult<()> {
         }
     } else {
         tx.execute(
-            "UPDATE runs SET body = ?2 WHERE id = ?1",
-            params![run.id, to_json(run)?],
+            "UPDATE runs SET body = ?2, mac = ?3 WHERE id = ?1",
+            params![run.id, body, mac],
         )?;
     }
     Ok(())
