@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use arrow_array::RecordBatch;
-use cleanroom_policy::{Candidate, Content, EgressInput, IdentifierCollector};
+use cleanroom_policy::{Candidate, EgressInput, IdentifierCollector};
 use cleanroom_proto::policy::{Policy, SignedPolicy};
-use cleanroom_proto::run::{Disposition, OutputKind, OutputReport};
+use cleanroom_proto::run::{Disposition, OutputReport};
 use cleanroom_runtime::limits::{
     DEFAULT_MAX_MEMORY_BYTES, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_TIMEOUT,
 };
@@ -159,16 +159,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         (Err(e), None) => bail!("run failed ({}): {e}", e.kind()),
         (Err(e), Some(policy)) => {
             // What the parties would see, and what would happen to the error text.
-            let candidates = e
-                .module_text()
-                .map(|text| Candidate {
-                    name: "error".into(),
-                    kind: OutputKind::Error,
-                    content: Content::Bytes(text.as_bytes().to_vec()),
-                })
-                .into_iter()
-                .collect();
-            let reports = egress(policy, &collector, candidates);
+            let reports = egress(policy, &collector, e.error_output());
             eprintln!("{}", describe(&reports, &args.out));
             bail!("run failed ({}): {e}", e.kind());
         }

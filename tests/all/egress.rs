@@ -490,20 +490,8 @@ fn edit_db(blobs: &std::path::Path, sql: &str) {
 
 /// Start a server on `dir` and return why it refused.
 fn start_error(dir: &tempfile::TempDir) -> String {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let config = cleanroomd::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("server"),
-        insecure_simulation: true,
-        ..Default::default()
-    };
-    format!(
-        "{:#}",
-        rt.block_on(cleanroomd::start(config, true)).unwrap_err()
-    )
+    let (_rt, started) = TestServer::try_start(dir);
+    format!("{:#}", started.unwrap_err())
 }
 
 #[test]

@@ -24,6 +24,23 @@ impl TestServer {
     }
 
     pub(crate) fn start_in(dir: tempfile::TempDir) -> Self {
+        let (rt, started) = Self::try_start(&dir);
+        let server = started.expect("cleanroomd starts");
+        let url = format!("http://{}", server.addr());
+        let measurement = server.service().measurement.clone();
+        TestServer {
+            dir,
+            url,
+            measurement,
+            server: Some(server),
+            rt,
+        }
+    }
+
+    /// Start a simulation server on `dir` (loopback, any port): its runtime and the outcome.
+    pub(crate) fn try_start(
+        dir: &tempfile::TempDir,
+    ) -> (tokio::runtime::Runtime, anyhow::Result<cleanroomd::Server>) {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -35,18 +52,8 @@ impl TestServer {
             insecure_simulation: true,
             ..Default::default()
         };
-        let server = rt
-            .block_on(cleanroomd::start(config, true))
-            .expect("cleanroomd starts");
-        let url = format!("http://{}", server.addr());
-        let measurement = server.service().measurement.clone();
-        TestServer {
-            dir,
-            url,
-            measurement,
-            server: Some(server),
-            rt,
-        }
+        let started = rt.block_on(cleanroomd::start(config, true));
+        (rt, started)
     }
 
     pub(crate) fn stop(mut self) -> tempfile::TempDir {
@@ -311,8 +318,12 @@ impl Study {
     }
 }
 
-/// A signed GET with the party's key, bypassing the CLI (for raw checks).
-pub(crate) fn signed_get(s: &TestServer, key: &str, path: &str) -> Value {
+/// A signed GET with the party's key, bypassing the CLI: the raw response.
+pub(crate) fn signed_get_raw(
+    s: &TestServer,
+    key: &str,
+    path: &str,
+) -> ureq::http::Response<ureq::Body> {
     let id = cleanroom_proto::Identity::load(&s.path(&format!("{key}.json"))).unwrap();
     let h = cleanroom_proto::httpsig::sign_request(
         &id,
@@ -322,7 +333,7 @@ pub(crate) fn signed_get(s: &TestServer, key: &str, path: &str) -> Value {
         cleanroomd::now(),
         &cleanroom_proto::httpsig::new_nonce(),
     );
-    let resp = ureq::get(format!("{}{path}", s.url))
+    ureq::get(format!("{}{path}", s.url))
         .header("content-digest", &h.content_digest)
         .header("signature-input", &h.signature_input)
         .header("signature", &h.signature)
@@ -330,7 +341,12 @@ pub(crate) fn signed_get(s: &TestServer, key: &str, path: &str) -> Value {
         .http_status_as_error(false)
         .build()
         .call()
-        .unwrap();
+        .unwrap()
+}
+
+/// A signed GET with the party's key, bypassing the CLI (for raw checks).
+pub(crate) fn signed_get(s: &TestServer, key: &str, path: &str) -> Value {
+    let resp = signed_get_raw(s, key, path);
     serde_json::from_str(&resp.into_body().read_to_string().unwrap()).unwrap()
 }
 
@@ -480,21 +496,7 @@ fn unsigned_stale_and_replayed_requests_are_refused_and_audited() {
             .any(|a| a == "request.refused")
     );
     let metrics = |s: &TestServer| -> u64 {
-        let id = cleanroom_proto::Identity::load(&s.path("researcher.json")).unwrap();
-        let h = cleanroom_proto::httpsig::sign_request(
-            &id,
-            "GET",
-            "/metrics",
-            b"",
-            cleanroomd::now(),
-            &cleanroom_proto::httpsig::new_nonce(),
-        );
-        let text = ureq::get(format!("{}/metrics", s.url))
-            .header("content-digest", &h.content_digest)
-            .header("signature-input", &h.signature_input)
-            .header("signature", &h.signature)
-            .call()
-            .unwrap()
+        let text = signed_get_raw(s, "researcher", "/metrics")
             .into_body()
             .read_to_string()
             .unwrap();
@@ -850,21 +852,8 @@ fn tampered_module_files_on_disk_are_never_run() {
 /// Live events for `key`, one JSON value per `data:` line, on a channel.
 pub(crate) fn subscribe(s: &TestServer, key: &str) -> std::sync::mpsc::Receiver<Value> {
     use std::io::BufRead;
-    let id = cleanroom_proto::Identity::load(&s.path(&format!("{key}.json"))).unwrap();
-    let h = cleanroom_proto::httpsig::sign_request(
-        &id,
-        "GET",
-        "/v1/events",
-        b"",
-        cleanroomd::now(),
-        &cleanroom_proto::httpsig::new_nonce(),
-    );
-    let resp = ureq::get(format!("{}/v1/events", s.url))
-        .header("content-digest", &h.content_digest)
-        .header("signature-input", &h.signature_input)
-        .header("signature", &h.signature)
-        .call()
-        .unwrap();
+    let resp = signed_get_raw(s, key, "/v1/events");
+    assert_eq!(resp.status(), 200);
     let (tx, rx) = std::sync::mpsc::channel::<Value>();
     std::thread::spawn(move || {
         let reader = std::io::BufReader::new(resp.into_body().into_reader());

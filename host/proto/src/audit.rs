@@ -201,15 +201,7 @@ pub fn verify_log(
     head: &SignedHead,
     expected_enclave: Option<&PartyId>,
 ) -> Result<(), AuditError> {
-    if let Some(expected) = expected_enclave
-        && *expected != head.enclave_key
-    {
-        return Err(AuditError::Head(format!(
-            "signed by {}, not by the expected enclave {expected}",
-            head.enclave_key
-        )));
-    }
-    head.verify().map_err(|e| AuditError::Head(e.to_string()))?;
+    check_head(head, expected_enclave)?;
     let last_hash = check_links(entries)?.ok_or(AuditError::Empty)?;
     let last_seq = entries.len() as u64 - 1;
     if last_seq != head.seq {
@@ -222,6 +214,19 @@ pub fn verify_log(
         return Err(AuditError::HeadHash { seq: last_seq });
     }
     Ok(())
+}
+
+/// The head's signature, and its signer if an expected enclave key is given.
+fn check_head(head: &SignedHead, expected_enclave: Option<&PartyId>) -> Result<(), AuditError> {
+    if let Some(expected) = expected_enclave
+        && *expected != head.enclave_key
+    {
+        return Err(AuditError::Head(format!(
+            "signed by {}, not by the expected enclave {expected}",
+            head.enclave_key
+        )));
+    }
+    head.verify().map_err(|e| AuditError::Head(e.to_string()))
 }
 
 /// Checks seq and `prev` links; returns the hash of the last entry (`None` when empty).
@@ -292,15 +297,7 @@ pub fn verify_items(
     head: &SignedHead,
     expected_enclave: Option<&PartyId>,
 ) -> Result<(), AuditError> {
-    if let Some(expected) = expected_enclave
-        && *expected != head.enclave_key
-    {
-        return Err(AuditError::Head(format!(
-            "signed by {}, not by the expected enclave {expected}",
-            head.enclave_key
-        )));
-    }
-    head.verify().map_err(|e| AuditError::Head(e.to_string()))?;
+    check_head(head, expected_enclave)?;
     let mut prev = GENESIS_PREV.to_string();
     for (index, item) in items.iter().enumerate() {
         if item.seq != index as u64 {

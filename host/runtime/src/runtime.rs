@@ -180,6 +180,18 @@ impl RunError {
             _ => None,
         }
     }
+
+    /// [`RunError::module_text`] as an output of kind `error` for the policy decision point.
+    pub fn error_output(&self) -> Vec<cleanroom_policy::Candidate> {
+        self.module_text()
+            .map(|text| cleanroom_policy::Candidate {
+                name: "error".into(),
+                kind: cleanroom_proto::run::OutputKind::Error,
+                content: cleanroom_policy::Content::Bytes(text.as_bytes().to_vec()),
+            })
+            .into_iter()
+            .collect()
+    }
 }
 
 /// Measurements of one run.

@@ -13,8 +13,8 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use cleanroom_policy::{
-    AdmissionRequest, Admitted, Candidate, Content, DatasetFacts, Decided, Decision, EgressInput,
-    Facts, IdentifierCollector,
+    AdmissionRequest, Admitted, Candidate, DatasetFacts, Decided, Decision, EgressInput, Facts,
+    IdentifierCollector,
 };
 use cleanroom_proto::policy::SignedPolicy;
 use cleanroom_proto::receipt::{Receipt, ReceiptOutput, SignedReceipt};
@@ -291,15 +291,7 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
             if let RunError::Internal(detail) = &e {
                 tracing::error!(run = id, "internal error in a run: {detail}");
             }
-            let outputs = e
-                .module_text()
-                .map(|text| Candidate {
-                    name: "error".into(),
-                    kind: OutputKind::Error,
-                    content: Content::Bytes(text.as_bytes().to_vec()),
-                })
-                .into_iter()
-                .collect();
+            let outputs = e.error_output();
             // A failed run is not reviewed: its error text leaves only where every owner
             // releases logs and nobody reviews.
             let decided: Vec<Decided> = egress(outputs)
