@@ -165,7 +165,15 @@ fn api_runs() {
         .to_string();
     cli(
         &owner,
-        &["policy", "grant", "--dataset", &a, "--module", &module],
+        &[
+            "policy",
+            "grant",
+            "--dataset",
+            &a,
+            "--module",
+            &module,
+            "--unlimited",
+        ],
     );
     let input = format!("data={a}");
     let n_per_thread = 50;

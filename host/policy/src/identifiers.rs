@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use arrow_array::RecordBatch;
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 
@@ -71,8 +71,13 @@ impl IdentifierCollector {
         let matcher = if values.is_empty() {
             None
         } else {
-            // Building only fails for absurd pattern sizes; fail closed by matching everything.
-            AhoCorasick::new(values.iter()).ok()
+            // A noncontiguous NFA builds fastest (a run may have read millions of identifiers)
+            // and outputs are small, so its slower scan does not matter. Building only fails
+            // for absurd pattern sizes; then the set matches everything (fail closed).
+            AhoCorasick::builder()
+                .kind(Some(AhoCorasickKind::NoncontiguousNFA))
+                .build(values.iter())
+                .ok()
         };
         IdentifierSet { matcher, count }
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use cleanroom_policy::{AdmissionRequest, DatasetFacts, Decision, Facts, admit};
 use cleanroom_proto::policy::{Grant, OutputRules, Policy, Researchers, SignedPolicy};
-use cleanroom_proto::{Code, Identity, params_digest};
+use cleanroom_proto::{Code, Identity, PartyId, params_digest};
 use rstest::rstest;
 
 const NOW: u64 = 1_700_000_000;
@@ -147,17 +147,35 @@ fn decide(case: Case) -> Decision {
         stored: RefCell::new((!matches!(case, Case::NoPolicy)).then_some(signed)),
         runs,
     };
-    let digest = params_digest("{}");
+    ask(
+        &world,
+        &module,
+        &researcher,
+        &params_digest("{}"),
+        &inputs,
+        &key,
+    )
+}
+
+/// Admission of one request at `NOW`.
+fn ask(
+    world: &World,
+    module: &str,
+    researcher: &PartyId,
+    params_digest: &str,
+    inputs: &BTreeMap<String, String>,
+    key: &str,
+) -> Decision {
     let request = AdmissionRequest {
-        module: &module,
-        researcher: &researcher,
-        params_digest: &digest,
-        inputs: &inputs,
-        researcher_hpke: &key,
+        module,
+        researcher,
+        params_digest,
+        inputs,
+        researcher_hpke: key,
         now: NOW,
         run: None,
     };
-    match admit(&world, &request) {
+    match admit(world, &request) {
         Ok(d) => d,
         Err(never) => match never {},
     }
@@ -228,21 +246,7 @@ fn several_grants_for_one_module_each_pin_their_params() {
     let inputs = BTreeMap::from([("t".to_string(), DATASET.to_string())]);
     let key = "ab".repeat(32);
     let module = module_id(1);
-    let ask = |digest: &str| {
-        let request = AdmissionRequest {
-            module: &module,
-            researcher: &researcher,
-            params_digest: digest,
-            inputs: &inputs,
-            researcher_hpke: &key,
-            now: NOW,
-            run: None,
-        };
-        match admit(&world, &request) {
-            Ok(d) => d,
-            Err(never) => match never {},
-        }
-    };
+    let ask = |digest: &str| ask(&world, &module, &researcher, digest, &inputs, &key);
     assert!(matches!(ask(&q1), Decision::Allow(_)));
     assert!(matches!(ask(&q2), Decision::Allow(_)));
     assert!(matches!(

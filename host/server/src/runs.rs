@@ -606,16 +606,11 @@ fn release(
     reviewed: bool,
 ) -> ApiResult<()> {
     if let Decision::Deny(_) = admission(service, &run.researcher, &run.request, Some(&run.id))? {
-        let _ = std::fs::remove_file(service.storage.blob_path("held", &run.id));
-        return finalize(
+        return withhold(
             service,
             run,
-            RunState::Withheld,
-            Some(Reason::new(
-                Code::RevokedDuringRun,
-                "an input's policy no longer allows this run; nothing was released",
-            )),
-            vec![],
+            Code::RevokedDuringRun,
+            "an input's policy no longer allows this run; nothing was released",
         );
     }
     let sealed = seal_for_researcher(run, &decided, reviewed)?;
@@ -626,22 +621,29 @@ fn release(
             .find(|d| d.report.disposition == Disposition::Refuse)
             .and_then(|d| d.report.codes.last().copied())
             .unwrap_or(Code::UncheckedRefused);
-        let _ = std::fs::remove_file(service.storage.blob_path("held", &run.id));
-        return finalize(
+        return withhold(
             service,
             run,
-            RunState::Withheld,
-            Some(Reason::new(
-                code,
-                "the owners' rules released none of the run's outputs; see each output's codes",
-            )),
-            vec![],
+            code,
+            "the owners' rules released none of the run's outputs; see each output's codes",
         );
     }
     let receipt_outputs = write_result(service, run, sealed)?;
     finalize(service, run, RunState::Released, None, receipt_outputs)?;
     let _ = std::fs::remove_file(service.storage.blob_path("held", &run.id));
     Ok(())
+}
+
+/// End a run withheld: nothing leaves, and any held outputs are deleted.
+fn withhold(service: &Service, run: &mut RunRow, code: Code, message: &str) -> ApiResult<()> {
+    let _ = std::fs::remove_file(service.storage.blob_path("held", &run.id));
+    finalize(
+        service,
+        run,
+        RunState::Withheld,
+        Some(Reason::new(code, message)),
+        vec![],
+    )
 }
 
 /// A held output, sealed at rest under the enclave's state key.
@@ -773,19 +775,12 @@ pub fn finish_review(
         json!({ "reason": reason }),
     )?;
     if !release_it {
-        let _ = std::fs::remove_file(service.storage.blob_path("held", id));
         let why = format!(
             "withheld by reviewer {}{}",
             reviewer.short(),
             reason.map(|r| format!(": {r}")).unwrap_or_default()
         );
-        finalize(
-            service,
-            &mut run,
-            RunState::Withheld,
-            Some(Reason::new(Code::WithheldByReviewer, why)),
-            vec![],
-        )?;
+        withhold(service, &mut run, Code::WithheldByReviewer, &why)?;
         return Ok(run);
     }
     run.released_by.push(reviewer);
@@ -827,16 +822,11 @@ pub fn on_policy_change(service: &Service, dataset: &str) -> ApiResult<()> {
                 if run.state != RunState::HeldForReview {
                     continue;
                 }
-                let _ = std::fs::remove_file(service.storage.blob_path("held", &run.id));
-                finalize(
+                withhold(
                     service,
                     &mut run,
-                    RunState::Withheld,
-                    Some(Reason::new(
-                        Code::RevokedDuringRun,
-                        "an input's policy was revoked while the outputs awaited review",
-                    )),
-                    vec![],
+                    Code::RevokedDuringRun,
+                    "an input's policy was revoked while the outputs awaited review",
                 )?;
             }
             RunState::Running => {
