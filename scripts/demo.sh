@@ -93,7 +93,7 @@ run=$(json_get "$work/run.json" run)
 "$cleanroom" run watch "$run" --key "$work/keys/researcher.json"
 
 say "Northfield reviews what would be released (sealed to its own key), and releases it"
-"$cleanroom" review show "$run" --key "$work/keys/northfield.json" --out "$work/review"
+"$cleanroom" review show "$run" --key "$work/keys/northfield.json" --out "$work/review" "${trust[@]}"
 "$cleanroom" review release "$run" --key "$work/keys/northfield.json" --reason "aggregates only, small cells suppressed"
 
 say "the researcher fetches the results: decrypted locally, checked against the enclave-signed receipt"

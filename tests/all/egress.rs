@@ -164,9 +164,13 @@ fn review_cannot_be_read_around() {
             .unwrap()
             .to_string();
     assert_eq!(st.watch(&run).0, "held_for_review");
-    // As an input owner, the researcher sees the run's status: no held content.
+    // As an input owner, the researcher sees the run's status: no held content, and not even
+    // which rules fired on which output (module-steerable bits) before the review.
     let status = signed_get(&st.s, "researcher", &format!("/v1/runs/{run}"));
     assert!(!status.to_string().contains("I21"), "{status}");
+    assert_eq!(status["outputs"], serde_json::json!([]), "{status}");
+    let owner_view = signed_get(&st.s, "northfield", &format!("/v1/runs/{run}"));
+    assert_eq!(owner_view["outputs"].as_array().unwrap().len(), 2);
     // Held outputs go only to a pending reviewer, sealed to the key they sign for.
     let err = err_text(st.s.cli(Some("researcher"), &["review", "show", &run]));
     assert!(err.contains("403"), "{err}");

@@ -260,6 +260,20 @@ pub(crate) fn fetch(conn: &Conn, args: FetchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Module-written text made safe for a terminal: control characters (ANSI and OSC escapes
+/// could hide lines from a reviewer) are shown as `?`; newlines and tabs stay.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// Decrypt sealed outputs into `dir` (tables as `.arrows` and `.csv`, JSON, log, error text,
 /// files); `check` vets each ciphertext first. Returns a line per output for people.
 fn write_outputs(
@@ -299,12 +313,15 @@ fn write_outputs(
                 ));
                 if !conn.json {
                     let text = arrow_cast::pretty::pretty_format_batches(&batches)?.to_string();
-                    lines.extend(text.lines().map(|l| format!("      {l}")));
+                    lines.extend(text.lines().map(|l| format!("      {}", printable(l))));
                 }
             }
             OutputKind::Json => {
                 std::fs::write(dir.join(format!("{name}.json")), bytes)?;
-                lines.push(format!("  json {name}: {}", String::from_utf8_lossy(bytes)));
+                lines.push(format!(
+                    "  json {name}: {}",
+                    printable(&String::from_utf8_lossy(bytes))
+                ));
             }
             OutputKind::Log => {
                 std::fs::write(dir.join("log.txt"), bytes)?;
@@ -312,7 +329,10 @@ fn write_outputs(
             }
             OutputKind::Error => {
                 std::fs::write(dir.join("error.txt"), bytes)?;
-                lines.push(format!("  error: {}", String::from_utf8_lossy(bytes)));
+                lines.push(format!(
+                    "  error: {}",
+                    printable(&String::from_utf8_lossy(bytes))
+                ));
             }
             OutputKind::File => {
                 std::fs::create_dir_all(dir.join("files"))?;
@@ -335,6 +355,9 @@ pub(crate) struct ReviewArgs {
     /// Where `review show` writes the decrypted outputs.
     #[arg(long, short = 'o', default_value = "review")]
     out: PathBuf,
+    /// `review show` checks the held outputs are signed by the attested enclave.
+    #[command(flatten)]
+    trust: Trust,
 }
 
 pub(crate) fn review(conn: &Conn, args: ReviewArgs, decision: Option<&str>) -> Result<()> {
@@ -349,6 +372,13 @@ pub(crate) fn review(conn: &Conn, args: ReviewArgs, decision: Option<&str>) -> R
         );
         let held: HeldBundle = serde_json::from_value(client.signed("GET", &path, b"")?)
             .context("malformed held outputs")?;
+        // Anyone can seal to this key: only outputs the attested enclave signed are shown.
+        let verified = verify_server(&client, &args.trust)?;
+        held.verify(&PartyId(verified.keys.signing_public_key))
+            .context("the held outputs are not signed by the attested enclave")?;
+        if held.run != args.run {
+            bail!("the server answered with another run's held outputs");
+        }
         std::fs::create_dir_all(&args.out)?;
         let lines = write_outputs(
             conn,

@@ -270,8 +270,13 @@ pub fn admit<F: Facts>(facts: &F, req: &AdmissionRequest<'_>) -> Result<Decision
             } else {
                 policy.output.reviewers.clone()
             };
-            let reviewers: Vec<PartyId> =
-                named.into_iter().filter(|r| r != req.researcher).collect();
+            // Distinct parties only: a name listed twice is still one reviewer.
+            let reviewers: Vec<PartyId> = named
+                .into_iter()
+                .filter(|r| r != req.researcher)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
             if (reviewers.len() as u32) < policy.output.min_reviewers {
                 return deny(
                     Code::NoIndependentReviewer,
@@ -297,6 +302,7 @@ pub fn admit<F: Facts>(facts: &F, req: &AdmissionRequest<'_>) -> Result<Decision
                 policy_version: version,
                 policy_digest: signed.digest(),
                 grant_digest: grant.digest(),
+                terms_digest: terms_digest(grant, policy),
             },
             owner: signed.owner,
             hidden_columns: policy.hidden_columns.clone(),
@@ -370,4 +376,21 @@ pub fn valid_input_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// SHA-256 hex of the terms a run is held to (see `ReceiptInput::terms_digest`). The structs
+/// serialise with a fixed field order and no maps, so the JSON is deterministic.
+fn terms_digest(grant: &Grant, policy: &cleanroom_proto::policy::Policy) -> String {
+    use sha2::Digest;
+    let terms = (
+        grant,
+        &policy.output,
+        &policy.hidden_columns,
+        &policy.identifier_columns,
+    );
+    let bytes = serde_json::to_vec(&terms).expect("policy types always serialise");
+    let mut h = sha2::Sha256::new();
+    h.update(b"cleanroom/terms/v1\n");
+    h.update(&bytes);
+    hex::encode(h.finalize())
 }

@@ -216,7 +216,10 @@ fn decide_one(index: u32, candidate: Candidate, input: &EgressInput<'_>) -> Deci
         output: PlainOutput { name, kind, bytes },
         reviewable,
     };
+    // Cell text, the bytes as released (schema and field metadata, raw binary values) and
+    // the name: none may carry an identifier.
     if input.identifiers.found_in(&haystack)
+        || input.identifiers.found_in(&decided.output.bytes)
         || input.identifiers.found_in(decided.output.name.as_bytes())
     {
         refuse(&mut decided, Code::IdentifierValue);

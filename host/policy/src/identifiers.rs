@@ -74,8 +74,10 @@ impl IdentifierCollector {
             // A noncontiguous NFA builds fastest (a run may have read millions of identifiers)
             // and outputs are small, so its slower scan does not matter. Building only fails
             // for absurd pattern sizes; then the set matches everything (fail closed).
+            // ASCII case is ignored: upper-casing an alphanumeric id must not hide it.
             AhoCorasick::builder()
                 .kind(Some(AhoCorasickKind::NoncontiguousNFA))
+                .ascii_case_insensitive(true)
                 .build(values.iter())
                 .ok()
         };

@@ -313,6 +313,27 @@ fn model_outputs_need_residual_degrees_of_freedom(
     bytes(OutputKind::Error, "error", "KeyError: 'NHS-48213'"),
     Code::IdentifierValue
 )]
+#[case::other_case(
+    bytes(OutputKind::File, "notes.csv", "ref\nnhs-48213\n"),
+    Code::IdentifierValue
+)]
+#[case::binary_cells(table(
+    "t",
+    vec![Field::new("b", DataType::Binary, false), Field::new("n", DataType::Int64, false)],
+    vec![
+        Arc::new(arrow_array::BinaryArray::from(vec![&b"NHS-48213"[..]])),
+        Arc::new(Int64Array::from(vec![50])),
+    ],
+), Code::IdentifierValue)]
+#[case::field_metadata(table(
+    "t",
+    vec![
+        Field::new("g", DataType::Utf8, false)
+            .with_metadata(HashMap::from([("note".to_string(), "NHS-48213".to_string())])),
+        Field::new("n", DataType::Int64, false),
+    ],
+    vec![Arc::new(StringArray::from(vec!["x"])), Arc::new(Int64Array::from(vec![50]))],
+), Code::IdentifierValue)]
 #[case::by_column_name(table(
     "t",
     vec![Field::new("PATIENT_ID", DataType::Utf8, false), Field::new("n", DataType::Int64, false)],

@@ -54,6 +54,10 @@ pub struct ReceiptInput {
     pub policy_digest: String,
     /// [`crate::Grant::digest`] of the grant that allowed the run.
     pub grant_digest: String,
+    /// SHA-256 hex of the terms the run is held to: that grant, the policy's output rules,
+    /// hidden and identifier columns. A new policy version with the same terms lets in-flight
+    /// runs finish; changed terms stop or withhold them.
+    pub terms_digest: String,
 }
 
 /// One released output of a run. Its name and size are inside the ciphertext: the receipt is

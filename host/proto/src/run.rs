@@ -258,7 +258,9 @@ pub struct ResultBundle {
 }
 
 /// What `GET /v1/runs/{id}/held` returns to a pending reviewer: every output the run produced
-/// (including held error text and logs), sealed to the reviewer's key.
+/// (including held error text and logs), sealed to the reviewer's key, and signed by the
+/// enclave: anyone can HPKE-seal to a reviewer's public key, so without the signature whoever
+/// answers could show the reviewer harmless outputs while the real ones wait for release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeldBundle {
@@ -268,6 +270,39 @@ pub struct HeldBundle {
     pub reports: Vec<OutputReport>,
     /// The outputs.
     pub outputs: Vec<SealedOutput>,
+    /// Hex Ed25519 signature by the enclave over [`HELD_DOMAIN`] and the other fields.
+    #[serde(default)]
+    pub signature: String,
+}
+
+/// Domain-separation prefix of a held bundle's signed bytes.
+pub const HELD_DOMAIN: &[u8] = b"cleanroom/held/v1\n";
+
+impl HeldBundle {
+    fn signed_bytes(&self) -> Vec<u8> {
+        let unsigned = HeldBundle {
+            signature: String::new(),
+            ..self.clone()
+        };
+        crate::canonical::canonical_bytes(HELD_DOMAIN, &unsigned)
+    }
+
+    /// Sign with the enclave's key.
+    pub fn sign(mut self, enclave: &ed25519_dalek::SigningKey) -> Self {
+        use ed25519_dalek::Signer;
+        self.signature = hex::encode(enclave.sign(&self.signed_bytes()).to_bytes());
+        self
+    }
+
+    /// Check the enclave's signature (`enclave`: the key from a verified attestation).
+    pub fn verify(&self, enclave: &crate::PartyId) -> Result<()> {
+        let sig = crate::policy::decode_signature(&self.signature)?;
+        crate::keys::verify_signature(enclave, &self.signed_bytes(), &sig).map_err(|_| {
+            crate::Error::BadSignature {
+                what: "held outputs",
+            }
+        })
+    }
 }
 
 /// An output in the clear: what a recipient gets back from [`open_output`].

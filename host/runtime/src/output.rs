@@ -309,7 +309,11 @@ impl output::Host for OutputCtxView<'_> {
 
     fn declare_counts(&mut self, table: String, columns: Vec<String>) -> wasmtime::Result<()> {
         let declared: usize = self.ctx.declared.values().map(BTreeSet::len).sum();
-        if declared + columns.len() > MAX_DECLARED_COUNTS || validate_name(&table).is_err() {
+        // Bounded in number and in bytes (a column name is at most 256 bytes here).
+        if declared + columns.len() > MAX_DECLARED_COUNTS
+            || validate_name(&table).is_err()
+            || columns.iter().any(|c| c.is_empty() || c.len() > 256)
+        {
             // Ignored, not fatal: an undeclared table is only ever checked more strictly.
             return Ok(());
         }

@@ -26,6 +26,8 @@ pub struct TrustedClock {
     high: AtomicU64,
     persisted: AtomicU64,
     path: PathBuf,
+    /// One writer of the sealed file at a time.
+    writing: std::sync::Mutex<()>,
 }
 
 impl TrustedClock {
@@ -52,6 +54,7 @@ impl TrustedClock {
             high: AtomicU64::new(high),
             persisted: AtomicU64::new(high),
             path,
+            writing: std::sync::Mutex::new(()),
         })
     }
 
@@ -65,6 +68,15 @@ impl TrustedClock {
         let previous = self.high.fetch_max(created, Ordering::SeqCst);
         let high = previous.max(created);
         if high >= self.persisted.load(Ordering::SeqCst) + PERSIST_EVERY_SECS {
+            let _writing = self
+                .writing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Another request may have persisted a later mark while this one waited.
+            let high = self.high.load(Ordering::SeqCst);
+            if high < self.persisted.load(Ordering::SeqCst) + PERSIST_EVERY_SECS {
+                return Ok(());
+            }
             self.persisted.store(high, Ordering::SeqCst);
             let blob = sealer
                 .seal(Purpose::State, AAD, &high.to_be_bytes())

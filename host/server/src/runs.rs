@@ -146,7 +146,9 @@ pub fn start(service: Arc<Service>, rx: mpsc::Receiver<String>) -> ApiResult<()>
                 let svc = service.clone();
                 let run = id.clone();
                 if let Err(e) = tokio::task::spawn_blocking(move || execute(&svc, &run)).await {
-                    tracing::error!(run = id, "run worker panicked: {e}");
+                    // The panic message may carry module-influenced text: not for the log.
+                    let _ = e;
+                    tracing::error!(run = id, "run worker panicked");
                     let svc = service.clone();
                     let _ = tokio::task::spawn_blocking(move || {
                         fail_stuck(
@@ -193,7 +195,7 @@ pub fn start(service: Arc<Service>, rx: mpsc::Receiver<String>) -> ApiResult<()>
 
 /// Finalise a run that cannot continue (a worker panic, a restart) as failed.
 fn fail_stuck(service: &Service, id: &str, code: Code, message: &str) -> ApiResult<()> {
-    let _guard = service.transitions.lock().expect("transition lock");
+    let _guard = transitions(service);
     if let Some(mut run) = service.storage.run(id)?
         && !run.state.is_final()
         && run.state != RunState::HeldForReview
@@ -239,15 +241,21 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
         let reason = stop_reason(service, id, "cancelled before it started");
         return finalize(service, &mut run, RunState::Cancelled, Some(reason), vec![]);
     }
-    // The same decision as at submission, on the policies in force now.
-    let admitted = match admission(service, &run.researcher, &run.request, Some(id))? {
-        Decision::Allow(admitted) => admitted,
-        Decision::Deny(reason) => {
-            return finalize(service, &mut run, RunState::Rejected, Some(reason), vec![]);
+    // The same decision as at submission, on the policies in force now; under the transition
+    // lock, so a policy change either sees this run running or is seen by this decision.
+    let admitted = {
+        let _guard = transitions(service);
+        match admission(service, &run.researcher, &run.request, Some(id))? {
+            Decision::Allow(admitted) => {
+                run.inputs = admitted.inputs.iter().map(|i| i.receipt.clone()).collect();
+                set_state(service, &mut run, RunState::Running, None, "run.started")?;
+                admitted
+            }
+            Decision::Deny(reason) => {
+                return finalize(service, &mut run, RunState::Rejected, Some(reason), vec![]);
+            }
         }
     };
-    run.inputs = admitted.inputs.iter().map(|i| i.receipt.clone()).collect();
-    set_state(service, &mut run, RunState::Running, None, "run.started")?;
     let module = crate::modules::load(service, &run.request.module)?;
     let collector = Arc::new(IdentifierCollector::new());
     let grants = open_inputs(service, &admitted, &collector)?;
@@ -305,8 +313,14 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
                 })
                 .collect();
             run.outputs = decided.iter().map(|d| d.report.clone()).collect();
-            let sealed = seal_for_researcher(&run, &decided, false)?;
-            let receipt_outputs = write_result(service, &run, sealed)?;
+            let _guard = transitions(service);
+            // Error text leaves only under the terms in force (and unchanged) now.
+            let receipt_outputs = if still_allowed(service, &run)? {
+                let sealed = seal_for_researcher(&run, &decided, false)?;
+                write_result(service, &run, sealed)?
+            } else {
+                vec![]
+            };
             finalize(
                 service,
                 &mut run,
@@ -318,13 +332,20 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
         Ok(output) => {
             let decided = egress(output.candidates());
             run.outputs = decided.iter().map(|d| d.report.clone()).collect();
-            if decided
+            let _guard = transitions(service);
+            if !still_allowed(service, &run)? {
+                withhold(
+                    service,
+                    &mut run,
+                    Code::RevokedDuringRun,
+                    "an input's policy changed while the run was running; nothing was released",
+                )
+            } else if decided
                 .iter()
                 .any(|d| d.report.disposition == Disposition::Hold)
             {
                 hold(service, &mut run, decided)
             } else {
-                let _guard = service.transitions.lock().expect("transition lock");
                 release(service, &mut run, decided, false)
             }
         }
@@ -605,12 +626,12 @@ fn release(
     decided: Vec<Decided>,
     reviewed: bool,
 ) -> ApiResult<()> {
-    if let Decision::Deny(_) = admission(service, &run.researcher, &run.request, Some(&run.id))? {
+    if !still_allowed(service, run)? {
         return withhold(
             service,
             run,
             Code::RevokedDuringRun,
-            "an input's policy no longer allows this run; nothing was released",
+            "an input's policy changed or no longer allows this run; nothing was released",
         );
     }
     let sealed = seal_for_researcher(run, &decided, reviewed)?;
@@ -632,6 +653,30 @@ fn release(
     finalize(service, run, RunState::Released, None, receipt_outputs)?;
     let _ = std::fs::remove_file(service.storage.blob_path("held", &run.id));
     Ok(())
+}
+
+/// The transition lock; a panic elsewhere does not wedge every later transition.
+fn transitions(service: &Service) -> std::sync::MutexGuard<'_, ()> {
+    service
+        .transitions
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether the run may still release: admitted now, under exactly the terms it ran under (a
+/// new version that keeps the grant but tightens the rules, or adds review, must not be
+/// bypassed by a run decided under the old one; one that only adds another grant may).
+fn still_allowed(service: &Service, run: &RunRow) -> ApiResult<bool> {
+    Ok(
+        match admission(service, &run.researcher, &run.request, Some(&run.id))? {
+            Decision::Allow(now) => now
+                .inputs
+                .iter()
+                .map(|i| (&i.receipt.dataset, &i.receipt.terms_digest))
+                .eq(run.inputs.iter().map(|i| (&i.dataset, &i.terms_digest))),
+            Decision::Deny(_) => false,
+        },
+    )
 }
 
 /// End a run withheld: nothing leaves, and any held outputs are deleted.
@@ -673,6 +718,12 @@ mod b64 {
 }
 
 fn hold(service: &Service, run: &mut RunRow, decided: Vec<Decided>) -> ApiResult<()> {
+    // A held run is the reviewers' to decide; nothing is left to cancel.
+    service
+        .cancels
+        .lock()
+        .expect("cancel map lock")
+        .remove(&run.id);
     let held: Vec<HeldOutput> = decided
         .into_iter()
         .map(|d| HeldOutput {
@@ -740,7 +791,9 @@ pub fn held_bundle(
         run: run.id.clone(),
         reports: decided.into_iter().map(|d| d.report).collect(),
         outputs,
-    })
+        signature: String::new(),
+    }
+    .sign(service.identity.signing_key()))
 }
 
 /// A reviewer's decision; the run is released once every review group has its releases,
@@ -752,7 +805,7 @@ pub fn finish_review(
     release_it: bool,
     reason: Option<String>,
 ) -> ApiResult<RunRow> {
-    let _guard = service.transitions.lock().expect("transition lock");
+    let _guard = transitions(service);
     let mut run = service
         .storage
         .run(id)?
@@ -797,6 +850,7 @@ pub fn finish_review(
 /// A dataset's policy changed: every run on it that is queued, running or held is decided
 /// again, and stopped or withheld if the new policy no longer allows it.
 pub fn on_policy_change(service: &Service, dataset: &str) -> ApiResult<()> {
+    let _guard = transitions(service);
     let runs = service.storage.runs()?;
     for run in runs {
         if !matches!(
@@ -806,22 +860,21 @@ pub fn on_policy_change(service: &Service, dataset: &str) -> ApiResult<()> {
         {
             continue;
         }
-        let allowed = matches!(
-            admission(service, &run.researcher, &run.request, Some(&run.id))?,
-            Decision::Allow(_)
-        );
+        // Queued runs are decided again when they start; running and held ones must still be
+        // allowed under exactly the policies they ran under.
+        let allowed = match run.state {
+            RunState::Queued => matches!(
+                admission(service, &run.researcher, &run.request, Some(&run.id))?,
+                Decision::Allow(_)
+            ),
+            _ => still_allowed(service, &run)?,
+        };
         if allowed {
             continue;
         }
         match run.state {
             RunState::HeldForReview => {
-                let _guard = service.transitions.lock().expect("transition lock");
-                let Some(mut run) = service.storage.run(&run.id)? else {
-                    continue;
-                };
-                if run.state != RunState::HeldForReview {
-                    continue;
-                }
+                let mut run = run;
                 withhold(
                     service,
                     &mut run,

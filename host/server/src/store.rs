@@ -117,7 +117,26 @@ impl RunRow {
         out
     }
 
-    /// The status every party to the run sees.
+    /// The status as `party` may see it. The researcher does not see per-output decisions
+    /// while a run waits for review or after a reviewer withheld it: which rule fired on
+    /// which output is module-steerable, and would otherwise reach the researcher whatever
+    /// the reviewer decides.
+    pub fn status_for(&self, party: &PartyId) -> RunStatus {
+        let mut status = self.status();
+        let withheld_by_review = self
+            .reason
+            .as_ref()
+            .is_some_and(|r| r.code == cleanroom_proto::Code::WithheldByReviewer);
+        // (Also when the researcher owns an input too: that is how one would read around.)
+        if *party == self.researcher
+            && (self.state == RunState::HeldForReview || withheld_by_review)
+        {
+            status.outputs.clear();
+        }
+        status
+    }
+
+    /// The status every owner of the run's inputs sees.
     pub fn status(&self) -> RunStatus {
         RunStatus {
             run: self.id.clone(),
@@ -249,6 +268,7 @@ CREATE TABLE IF NOT EXISTS policies (dataset TEXT NOT NULL, version INTEGER NOT 
 CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, created INTEGER NOT NULL, body TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS run_grants (run TEXT NOT NULL, dataset TEXT NOT NULL, grant_digest TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS run_grants_by_grant ON run_grants (dataset, grant_digest);
+CREATE INDEX IF NOT EXISTS run_grants_by_run ON run_grants (run);
 CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, hash TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nonces (party TEXT NOT NULL, nonce TEXT NOT NULL, created INTEGER NOT NULL, PRIMARY KEY (party, nonce));
 ";
@@ -405,7 +425,7 @@ impl Storage for SqliteStorage {
 
     fn grant_runs(&self, dataset: &str, grant: &str, exclude: Option<&str>) -> ApiResult<u64> {
         let n: i64 = self.conn().query_row(
-            "SELECT COUNT(*) FROM run_grants WHERE dataset = ?1 AND grant_digest = ?2 AND run != ?3",
+            "SELECT COUNT(DISTINCT run) FROM run_grants WHERE dataset = ?1 AND grant_digest = ?2 AND run != ?3",
             params![dataset, grant, exclude.unwrap_or("")],
             |r| r.get(0),
         )?;
@@ -506,18 +526,19 @@ fn put_run_tx(tx: &rusqlite::Transaction<'_>, run: &RunRow, rows: &RowKey) -> Ap
         "INSERT OR IGNORE INTO runs (id, created, body, mac) VALUES (?1, ?2, ?3, ?4)",
         params![run.id, run.created as i64, body, mac],
     )? == 1;
-    if new {
-        // Every admitted run counts against its grants' `max_runs`.
-        for input in &run.inputs {
-            tx.execute(
-                "INSERT INTO run_grants (run, dataset, grant_digest) VALUES (?1, ?2, ?3)",
-                params![run.id, input.dataset, input.grant_digest],
-            )?;
-        }
-    } else {
+    if !new {
         tx.execute(
             "UPDATE runs SET body = ?2, mac = ?3 WHERE id = ?1",
             params![run.id, body, mac],
+        )?;
+    }
+    // Every admitted run counts against the grants it was (last) admitted under: a run that
+    // starts under another grant than it was submitted under counts against that one.
+    tx.execute("DELETE FROM run_grants WHERE run = ?1", params![run.id])?;
+    for input in &run.inputs {
+        tx.execute(
+            "INSERT INTO run_grants (run, dataset, grant_digest) VALUES (?1, ?2, ?3)",
+            params![run.id, input.dataset, input.grant_digest],
         )?;
     }
     Ok(())

@@ -14,6 +14,7 @@ fn receipt(researcher: &Identity) -> Receipt {
             policy_version: 3,
             policy_digest: "ef".repeat(32),
             grant_digest: "12".repeat(32),
+            terms_digest: "34".repeat(32),
         }],
         params_digest: params_digest("{}"),
         outputs: vec![ReceiptOutput {

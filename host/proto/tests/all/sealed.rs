@@ -55,3 +55,30 @@ fn sealing_to_a_low_order_key_fails() {
         Err(Error::Seal(_))
     ));
 }
+
+#[test]
+fn held_bundles_are_signed_by_the_enclave() {
+    use cleanroom_proto::run::{HeldBundle, SealedOutput};
+    let enclave = Identity::generate();
+    let reviewer = Identity::generate();
+    let sealed = cleanroom_proto::seal_to(&reviewer.hpke_public(), "ctx", b"genuine").unwrap();
+    let bundle = HeldBundle {
+        run: "run-1".into(),
+        reports: vec![],
+        outputs: vec![SealedOutput {
+            index: 0,
+            sealed: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &sealed),
+        }],
+        signature: String::new(),
+    }
+    .sign(enclave.signing_key());
+    bundle.verify(&enclave.party()).unwrap();
+    // Anyone can seal something harmless to the reviewer's public key: without the enclave's
+    // signature it is not shown.
+    let forged = cleanroom_proto::seal_to(&reviewer.hpke_public(), "ctx", b"harmless").unwrap();
+    let mut swapped = bundle.clone();
+    swapped.outputs[0].sealed =
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &forged);
+    assert!(swapped.verify(&enclave.party()).is_err());
+    assert!(bundle.verify(&reviewer.party()).is_err(), "another signer");
+}

@@ -97,7 +97,7 @@ pub(super) async fn status(
 ) -> ApiResult<Response<Body>> {
     let party = crate::auth::signed_get(&service, &req)?;
     let run = visible_run(&service, id, &party)?;
-    Ok(typed_response(StatusCode::OK, &run.status()))
+    Ok(typed_response(StatusCode::OK, &run.status_for(&party)))
 }
 
 pub(super) async fn list(
@@ -110,7 +110,7 @@ pub(super) async fn list(
         .runs()?
         .iter()
         .filter(|r| r.visible_to(&party))
-        .map(RunRow::status)
+        .map(|r| r.status_for(&party))
         .collect();
     Ok(json_response(StatusCode::OK, &json!({ "runs": runs })))
 }
@@ -135,6 +135,12 @@ pub(super) async fn cancel(
         return Err(ApiError::Forbidden(
             "only the researcher who submitted a run may cancel it".into(),
         ));
+    }
+    if run.state.is_final() || run.state == RunState::HeldForReview {
+        return Err(ApiError::Conflict(format!(
+            "run {id} is {}: it can no longer be cancelled",
+            run.state
+        )));
     }
     let token = service
         .cancels
@@ -178,7 +184,7 @@ pub(super) async fn review(
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(typed_response(StatusCode::OK, &run.status()))
+    Ok(typed_response(StatusCode::OK, &run.status_for(&reviewer)))
 }
 
 /// `GET /v1/runs/{id}/held?hpke=<hex>`: the outputs awaiting this reviewer, sealed to the
