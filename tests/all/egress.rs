@@ -170,7 +170,11 @@ fn review_cannot_be_read_around() {
     assert!(!status.to_string().contains("I21"), "{status}");
     assert_eq!(status["outputs"], serde_json::json!([]), "{status}");
     let owner_view = signed_get(&st.s, "northfield", &format!("/v1/runs/{run}"));
-    assert_eq!(owner_view["outputs"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        owner_view["outputs"].as_array().unwrap().len(),
+        3,
+        "table, summary, log"
+    );
     // Held outputs go only to a pending reviewer, sealed to the key they sign for.
     let err = err_text(st.s.cli(Some("researcher"), &["review", "show", &run]));
     assert!(err.contains("403"), "{err}");
@@ -178,11 +182,10 @@ fn review_cannot_be_read_around() {
     assert!(err.contains("403"), "{err}");
     let out = st.s.path("northfield-review");
     let out_s = out.display().to_string();
-    st.s.cli(
-        Some("northfield"),
-        &["review", "show", &run, "--out", &out_s],
-    )
-    .unwrap();
+    let trust = st.s.trust();
+    let mut show = vec!["review", "show", &run, "--out", &out_s];
+    show.extend(trust.iter().map(String::as_str));
+    st.s.cli(Some("northfield"), &show).unwrap();
     assert!(read(&out.join("cohort_stats.csv")).contains("I21"));
 }
 
