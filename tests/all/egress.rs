@@ -549,3 +549,29 @@ fn rows_edited_on_disk_fail_closed() {
     let err = start_error(&dir);
     assert!(err.contains("audit row"), "{err}");
 }
+
+#[test]
+fn simultaneous_submissions_take_a_grants_last_run_once() {
+    let st = Study::new();
+    st.grant_both(&["--min-group", "3", "--max-runs", "1"]);
+    let outcomes: Vec<anyhow::Result<String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| st.submit(&st.module, "{}")))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let admitted: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+    assert_eq!(
+        admitted.len(),
+        1,
+        "exactly one run takes the last run of the grant"
+    );
+    for refused in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+        assert!(
+            format!("{refused:#}").contains("run_limit_reached"),
+            "{refused:#}"
+        );
+    }
+    // And the admitted run is not then refused at start by counting the others.
+    assert_eq!(st.watch(admitted[0]).0, "released");
+}

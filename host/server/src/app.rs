@@ -73,6 +73,8 @@ pub struct Service {
     pub cancels: Mutex<HashMap<String, CancelToken>>,
     /// Time the operator cannot turn back (grant expiry).
     pub clock: crate::clock::TrustedClock,
+    /// Serialises admission-and-insert of new runs (a grant's last run is taken once).
+    pub admissions: Mutex<()>,
     /// Serialises the transitions of held runs (review, revocation, release).
     pub transitions: Mutex<()>,
     /// Runs being stopped because a policy they ran under was revoked.
@@ -195,6 +197,7 @@ impl Service {
             queue: tx,
             cancels: Mutex::new(HashMap::new()),
             clock,
+            admissions: Mutex::new(()),
             transitions: Mutex::new(()),
             revoked: Mutex::new(HashSet::new()),
             refusals: Default::default(),

@@ -30,39 +30,48 @@ pub(super) async fn submit(
         .queue
         .try_reserve()
         .map_err(|_| ApiError::Busy("the run queue is full; retry later".into()))?;
+    // Admission and insertion are one step: two simultaneous submissions cannot both take a
+    // grant's last run.
     let svc = service.clone();
     let (req_c, id_c) = (request.clone(), id.clone());
-    let decision = tokio::task::spawn_blocking(move || admission(&svc, &researcher, &req_c, None))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
-    let admitted = match decision {
-        Decision::Allow(admitted) => admitted,
-        Decision::Deny(reason) => {
-            Metrics::inc(&service.metrics.runs_withheld);
-            service.record(
-                Audience::Parties(vec![researcher]),
-                Some(researcher),
-                "run.rejected",
-                &id_c,
-                json!({ "module": request.module, "params_digest": request.params_digest(), "code": reason.code }),
-            )?;
-            return Err(ApiError::Denied(reason));
-        }
-    };
-    let run = new_row(id.clone(), researcher, request, &admitted);
-    let audience: Vec<PartyId> = run.parties();
-    let detail = json!({
-        "module": run.request.module,
-        "inputs": run.inputs,
-        "params_digest": run.request.params_digest(),
-    });
-    service.record_run(
-        &run,
-        Audience::Parties(audience),
-        Some(researcher),
-        "run.queued",
-        detail,
-    )?;
+    let admitted = tokio::task::spawn_blocking(move || -> ApiResult<Result<(), _>> {
+        let _one_at_a_time = svc
+            .admissions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let admitted = match admission(&svc, &researcher, &req_c, None)? {
+            Decision::Allow(admitted) => admitted,
+            Decision::Deny(reason) => return Ok(Err(reason)),
+        };
+        let run = new_row(id_c, researcher, req_c, &admitted);
+        let audience: Vec<PartyId> = run.parties();
+        let detail = json!({
+            "module": run.request.module,
+            "inputs": run.inputs,
+            "params_digest": run.request.params_digest(),
+        });
+        svc.record_run(
+            &run,
+            Audience::Parties(audience),
+            Some(researcher),
+            "run.queued",
+            detail,
+        )?;
+        Ok(Ok(()))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    if let Err(reason) = admitted {
+        Metrics::inc(&service.metrics.runs_withheld);
+        service.record(
+            Audience::Parties(vec![researcher]),
+            Some(researcher),
+            "run.rejected",
+            &id,
+            json!({ "module": request.module, "params_digest": request.params_digest(), "code": reason.code }),
+        )?;
+        return Err(ApiError::Denied(reason));
+    }
     service
         .cancels
         .lock()
