@@ -321,21 +321,35 @@ pub fn output_context(run: &str, purpose: &str, index: u32) -> String {
     format!("cleanroom/output/v1/{purpose}/{run}/{index}")
 }
 
+/// Smallest padded size of a sealed output's plaintext.
+pub const MIN_PADDED_OUTPUT: usize = 1024;
+
+/// The size an output frame of `len` bytes is padded to: the next power of two, at least
+/// [`MIN_PADDED_OUTPUT`]. Ciphertext sizes (on disk and on the wire) then reveal only the
+/// order of magnitude of what a module published, not its exact size.
+pub fn padded_len(len: usize) -> usize {
+    len.max(MIN_PADDED_OUTPUT).next_power_of_two()
+}
+
 /// Seal an output to `recipient` (X25519 public key): the plaintext is
-/// `kind (1 byte) | name length (2 bytes, big-endian) | name | bytes`.
+/// `kind (1 byte) | name length (2, big-endian) | name | bytes length (8, big-endian) | bytes |
+/// zeros`, padded to [`padded_len`].
 pub fn seal_output(recipient: &[u8; 32], context: &str, output: &PlainOutput) -> Result<Vec<u8>> {
     let name = output.name.as_bytes();
     let len = u16::try_from(name.len())
         .map_err(|_| crate::Error::malformed("output name", "longer than 65535 bytes"))?;
-    let mut plain = Vec::with_capacity(3 + name.len() + output.bytes.len());
+    let frame = 1 + 2 + name.len() + 8 + output.bytes.len();
+    let mut plain = Vec::with_capacity(padded_len(frame));
     plain.push(output.kind.tag());
     plain.extend_from_slice(&len.to_be_bytes());
     plain.extend_from_slice(name);
+    plain.extend_from_slice(&(output.bytes.len() as u64).to_be_bytes());
     plain.extend_from_slice(&output.bytes);
+    plain.resize(padded_len(frame), 0);
     crate::sealed::seal_to(recipient, context, &plain)
 }
 
-/// Open what [`seal_output`] sealed.
+/// Open what [`seal_output`] sealed (the padding must be zeros).
 pub fn open_output(
     recipient: &crate::Identity,
     context: &str,
@@ -345,18 +359,24 @@ pub fn open_output(
     let bad = |why: &str| crate::Error::malformed("sealed output", why.to_string());
     let (&tag, rest) = plain.split_first().ok_or_else(|| bad("empty"))?;
     let kind = OutputKind::from_tag(tag).ok_or_else(|| bad("unknown kind"))?;
-    if rest.len() < 2 {
-        return Err(bad("truncated"));
+    let (name_len, rest) = rest.split_at_checked(2).ok_or_else(|| bad("truncated"))?;
+    let name_len = u16::from_be_bytes([name_len[0], name_len[1]]) as usize;
+    let (name, rest) = rest
+        .split_at_checked(name_len)
+        .ok_or_else(|| bad("truncated name"))?;
+    let name = String::from_utf8(name.to_vec()).map_err(|_| bad("name is not UTF-8"))?;
+    let (bytes_len, rest) = rest.split_at_checked(8).ok_or_else(|| bad("truncated"))?;
+    let bytes_len = u64::from_be_bytes(bytes_len.try_into().expect("8 bytes"));
+    let bytes_len = usize::try_from(bytes_len).map_err(|_| bad("length out of range"))?;
+    let (bytes, padding) = rest
+        .split_at_checked(bytes_len)
+        .ok_or_else(|| bad("truncated bytes"))?;
+    if padding.iter().any(|&b| b != 0) {
+        return Err(bad("padding is not zeros"));
     }
-    let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
-    let rest = &rest[2..];
-    if rest.len() < len {
-        return Err(bad("truncated name"));
-    }
-    let name = String::from_utf8(rest[..len].to_vec()).map_err(|_| bad("name is not UTF-8"))?;
     Ok(PlainOutput {
         name,
         kind,
-        bytes: rest[len..].to_vec(),
+        bytes: bytes.to_vec(),
     })
 }

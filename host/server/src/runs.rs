@@ -733,7 +733,10 @@ fn hold(service: &Service, run: &mut RunRow, decided: Vec<Decided>) -> ApiResult
             reviewable: d.reviewable,
         })
         .collect();
-    let plain = serde_json::to_vec(&held).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut plain = serde_json::to_vec(&held).map_err(|e| ApiError::Internal(e.to_string()))?;
+    // Padded (JSON ignores trailing spaces) so the sealed blob's size on the operator's disk
+    // shows only the order of magnitude of what the module published.
+    plain.resize(cleanroom_proto::run::padded_len(plain.len()), b' ');
     let sealed = service
         .sealer
         .seal(HELD_PURPOSE, run.id.as_bytes(), &plain)

@@ -82,3 +82,41 @@ fn held_bundles_are_signed_by_the_enclave() {
     assert!(swapped.verify(&enclave.party()).is_err());
     assert!(bundle.verify(&reviewer.party()).is_err(), "another signer");
 }
+
+#[test]
+fn sealed_outputs_are_padded_and_round_trip() {
+    use cleanroom_proto::run::{OutputKind, PlainOutput, open_output, padded_len, seal_output};
+    let researcher = Identity::generate();
+    let context = output_context("run-1", "result", 0);
+    let mut sizes = std::collections::BTreeSet::new();
+    for len in [0usize, 1, 500, 900] {
+        let output = PlainOutput {
+            name: "summary".into(),
+            kind: OutputKind::Json,
+            bytes: vec![b'7'; len],
+        };
+        let sealed = seal_output(&researcher.hpke_public(), &context, &output).unwrap();
+        sizes.insert(sealed.len());
+        assert_eq!(open_output(&researcher, &context, &sealed).unwrap(), output);
+    }
+    assert_eq!(
+        sizes.len(),
+        1,
+        "small outputs are indistinguishable by size: {sizes:?}"
+    );
+    assert_eq!(padded_len(1025), 2048);
+    // Another position, purpose or run does not open it.
+    let output = PlainOutput {
+        name: "t".into(),
+        kind: OutputKind::Table,
+        bytes: vec![1, 2, 3],
+    };
+    let sealed = seal_output(&researcher.hpke_public(), &context, &output).unwrap();
+    for other in [
+        output_context("run-1", "result", 1),
+        output_context("run-1", "review", 0),
+        output_context("run-2", "result", 0),
+    ] {
+        assert!(open_output(&researcher, &other, &sealed).is_err());
+    }
+}
