@@ -318,30 +318,47 @@ impl Study {
     }
 }
 
+/// A signed request with the party's key, bypassing the CLI: the raw response.
+pub(crate) fn signed_request_raw(
+    s: &TestServer,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> ureq::http::Response<ureq::Body> {
+    let id = cleanroom_proto::Identity::load(&s.path(&format!("{key}.json"))).unwrap();
+    let h = cleanroom_proto::httpsig::sign_request(
+        &id,
+        method,
+        path,
+        body,
+        cleanroomd::now(),
+        &cleanroom_proto::httpsig::new_nonce(),
+    );
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{}{path}", s.url))
+        .header("content-digest", &h.content_digest)
+        .header("signature-input", &h.signature_input)
+        .header("signature", &h.signature)
+        .body(body.to_vec())
+        .unwrap();
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .allow_non_standard_methods(true)
+        .build()
+        .new_agent()
+        .run(request)
+        .unwrap()
+}
+
 /// A signed GET with the party's key, bypassing the CLI: the raw response.
 pub(crate) fn signed_get_raw(
     s: &TestServer,
     key: &str,
     path: &str,
 ) -> ureq::http::Response<ureq::Body> {
-    let id = cleanroom_proto::Identity::load(&s.path(&format!("{key}.json"))).unwrap();
-    let h = cleanroom_proto::httpsig::sign_request(
-        &id,
-        "GET",
-        path,
-        b"",
-        cleanroomd::now(),
-        &cleanroom_proto::httpsig::new_nonce(),
-    );
-    ureq::get(format!("{}{path}", s.url))
-        .header("content-digest", &h.content_digest)
-        .header("signature-input", &h.signature_input)
-        .header("signature", &h.signature)
-        .config()
-        .http_status_as_error(false)
-        .build()
-        .call()
-        .unwrap()
+    signed_request_raw(s, key, "GET", path, b"")
 }
 
 /// A signed GET with the party's key, bypassing the CLI (for raw checks).
@@ -550,23 +567,7 @@ fn deny_matrix() {
     );
     let path = format!("/v1/datasets/{}/policy", st.a);
     let body = serde_json::to_vec(&forged).unwrap();
-    let h = cleanroom_proto::httpsig::sign_request(
-        &northfield,
-        "PUT",
-        &path,
-        &body,
-        cleanroomd::now(),
-        &cleanroom_proto::httpsig::new_nonce(),
-    );
-    let resp = ureq::put(format!("{}{path}", st.s.url))
-        .header("content-digest", &h.content_digest)
-        .header("signature-input", &h.signature_input)
-        .header("signature", &h.signature)
-        .config()
-        .http_status_as_error(false)
-        .build()
-        .send(&body[..])
-        .unwrap();
+    let resp = signed_request_raw(&st.s, "northfield", "PUT", &path, &body);
     assert_eq!(
         resp.status(),
         403,

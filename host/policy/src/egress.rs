@@ -505,18 +505,17 @@ fn round(
             rounded[i] = Some(r);
         }
         for (t, parts) in &totals {
-            let sums = (0..batch.num_rows())
-                .map(|row| {
-                    Some(
-                        parts
-                            .iter()
-                            .map(|&p| match &rounded[p] {
-                                Some(r) => r[row].unwrap_or(0),
-                                None => values(batch.column(p).as_ref())[row].unwrap_or(0),
-                            })
-                            .sum(),
-                    )
+            // Each part's cells once (rounded where it is a count), then summed per row.
+            let cells: Vec<Vec<Option<i128>>> = parts
+                .iter()
+                .map(|&p| {
+                    rounded[p]
+                        .clone()
+                        .unwrap_or_else(|| values(batch.column(p).as_ref()))
                 })
+                .collect();
+            let sums = (0..batch.num_rows())
+                .map(|row| Some(cells.iter().map(|c| c[row].unwrap_or(0)).sum()))
                 .collect();
             rounded[*t] = Some(sums);
         }

@@ -533,13 +533,16 @@ fn put_run_tx(tx: &rusqlite::Transaction<'_>, run: &RunRow, rows: &RowKey) -> Ap
         )?;
     }
     // Every admitted run counts against the grants it was (last) admitted under: a run that
-    // starts under another grant than it was submitted under counts against that one.
-    tx.execute("DELETE FROM run_grants WHERE run = ?1", params![run.id])?;
-    for input in &run.inputs {
-        tx.execute(
-            "INSERT INTO run_grants (run, dataset, grant_digest) VALUES (?1, ?2, ?3)",
-            params![run.id, input.dataset, input.grant_digest],
-        )?;
+    // starts under another grant than it was submitted under counts against that one. The
+    // inputs change only at submission and at start (the one write with state `running`).
+    if new || run.state == RunState::Running {
+        tx.execute("DELETE FROM run_grants WHERE run = ?1", params![run.id])?;
+        for input in &run.inputs {
+            tx.execute(
+                "INSERT INTO run_grants (run, dataset, grant_digest) VALUES (?1, ?2, ?3)",
+                params![run.id, input.dataset, input.grant_digest],
+            )?;
+        }
     }
     Ok(())
 }
