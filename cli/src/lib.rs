@@ -52,6 +52,21 @@ enum Command {
     /// Everyone: verify the audit log offline, watch it live.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Everyone: check a saved receipt offline.
+    #[command(subcommand)]
+    Receipt(ReceiptCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum ReceiptCmd {
+    /// Check a `receipt.json`: the enclave's signature and that the release is in the audit
+    /// log (an inclusion proof in a signed tree head). Offline.
+    Verify {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::runs::ReceiptVerifyArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -264,5 +279,8 @@ where
         Command::Result(ResultCmd::Fetch { conn, args }) => remote::runs::fetch(&conn, args),
         Command::Audit(AuditCmd::Verify { conn, args }) => remote::audit::verify(&conn, args),
         Command::Audit(AuditCmd::Watch { conn }) => remote::audit::watch(&conn),
+        Command::Receipt(ReceiptCmd::Verify { conn, args }) => {
+            remote::runs::verify_receipt(&conn, args)
+        }
     }
 }

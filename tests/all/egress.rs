@@ -276,7 +276,7 @@ fn receipts_name_the_policy_applied_and_revocation_reaches_running_and_held_runs
     assert_eq!(st.watch(&run).0, "released");
     let out = st.fetch(&run).unwrap();
     let receipt: Value = serde_json::from_str(&read(&out.join("receipt.json"))).unwrap();
-    let applied = receipt["receipt"]["inputs"]
+    let applied = receipt["receipt"]["receipt"]["inputs"]
         .as_array()
         .unwrap()
         .iter()
@@ -508,24 +508,36 @@ fn rows_edited_on_disk_fail_closed() {
     st.grant_both_module(&copier, &[]);
     let run = st.submit(&copier, "{}").unwrap();
     st.expect_end(&run, "withheld", "identifier_column");
-    // A dataset row edited on disk (its row count): the request that reads it fails closed.
-    let st = st.restart(|blobs| {
-        edit_db(
-            blobs,
-            "UPDATE datasets SET body = replace(body, '\"rows\":6', '\"rows\":7')",
-        )
-    });
-    let listing = signed_get(&st.s, "st_marys", "/v1/datasets");
-    assert_eq!(listing["type"], "tampered", "{listing}");
-    assert!(
-        listing["message"].as_str().unwrap().contains(&st.a),
-        "{listing}"
-    );
-    // The operator turns the withheld run into a released one: the enclave will not start
-    // on it, and says which row.
-    let Study { s, .. } = st;
+    // A dataset row edited on disk (its row count): the enclave does not start on it, and
+    // says which row.
+    let Study { s, a, .. } = st;
     let dir = s.stop();
     let blobs = dir.path().join("server/blobs");
+    let db = rusqlite::Connection::open(dir.path().join("server/state.db")).unwrap();
+    let dataset: String = db
+        .query_row("SELECT body FROM datasets WHERE id = ?1", [&a], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    drop(db);
+    edit_db(
+        &blobs,
+        "UPDATE datasets SET body = replace(body, '\"rows\":6', '\"rows\":7')",
+    );
+    let err = start_error(&dir);
+    assert!(
+        err.contains(&format!("datasets/{a} is not the version")),
+        "{err}"
+    );
+    let db = rusqlite::Connection::open(dir.path().join("server/state.db")).unwrap();
+    db.execute(
+        "UPDATE datasets SET body = ?1 WHERE id = ?2",
+        [&dataset, &a],
+    )
+    .unwrap();
+    drop(db);
+    // The operator turns the withheld run into a released one: the enclave will not start
+    // on it, and says which row.
     let db = rusqlite::Connection::open(dir.path().join("server/state.db")).unwrap();
     let saved: String = db
         .query_row("SELECT body FROM runs WHERE id = ?1", [&run], |r| r.get(0))
@@ -536,7 +548,10 @@ fn rows_edited_on_disk_fail_closed() {
         "UPDATE runs SET body = replace(body, '\"state\":\"withheld\"', '\"state\":\"released\"')",
     );
     let err = start_error(&dir);
-    assert!(err.contains(&format!("runs row {run}")), "{err}");
+    assert!(
+        err.contains(&format!("runs/{run} is not the version")),
+        "{err}"
+    );
     let db = rusqlite::Connection::open(dir.path().join("server/state.db")).unwrap();
     db.execute("UPDATE runs SET body = ?1 WHERE id = ?2", [&saved, &run])
         .unwrap();
@@ -548,6 +563,147 @@ fn rows_edited_on_disk_fail_closed() {
     );
     let err = start_error(&dir);
     assert!(err.contains("audit row"), "{err}");
+}
+
+/// The body of `table`'s row `id` (datasets and runs key by `id`).
+fn row_body(dir: &tempfile::TempDir, table: &str, id: &str) -> String {
+    let db = rusqlite::Connection::open(dir.path().join("server/state.db")).unwrap();
+    db.query_row(
+        &format!("SELECT body FROM {table} WHERE id = ?1"),
+        [id],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+/// A copy of the database file, to put back one table at a time.
+fn with_db(dir: &tempfile::TempDir, f: impl FnOnce(&rusqlite::Connection)) {
+    let db = rusqlite::Connection::open(dir.path().join("server/state.db")).unwrap();
+    f(&db);
+}
+
+#[test]
+fn one_table_rolled_back_deleted_or_truncated_is_caught_by_the_enclave() {
+    let st = Study::new();
+    // St Mary's reviews; Northfield's grant allows one run.
+    st.grant(
+        "st_marys",
+        &st.a,
+        &st.module,
+        &["--identifier", "patient_id", "--min-group", "3", "--review"],
+    )
+    .unwrap();
+    st.grant(
+        "northfield",
+        &st.b,
+        &st.module,
+        &["--identifier", "mrn", "--min-group", "3", "--max-runs", "1"],
+    )
+    .unwrap();
+    let run = st.submit(&st.module, "{}").unwrap();
+    assert_eq!(st.watch(&run).0, "held_for_review");
+    let Study {
+        s,
+        a,
+        b,
+        module,
+        researcher,
+    } = st;
+    let dir = s.stop();
+    let held = row_body(&dir, "runs", &run);
+    let s = TestServer::start_in(dir);
+    s.cli(Some("st_marys"), &["review", "release", &run])
+        .unwrap();
+    // St Mary's revokes (policy v2).
+    s.cli(Some("st_marys"), &["policy", "revoke", "--dataset", &a])
+        .unwrap();
+    let dir = s.stop();
+    let released = row_body(&dir, "runs", &run);
+
+    // 1. The run row put back to its (validly MAC'd) held version.
+    with_db(&dir, |db| {
+        db.execute("UPDATE runs SET body = ?1 WHERE id = ?2", [&held, &run])
+            .unwrap();
+    });
+    let err = start_error(&dir);
+    assert!(
+        err.contains(&format!(
+            "runs/{run} is not the version the audit log last wrote"
+        )),
+        "{err}"
+    );
+    with_db(&dir, |db| {
+        db.execute("UPDATE runs SET body = ?1 WHERE id = ?2", [&released, &run])
+            .unwrap();
+    });
+
+    // 2. The revocation (the newest policy version) deleted: the grant would come back.
+    let revocation: String = {
+        let db = rusqlite::Connection::open(dir.path().join("server/state.db")).unwrap();
+        db.query_row(
+            "SELECT body FROM policies WHERE dataset = ?1 AND version = 2",
+            [&a],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    edit_db(
+        &dir.path().join("server/blobs"),
+        &format!("DELETE FROM policies WHERE dataset = '{a}' AND version = 2"),
+    );
+    let err = start_error(&dir);
+    assert!(
+        err.contains(&format!("policies/{a} is not the version")),
+        "{err}"
+    );
+    with_db(&dir, |db| {
+        db.execute(
+            "INSERT INTO policies (dataset, version, body) VALUES (?1, 2, ?2)",
+            [&a, &revocation],
+        )
+        .unwrap();
+    });
+
+    // 3. The run row deleted.
+    let snapshot = tempfile::tempdir().unwrap();
+    copy_dir(&dir.path().join("server"), snapshot.path());
+    edit_db(
+        &dir.path().join("server/blobs"),
+        &format!("DELETE FROM runs WHERE id = '{run}'"),
+    );
+    let err = start_error(&dir);
+    assert!(
+        err.contains(&format!("runs/{run} was deleted outside the enclave")),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir.path().join("server")).unwrap();
+    copy_dir(snapshot.path(), &dir.path().join("server"));
+
+    // 4. The audit log truncated (its last entry, the revocation, gone).
+    edit_db(
+        &dir.path().join("server/blobs"),
+        "DELETE FROM audit WHERE seq = (SELECT MAX(seq) FROM audit)",
+    );
+    let err = start_error(&dir);
+    assert!(err.contains("outside the enclave"), "{err}");
+    std::fs::remove_dir_all(dir.path().join("server")).unwrap();
+    copy_dir(snapshot.path(), &dir.path().join("server"));
+
+    // 5. The grant counters deleted: they are rebuilt from the verified runs, so
+    //    Northfield's one-run grant stays used up.
+    edit_db(&dir.path().join("server/blobs"), "DELETE FROM run_grants");
+    let s = TestServer::start_in(dir);
+    let st = Study {
+        s,
+        a,
+        b,
+        module,
+        researcher,
+    };
+    st.grant("st_marys", &st.a, &st.module, &["--min-group", "3"])
+        .unwrap();
+    let err = format!("{:#}", st.submit(&st.module, "{}").unwrap_err());
+    assert!(err.contains("run_limit_reached"), "{err}");
 }
 
 #[test]

@@ -388,9 +388,11 @@ fn study_runs_and_releases_with_verified_receipt_and_audit() {
         read(&out.join("cohort_stats.csv")),
         "group,patients,mean_age,mean_los_days,mortality_pct\nI21,4,62.5,5.0,25.0\nJ18,4,57.5,6.25,50.0\n"
     );
-    let receipt: Value = serde_json::from_str(&read(&out.join("receipt.json"))).unwrap();
-    assert_eq!(receipt["receipt"]["module"], st.module.as_str());
-    assert_eq!(receipt["receipt"]["inputs"].as_array().unwrap().len(), 2);
+    let saved: cleanroom_proto::receipt::LoggedReceipt =
+        serde_json::from_str(&read(&out.join("receipt.json"))).unwrap();
+    let receipt = &saved.receipt.receipt;
+    assert_eq!(receipt.module, st.module);
+    assert_eq!(receipt.inputs.len(), 2);
     assert!(
         !out.join("log.txt").exists(),
         "logs are withheld unless every owner releases them"
@@ -403,10 +405,45 @@ fn study_runs_and_releases_with_verified_receipt_and_audit() {
     assert_eq!(status["outputs"][1]["disposition"], "refuse");
     assert_eq!(status["outputs"][1]["codes"][0], "unchecked_refused");
     assert_eq!(
-        receipt["receipt"]["outputs"].as_array().unwrap().len(),
+        receipt.outputs.len(),
         1,
         "the receipt lists what was released"
     );
+
+    // Anyone can check the receipt offline: signed by the attested enclave, and its run's
+    // release is in the audit log (an inclusion proof in a signed tree head).
+    let enclave = st.s.enclave_keys()["signing_public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = out.join("receipt.json").display().to_string();
+    let checked =
+        st.s.cli(
+            None,
+            &["receipt", "verify", &file, "--enclave-key", &enclave],
+        )
+        .unwrap();
+    assert_eq!(checked["verified"], true);
+    assert_eq!(checked["entry"], saved.logged.entry.seq);
+    // A receipt edited to claim another output, a log entry that names another receipt, or
+    // a proof against another head: refused.
+    let tampered = |edit: &dyn Fn(&mut cleanroom_proto::receipt::LoggedReceipt)| {
+        let mut copy = saved.clone();
+        edit(&mut copy);
+        let path = st.s.path("tampered-receipt.json");
+        std::fs::write(&path, serde_json::to_vec(&copy).unwrap()).unwrap();
+        let path = path.display().to_string();
+        err_text(st.s.cli(None, &["receipt", "verify", &path]))
+    };
+    let err = tampered(&|r| r.receipt.receipt.outputs.clear());
+    assert!(err.contains("does not verify"), "{err}");
+    let err = tampered(&|r| r.logged.entry.detail["receipt"] = "00".repeat(32).into());
+    assert!(err.contains("naming this receipt"), "{err}");
+    let err = tampered(&|r| r.logged.head.size += 1);
+    assert!(err.contains("does not verify"), "{err}");
+    let other = cleanroom_proto::Identity::generate().party().to_string();
+    let err = err_text(st.s.cli(None, &["receipt", "verify", &file, "--enclave-key", &other]));
+    assert!(err.contains("does not verify"), "{err}");
 
     let trust = st.s.trust();
     let mut args = vec!["audit", "verify"];

@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use cleanroom_proto::PartyId;
-use cleanroom_proto::audit::{AuditItem, AuditPage, SignedHead, verify_items};
+use cleanroom_proto::audit::{
+    AuditItem, AuditPage, ConsistencyAnswer, SignedHead, verify_consistency, verify_items,
+};
 
 use super::Conn;
 use super::attest::{Trust, verify_server};
@@ -72,7 +74,7 @@ pub(crate) fn verify(conn: &Conn, args: VerifyArgs) -> Result<()> {
     verify_items(&log.items, &log.head, Some(&enclave))
         .map_err(|e| anyhow!("the audit log does not verify: {e}"))?;
     if args.file.is_none() {
-        check_against_last_head(conn, &log)?;
+        check_against_last_head(conn, &client, &enclave, &log)?;
     }
     let visible = log.items.iter().filter(|i| i.entry.is_some()).count();
     let value = serde_json::json!({
@@ -81,8 +83,9 @@ pub(crate) fn verify(conn: &Conn, args: VerifyArgs) -> Result<()> {
     conn.print(&value, || {
         let mut out = format!(
             "audit log verified: {} entries ({visible} concern you, the rest are hashes), \
-             hash-chained, head signed by enclave {}\n",
+             Merkle tree of size {} signed by enclave {}\n",
             log.items.len(),
+            log.head.size,
             enclave.short()
         );
         for e in log.items.iter().filter_map(|i| i.entry.as_ref()) {
@@ -112,10 +115,16 @@ fn heads_path(conn: &Conn) -> Option<PathBuf> {
     })
 }
 
-/// A log that verifies on its own may still be an older or a different one: it must extend
-/// the last head this party verified (same hash at that seq), or the server's state was
-/// truncated, rewritten or forked. Then the new head is remembered.
-fn check_against_last_head(conn: &Conn, log: &SavedLog) -> Result<()> {
+/// A log that verifies on its own may still be an older or a different one: the server must
+/// prove (an RFC 6962 consistency proof) that its current log extends the last head this
+/// party verified, or its state was truncated, rewritten or forked. Then the new head is
+/// remembered.
+fn check_against_last_head(
+    conn: &Conn,
+    client: &super::client::Client,
+    enclave: &PartyId,
+    log: &SavedLog,
+) -> Result<()> {
     let Some(path) = heads_path(conn) else {
         return Ok(());
     };
@@ -123,22 +132,57 @@ fn check_against_last_head(conn: &Conn, log: &SavedLog) -> Result<()> {
         Ok(bytes) => serde_json::from_slice(&bytes).context("corrupt audit-heads file")?,
         Err(_) => Default::default(),
     };
-    let enclave = log.head.enclave_key.to_string();
-    if let Some(last) = heads.get(&enclave) {
-        let same = log
-            .items
-            .get(last.seq as usize)
-            .is_some_and(|i| i.hash == last.hash);
-        if !same {
-            anyhow::bail!(
-                "the audit log does not extend the head you verified before (entry #{}, \
-                 signed at {}): the server's log was truncated, rewritten or forked",
-                last.seq,
+    let mut newest = log.head.clone();
+    if let Some(last) = heads.get(&enclave.to_string()) {
+        let answer: ConsistencyAnswer = serde_json::from_value(
+            client
+                .signed(
+                    "GET",
+                    &format!("/v1/audit/consistency?old={}", last.size),
+                    b"",
+                )
+                .map_err(|e| {
+                    anyhow!(
+                        "the server cannot show its log extends the head of size {} you \
+                         verified at {}: its log was truncated, rewritten or forked ({e:#})",
+                        last.size,
+                        last.time
+                    )
+                })?,
+        )
+        .context("malformed consistency answer")?;
+        verify_consistency(last, &answer.head, &answer.proof, Some(enclave)).map_err(|e| {
+            anyhow!(
+                "{e} (you verified a head of size {} at {}; keep {} as evidence)",
+                last.size,
+                last.time,
+                path.display()
+            )
+        })?;
+        // The entries just fetched must extend it too: their first `last.size` leaves hash
+        // to the root seen then.
+        let mut prefix = cleanroom_proto::MerkleLog::new();
+        for item in log.items.iter().take(last.size as usize) {
+            prefix.push(
+                hex::decode(&item.hash)
+                    .ok()
+                    .and_then(|h| h.try_into().ok())
+                    .ok_or_else(|| anyhow!("malformed leaf {}", item.seq))?,
+            );
+        }
+        if prefix.len() != last.size || hex::encode(prefix.root()) != last.root {
+            bail!(
+                "the audit log served does not extend the head of size {} you verified at {}: \
+                 the server's log was truncated, rewritten or forked",
+                last.size,
                 last.time
             );
         }
+        if answer.head.size >= newest.size {
+            newest = answer.head;
+        }
     }
-    heads.insert(enclave, log.head.clone());
+    heads.insert(enclave.to_string(), newest);
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&heads)?)?;
     std::fs::rename(&tmp, &path)?;

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use cleanroom_proto::PartyId;
+use cleanroom_proto::receipt::LoggedReceipt;
 use cleanroom_proto::run::{
     HeldBundle, OutputKind, OutputReport, ResultBundle, RunRequest, RunState, RunStatus,
     SealedOutput, open_output, output_context,
@@ -214,10 +215,14 @@ pub(crate) fn fetch(conn: &Conn, args: FetchArgs) -> Result<()> {
     let enclave = PartyId(verified.keys.signing_public_key);
     let answer = client.signed("GET", &format!("/v1/runs/{}/result", args.run), b"")?;
     let bundle: ResultBundle = serde_json::from_value(answer).context("malformed result")?;
-    let receipt = bundle.receipt;
-    receipt
-        .verify(Some(&enclave))
-        .context("the receipt is not signed by the attested enclave")?;
+    let logged = LoggedReceipt {
+        receipt: bundle.receipt,
+        logged: bundle.logged,
+    };
+    logged.verify(Some(&enclave)).context(
+        "the receipt is not signed by the attested enclave, or its release is not in the audit log",
+    )?;
+    let receipt = &logged.receipt;
     if receipt.receipt.run_id != args.run || receipt.receipt.researcher != identity.party() {
         bail!("the receipt is for another run or researcher");
     }
@@ -245,17 +250,70 @@ pub(crate) fn fetch(conn: &Conn, args: FetchArgs) -> Result<()> {
     )?;
     std::fs::write(
         args.out.join("receipt.json"),
-        serde_json::to_vec_pretty(&receipt)?,
+        serde_json::to_vec_pretty(&logged)?,
     )?;
-    conn.print(&serde_json::to_value(&receipt)?, || {
+    conn.print(&serde_json::to_value(&logged)?, || {
         format!(
-            "run {} released; receipt verified (enclave {}, measurement {}…)\n{}\noutputs and receipt.json in {}",
+            "run {} released; receipt verified (enclave {}, measurement {}…), its release is \
+             entry #{} of the audit log (tree size {})\n{}\noutputs and receipt.json in {}",
             args.run,
             enclave.short(),
             &receipt.receipt.measurement[..16.min(receipt.receipt.measurement.len())],
+            logged.logged.entry.seq,
+            logged.logged.head.size,
             lines.join("\n"),
             args.out.display()
         )
+    });
+    Ok(())
+}
+
+/// `cleanroom receipt verify`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReceiptVerifyArgs {
+    /// A `receipt.json` written by `cleanroom result fetch`.
+    file: PathBuf,
+    /// The enclave signing key (hex) that must have signed it; without it the key named in
+    /// the receipt is printed for you to compare with an attestation you verified.
+    #[arg(long)]
+    enclave_key: Option<PartyId>,
+}
+
+/// Checks a saved receipt offline: its signature, and that its run's final entry (naming
+/// this receipt) is included in an enclave-signed audit tree head.
+pub(crate) fn verify_receipt(conn: &Conn, args: ReceiptVerifyArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let logged: LoggedReceipt = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a receipt.json", args.file.display()))?;
+    logged
+        .verify(args.enclave_key.as_ref())
+        .context("the receipt does not verify")?;
+    let r = &logged.receipt.receipt;
+    let value = serde_json::json!({
+        "verified": true, "run": r.run_id, "state": r.state,
+        "enclave_key": r.enclave_key, "measurement": r.measurement,
+        "entry": logged.logged.entry.seq, "tree_size": logged.logged.head.size,
+    });
+    conn.print(&value, || {
+        let mut text = format!(
+            "receipt verified: run {} {} (module {}…), signed by enclave {} (measurement {}…)\n\
+             logged as entry #{} of the audit log; the tree head of size {} signed at {} includes it",
+            r.run_id,
+            r.state,
+            &r.module[..12.min(r.module.len())],
+            r.enclave_key,
+            &r.measurement[..16.min(r.measurement.len())],
+            logged.logged.entry.seq,
+            logged.logged.head.size,
+            logged.logged.head.time,
+        );
+        if args.enclave_key.is_none() {
+            text.push_str(
+                "\ncheck that enclave key against a verified attestation (or pass --enclave-key)",
+            );
+        }
+        text
     });
     Ok(())
 }

@@ -1,9 +1,15 @@
-//! The hash-chained audit log and its enclave-signed head.
+//! The audit log: an append-only Merkle log in the style of Certificate Transparency
+//! (RFC 6962 tree hashing, via the `ct-merkle` crate), with enclave-signed tree heads.
 //!
-//! Each entry names the hash of the entry before it; the enclave signs the hash of the last
-//! entry. Given the entries and a signed head, [`verify_log`] detects any edit, deletion,
-//! insertion or reordering up to the head.
+//! Each entry is a leaf (the SHA-256 of its canonical JSON); the enclave signs the tree's size
+//! and root. Any party holding an earlier head checks a *consistency proof* that the current
+//! log extends it (a truncated, rewritten or forked log cannot produce one), and an *inclusion
+//! proof* shows one entry (a run's release) is in the log a head describes, offline.
+//! Entries that do not concern a party are served to it as their leaf hash only, so every
+//! party can still recompute the whole tree.
 
+use ct_merkle::mem_backed_tree::MemoryBackedTree;
+use ct_merkle::{ConsistencyProof, InclusionProof, RootHash};
 use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -13,34 +19,33 @@ use crate::error::{AuditError, Error, Result};
 use crate::keys::{PartyId, decode_hex32, verify_signature};
 use crate::policy::decode_signature;
 
+/// The tree hash: SHA-256 as RFC 6962 uses it (through digest 0.11, which ct-merkle needs).
+type TreeHash = sha2_ct::Sha256;
+
 /// Domain-separation prefix of an entry's hashed bytes.
-pub const AUDIT_DOMAIN: &[u8] = b"cleanroom/audit/v1\n";
-/// Domain-separation prefix of a signed head's signed bytes.
-pub const HEAD_DOMAIN: &[u8] = b"cleanroom/audit-head/v1\n";
-/// The `prev` of the first entry.
-pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub const AUDIT_DOMAIN: &[u8] = b"cleanroom/audit/v2\n";
+/// Domain-separation prefix of a signed tree head's signed bytes.
+pub const HEAD_DOMAIN: &[u8] = b"cleanroom/audit-tree-head/v2\n";
 
 /// One audit event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditEntry {
-    /// Position in the log, from 0, without gaps.
+    /// Position in the log (its leaf index), from 0, without gaps.
     pub seq: u64,
     /// When it happened (Unix seconds).
     pub time: u64,
     /// Who caused it, if a party did.
     pub actor: Option<PartyId>,
-    /// What happened, e.g. `policy.publish`, `run.release`.
+    /// What happened, e.g. `policy.publish`, `run.released`.
     pub action: String,
     /// What it happened to, e.g. a dataset or run id.
     pub subject: String,
     /// Details (decision reason, policy version, digests).
     #[serde(default)]
     pub detail: serde_json::Value,
-    /// Hex hash of the previous entry, [`GENESIS_PREV`] for the first.
-    pub prev: String,
     /// Who the entry concerns; `None`: every party (uploads, grants). Others see only its
-    /// hash and link.
+    /// leaf hash.
     #[serde(default)]
     pub parties: Option<Vec<PartyId>>,
     /// Random hex: an entry hidden from a party is served as its hash alone, and the salt
@@ -55,93 +60,85 @@ impl AuditEntry {
         self.parties.as_ref().is_none_or(|p| p.contains(party))
     }
 
-    /// SHA-256 over [`AUDIT_DOMAIN`] followed by the entry's canonical JSON (sorted keys).
+    /// The entry's leaf value: SHA-256 over [`AUDIT_DOMAIN`] followed by its canonical JSON.
     pub fn hash(&self) -> [u8; 32] {
         Sha256::digest(canonical_bytes(AUDIT_DOMAIN, self)).into()
     }
 }
 
-/// An append-only, in-memory audit chain.
+/// The log as the enclave keeps it in memory: every leaf and inner node (64 bytes per entry
+/// and level amortised), rebuilt from the stored entries at start.
 #[derive(Debug, Clone, Default)]
-pub struct AuditChain {
-    entries: Vec<AuditEntry>,
-    head: Option<[u8; 32]>,
+pub struct MerkleLog {
+    tree: MemoryBackedTree<TreeHash, [u8; 32]>,
 }
 
-impl AuditChain {
-    /// An empty chain.
+impl MerkleLog {
+    /// An empty log.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Resumes a chain from stored entries, checking that they are contiguous and linked.
-    pub fn from_entries(entries: Vec<AuditEntry>) -> Result<Self, AuditError> {
-        let head = check_links(&entries)?;
-        Ok(Self { entries, head })
+    /// Appends a leaf (an entry's [`AuditEntry::hash`]).
+    pub fn push(&mut self, leaf: [u8; 32]) {
+        self.tree.push(leaf);
     }
 
-    /// Appends an event and returns the new entry.
-    pub fn append(
-        &mut self,
-        time: u64,
-        actor: Option<PartyId>,
-        action: impl Into<String>,
-        subject: impl Into<String>,
-        detail: serde_json::Value,
-    ) -> &AuditEntry {
-        let entry = AuditEntry {
-            seq: self.entries.len() as u64,
-            time,
-            actor,
-            action: action.into(),
-            subject: subject.into(),
-            detail,
-            prev: hex::encode(self.head_hash()),
-            parties: None,
-            salt: String::new(),
-        };
-        self.head = Some(entry.hash());
-        self.entries.push(entry);
-        self.entries
-            .last()
-            .expect("invariant: an entry was just pushed")
-    }
-
-    /// The hash of the last entry, or all zeros when empty.
-    pub fn head_hash(&self) -> [u8; 32] {
-        self.head.unwrap_or([0; 32])
-    }
-
-    /// The number of entries.
-    pub fn len(&self) -> usize {
-        self.entries.len()
+    /// The number of entries (the tree size).
+    pub fn len(&self) -> u64 {
+        self.tree.len()
     }
 
     /// Whether there are no entries.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.tree.is_empty()
     }
 
-    /// All entries, oldest first.
-    pub fn entries(&self) -> &[AuditEntry] {
-        &self.entries
+    /// The RFC 6962 root of the whole log.
+    pub fn root(&self) -> [u8; 32] {
+        self.tree
+            .root()
+            .as_bytes()
+            .as_slice()
+            .try_into()
+            .expect("SHA-256 is 32 bytes")
     }
 
-    /// Signs the current head, or `None` when the chain is empty.
-    pub fn sign_head(&self, time: u64, enclave: &SigningKey) -> Option<SignedHead> {
-        let last = self.entries.last()?;
-        Some(SignedHead::sign(last.seq, self.head_hash(), time, enclave))
+    /// Signs the current tree head.
+    pub fn sign_head(&self, time: u64, enclave: &SigningKey) -> SignedHead {
+        SignedHead::sign(self.len(), self.root(), time, enclave)
+    }
+
+    /// A proof that the entry at `seq` is in the current tree.
+    pub fn prove_inclusion(&self, seq: u64) -> Option<String> {
+        let index = usize::try_from(seq).ok().filter(|_| seq < self.len())?;
+        Some(hex::encode(self.tree.prove_inclusion(index).as_bytes()))
+    }
+
+    /// A proof that the tree of size `old_size` is a prefix of the current tree (empty when
+    /// the sizes are equal or the old tree is empty).
+    pub fn prove_consistency(&self, old_size: u64) -> Option<String> {
+        if old_size > self.len() {
+            return None;
+        }
+        if old_size == 0 || old_size == self.len() {
+            return Some(String::new());
+        }
+        let additions = usize::try_from(self.len() - old_size).ok()?;
+        Some(hex::encode(
+            self.tree.prove_consistency(additions).as_bytes(),
+        ))
     }
 }
 
-/// The enclave's signature on the hash of the entry at `seq`.
+/// The enclave's signature on the log's size and root.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignedHead {
-    /// The seq of the last entry covered.
-    pub seq: u64,
-    /// Hex hash of that entry.
-    pub hash: String,
+    /// How many entries the tree has.
+    pub size: u64,
+    /// Hex RFC 6962 root of those entries.
+    pub root: String,
     /// When the head was signed (Unix seconds).
     pub time: u64,
     /// The enclave's signing key.
@@ -152,18 +149,18 @@ pub struct SignedHead {
 
 #[derive(Serialize)]
 struct HeadBody<'a> {
-    seq: u64,
-    hash: &'a str,
+    size: u64,
+    root: &'a str,
     time: u64,
     enclave_key: &'a PartyId,
 }
 
 impl SignedHead {
-    /// Signs the head at `seq` whose entry hashes to `hash`.
-    pub fn sign(seq: u64, hash: [u8; 32], time: u64, enclave: &SigningKey) -> Self {
+    /// Signs the head of a tree of `size` entries with root `root`.
+    pub fn sign(size: u64, root: [u8; 32], time: u64, enclave: &SigningKey) -> Self {
         let mut head = Self {
-            seq,
-            hash: hex::encode(hash),
+            size,
+            root: hex::encode(root),
             time,
             enclave_key: PartyId::from(enclave.verifying_key()),
             signature: String::new(),
@@ -173,18 +170,37 @@ impl SignedHead {
     }
 
     /// Checks the signature against `enclave_key` (whether that is the right enclave is the
-    /// caller's check, or pass it to [`verify_log`]).
+    /// caller's check, or use [`SignedHead::verify_by`]).
     pub fn verify(&self) -> Result<()> {
-        decode_hex32("audit head hash", &self.hash)?;
+        decode_hex32("audit tree root", &self.root)?;
         let sig = decode_signature(&self.signature)?;
         verify_signature(&self.enclave_key, &self.signed_bytes(), &sig)
             .map_err(|_| Error::BadSignature { what: "audit head" })
     }
 
+    /// The signature, and that the signer is `expected_enclave` when given.
+    pub fn verify_by(&self, expected_enclave: Option<&PartyId>) -> Result<(), AuditError> {
+        if let Some(expected) = expected_enclave
+            && *expected != self.enclave_key
+        {
+            return Err(AuditError::Head(format!(
+                "signed by {}, not by the expected enclave {expected}",
+                self.enclave_key
+            )));
+        }
+        self.verify().map_err(|e| AuditError::Head(e.to_string()))
+    }
+
+    fn root_hash(&self) -> Result<RootHash<TreeHash>, AuditError> {
+        let bytes = decode_hex32("audit tree root", &self.root)
+            .map_err(|e| AuditError::Head(e.to_string()))?;
+        Ok(RootHash::new(bytes.into(), self.size))
+    }
+
     fn signed_bytes(&self) -> Vec<u8> {
         let body = HeadBody {
-            seq: self.seq,
-            hash: &self.hash,
+            size: self.size,
+            root: &self.root,
             time: self.time,
             enclave_key: &self.enclave_key,
         };
@@ -192,73 +208,71 @@ impl SignedHead {
     }
 }
 
-/// Verifies a whole log against a signed head: the head's signature (and signer, if
-/// `expected_enclave` is given), seq contiguous from 0, every `prev` the hash of the entry
-/// before, and the last entry at the head's seq with the head's hash. To check a log longer
-/// than an older head, pass `&entries[..=head.seq]`.
-pub fn verify_log(
-    entries: &[AuditEntry],
-    head: &SignedHead,
+/// Checks that `new` extends `old`: both signed by the same enclave (and by
+/// `expected_enclave` if given), `new` no smaller, and `proof` (hex, from
+/// [`MerkleLog::prove_consistency`]) shows the older tree is a prefix of the newer.
+pub fn verify_consistency(
+    old: &SignedHead,
+    new: &SignedHead,
+    proof: &str,
     expected_enclave: Option<&PartyId>,
 ) -> Result<(), AuditError> {
-    check_head(head, expected_enclave)?;
-    let last_hash = check_links(entries)?.ok_or(AuditError::Empty)?;
-    let last_seq = entries.len() as u64 - 1;
-    if last_seq != head.seq {
-        return Err(AuditError::HeadSequence {
-            head_seq: head.seq,
-            last_seq,
-        });
+    new.verify_by(expected_enclave)?;
+    old.verify_by(Some(&new.enclave_key))?;
+    let inconsistent = AuditError::Inconsistent {
+        old_size: old.size,
+        new_size: new.size,
+    };
+    if old.size > new.size {
+        return Err(inconsistent);
     }
-    if hex::encode(last_hash) != head.hash {
-        return Err(AuditError::HeadHash { seq: last_seq });
+    if old.size == 0 {
+        return Ok(());
     }
-    Ok(())
+    if old.size == new.size {
+        return if old.root == new.root {
+            Ok(())
+        } else {
+            Err(inconsistent)
+        };
+    }
+    let bytes = hex::decode(proof).map_err(|_| inconsistent.clone())?;
+    let proof =
+        ConsistencyProof::<TreeHash>::try_from_bytes(bytes).map_err(|_| inconsistent.clone())?;
+    new.root_hash()?
+        .verify_consistency(&old.root_hash()?, &proof)
+        .map_err(|_| inconsistent)
 }
 
-/// The head's signature, and its signer if an expected enclave key is given.
-fn check_head(head: &SignedHead, expected_enclave: Option<&PartyId>) -> Result<(), AuditError> {
-    if let Some(expected) = expected_enclave
-        && *expected != head.enclave_key
-    {
-        return Err(AuditError::Head(format!(
-            "signed by {}, not by the expected enclave {expected}",
-            head.enclave_key
-        )));
-    }
-    head.verify().map_err(|e| AuditError::Head(e.to_string()))
+/// Checks that `entry` is in the log `head` describes, at `entry.seq`, given `proof` (hex,
+/// from [`MerkleLog::prove_inclusion`]).
+pub fn verify_inclusion(
+    entry: &AuditEntry,
+    head: &SignedHead,
+    proof: &str,
+    expected_enclave: Option<&PartyId>,
+) -> Result<(), AuditError> {
+    head.verify_by(expected_enclave)?;
+    let not_included = AuditError::NotIncluded {
+        seq: entry.seq,
+        size: head.size,
+    };
+    let bytes = hex::decode(proof).map_err(|_| not_included.clone())?;
+    let proof =
+        InclusionProof::<TreeHash>::try_from_bytes(bytes).map_err(|_| not_included.clone())?;
+    head.root_hash()?
+        .verify_inclusion(&entry.hash(), entry.seq, &proof)
+        .map_err(|_| not_included)
 }
 
-/// Checks seq and `prev` links; returns the hash of the last entry (`None` when empty).
-fn check_links(entries: &[AuditEntry]) -> Result<Option<[u8; 32]>, AuditError> {
-    let mut prev: Option<[u8; 32]> = None;
-    for (index, entry) in entries.iter().enumerate() {
-        if entry.seq != index as u64 {
-            return Err(AuditError::Sequence {
-                index,
-                expected: index as u64,
-                found: entry.seq,
-            });
-        }
-        if entry.prev != hex::encode(prev.unwrap_or([0; 32])) {
-            return Err(AuditError::BrokenLink { seq: entry.seq });
-        }
-        prev = Some(entry.hash());
-    }
-    Ok(prev)
-}
-
-/// One position of the log as a party sees it: the link (`seq`, `prev`, `hash`) always, the
-/// entry itself only if it concerns that party. Every party can check every link up to the
-/// signed head, so truncation and rewriting are caught by anyone.
+/// One position of the log as a party sees it: the leaf hash always, the entry itself only if
+/// it concerns that party.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditItem {
     /// Position in the log.
     pub seq: u64,
-    /// Hex hash of the entry before.
-    pub prev: String,
-    /// Hex hash of this entry.
+    /// Hex leaf value ([`AuditEntry::hash`]).
     pub hash: String,
     /// The entry, when it concerns the reader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -270,7 +284,6 @@ impl AuditItem {
     pub fn view(entry: &AuditEntry, reader: &PartyId) -> Self {
         Self {
             seq: entry.seq,
-            prev: entry.prev.clone(),
             hash: hex::encode(entry.hash()),
             entry: entry.concerns(reader).then(|| entry.clone()),
         }
@@ -289,16 +302,52 @@ pub struct AuditPage {
     pub next: Option<u64>,
 }
 
+/// `GET /v1/audit/consistency?old=SIZE`: the current head and a proof that it extends the
+/// tree of `old` entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyAnswer {
+    /// The older size asked about.
+    pub old: u64,
+    /// The current signed head.
+    pub head: SignedHead,
+    /// Hex consistency proof (empty when nothing was appended or `old` is 0).
+    pub proof: String,
+}
+
+/// Where a run's final entry sits in the log: the entry, a head, and an inclusion proof. A
+/// receipt carries it so anyone can check, offline, that the release was logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggedEntry {
+    /// The entry.
+    pub entry: AuditEntry,
+    /// A head that includes it.
+    pub head: SignedHead,
+    /// Hex inclusion proof of the entry in `head`.
+    pub inclusion: String,
+}
+
+impl LoggedEntry {
+    /// The head's signature (by `expected_enclave` if given) and the inclusion proof.
+    pub fn verify(&self, expected_enclave: Option<&PartyId>) -> Result<(), AuditError> {
+        verify_inclusion(&self.entry, &self.head, &self.inclusion, expected_enclave)
+    }
+}
+
 /// Verifies a party's view of the whole log (from seq 0) against a signed head: every shown
-/// entry hashes to its item's hash, every `prev` is the hash of the item before, seqs are
-/// contiguous, and the last item is the head.
+/// entry hashes to its item's leaf, seqs are contiguous from 0, and the leaves hash to the
+/// head's root at the head's size. Returns the log rebuilt, for proofs against it.
 pub fn verify_items(
     items: &[AuditItem],
     head: &SignedHead,
     expected_enclave: Option<&PartyId>,
-) -> Result<(), AuditError> {
-    check_head(head, expected_enclave)?;
-    let mut prev = GENESIS_PREV.to_string();
+) -> Result<MerkleLog, AuditError> {
+    head.verify_by(expected_enclave)?;
+    if items.is_empty() && head.size > 0 {
+        return Err(AuditError::Empty);
+    }
+    let mut log = MerkleLog::new();
     for (index, item) in items.iter().enumerate() {
         if item.seq != index as u64 {
             return Err(AuditError::Sequence {
@@ -307,27 +356,20 @@ pub fn verify_items(
                 found: item.seq,
             });
         }
-        if item.prev != prev {
-            return Err(AuditError::BrokenLink { seq: item.seq });
-        }
+        let leaf = decode_hex32("audit leaf", &item.hash)
+            .map_err(|_| AuditError::EntryHash { seq: item.seq })?;
         if let Some(entry) = &item.entry
-            && (entry.seq != item.seq
-                || entry.prev != item.prev
-                || hex::encode(entry.hash()) != item.hash)
+            && (entry.seq != item.seq || entry.hash() != leaf)
         {
-            return Err(AuditError::BrokenLink { seq: item.seq });
+            return Err(AuditError::EntryHash { seq: item.seq });
         }
-        prev = item.hash.clone();
+        log.push(leaf);
     }
-    let last = items.last().ok_or(AuditError::Empty)?;
-    if last.seq != head.seq {
-        return Err(AuditError::HeadSequence {
-            head_seq: head.seq,
-            last_seq: last.seq,
+    if log.len() != head.size || hex::encode(log.root()) != head.root {
+        return Err(AuditError::Root {
+            entries: log.len(),
+            size: head.size,
         });
     }
-    if last.hash != head.hash {
-        return Err(AuditError::HeadHash { seq: last.seq });
-    }
-    Ok(())
+    Ok(log)
 }

@@ -148,31 +148,41 @@ pub enum AuditError {
         /// The seq found there.
         found: u64,
     },
-    /// An entry's `prev` is not the hash of the entry before it.
-    #[error(
-        "audit entry {seq} does not chain to the entry before it: an earlier entry was edited or \
-         replaced"
-    )]
-    BrokenLink {
-        /// The seq of the entry whose `prev` is wrong.
+    /// An entry does not hash to the leaf the log lists for it.
+    #[error("audit entry {seq} does not hash to its leaf: the entry was edited")]
+    EntryHash {
+        /// The entry's seq.
         seq: u64,
     },
-    /// The log does not end at the signed head's seq.
+    /// The entries do not add up to the signed tree head.
     #[error(
-        "the audit log ends at seq {last_seq} but the signed head is at seq {head_seq}: entries \
-         were removed from or appended past the signed head; verify against the matching head"
+        "the audit log's {entries} entries do not hash to the signed tree head of size {size}: \
+         entries were removed, added, edited or reordered"
     )]
-    HeadSequence {
-        /// The head's seq.
-        head_seq: u64,
-        /// The last entry's seq.
-        last_seq: u64,
+    Root {
+        /// How many entries were given.
+        entries: u64,
+        /// The head's tree size.
+        size: u64,
     },
-    /// The last entry's hash is not the hash the head signs.
-    #[error("audit entry {seq} does not hash to the signed head: the entry was edited")]
-    HeadHash {
-        /// The seq of the last entry.
+    /// A newer head does not extend an older one.
+    #[error(
+        "the log of size {new_size} does not extend the head of size {old_size} you saw before: \
+         the log was truncated, rewritten or forked"
+    )]
+    Inconsistent {
+        /// The older head's size.
+        old_size: u64,
+        /// The newer head's size.
+        new_size: u64,
+    },
+    /// An entry is not in the log the head describes.
+    #[error("audit entry {seq} is not included in the signed tree head of size {size}")]
+    NotIncluded {
+        /// The entry's seq.
         seq: u64,
+        /// The head's tree size.
+        size: u64,
     },
     /// The signed head itself is invalid (bad signature, wrong key, malformed hash).
     #[error("the signed audit head is invalid: {0}")]

@@ -8,7 +8,7 @@
 //! - [`httpsig`]: API requests signed per RFC 9421 with an RFC 9530 `Content-Digest`.
 //! - [`policy`]: owner-signed dataset policies and output rules (decisions: `cleanroom-policy`).
 //! - [`run`]: run requests and states; [`receipt`]: enclave-signed run receipts.
-//! - [`audit`]: the hash-chained audit log and its signed head.
+//! - [`audit`]: the audit log: an RFC 6962 Merkle log, signed tree heads, inclusion and consistency proofs.
 //! - [`sealed`]: HPKE encryption of results to the researcher.
 //!
 //! Signed and hashed objects use canonical bytes: a domain-separation prefix such as
@@ -91,7 +91,8 @@ pub mod sealed;
 mod sfv;
 
 pub use audit::{
-    AuditChain, AuditEntry, AuditItem, AuditPage, SignedHead, verify_items, verify_log,
+    AuditEntry, AuditItem, AuditPage, ConsistencyAnswer, LoggedEntry, MerkleLog, SignedHead,
+    verify_consistency, verify_inclusion, verify_items,
 };
 pub use codes::{Code, Reason};
 pub use error::{AuditError, Error, Result, SigError};

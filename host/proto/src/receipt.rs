@@ -122,3 +122,50 @@ impl SignedReceipt {
         sha256_hex(&self.receipt.canonical_bytes())
     }
 }
+
+/// A receipt with the proof that its run's final entry is in the audit log: what
+/// `cleanroom result fetch` saves as `receipt.json` and `cleanroom receipt verify` checks
+/// offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggedReceipt {
+    /// The signed receipt.
+    pub receipt: SignedReceipt,
+    /// The run's final audit entry, a signed tree head and the inclusion proof.
+    pub logged: crate::audit::LoggedEntry,
+}
+
+/// The part of a final run entry's detail that names the receipt.
+#[derive(Deserialize)]
+struct FinalDetail {
+    #[serde(default)]
+    receipt: Option<String>,
+}
+
+impl LoggedReceipt {
+    /// Checks the receipt's signature, that the log entry is this run's final entry naming
+    /// exactly this receipt, that the tree head is signed by the same enclave, and that the
+    /// entry is included in that head. `expected_enclave` pins the enclave (from attestation).
+    pub fn verify(&self, expected_enclave: Option<&PartyId>) -> Result<()> {
+        self.receipt.verify(expected_enclave)?;
+        let receipt = &self.receipt.receipt;
+        let entry = &self.logged.entry;
+        let names: Option<FinalDetail> = serde_json::from_value(entry.detail.clone()).ok();
+        let expected_action = format!("run.{}", receipt.state);
+        if entry.subject != receipt.run_id
+            || entry.action != expected_action
+            || names.and_then(|d| d.receipt) != Some(self.receipt.digest())
+        {
+            return Err(Error::malformed(
+                "logged receipt",
+                format!(
+                    "the log entry #{} ({} {}) is not run {}'s final entry naming this receipt",
+                    entry.seq, entry.action, entry.subject, receipt.run_id
+                ),
+            ));
+        }
+        self.logged
+            .verify(Some(&receipt.enclave_key))
+            .map_err(|e| Error::malformed("logged receipt", e.to_string()))
+    }
+}

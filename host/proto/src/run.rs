@@ -255,6 +255,9 @@ pub struct ResultBundle {
     pub receipt: crate::SignedReceipt,
     /// The released outputs.
     pub outputs: Vec<SealedOutput>,
+    /// The run's final audit entry (naming the receipt's digest), a signed tree head and the
+    /// entry's inclusion proof: the release is in the log every party checks.
+    pub logged: crate::audit::LoggedEntry,
 }
 
 /// What `GET /v1/runs/{id}/held` returns to a pending reviewer: every output the run produced

@@ -176,7 +176,9 @@ impl Service {
             &dir,
             crate::store::RowKey::derive(&sealing_key),
         )?);
-        let audit = AuditLog::load(storage.as_ref())?;
+        let (audit, logged) = AuditLog::load(storage.as_ref())?;
+        // Every row the enclave acts on must be the version the log last wrote.
+        storage.check_logged_rows(&logged)?;
         let clock = crate::clock::TrustedClock::load(dir.join("clock.sealed"), &sealer)?;
         let runtime = Runtime::new(RuntimeConfig {
             max_concurrent_runs: (config.workers as u32).max(1) * 2,
@@ -223,6 +225,34 @@ impl Service {
         };
         self.audit
             .record(self.storage.as_ref(), &self.events, audience, event, None)
+            .map(drop)
+    }
+
+    /// Record an audit entry and write `write` in the same durable transaction.
+    pub fn record_write(
+        &self,
+        audience: crate::events::Audience,
+        actor: Option<PartyId>,
+        action: &str,
+        subject: &str,
+        detail: serde_json::Value,
+        write: crate::store::RowWrite<'_>,
+    ) -> crate::error::ApiResult<()> {
+        let event = crate::audit::AuditEvent {
+            actor,
+            action,
+            subject,
+            detail,
+        };
+        self.audit
+            .record(
+                self.storage.as_ref(),
+                &self.events,
+                audience,
+                event,
+                Some(write),
+            )
+            .map(drop)
     }
 
     /// Store `run` and record its audit entry in one durable transaction.
@@ -240,13 +270,15 @@ impl Service {
             subject: &run.id,
             detail,
         };
-        self.audit.record(
-            self.storage.as_ref(),
-            &self.events,
-            audience,
-            event,
-            Some(run),
-        )
+        self.audit
+            .record(
+                self.storage.as_ref(),
+                &self.events,
+                audience,
+                event,
+                Some(crate::store::RowWrite::Run(run)),
+            )
+            .map(drop)
     }
 
     /// The enclave's signing key as a party id (receipts and heads are signed by it).

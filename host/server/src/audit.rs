@@ -1,16 +1,19 @@
-//! The audit log: every upload, grant, revocation, run, release, withhold
-//! and refused request, hash-chained and persisted before it is
-//! acknowledged; heads signed by the enclave on request.
+//! The audit log: every upload, grant, revocation, run, release, withhold and refused
+//! request, persisted before it is acknowledged, as leaves of an RFC 6962 Merkle tree whose
+//! heads the enclave signs. Every stored row the enclave acts on (datasets, policies, runs) is
+//! written in the same transaction as the entry that records it, with its digest, so at start
+//! the log says which version of each row is the current one.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use cleanroom_proto::PartyId;
-use cleanroom_proto::audit::{AuditEntry, SignedHead};
+use cleanroom_proto::audit::{AuditEntry, ConsistencyAnswer, LoggedEntry, MerkleLog, SignedHead};
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
 use crate::events::{Audience, EventBus};
-use crate::store::{RunRow, Storage};
+use crate::store::{RowWrite, Storage};
 
 /// What happened, for [`AuditLog::record`].
 #[derive(Debug)]
@@ -25,14 +28,9 @@ pub struct AuditEvent<'a> {
     pub detail: Value,
 }
 
-struct Tail {
-    next_seq: u64,
-    prev: [u8; 32],
-}
-
 /// The service's audit log.
 pub struct AuditLog {
-    tail: Mutex<Tail>,
+    tree: Mutex<MerkleLog>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -41,43 +39,56 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
+/// The digest of the last version of each row the log recorded writing (`table/key` →
+/// SHA-256 hex of the row's body).
+pub type LoggedRows = HashMap<String, String>;
+
 impl AuditLog {
-    /// Resume the chain from storage, checking it on the way.
-    pub fn load(storage: &dyn Storage) -> ApiResult<Self> {
-        let mut tail = Tail {
-            next_seq: 0,
-            prev: [0; 32],
-        };
+    /// Rebuild the tree from storage (every row's MAC checked on the way), and say which
+    /// version of each row the log wrote last.
+    pub fn load(storage: &dyn Storage) -> ApiResult<(Self, LoggedRows)> {
+        let mut tree = MerkleLog::new();
+        let mut rows = LoggedRows::new();
         loop {
-            let page = storage.audit(tail.next_seq, 4096)?;
+            let page = storage.audit(tree.len(), 4096)?;
             if page.is_empty() {
                 break;
             }
-            for entry in page {
-                if entry.seq != tail.next_seq || entry.prev != hex::encode(tail.prev) {
-                    return Err(ApiError::Internal(format!(
-                        "audit log is broken at entry {}: refusing to start on tampered state",
-                        entry.seq
+            for stored in page {
+                if stored.entry.seq != tree.len() {
+                    return Err(ApiError::Tampered(format!(
+                        "audit entry {} is missing: refusing to start on tampered state",
+                        tree.len()
                     )));
                 }
-                tail.prev = entry.hash();
-                tail.next_seq += 1;
+                tree.push(stored.entry.hash());
+                if let Some((row, digest)) = stored.row {
+                    rows.insert(row, digest);
+                }
             }
         }
-        Ok(AuditLog {
-            tail: Mutex::new(tail),
-        })
+        Ok((
+            AuditLog {
+                tree: Mutex::new(tree),
+            },
+            rows,
+        ))
     }
 
-    /// Append and persist an entry, then tell the parties it concerns.
+    fn tree(&self) -> std::sync::MutexGuard<'_, MerkleLog> {
+        self.tree.lock().expect("audit lock is never poisoned")
+    }
+
+    /// Append and persist an entry (with `write` in the same transaction), then tell the
+    /// parties it concerns. Returns the entry's seq.
     pub fn record(
         &self,
         storage: &dyn Storage,
         events: &EventBus,
         audience: Audience,
         event: AuditEvent<'_>,
-        run: Option<&RunRow>,
-    ) -> ApiResult<()> {
+        write: Option<RowWrite<'_>>,
+    ) -> ApiResult<u64> {
         let AuditEvent {
             actor,
             action,
@@ -95,37 +106,33 @@ impl AuditLog {
                 Some(p)
             }
         };
-        let mut tail = self.tail.lock().expect("audit lock is never poisoned");
+        let mut tree = self.tree();
         let entry = AuditEntry {
-            seq: tail.next_seq,
+            seq: tree.len(),
             time: crate::now(),
             actor,
             action: action.to_string(),
             subject: subject.to_string(),
             detail,
-            prev: hex::encode(tail.prev),
             parties,
             salt: hex::encode(salt),
         };
         let hash = entry.hash();
-        storage.append_audit(&entry, &hex::encode(hash), run)?;
-        tail.prev = hash;
-        tail.next_seq += 1;
+        storage.append_audit(&entry, &hex::encode(hash), write)?;
+        tree.push(hash);
+        drop(tree);
         tracing::info!(seq = entry.seq, action, subject, "audit");
         let value = serde_json::to_value(&entry).map_err(|e| ApiError::Internal(e.to_string()))?;
         events.publish(
             audience,
             serde_json::json!({ "kind": "audit", "entry": value }),
         );
-        Ok(())
+        Ok(entry.seq)
     }
 
     /// Number of entries.
     pub fn len(&self) -> u64 {
-        self.tail
-            .lock()
-            .expect("audit lock is never poisoned")
-            .next_seq
+        self.tree().len()
     }
 
     /// Whether the log is empty.
@@ -133,14 +140,46 @@ impl AuditLog {
         self.len() == 0
     }
 
-    /// The current head, signed by the enclave.
+    /// The current tree head, signed by the enclave.
     pub fn head(&self, key: &ed25519_dalek::SigningKey) -> SignedHead {
-        let tail = self.tail.lock().expect("audit lock is never poisoned");
-        SignedHead::sign(
-            tail.next_seq.saturating_sub(1),
-            tail.prev,
-            crate::now(),
-            key,
-        )
+        self.tree().sign_head(crate::now(), key)
+    }
+
+    /// The current head and a proof that it extends the tree of `old` entries.
+    pub fn consistency(
+        &self,
+        old: u64,
+        key: &ed25519_dalek::SigningKey,
+    ) -> ApiResult<ConsistencyAnswer> {
+        let tree = self.tree();
+        let proof = tree.prove_consistency(old).ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "the log has {} entries, fewer than {old}: if you saw a head of size {old}, \
+                 this log was truncated or is not the one you saw",
+                tree.len()
+            ))
+        })?;
+        Ok(ConsistencyAnswer {
+            old,
+            head: tree.sign_head(crate::now(), key),
+            proof,
+        })
+    }
+
+    /// `entry` (at its seq) with the current head and its inclusion proof.
+    pub fn logged(
+        &self,
+        entry: AuditEntry,
+        key: &ed25519_dalek::SigningKey,
+    ) -> ApiResult<LoggedEntry> {
+        let tree = self.tree();
+        let inclusion = tree.prove_inclusion(entry.seq).ok_or_else(|| {
+            ApiError::Internal(format!("audit entry {} is past the log", entry.seq))
+        })?;
+        Ok(LoggedEntry {
+            entry,
+            head: tree.sign_head(crate::now(), key),
+            inclusion,
+        })
     }
 }

@@ -465,7 +465,11 @@ fn set_state(
         .iter()
         .map(|i| i.policy_digest.as_str())
         .collect();
-    let detail = json!({ "state": state, "code": reason.map(|r| r.code), "policies": policies });
+    // A final state's entry names the receipt, so the receipt's inclusion proof covers it.
+    let receipt = run.receipt.as_ref().map(|r| r.digest());
+    let detail = json!({
+        "state": state, "code": reason.map(|r| r.code), "policies": policies, "receipt": receipt,
+    });
     service.record_run(run, audience(run), None, action, detail)
 }
 
@@ -611,10 +615,18 @@ pub fn result_bundle(service: &Service, run: &RunRow) -> ApiResult<ResultBundle>
             "the stored result does not match the receipt (tampered storage?)".into(),
         ));
     }
+    let entry = service
+        .storage
+        .last_write(&crate::store::RowWrite::Run(run).row())?
+        .ok_or_else(|| ApiError::Internal(format!("run {} was never logged", run.id)))?;
+    let logged = service
+        .audit
+        .logged(entry, service.identity.signing_key())?;
     Ok(ResultBundle {
         run: run.id.clone(),
         receipt,
         outputs,
+        logged,
     })
 }
 
@@ -819,15 +831,19 @@ pub fn finish_review(
         )));
     }
     let reason: Option<String> = reason.map(|r| r.chars().take(1000).collect());
-    service.record(
+    let action = if release_it {
+        run.released_by.push(reviewer);
+        "review.released"
+    } else {
+        "review.withheld"
+    };
+    run.updated = crate::now();
+    // The review and the row that remembers it are one write.
+    service.record_run(
+        &run,
         audience(&run),
         Some(reviewer),
-        if release_it {
-            "review.released"
-        } else {
-            "review.withheld"
-        },
-        id,
+        action,
         json!({ "reason": reason }),
     )?;
     if !release_it {
@@ -839,13 +855,9 @@ pub fn finish_review(
         withhold(service, &mut run, Code::WithheldByReviewer, &why)?;
         return Ok(run);
     }
-    run.released_by.push(reviewer);
     if run.route().satisfied(&run.released_by) {
         let decided = held_outputs(service, &run)?;
         release(service, &mut run, decided, true)?;
-    } else {
-        run.updated = crate::now();
-        service.storage.put_run(&run)?;
     }
     Ok(run)
 }

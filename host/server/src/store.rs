@@ -16,6 +16,41 @@ use cleanroom_proto::{PartyId, Reason};
 
 use crate::error::{ApiError, ApiResult};
 
+/// A row written in the same transaction as the audit entry that records it.
+#[derive(Debug, Clone, Copy)]
+pub enum RowWrite<'a> {
+    /// A dataset upload.
+    Dataset(&'a DatasetRow),
+    /// A new policy version.
+    Policy(&'a SignedPolicy),
+    /// A run's new state.
+    Run(&'a RunRow),
+}
+
+impl RowWrite<'_> {
+    /// `table/key` of the row (a policy's row is its dataset's current policy).
+    pub fn row(&self) -> String {
+        match self {
+            RowWrite::Dataset(d) => format!("datasets/{}", d.id),
+            RowWrite::Policy(p) => format!("policies/{}", p.policy.dataset),
+            RowWrite::Run(r) => format!("runs/{}", r.id),
+        }
+    }
+}
+
+/// An audit entry as stored, with the row written beside it (`table/key`, body digest).
+#[derive(Debug, Clone)]
+pub struct StoredEntry {
+    /// The entry.
+    pub entry: AuditEntry,
+    /// The row written in the same transaction and the SHA-256 hex of its body.
+    pub row: Option<(String, String)>,
+}
+
+fn body_digest(body: &str) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body.as_bytes()))
+}
+
 /// A stored dataset (its envelope lives in the blob store).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DatasetRow {
@@ -157,8 +192,6 @@ impl RunRow {
 
 /// Everything the service persists.
 pub trait Storage: Send + Sync {
-    /// Store a dataset's metadata.
-    fn put_dataset(&self, row: &DatasetRow) -> ApiResult<()>;
     /// A dataset by id.
     fn dataset(&self, id: &str) -> ApiResult<Option<DatasetRow>>;
     /// All datasets.
@@ -167,23 +200,32 @@ pub trait Storage: Send + Sync {
     fn put_module(&self, hash: &str, uploader: &str, bytes: u64, created: u64) -> ApiResult<()>;
     /// Whether a module exists.
     fn has_module(&self, hash: &str) -> ApiResult<bool>;
-    /// Store a policy version.
-    fn put_policy(&self, signed: &SignedPolicy) -> ApiResult<()>;
     /// The latest policy of a dataset, as stored (verify before trusting it).
     fn policy(&self, dataset: &str) -> ApiResult<Option<SignedPolicy>>;
-    /// Insert or replace a run.
-    fn put_run(&self, run: &RunRow) -> ApiResult<()>;
     /// A run by id.
     fn run(&self, id: &str) -> ApiResult<Option<RunRow>>;
     /// All runs, newest first.
     fn runs(&self) -> ApiResult<Vec<RunRow>>;
     /// Runs admitted under grant `grant` (its digest) on `dataset`, except `exclude`.
     fn grant_runs(&self, dataset: &str, grant: &str, exclude: Option<&str>) -> ApiResult<u64>;
-    /// Append an audit entry with its hash, and store `run` (if given) in the same
-    /// transaction: one durable write per state change.
-    fn append_audit(&self, entry: &AuditEntry, hash: &str, run: Option<&RunRow>) -> ApiResult<()>;
-    /// Audit entries from `from` on, at most `limit`, in order.
-    fn audit(&self, from: u64, limit: u64) -> ApiResult<Vec<AuditEntry>>;
+    /// Append an audit entry with its hash, and store `write` (if given) in the same
+    /// transaction with its digest: one durable write per state change, and the log says
+    /// which version of the row is current.
+    fn append_audit(
+        &self,
+        entry: &AuditEntry,
+        hash: &str,
+        write: Option<RowWrite<'_>>,
+    ) -> ApiResult<()>;
+    /// Audit entries from `from` on, at most `limit`, in order, each with the row it wrote.
+    fn audit(&self, from: u64, limit: u64) -> ApiResult<Vec<StoredEntry>>;
+    /// The last audit entry that wrote `row` (`table/key`).
+    fn last_write(&self, row: &str) -> ApiResult<Option<AuditEntry>>;
+    /// Check every stored dataset, current policy and run against the version the audit log
+    /// wrote last (`logged`), and rebuild what is derived from runs (the grant counters).
+    /// A row edited, restored from an older copy, inserted or deleted outside the enclave
+    /// fails with `Tampered` naming it.
+    fn check_logged_rows(&self, logged: &crate::audit::LoggedRows) -> ApiResult<()>;
     /// Remember a request nonce; false if it was seen before (a replay).
     fn remember_nonce(&self, party: &str, nonce: &str, created: u64) -> ApiResult<bool>;
     /// Put a blob atomically from a finished temporary file.
@@ -248,6 +290,31 @@ impl RowKey {
         hex::encode(mac.finalize().into_bytes())
     }
 
+    /// The MAC of a row made of several fields (each length-prefixed).
+    fn mac_parts(&self, table: &str, parts: &[&str]) -> String {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.0)
+            .expect("HMAC takes a key of any length");
+        for part in std::iter::once(&table).chain(parts) {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    fn check_parts(&self, table: &str, parts: &[&str], mac: &str) -> ApiResult<()> {
+        use subtle::ConstantTimeEq;
+        let expected = self.mac_parts(table, parts);
+        if expected.as_bytes().ct_eq(mac.as_bytes()).into() {
+            Ok(())
+        } else {
+            Err(ApiError::Tampered(format!(
+                "{table} row {} was modified outside the enclave",
+                parts.first().copied().unwrap_or_default()
+            )))
+        }
+    }
+
     fn check(&self, table: &str, id: &str, body: &str, mac: &str) -> ApiResult<()> {
         use subtle::ConstantTimeEq;
         let expected = self.mac(table, id, body);
@@ -269,7 +336,8 @@ CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, created INTEGER NOT NULL, 
 CREATE TABLE IF NOT EXISTS run_grants (run TEXT NOT NULL, dataset TEXT NOT NULL, grant_digest TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS run_grants_by_grant ON run_grants (dataset, grant_digest);
 CREATE INDEX IF NOT EXISTS run_grants_by_run ON run_grants (run);
-CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, hash TEXT NOT NULL, mac TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, hash TEXT NOT NULL, row TEXT, row_digest TEXT, mac TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_by_row ON audit (row, seq);
 CREATE TABLE IF NOT EXISTS nonces (party TEXT NOT NULL, nonce TEXT NOT NULL, created INTEGER NOT NULL, PRIMARY KEY (party, nonce));
 ";
 
@@ -349,15 +417,6 @@ fn safe_id(id: &str) -> ApiResult<&str> {
 }
 
 impl Storage for SqliteStorage {
-    fn put_dataset(&self, row: &DatasetRow) -> ApiResult<()> {
-        let body = to_json(row)?;
-        self.conn().execute(
-            "INSERT INTO datasets (id, body, mac) VALUES (?1, ?2, ?3)",
-            params![row.id, body, self.rows.mac("datasets", &row.id, &body)],
-        )?;
-        Ok(())
-    }
-
     fn dataset(&self, id: &str) -> ApiResult<Option<DatasetRow>> {
         self.one("datasets", id)
     }
@@ -382,18 +441,6 @@ impl Storage for SqliteStorage {
             .is_some())
     }
 
-    fn put_policy(&self, signed: &SignedPolicy) -> ApiResult<()> {
-        self.conn().execute(
-            "INSERT INTO policies (dataset, version, body) VALUES (?1, ?2, ?3)",
-            params![
-                signed.policy.dataset,
-                signed.policy.version as i64,
-                to_json(signed)?
-            ],
-        )?;
-        Ok(())
-    }
-
     fn policy(&self, dataset: &str) -> ApiResult<Option<SignedPolicy>> {
         // Owner-signed: verified by whoever uses it (admission, the owner's CLI).
         let body: Option<String> = self
@@ -405,14 +452,6 @@ impl Storage for SqliteStorage {
             )
             .optional()?;
         body.map(|b| from_json(&b)).transpose()
-    }
-
-    fn put_run(&self, run: &RunRow) -> ApiResult<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        put_run_tx(&tx, run, &self.rows)?;
-        tx.commit()?;
-        Ok(())
     }
 
     fn run(&self, id: &str) -> ApiResult<Option<RunRow>> {
@@ -432,43 +471,163 @@ impl Storage for SqliteStorage {
         Ok(n as u64)
     }
 
-    fn append_audit(&self, entry: &AuditEntry, hash: &str, run: Option<&RunRow>) -> ApiResult<()> {
+    fn append_audit(
+        &self,
+        entry: &AuditEntry,
+        hash: &str,
+        write: Option<RowWrite<'_>>,
+    ) -> ApiResult<()> {
         let seq = entry.seq;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        if let Some(run) = run {
-            put_run_tx(&tx, run, &self.rows)?;
-        }
+        let (row, row_digest) = match write {
+            Some(write) => {
+                let body = match write {
+                    RowWrite::Dataset(d) => {
+                        let body = to_json(d)?;
+                        tx.execute(
+                            "INSERT INTO datasets (id, body, mac) VALUES (?1, ?2, ?3)",
+                            params![d.id, body, self.rows.mac("datasets", &d.id, &body)],
+                        )?;
+                        body
+                    }
+                    RowWrite::Policy(p) => {
+                        let body = to_json(p)?;
+                        tx.execute(
+                            "INSERT INTO policies (dataset, version, body) VALUES (?1, ?2, ?3)",
+                            params![p.policy.dataset, p.policy.version as i64, body],
+                        )?;
+                        body
+                    }
+                    RowWrite::Run(r) => put_run_tx(&tx, r, &self.rows)?,
+                };
+                (write.row(), body_digest(&body))
+            }
+            None => (String::new(), String::new()),
+        };
         let body = to_json(entry)?;
-        let mac = self.rows.mac("audit", &seq.to_string(), &body);
+        let mac = self
+            .rows
+            .mac_parts("audit", &[&seq.to_string(), &body, &row, &row_digest]);
         tx.execute(
-            "INSERT INTO audit (seq, body, hash, mac) VALUES (?1, ?2, ?3, ?4)",
-            params![seq as i64, body, hash, mac],
+            "INSERT INTO audit (seq, body, hash, row, row_digest, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![seq as i64, body, hash, row, row_digest, mac],
         )?;
         tx.commit()?;
         Ok(())
     }
 
-    fn audit(&self, from: u64, limit: u64) -> ApiResult<Vec<AuditEntry>> {
+    fn audit(&self, from: u64, limit: u64) -> ApiResult<Vec<StoredEntry>> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT seq, body, mac FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2")?;
+        let mut stmt = conn.prepare(
+            "SELECT seq, body, row, row_digest, mac FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
+        )?;
         let rows = stmt.query_map(
             params![from as i64, limit.min(i64::MAX as u64) as i64],
             |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                    r.get::<_, String>(4)?,
                 ))
             },
         )?;
         rows.map(|r| {
-            let (seq, body, mac) = r?;
-            self.rows.check("audit", &seq.to_string(), &body, &mac)?;
-            from_json(&body)
+            let (seq, body, row, row_digest, mac) = r?;
+            self.rows
+                .check_parts("audit", &[&seq.to_string(), &body, &row, &row_digest], &mac)?;
+            let entry: AuditEntry = from_json(&body)?;
+            if entry.seq != seq as u64 {
+                return Err(ApiError::Tampered(format!(
+                    "audit row {seq} holds entry {}: moved outside the enclave",
+                    entry.seq
+                )));
+            }
+            Ok(StoredEntry {
+                entry,
+                row: (!row.is_empty()).then_some((row, row_digest)),
+            })
         })
         .collect()
+    }
+
+    fn last_write(&self, row: &str) -> ApiResult<Option<AuditEntry>> {
+        let seq: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT seq FROM audit WHERE row = ?1 ORDER BY seq DESC LIMIT 1",
+                [row],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(seq) = seq else { return Ok(None) };
+        // Read back through the MAC check.
+        Ok(self.audit(seq as u64, 1)?.pop().map(|s| s.entry))
+    }
+
+    fn check_logged_rows(&self, logged: &crate::audit::LoggedRows) -> ApiResult<()> {
+        let mut stored: Vec<(String, String)> = Vec::new();
+        {
+            let conn = self.conn();
+            for (table, sql) in [
+                ("datasets", "SELECT id, body FROM datasets"),
+                ("runs", "SELECT id, body FROM runs"),
+                (
+                    "policies",
+                    "SELECT p.dataset, p.body FROM policies p WHERE p.version = \
+                     (SELECT MAX(version) FROM policies q WHERE q.dataset = p.dataset)",
+                ),
+            ] {
+                let mut stmt = conn.prepare(sql)?;
+                let rows =
+                    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+                for row in rows {
+                    let (key, body) = row?;
+                    stored.push((format!("{table}/{key}"), body_digest(&body)));
+                }
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (row, digest) in &stored {
+            match logged.get(row) {
+                Some(expected) if expected == digest => {}
+                Some(_) => {
+                    return Err(ApiError::Tampered(format!(
+                        "{row} is not the version the audit log last wrote: it was edited or \
+                         restored from an older copy outside the enclave"
+                    )));
+                }
+                None => {
+                    return Err(ApiError::Tampered(format!(
+                        "{row} was never written by the enclave: it was inserted outside it"
+                    )));
+                }
+            }
+            seen.insert(row.as_str());
+        }
+        if let Some(row) = logged.keys().find(|r| !seen.contains(r.as_str())) {
+            return Err(ApiError::Tampered(format!(
+                "{row} was deleted outside the enclave (the audit log wrote it)"
+            )));
+        }
+        // The grant counters are derived from the (now verified) runs: rebuild them rather
+        // than trust their rows.
+        let runs: Vec<RunRow> = self.all("runs", "created, id")?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM run_grants", [])?;
+        for run in &runs {
+            for input in &run.inputs {
+                tx.execute(
+                    "INSERT INTO run_grants (run, dataset, grant_digest) VALUES (?1, ?2, ?3)",
+                    params![run.id, input.dataset, input.grant_digest],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn remember_nonce(&self, party: &str, nonce: &str, created: u64) -> ApiResult<bool> {
@@ -519,17 +678,17 @@ impl Storage for SqliteStorage {
 }
 
 /// Insert or update a run (and, when new, its input rows) inside `tx`.
-fn put_run_tx(tx: &rusqlite::Transaction<'_>, run: &RunRow, rows: &RowKey) -> ApiResult<()> {
+fn put_run_tx(tx: &rusqlite::Transaction<'_>, run: &RunRow, rows: &RowKey) -> ApiResult<String> {
     let body = to_json(run)?;
     let mac = rows.mac("runs", &run.id, &body);
     let new = tx.execute(
         "INSERT OR IGNORE INTO runs (id, created, body, mac) VALUES (?1, ?2, ?3, ?4)",
-        params![run.id, run.created as i64, body, mac],
+        params![run.id, run.created as i64, &body, mac],
     )? == 1;
     if !new {
         tx.execute(
             "UPDATE runs SET body = ?2, mac = ?3 WHERE id = ?1",
-            params![run.id, body, mac],
+            params![run.id, &body, mac],
         )?;
     }
     // Every admitted run counts against the grants it was (last) admitted under: a run that
@@ -544,7 +703,7 @@ fn put_run_tx(tx: &rusqlite::Transaction<'_>, run: &RunRow, rows: &RowKey) -> Ap
             )?;
         }
     }
-    Ok(())
+    Ok(body)
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {

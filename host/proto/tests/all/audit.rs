@@ -1,202 +1,238 @@
-use cleanroom_proto::audit::GENESIS_PREV;
-use cleanroom_proto::{AuditChain, AuditEntry, AuditError, Identity, SignedHead, verify_log};
+use cleanroom_proto::{
+    AuditEntry, AuditError, AuditItem, Identity, MerkleLog, SignedHead, verify_consistency,
+    verify_inclusion, verify_items,
+};
 use serde_json::json;
 
-fn chain(n: u64) -> AuditChain {
+const T: u64 = 1_700_000_000;
+
+fn entry(i: u64, subject: &str) -> AuditEntry {
     let owner = Identity::generate().party();
-    let mut chain = AuditChain::new();
-    for i in 0..n {
-        let actor = (i % 3 != 0).then_some(owner);
-        chain.append(
-            1_700_000_000 + i,
-            actor,
-            "run.submit",
-            format!("run-{i}"),
-            json!({"i": i, "z": [1, {"b": 2, "a": 1}]}),
-        );
+    AuditEntry {
+        seq: i,
+        time: T + i,
+        actor: (!i.is_multiple_of(3)).then_some(owner),
+        action: "run.submit".into(),
+        subject: subject.into(),
+        detail: json!({"i": i, "z": [1, {"b": 2, "a": 1}]}),
+        parties: i.is_multiple_of(2).then(|| vec![owner]),
+        salt: format!("{i:032x}"),
     }
-    chain
+}
+
+fn entries(n: u64) -> Vec<AuditEntry> {
+    (0..n).map(|i| entry(i, &format!("run-{i}"))).collect()
+}
+
+fn log_of(entries: &[AuditEntry]) -> MerkleLog {
+    let mut log = MerkleLog::new();
+    for e in entries {
+        log.push(e.hash());
+    }
+    log
+}
+
+/// What a party that sees everything is served.
+fn items(entries: &[AuditEntry]) -> Vec<AuditItem> {
+    entries
+        .iter()
+        .map(|e| AuditItem {
+            seq: e.seq,
+            hash: hex::encode(e.hash()),
+            entry: Some(e.clone()),
+        })
+        .collect()
 }
 
 fn setup() -> (Identity, Vec<AuditEntry>, SignedHead) {
     let enclave = Identity::generate();
-    let chain = chain(20);
-    let head = chain
-        .sign_head(1_700_000_100, enclave.signing_key())
-        .unwrap();
-    (enclave, chain.entries().to_vec(), head)
+    let entries = entries(20);
+    let head = log_of(&entries).sign_head(T + 100, enclave.signing_key());
+    (enclave, entries, head)
 }
 
 #[test]
-fn twenty_entries_verify() {
+fn a_whole_log_verifies_against_its_head_and_survives_json() {
     let (enclave, entries, head) = setup();
-    assert_eq!(entries.len(), 20);
-    assert_eq!(entries[0].prev, GENESIS_PREV);
-    assert_eq!(head.seq, 19);
-    assert_eq!(head.hash, hex::encode(entries[19].hash()));
-    verify_log(&entries, &head, Some(&enclave.party())).unwrap();
-    verify_log(&entries, &head, None).unwrap();
-
-    // Entries survive storage as JSON and resume into a chain.
-    let json = serde_json::to_string(&entries).unwrap();
-    let parsed: Vec<AuditEntry> = serde_json::from_str(&json).unwrap();
-    verify_log(&parsed, &head, Some(&enclave.party())).unwrap();
-    let mut resumed = AuditChain::from_entries(parsed).unwrap();
-    resumed.append(1, None, "run.release", "run-20", json!(null));
-    assert_eq!(resumed.entries()[20].prev, head.hash);
+    assert_eq!(head.size, 20);
+    verify_items(&items(&entries), &head, Some(&enclave.party())).unwrap();
+    let json = serde_json::to_string(&items(&entries)).unwrap();
+    let parsed: Vec<AuditItem> = serde_json::from_str(&json).unwrap();
+    verify_items(&parsed, &head, None).unwrap();
 }
 
 #[test]
-fn edited_entry_fails() {
+fn hidden_entries_still_verify_as_leaves() {
     let (enclave, entries, head) = setup();
-    let mut edited = entries.clone();
-    edited[7].detail = json!({"i": 70});
-    assert_eq!(
-        verify_log(&edited, &head, Some(&enclave.party())),
-        Err(AuditError::BrokenLink { seq: 8 })
-    );
-
-    let mut edited = entries.clone();
-    edited[19].action = "run.withhold".into();
-    assert_eq!(
-        verify_log(&edited, &head, None),
-        Err(AuditError::HeadHash { seq: 19 })
-    );
+    let reader = Identity::generate().party();
+    let view: Vec<AuditItem> = entries
+        .iter()
+        .map(|e| AuditItem::view(e, &reader))
+        .collect();
+    // Only the entries with no party list concern a stranger.
+    assert_eq!(view.iter().filter(|i| i.entry.is_some()).count(), 10);
+    verify_items(&view, &head, Some(&enclave.party())).unwrap();
 }
 
 #[test]
-fn deleted_entry_fails() {
+fn an_edited_entry_is_caught() {
     let (_, entries, head) = setup();
-    let mut deleted = entries.clone();
-    deleted.remove(10);
+    let mut edited = items(&entries);
+    edited[7].entry.as_mut().unwrap().action = "run.released".into();
     assert_eq!(
-        verify_log(&deleted, &head, None),
-        Err(AuditError::Sequence {
-            index: 10,
-            expected: 10,
-            found: 11
-        })
+        verify_items(&edited, &head, None).unwrap_err(),
+        AuditError::EntryHash { seq: 7 }
     );
-    let mut last_gone = entries.clone();
+    // Recomputing the leaf to match does not help: the root no longer matches.
+    edited[7].hash = hex::encode(edited[7].entry.as_ref().unwrap().hash());
+    assert_eq!(
+        verify_items(&edited, &head, None).unwrap_err(),
+        AuditError::Root {
+            entries: 20,
+            size: 20
+        }
+    );
+}
+
+#[test]
+fn deleted_inserted_and_reordered_entries_are_caught() {
+    let (_, entries, head) = setup();
+    let mut deleted = items(&entries);
+    deleted.remove(5);
+    assert!(matches!(
+        verify_items(&deleted, &head, None),
+        Err(AuditError::Sequence { index: 5, .. })
+    ));
+    let mut last_gone = items(&entries);
     last_gone.pop();
-    assert_eq!(
-        verify_log(&last_gone, &head, None),
-        Err(AuditError::HeadSequence {
-            head_seq: 19,
-            last_seq: 18
-        })
-    );
-    assert_eq!(verify_log(&[], &head, None), Err(AuditError::Empty));
-}
-
-#[test]
-fn inserted_entry_fails() {
-    let (_, entries, head) = setup();
-    let mut inserted = entries.clone();
-    let mut forged = entries[5].clone();
-    forged.action = "policy.publish".into();
-    inserted.insert(6, forged);
-    assert_eq!(
-        verify_log(&inserted, &head, None),
-        Err(AuditError::Sequence {
-            index: 6,
-            expected: 6,
-            found: 5
-        })
-    );
-    // Renumbering everything after the insertion moves the break to the forged entry's link.
-    for (i, e) in inserted.iter_mut().enumerate() {
-        e.seq = i as u64;
-    }
-    assert_eq!(
-        verify_log(&inserted, &head, None),
-        Err(AuditError::BrokenLink { seq: 6 })
-    );
-}
-
-#[test]
-fn reordered_entries_fail() {
-    let (_, entries, head) = setup();
-    let mut swapped = entries.clone();
+    assert!(matches!(
+        verify_items(&last_gone, &head, None),
+        Err(AuditError::Root { entries: 19, .. })
+    ));
+    let mut swapped = items(&entries);
     swapped.swap(3, 4);
+    assert!(matches!(
+        verify_items(&swapped, &head, None),
+        Err(AuditError::Sequence { index: 3, .. })
+    ));
     assert_eq!(
-        verify_log(&swapped, &head, None),
-        Err(AuditError::Sequence {
-            index: 3,
-            expected: 3,
-            found: 4
-        })
-    );
-    // Swapping contents but keeping seq numbers in place breaks the links instead.
-    let (a, b) = (swapped[3].seq, swapped[4].seq);
-    swapped[3].seq = b;
-    swapped[4].seq = a;
-    assert_eq!(
-        verify_log(&swapped, &head, None),
-        Err(AuditError::BrokenLink { seq: 3 })
+        verify_items(&[], &head, None).unwrap_err(),
+        AuditError::Empty
     );
 }
 
 #[test]
-fn truncated_or_stale_head_fails() {
-    let (enclave, entries, head) = setup();
-    // A head signed earlier, at seq 9, does not vouch for the 20 entries.
-    let old = SignedHead::sign(9, entries[9].hash(), 1, enclave.signing_key());
-    assert_eq!(
-        verify_log(&entries, &old, None),
-        Err(AuditError::HeadSequence {
-            head_seq: 9,
-            last_seq: 19
-        })
-    );
-    // ...but it does vouch for the prefix it covers.
-    verify_log(&entries[..=9], &old, Some(&enclave.party())).unwrap();
-
-    let mut cut = head.clone();
-    cut.hash.truncate(32);
+fn a_forged_or_foreign_head_is_refused() {
+    let (enclave, entries, mut head) = setup();
+    let other = Identity::generate();
+    let foreign = log_of(&entries).sign_head(T, other.signing_key());
     assert!(matches!(
-        verify_log(&entries, &cut, None),
+        verify_items(&items(&entries), &foreign, Some(&enclave.party())),
         Err(AuditError::Head(_))
     ));
-
-    let mut moved = head.clone();
-    moved.seq = 18;
+    head.size = 19;
     assert!(matches!(
-        verify_log(&entries[..19], &moved, None),
+        verify_items(&items(&entries[..19]), &head, None),
         Err(AuditError::Head(_))
     ));
 }
 
 #[test]
-fn forged_head_fails() {
-    let (enclave, entries, head) = setup();
-    let mut forged = head.clone();
-    let mut sig = hex::decode(&forged.signature).unwrap();
-    sig[0] ^= 1;
-    forged.signature = hex::encode(sig);
-    let err = verify_log(&entries, &forged, Some(&enclave.party())).unwrap_err();
-    assert!(matches!(err, AuditError::Head(_)), "{err}");
+fn a_log_that_grew_is_consistent_with_every_older_head() {
+    let enclave = Identity::generate();
+    let all = entries(37);
+    let new_log = log_of(&all);
+    let new = new_log.sign_head(T + 2, enclave.signing_key());
+    for old_size in [0u64, 1, 2, 7, 16, 20, 36, 37] {
+        let old = log_of(&all[..old_size as usize]).sign_head(T + 1, enclave.signing_key());
+        let proof = new_log.prove_consistency(old_size).unwrap();
+        verify_consistency(&old, &new, &proof, Some(&enclave.party()))
+            .unwrap_or_else(|e| panic!("old size {old_size}: {e}"));
+    }
+    // No proof towards a larger tree.
+    assert!(new_log.prove_consistency(38).is_none());
+}
 
-    // A head signed by another key, over the true hash: fine for integrity, not for provenance.
-    let impostor = Identity::generate();
-    let other = SignedHead::sign(
-        head.seq,
-        entries[19].hash(),
-        head.time,
-        impostor.signing_key(),
-    );
-    verify_log(&entries, &other, None).unwrap();
-    let err = verify_log(&entries, &other, Some(&enclave.party())).unwrap_err();
-    assert!(
-        matches!(err, AuditError::Head(ref why) if why.contains("expected enclave")),
-        "{err}"
+#[test]
+fn truncated_rewritten_and_forked_logs_are_caught_by_a_party_holding_an_older_head() {
+    let enclave = Identity::generate();
+    let all = entries(30);
+    let seen = log_of(&all[..20]).sign_head(T, enclave.signing_key());
+
+    // Truncated: the operator restores a copy with 12 entries; the enclave signs it.
+    let truncated = log_of(&all[..12]);
+    let head = truncated.sign_head(T + 1, enclave.signing_key());
+    assert_eq!(
+        verify_consistency(&seen, &head, "", None).unwrap_err(),
+        AuditError::Inconsistent {
+            old_size: 20,
+            new_size: 12
+        }
     );
 
-    // Claiming the enclave's key on the impostor's signature.
-    let mut claimed = other.clone();
-    claimed.enclave_key = enclave.party();
+    // Rewritten: same length, entry 4 replaced.
+    let mut rewritten = all.clone();
+    rewritten[4] = entry(4, "run-rewritten");
+    let rewritten_log = log_of(&rewritten[..20]);
+    let head = rewritten_log.sign_head(T + 1, enclave.signing_key());
     assert!(matches!(
-        verify_log(&entries, &claimed, Some(&enclave.party())),
+        verify_consistency(&seen, &head, "", None),
+        Err(AuditError::Inconsistent { .. })
+    ));
+
+    // Forked: the old prefix diverges, then grows past what the party saw; no proof from the
+    // forked tree satisfies the party's head.
+    let mut forked = all.clone();
+    forked[15] = entry(15, "run-forked");
+    let forked_log = log_of(&forked);
+    let head = forked_log.sign_head(T + 1, enclave.signing_key());
+    let proof = forked_log.prove_consistency(20).unwrap();
+    assert!(matches!(
+        verify_consistency(&seen, &head, &proof, None),
+        Err(AuditError::Inconsistent { .. })
+    ));
+    // A garbage proof is refused, not a panic.
+    assert!(verify_consistency(&seen, &head, "zz", None).is_err());
+    assert!(verify_consistency(&seen, &head, &"00".repeat(33), None).is_err());
+}
+
+#[test]
+fn an_older_head_from_another_enclave_is_not_a_reference() {
+    let enclave = Identity::generate();
+    let other = Identity::generate();
+    let all = entries(10);
+    let log = log_of(&all);
+    let old = log_of(&all[..5]).sign_head(T, other.signing_key());
+    let new = log.sign_head(T + 1, enclave.signing_key());
+    let proof = log.prove_consistency(5).unwrap();
+    assert!(matches!(
+        verify_consistency(&old, &new, &proof, Some(&enclave.party())),
         Err(AuditError::Head(_))
     ));
+}
+
+#[test]
+fn inclusion_proofs_show_one_entry_is_in_the_log() {
+    let enclave = Identity::generate();
+    let all = entries(25);
+    let log = log_of(&all);
+    let head = log.sign_head(T, enclave.signing_key());
+    for seq in [0u64, 1, 12, 24] {
+        let proof = log.prove_inclusion(seq).unwrap();
+        verify_inclusion(&all[seq as usize], &head, &proof, Some(&enclave.party())).unwrap();
+        // Another entry with the same proof does not verify.
+        let other = &all[((seq + 1) % 25) as usize];
+        let mut moved = other.clone();
+        moved.seq = seq;
+        assert_eq!(
+            verify_inclusion(&moved, &head, &proof, None).unwrap_err(),
+            AuditError::NotIncluded { seq, size: 25 }
+        );
+    }
+    assert!(log.prove_inclusion(25).is_none());
+    // An entry that was never logged, claimed at a valid position.
+    let proof = log.prove_inclusion(3).unwrap();
+    let forged = entry(3, "run-never-logged");
+    assert!(verify_inclusion(&forged, &head, &proof, None).is_err());
+    assert!(verify_inclusion(&all[3], &head, "not hex", None).is_err());
 }

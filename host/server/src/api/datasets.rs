@@ -19,7 +19,7 @@ use crate::app::Service;
 use crate::error::{ApiError, ApiResult};
 use crate::events::Audience;
 use crate::http::{Body, json_response, read_body, typed_response};
-use crate::store::DatasetRow;
+use crate::store::{DatasetRow, RowWrite};
 
 /// Whether `party` may see `dataset`'s schema: its owner, or a researcher one of its grants
 /// names (or any researcher, for an `any` grant).
@@ -157,18 +157,18 @@ pub(super) async fn upload(
     };
     service.storage.put_blob("datasets", id, &tmp)?;
     cleanup.disarm();
-    service.storage.put_dataset(&row)?;
-    service
-        .metrics
-        .upload_bytes
-        .fetch_add(bytes, Ordering::Relaxed);
-    service.record(
+    service.record_write(
         Audience::Parties(vec![owner]),
         Some(owner),
         "dataset.uploaded",
         id,
         json!({ "rows": row.rows, "bytes": bytes, "manifest_digest": row.manifest_digest }),
+        RowWrite::Dataset(&row),
     )?;
+    service
+        .metrics
+        .upload_bytes
+        .fetch_add(bytes, Ordering::Relaxed);
     Ok(json_response(
         StatusCode::CREATED,
         &serde_json::to_value(&row).map_err(|e| ApiError::Internal(e.to_string()))?,
@@ -234,13 +234,12 @@ pub(super) async fn put_policy(
             signed.policy.version
         )));
     }
-    service.storage.put_policy(&signed)?;
     let action = if signed.policy.grants.is_empty() {
         "policy.revoked"
     } else {
         "policy.granted"
     };
-    service.record(
+    service.record_write(
         Audience::Everyone,
         Some(signer),
         action,
@@ -250,6 +249,7 @@ pub(super) async fn put_policy(
             "digest": signed.digest(),
             "modules": signed.policy.grants.iter().map(|g| g.module.clone()).collect::<Vec<_>>(),
         }),
+        RowWrite::Policy(&signed),
     )?;
     // Revocation reaches running and held runs, not only the queue.
     let svc = service.clone();

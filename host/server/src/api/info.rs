@@ -84,8 +84,8 @@ pub(super) fn openapi() -> Response<Body> {
 pub(crate) const AUDIT_PAGE: u64 = 1000;
 
 /// `GET /v1/audit?from=SEQ&limit=N`: the log as the signer may see it. Entries that concern
-/// the signer come whole; the others as their link and hash, so the whole chain still
-/// verifies against the signed head.
+/// the signer come whole; the others as their leaf hash, so the whole tree still verifies
+/// against the signed head.
 pub(super) async fn audit(service: &Service, req: &Request<Incoming>) -> ApiResult<Response<Body>> {
     let party = crate::auth::signed_get(service, req)?;
     let mut from = 0u64;
@@ -108,14 +108,48 @@ pub(super) async fn audit(service: &Service, req: &Request<Incoming>) -> ApiResu
     }
     // The head first: every item served is covered by it.
     let head = service.audit.head(service.identity.signing_key());
-    let end = head.seq + 1;
+    let end = head.size;
     let entries = service
         .storage
         .audit(from, limit.min(end.saturating_sub(from)))?;
-    let items: Vec<AuditItem> = entries.iter().map(|e| AuditItem::view(e, &party)).collect();
+    let items: Vec<AuditItem> = entries
+        .iter()
+        .map(|e| AuditItem::view(&e.entry, &party))
+        .collect();
     let next = items.last().map(|i| i.seq + 1).filter(|n| *n < end);
     let page = AuditPage { items, head, next };
     Ok(crate::http::typed_response(StatusCode::OK, &page))
+}
+
+/// `GET /v1/audit/consistency?old=SIZE`: the current signed head and a proof that it extends
+/// the log of `SIZE` entries (a head the caller saw before).
+pub(super) async fn audit_consistency(
+    service: &Service,
+    req: &Request<Incoming>,
+) -> ApiResult<Response<Body>> {
+    crate::auth::signed_get(service, req)?;
+    let mut old = None;
+    for (key, value) in req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+    {
+        match key {
+            "old" => {
+                old = Some(value.parse::<u64>().map_err(|_| {
+                    ApiError::BadRequest("old must be a tree size (a number)".into())
+                })?)
+            }
+            _ => return Err(ApiError::BadRequest(format!("unknown parameter {key}"))),
+        }
+    }
+    let old = old.ok_or_else(|| ApiError::BadRequest("say old=SIZE".into()))?;
+    let answer = service
+        .audit
+        .consistency(old, service.identity.signing_key())?;
+    Ok(crate::http::typed_response(StatusCode::OK, &answer))
 }
 
 /// Server-Sent Events of everything that concerns the signer.

@@ -56,6 +56,9 @@ pub(crate) async fn route(
             runs::result(service.clone(), id, req).await
         }
         (&Method::GET, ["v1", "audit"]) => info::audit(&service, &req).await,
+        (&Method::GET, ["v1", "audit", "consistency"]) => {
+            info::audit_consistency(&service, &req).await
+        }
         (&Method::GET, ["v1", "events"]) => info::events(service.clone(), req).await,
         _ => Err(ApiError::NotFound(format!(
             "no endpoint {method} {}",
