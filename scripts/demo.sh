@@ -10,7 +10,10 @@
 #      suppressed; Northfield also reviews outputs before release);
 #   4. the researcher runs it; Northfield reviews and releases;
 #   5. the researcher decrypts the results and checks the enclave-signed
-#      receipt; everyone verifies the hash-chained audit log.
+#      receipt (and that its release is in the audit log); everyone verifies the
+#      audit log, a Merkle log with enclave-signed tree heads.
+# Every connection is attested TLS: the CLI checks the enclave's evidence and that the
+# enclave endorsed the TLS key it is talking to.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$CLEANROOM_ROOT"
@@ -20,7 +23,7 @@ work=${CLEANROOM_DEMO_DIR:-$CLEANROOM_ROOT/target/demo}
 rm -rf "$work"
 mkdir -p "$work"
 port=${CLEANROOM_DEMO_PORT:-7878}
-export CLEANROOM_SERVER="http://127.0.0.1:$port"
+export CLEANROOM_SERVER="https://127.0.0.1:$port"
 
 say "building cleanroomd, the cleanroom CLI and the analysis (first time: several minutes)"
 # Simulation is a cargo feature *and* a runtime flag: a release build without the feature
@@ -35,8 +38,9 @@ say "starting cleanroomd (INSECURE simulation attestation, data in $work/server)
 "$bin/cleanroomd" --data-dir "$work/server" --listen "127.0.0.1:$port" --insecure-simulation 2>"$work/cleanroomd.log" &
 server_pid=$!
 trap 'kill $server_pid 2>/dev/null || true; wait $server_pid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=1)" "$CLEANROOM_SERVER/health" 2>/dev/null && break
+# cleanroomd prints its "listening" line once the socket is bound: wait for that line (no
+# timing guess), or for the process to die.
+until grep -q "listening" "$work/cleanroomd.log"; do
   kill -0 $server_pid 2>/dev/null || { cat "$work/cleanroomd.log"; exit 1; }
   sleep 0.1
 done
@@ -44,7 +48,8 @@ grep -m1 "listening" "$work/cleanroomd.log"
 # The operator publishes the launch measurement; in simulation it is fixed.
 export CLEANROOM_MEASUREMENT
 CLEANROOM_MEASUREMENT=$(grep -m1 -o 'measurement [0-9a-f]*' "$work/cleanroomd.log" | cut -d' ' -f2)
-trust=(--accept-insecure-simulation)
+# Every command attests the server; these two variables say what to require of it.
+export CLEANROOM_ACCEPT_INSECURE_SIMULATION=true
 
 say "three parties create their keys"
 for party in st_marys northfield researcher; do
@@ -62,13 +67,13 @@ head -3 "$work/hospital-data/st_marys.csv"
 head -3 "$work/hospital-data/northfield.csv"
 
 say "St Mary's verifies the enclave, seals its table to it and uploads"
-"$cleanroom" attest verify "${trust[@]}"
-"$cleanroom" dataset push "$work/hospital-data/st_marys.csv" --key "$work/keys/st_marys.json" "${trust[@]}" --json >"$work/st_marys.dataset.json"
+"$cleanroom" attest verify
+"$cleanroom" dataset push "$work/hospital-data/st_marys.csv" --key "$work/keys/st_marys.json" --json >"$work/st_marys.dataset.json"
 st_marys=$(json_get "$work/st_marys.dataset.json" id)
 echo "St Mary's dataset: $st_marys"
 
 say "Northfield does the same"
-"$cleanroom" dataset push "$work/hospital-data/northfield.csv" --key "$work/keys/northfield.json" "${trust[@]}" --json >"$work/northfield.dataset.json"
+"$cleanroom" dataset push "$work/hospital-data/northfield.csv" --key "$work/keys/northfield.json" --json >"$work/northfield.dataset.json"
 northfield=$(json_get "$work/northfield.dataset.json" id)
 echo "Northfield dataset: $northfield"
 "$cleanroom" dataset list --key "$work/keys/st_marys.json"
@@ -93,15 +98,22 @@ run=$(json_get "$work/run.json" run)
 "$cleanroom" run watch "$run" --key "$work/keys/researcher.json"
 
 say "Northfield reviews what would be released (sealed to its own key), and releases it"
-"$cleanroom" review show "$run" --key "$work/keys/northfield.json" --out "$work/review" "${trust[@]}"
+"$cleanroom" review show "$run" --key "$work/keys/northfield.json" --out "$work/review"
 "$cleanroom" review release "$run" --key "$work/keys/northfield.json" --reason "aggregates only, small cells suppressed"
 
 say "the researcher fetches the results: decrypted locally, checked against the enclave-signed receipt"
-"$cleanroom" result fetch "$run" --key "$work/keys/researcher.json" "${trust[@]}" --out "$work/results"
+"$cleanroom" result fetch "$run" --key "$work/keys/researcher.json" --out "$work/results"
 
-say "St Mary's verifies the audit log (hash chain + enclave-signed head) and keeps a copy"
-"$cleanroom" audit verify --key "$work/keys/st_marys.json" "${trust[@]}" --save "$work/audit.json"
-"$cleanroom" audit verify --key "$work/keys/st_marys.json" --file "$work/audit.json" --enclave-key "$(json_get "$work/results/receipt.json" receipt enclave_key)" >/dev/null
+say "anyone holding receipt.json checks it offline: enclave signature, and its release is in the audit log"
+enclave_key=$(json_get "$work/results/receipt.json" receipt receipt enclave_key)
+"$cleanroom" receipt verify "$work/results/receipt.json" --enclave-key "$enclave_key"
+
+say "St Mary's verifies the audit log (Merkle tree + enclave-signed head) and keeps a copy"
+"$cleanroom" audit verify --key "$work/keys/st_marys.json" --save "$work/audit.json"
+"$cleanroom" audit verify --key "$work/keys/st_marys.json" --file "$work/audit.json" --enclave-key "$enclave_key" >/dev/null
 echo "the saved log verifies offline too"
+say "later, St Mary's checks again: the server proves its log extends the head St Mary's kept"
+"$cleanroom" audit verify --key "$work/keys/st_marys.json" >/dev/null
+echo "consistent with the head verified before"
 
 say "done: results in $work/results, audit log in $work/audit.json"

@@ -11,6 +11,22 @@ mod run_local;
 
 use std::ffi::OsString;
 
+/// An HTTP agent for `server` whose connections are attested TLS (or plain HTTP on loopback),
+/// verified against `measurement` — for tools and tests that talk to cleanroomd without the
+/// CLI's commands.
+pub fn attested_agent(
+    server: &str,
+    measurement: &str,
+    accept_simulation: bool,
+) -> anyhow::Result<ureq::Agent> {
+    let trust = remote::attest::Trust {
+        measurements: vec![measurement.to_string()],
+        accept_insecure_simulation: accept_simulation,
+        deployment_digest: None,
+    };
+    Ok(remote::client::Client::connect(server, None, &trust)?.agent())
+}
+
 use clap::{Parser, Subcommand};
 
 /// Confidential analyses over hospital data: develop locally, run in the clean room.

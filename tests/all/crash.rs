@@ -25,7 +25,7 @@ fn spawn(dir: &std::path::Path) -> Proc {
         .read_line(&mut line)
         .unwrap();
     let mut parts = line.split_whitespace().skip(1);
-    let url = format!("http://{}", parts.next().expect("address"));
+    let url = format!("https://{}", parts.next().expect("address"));
     let measurement = parts.next().expect("measurement").to_string();
     Proc {
         child,
@@ -49,8 +49,12 @@ impl Proc {
         let mut argv: Vec<String> = vec!["cleanroom".into()];
         argv.extend(args.iter().map(|s| s.to_string()));
         argv.extend(["--server".into(), self.url.clone(), "--json".into()]);
-        if args.contains(&"--accept-insecure-simulation") {
+        // Every connection is attested.
+        if !args.contains(&"--measurement") {
             argv.extend(["--measurement".into(), self.measurement.clone()]);
+        }
+        if !args.contains(&"--accept-insecure-simulation") {
+            argv.push("--accept-insecure-simulation".into());
         }
         if let Some(k) = key {
             argv.extend([
@@ -95,10 +99,32 @@ fn kill_9_loses_nothing_acknowledged() {
         a.as_str(),
         "the acknowledged upload survived"
     );
-    let addr = p.url.trim_start_matches("http://").to_string();
-    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
-    write!(stream, "PUT /v1/datasets/00112233445566778899aabbccddeeff HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n").unwrap();
-    stream.write_all(&vec![0u8; 1 << 20]).unwrap();
+    let addr = p.url.trim_start_matches("https://").to_string();
+    let mut stream = tls_connect(&addr);
+    // A signed upload (accepted from its headers), cut after 1 MiB of 10 MB.
+    let path = "/v1/datasets/00112233445566778899aabbccddeeff";
+    let body = vec![0u8; 10_000_000];
+    let owner = cleanroom_proto::Identity::load(&dir.join("owner.json")).unwrap();
+    let h = cleanroom_proto::httpsig::sign_request(
+        &owner,
+        "PUT",
+        path,
+        &body,
+        cleanroomd::now(),
+        &cleanroom_proto::httpsig::new_nonce(),
+    );
+    write!(
+        stream,
+        "PUT {path} HTTP/1.1\r\nHost: x\r\ncontent-digest: {}\r\nsignature-input: {}\r\n\
+         signature: {}\r\nContent-Length: {}\r\n\r\n",
+        h.content_digest,
+        h.signature_input,
+        h.signature,
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(&body[..1 << 20]).unwrap();
+    stream.flush().unwrap();
     p.kill9();
 
     // 3. Killed right after a run was acknowledged (queued or running).

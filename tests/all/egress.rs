@@ -352,9 +352,10 @@ fn dataset_listings_show_schemas_only_to_whom_they_concern() {
 /// A raw HTTP/1.1 request: headers, then up to `send` bytes of a `declared`-byte body;
 /// returns the status line.
 fn raw_put(s: &TestServer, path: &str, headers: &str, declared: usize, send: usize) -> String {
-    let addr = s.url.trim_start_matches("http://").to_string();
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let addr = s.url.trim_start_matches("https://").to_string();
+    let mut stream = tls_connect(&addr);
     stream
+        .sock
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     write!(

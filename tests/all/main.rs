@@ -8,6 +8,7 @@ mod load;
 mod programs;
 mod server;
 mod sql;
+mod tls;
 
 use std::sync::{Arc, OnceLock};
 

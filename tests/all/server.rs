@@ -26,7 +26,7 @@ impl TestServer {
     pub(crate) fn start_in(dir: tempfile::TempDir) -> Self {
         let (rt, started) = Self::try_start(&dir);
         let server = started.expect("cleanroomd starts");
-        let url = format!("http://{}", server.addr());
+        let url = format!("https://{}", server.addr());
         let measurement = server.service().measurement.clone();
         TestServer {
             dir,
@@ -67,6 +67,11 @@ impl TestServer {
         self.server.as_ref().expect("running").service().audit.len()
     }
 
+    /// An HTTP agent on this server's attested TLS session.
+    pub(crate) fn agent(&self) -> ureq::Agent {
+        cleanroom_cli::attested_agent(&self.url, &self.measurement, true).unwrap()
+    }
+
     pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -76,6 +81,10 @@ impl TestServer {
         let mut argv: Vec<String> = vec!["cleanroom".into()];
         argv.extend(args.iter().map(|s| s.to_string()));
         argv.extend(["--server".into(), self.url.clone(), "--json".into()]);
+        // Every connection is attested: the simulation's measurement, unless a test says.
+        if !args.contains(&"--measurement") {
+            argv.extend(self.trust());
+        }
         if let Some(k) = key {
             argv.extend([
                 "--key".into(),
@@ -343,13 +352,7 @@ pub(crate) fn signed_request_raw(
         .header("signature", &h.signature)
         .body(body.to_vec())
         .unwrap();
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .allow_non_standard_methods(true)
-        .build()
-        .new_agent()
-        .run(request)
-        .unwrap()
+    s.agent().run(request).unwrap()
 }
 
 /// A signed GET with the party's key, bypassing the CLI: the raw response.
@@ -510,10 +513,7 @@ fn a_tampered_audit_log_does_not_verify() {
 fn unsigned_stale_and_replayed_requests_are_refused_and_audited() {
     let st = Study::new();
     let url = format!("{}/v1/runs", st.s.url);
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
+    let agent = st.s.agent();
     let unsigned = agent.post(&url).send("{}").unwrap();
     assert_eq!(unsigned.status(), 401);
 

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
+use cleanroom_trust::tls::TlsEndorsement;
 use cleanroom_trust::{EnclaveKeys, Evidence, Measurement, Policy, Tcb, VerifiedClaims, Verifier};
 
 use super::Conn;
@@ -16,28 +17,50 @@ pub(crate) struct Trust {
     #[arg(
         long = "measurement",
         env = "CLEANROOM_MEASUREMENT",
-        value_delimiter = ','
+        value_delimiter = ',',
+        global = true
     )]
     pub(crate) measurements: Vec<String>,
     /// Accept evidence from the INSECURE simulation backend (development only).
-    #[arg(long)]
+    #[arg(long, env = "CLEANROOM_ACCEPT_INSECURE_SIMULATION", global = true)]
     pub(crate) accept_insecure_simulation: bool,
     /// Expected SHA-256 of the deployment configuration (hex); by default the
     /// configuration the server shows is accepted after it is checked
     /// against the report and printed.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub(crate) deployment_digest: Option<String>,
 }
 
 /// Verified enclave facts.
+#[derive(Debug, Clone)]
 pub(crate) struct Verified {
     pub(crate) claims: VerifiedClaims,
     pub(crate) keys: EnclaveKeys,
     pub(crate) deployment: String,
 }
 
-/// Fetch fresh evidence for a random nonce and verify every check.
+/// The verified enclave behind `client`: the session's attestation (attested TLS verifies it
+/// when the connection is made), or, over plain HTTP on loopback, fresh evidence now.
 pub(crate) fn verify_server(client: &Client, trust: &Trust) -> Result<Verified> {
+    match client.verified() {
+        Some(v) => Ok(v.clone()),
+        None => attest(client, trust).map(|(v, _)| v),
+    }
+}
+
+/// The answer of `GET /v1/attestation`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttestationAnswer {
+    evidence: serde_json::Value,
+    deployment: String,
+    #[serde(default)]
+    tls: Option<TlsEndorsement>,
+}
+
+/// Fetch fresh evidence for a random nonce and verify every check; returns the enclave's
+/// endorsement of its TLS key too (checked by the caller against the connection's key).
+pub(crate) fn attest(client: &Client, trust: &Trust) -> Result<(Verified, Option<TlsEndorsement>)> {
     if trust.measurements.is_empty() {
         bail!(
             "say which launch measurement you trust: --measurement HEX (the operator publishes it)"
@@ -56,13 +79,13 @@ pub(crate) fn verify_server(client: &Client, trust: &Trust) -> Result<Verified> 
         .collect::<Result<Vec<_>>>()?;
     let mut nonce = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
-    let answer = client.get_public(&format!("/v1/attestation?nonce={}", hex::encode(nonce)))?;
-    let evidence = Evidence::from_json(&serde_json::to_vec(&answer["evidence"])?)
+    let answer: AttestationAnswer = serde_json::from_value(
+        client.get_public(&format!("/v1/attestation?nonce={}", hex::encode(nonce)))?,
+    )
+    .context("the server's attestation answer is malformed")?;
+    let evidence = Evidence::from_json(&serde_json::to_vec(&answer.evidence)?)
         .context("the server's evidence is malformed")?;
-    let deployment = answer["deployment"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let deployment = answer.deployment;
     let host_data = cleanroom_trust::binding::host_data(deployment.as_bytes());
     if let Some(expected) = &trust.deployment_digest
         && hex::encode(host_data) != expected.to_lowercase()
@@ -95,23 +118,23 @@ pub(crate) fn verify_server(client: &Client, trust: &Trust) -> Result<Verified> 
             "WARNING: the server attests with the INSECURE simulation backend; it protects nothing"
         );
     }
-    Ok(Verified {
-        claims,
-        keys,
-        deployment,
-    })
+    Ok((
+        Verified {
+            claims,
+            keys,
+            deployment,
+        },
+        answer.tls,
+    ))
 }
 
 /// `cleanroom attest verify`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct VerifyArgs {
-    #[command(flatten)]
-    trust: Trust,
-}
+pub(crate) struct VerifyArgs {}
 
-pub(crate) fn verify(conn: &Conn, args: VerifyArgs) -> Result<()> {
+pub(crate) fn verify(conn: &Conn, _args: VerifyArgs) -> Result<()> {
     let client = conn.client()?;
-    let v = verify_server(&client, &args.trust)?;
+    let v = verify_server(&client, &conn.trust)?;
     let value = serde_json::json!({ "claims": v.claims, "enclave_keys": v.keys, "deployment": v.deployment });
     conn.print(&value, || {
         format!(

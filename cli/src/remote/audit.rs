@@ -9,7 +9,7 @@ use cleanroom_proto::audit::{
 };
 
 use super::Conn;
-use super::attest::{Trust, verify_server};
+use super::attest::verify_server;
 
 /// `cleanroom audit verify`.
 #[derive(Debug, clap::Args)]
@@ -24,8 +24,6 @@ pub(crate) struct VerifyArgs {
     /// Save the fetched log here (to verify again later, offline).
     #[arg(long)]
     save: Option<PathBuf>,
-    #[command(flatten)]
-    trust: Trust,
 }
 
 /// A party's view of the whole log: every link, the entries that concern it.
@@ -56,25 +54,34 @@ fn fetch_log(client: &super::client::Client) -> Result<SavedLog> {
 }
 
 pub(crate) fn verify(conn: &Conn, args: VerifyArgs) -> Result<()> {
-    let client = conn.client()?;
+    // A saved log checked against a given enclave key needs no server at all.
+    let client = match (&args.file, &args.enclave_key) {
+        (Some(_), Some(_)) => None,
+        _ => Some(conn.client()?),
+    };
+    let online = || client.as_ref().expect("a client unless offline");
     let log: SavedLog = match &args.file {
         Some(path) => serde_json::from_slice(
             &std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
         )
         .context("malformed saved audit log")?,
-        None => fetch_log(&client)?,
+        None => fetch_log(online())?,
     };
     if let Some(path) = &args.save {
         std::fs::write(path, serde_json::to_vec_pretty(&log)?)?;
     }
     let enclave = match args.enclave_key {
         Some(k) => k,
-        None => PartyId(verify_server(&client, &args.trust)?.keys.signing_public_key),
+        None => PartyId(
+            verify_server(online(), &conn.trust)?
+                .keys
+                .signing_public_key,
+        ),
     };
     verify_items(&log.items, &log.head, Some(&enclave))
         .map_err(|e| anyhow!("the audit log does not verify: {e}"))?;
     if args.file.is_none() {
-        check_against_last_head(conn, &client, &enclave, &log)?;
+        check_against_last_head(conn, online(), &enclave, &log)?;
     }
     let visible = log.items.iter().filter(|i| i.entry.is_some()).count();
     let value = serde_json::json!({

@@ -3,15 +3,22 @@
 use std::io::Read;
 use std::path::Path;
 
+use std::sync::{Arc, Mutex};
+
 use anyhow::{Context, Result, anyhow, bail};
 use cleanroom_proto::Identity;
 use cleanroom_proto::httpsig::{self, SignedHeaders};
+
+use super::attest::{Trust, Verified, attest};
+use super::tls::{self, KeyCheck};
 
 /// Talks to one server as one party.
 pub(crate) struct Client {
     base: String,
     identity: Option<Identity>,
     agent: ureq::Agent,
+    /// The enclave this session's TLS key belongs to (`None` over plain HTTP).
+    verified: Option<Verified>,
 }
 
 fn nonce() -> String {
@@ -28,16 +35,78 @@ fn now() -> u64 {
 }
 
 impl Client {
-    pub(crate) fn new(base: &str, identity: Option<Identity>) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
-        Client {
-            base: base.trim_end_matches('/').to_string(),
-            identity,
-            agent,
+    /// Connect to `base`. Over `https://` the session is attested first: fresh evidence for
+    /// our nonce, verified against `trust`, whose enclave must have endorsed the TLS key of
+    /// the connection it came over; later connections accept that key only. Plain `http://`
+    /// is accepted for a loopback address only (a local simulation).
+    pub(crate) fn connect(base: &str, identity: Option<Identity>, trust: &Trust) -> Result<Self> {
+        let base = base.trim_end_matches('/').to_string();
+        if base.starts_with("https://") {
+            let check = Arc::new(KeyCheck::Record(Mutex::new(None)));
+            let boot = Client {
+                base: base.clone(),
+                identity: None,
+                agent: tls::agent(check.clone(), false)?,
+                verified: None,
+            };
+            let (verified, endorsement) = attest(&boot, trust)?;
+            let KeyCheck::Record(seen) = &*check else {
+                unreachable!("the bootstrap check records")
+            };
+            let seen = seen.lock().expect("verifier lock").ok_or_else(|| {
+                anyhow!("no TLS certificate was seen on the bootstrap connection")
+            })?;
+            endorsement
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{base} serves TLS but its enclave does not endorse the TLS key: \
+                         refusing the connection"
+                    )
+                })?
+                .verify(&verified.keys, &seen)
+                .context("attested TLS failed: do not send this server data")?;
+            Ok(Client {
+                base,
+                identity,
+                agent: tls::agent(Arc::new(KeyCheck::Pinned(seen)), true)?,
+                verified: Some(verified),
+            })
+        } else if let Some(rest) = base.strip_prefix("http://") {
+            let host = rest.split(['/', ':']).next().unwrap_or_default();
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+                || rest.starts_with("[::1]");
+            if !loopback {
+                bail!(
+                    "plain http:// is only for a local simulation on loopback; use https:// \
+                     (attested TLS) for {base}"
+                );
+            }
+            let agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .new_agent();
+            Ok(Client {
+                base,
+                identity,
+                agent,
+                verified: None,
+            })
+        } else {
+            bail!("--server must be an https:// URL (got {base})")
         }
+    }
+
+    /// The session's HTTP agent (pinned to the attested TLS key).
+    pub(crate) fn agent(&self) -> ureq::Agent {
+        self.agent.clone()
+    }
+
+    /// The enclave verified when this session was attested (attested TLS).
+    pub(crate) fn verified(&self) -> Option<&Verified> {
+        self.verified.as_ref()
     }
 
     pub(crate) fn identity(&self) -> Result<&Identity> {

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, anyhow};
 use cleanroom_envelope::{DatasetId, EnvelopeWriter};
 
 use super::Conn;
-use super::attest::{Trust, verify_server};
+use super::attest::verify_server;
 use crate::input;
 
 /// `cleanroom dataset seal`: offline sealing to a known enclave key.
@@ -30,8 +30,6 @@ pub(crate) struct SealArgs {
 pub(crate) struct PushArgs {
     /// The table: CSV, Parquet or Arrow IPC.
     file: PathBuf,
-    #[command(flatten)]
-    trust: Trust,
     /// Dataset id (hex, 16 bytes); random by default.
     #[arg(long)]
     id: Option<String>,
@@ -77,8 +75,8 @@ pub(crate) fn seal_file(
 }
 
 pub(crate) fn seal(conn: &Conn, args: SealArgs) -> Result<()> {
-    let client = conn.client()?;
-    let owner = client.identity()?;
+    // Offline: nothing is sent anywhere.
+    let owner = &conn.identity()?;
     let key: [u8; 32] = hex::decode(&args.enclave_key)
         .ok()
         .and_then(|k| k.try_into().ok())
@@ -98,7 +96,7 @@ pub(crate) fn seal(conn: &Conn, args: SealArgs) -> Result<()> {
 
 pub(crate) fn push(conn: &Conn, args: PushArgs) -> Result<()> {
     let client = conn.client()?;
-    let verified = verify_server(&client, &args.trust)?;
+    let verified = verify_server(&client, &conn.trust)?;
     let owner = client.identity()?;
     let id = dataset_id(args.id.as_deref())?;
     let tmp = tempfile::NamedTempFile::new()?;

@@ -6,6 +6,7 @@ pub(crate) mod client;
 pub(crate) mod dataset;
 pub(crate) mod policy;
 pub(crate) mod runs;
+pub(crate) mod tls;
 
 use std::path::PathBuf;
 
@@ -21,7 +22,7 @@ pub(crate) struct Conn {
     #[arg(
         long,
         env = "CLEANROOM_SERVER",
-        default_value = "http://127.0.0.1:7878",
+        default_value = "https://127.0.0.1:7878",
         global = true
     )]
     pub(crate) server: String,
@@ -31,6 +32,9 @@ pub(crate) struct Conn {
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+    /// What you require of the enclave (every connection is attested).
+    #[command(flatten)]
+    pub(crate) trust: attest::Trust,
 }
 
 impl Conn {
@@ -42,7 +46,17 @@ impl Conn {
             ),
             None => None,
         };
-        Ok(Client::new(&self.server, identity))
+        Client::connect(&self.server, identity, &self.trust)
+    }
+
+    /// The signing identity (`--key`), without connecting anywhere.
+    pub(crate) fn identity(&self) -> Result<Identity> {
+        let path = self.key.as_ref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "this command signs: pass --key FILE (create one with `cleanroom keygen`)"
+            )
+        })?;
+        Identity::load(path).with_context(|| format!("cannot load key {}", path.display()))
     }
 
     /// Print `value` as JSON if --json, else `text`.

@@ -17,7 +17,7 @@ use cleanroom_proto::run::{
 use sha2::{Digest, Sha256};
 
 use super::Conn;
-use super::attest::{Trust, verify_server};
+use super::attest::verify_server;
 
 pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
@@ -203,15 +203,13 @@ pub(crate) struct FetchArgs {
     /// Directory for the decrypted outputs.
     #[arg(long, short = 'o', default_value = "results")]
     out: PathBuf,
-    #[command(flatten)]
-    trust: Trust,
 }
 
 pub(crate) fn fetch(conn: &Conn, args: FetchArgs) -> Result<()> {
     let client = conn.client()?;
     let identity = client.identity()?;
     // The receipt must be signed by the key an attested enclave holds.
-    let verified = verify_server(&client, &args.trust)?;
+    let verified = verify_server(&client, &conn.trust)?;
     let enclave = PartyId(verified.keys.signing_public_key);
     let answer = client.signed("GET", &format!("/v1/runs/{}/result", args.run), b"")?;
     let bundle: ResultBundle = serde_json::from_value(answer).context("malformed result")?;
@@ -413,9 +411,6 @@ pub(crate) struct ReviewArgs {
     /// Where `review show` writes the decrypted outputs.
     #[arg(long, short = 'o', default_value = "review")]
     out: PathBuf,
-    /// `review show` checks the held outputs are signed by the attested enclave.
-    #[command(flatten)]
-    trust: Trust,
 }
 
 pub(crate) fn review(conn: &Conn, args: ReviewArgs, decision: Option<&str>) -> Result<()> {
@@ -431,7 +426,7 @@ pub(crate) fn review(conn: &Conn, args: ReviewArgs, decision: Option<&str>) -> R
         let held: HeldBundle = serde_json::from_value(client.signed("GET", &path, b"")?)
             .context("malformed held outputs")?;
         // Anyone can seal to this key: only outputs the attested enclave signed are shown.
-        let verified = verify_server(&client, &args.trust)?;
+        let verified = verify_server(&client, &conn.trust)?;
         held.verify(&PartyId(verified.keys.signing_public_key))
             .context("the held outputs are not signed by the attested enclave")?;
         if held.run != args.run {

@@ -59,6 +59,8 @@ pub struct Service {
     pub sealer: Sealer,
     /// Produces attestation evidence.
     pub attester: Box<dyn Attester>,
+    /// The attested TLS key (`None`: plain HTTP on loopback in simulation).
+    pub tls: Option<crate::tls::TlsIdentity>,
     /// The launch measurement (hex) this service reports.
     pub measurement: String,
     /// The audit log.
@@ -160,12 +162,24 @@ impl Service {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create data dir {}", dir.display()))?;
         let attester = attester(&config, allow_simulation, &dir)?;
+        if config.plain_http && !(config.insecure_simulation && config.listen.ip().is_loopback()) {
+            anyhow::bail!(
+                "plain_http serves without attested TLS: allowed only with the simulation \
+                 backend on a loopback address (listen is {})",
+                config.listen
+            );
+        }
         let sealing_key = attester
             .sealing_key()
             .context("cannot derive the sealing key")?;
         let identity = EnclaveIdentity::load_or_create(&dir, &sealing_key)
             .context("cannot unseal the enclave identity")?;
         let sealer = Sealer::new(&sealing_key);
+        let tls = if config.plain_http {
+            None
+        } else {
+            Some(crate::tls::TlsIdentity::generate(&identity)?)
+        };
         let evidence = attester
             .evidence(&identity.public_keys(), None)
             .context("cannot produce attestation evidence")?;
@@ -192,6 +206,7 @@ impl Service {
             identity,
             sealer,
             attester,
+            tls,
             measurement,
             audit,
             events: EventBus::default(),

@@ -31,6 +31,10 @@ pub struct Config {
     /// Use the INSECURE simulated attester (also needs `--insecure-simulation`).
     #[serde(default)]
     pub insecure_simulation: bool,
+    /// Serve plain HTTP instead of attested TLS: only with the simulation backend and a
+    /// loopback listen address (development and tests on one machine).
+    #[serde(default)]
+    pub plain_http: bool,
     /// Runs waiting before new submissions are refused.
     #[serde(default = "default_queue")]
     pub queue_capacity: usize,
@@ -100,9 +104,10 @@ impl Config {
     /// every setting that changes what the enclave does with data.
     pub fn deployment_bytes(&self) -> Vec<u8> {
         format!(
-            "cleanroomd/{}\nsimulation={}\nqueue={}\nworkers={}\nmax_upload={}\nmax_module={}\ntimeout={}\n",
+            "cleanroomd/{}\nsimulation={}\nplain_http={}\nqueue={}\nworkers={}\nmax_upload={}\nmax_module={}\ntimeout={}\n",
             env!("CARGO_PKG_VERSION"),
             self.insecure_simulation,
+            self.plain_http,
             self.queue_capacity,
             self.workers,
             self.max_upload_bytes,

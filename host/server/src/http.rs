@@ -58,21 +58,20 @@ pub(crate) async fn serve(
                     Err(e) => { tracing::warn!("accept failed: {e}"); continue; }
                 };
                 let service = service.clone();
-                let mut stop = shutdown.clone();
+                let stop = shutdown.clone();
                 connections.spawn(async move {
                     let _permit = permit;
-                    let svc = service_fn(move |req| handle(service.clone(), peer, req));
-                    let conn = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(HEADER_TIMEOUT)
-                        .serve_connection(TokioIo::new(stream), svc);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        r = conn.as_mut() => if let Err(e) = r { tracing::debug!("connection from {peer}: {e}") },
-                        _ = stop.changed() => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
+                    match &service.tls {
+                        Some(tls) => {
+                            // The handshake gets the same deadline as request headers.
+                            let acceptor = tls.acceptor.clone();
+                            match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => serve_connection(service, peer, stream, stop).await,
+                                Ok(Err(e)) => tracing::debug!("TLS handshake with {peer}: {e}"),
+                                Err(_) => tracing::debug!("TLS handshake with {peer} timed out"),
+                            }
                         }
+                        None => serve_connection(service, peer, stream, stop).await,
                     }
                 });
             }
@@ -81,6 +80,30 @@ pub(crate) async fn serve(
     }
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// HTTP/1.1 over one accepted connection (TLS or, on loopback in simulation, plain).
+async fn serve_connection<S>(
+    service: Arc<Service>,
+    peer: SocketAddr,
+    stream: S,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| handle(service.clone(), peer, req));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => if let Err(e) = r { tracing::debug!("connection from {peer}: {e}") },
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
 
 async fn handle(

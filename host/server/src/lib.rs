@@ -31,6 +31,7 @@ pub mod modules;
 pub mod runs;
 pub mod store;
 pub mod tables;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -22,6 +22,9 @@ struct Args {
     /// Clients refuse its evidence unless told --accept-insecure-simulation.
     #[arg(long)]
     insecure_simulation: bool,
+    /// INSECURE: serve plain HTTP instead of attested TLS (simulation on loopback only).
+    #[arg(long)]
+    plain_http: bool,
 }
 
 #[tokio::main]
@@ -46,10 +49,18 @@ async fn main() -> Result<()> {
     if args.insecure_simulation {
         config.insecure_simulation = true;
     }
+    if args.plain_http {
+        config.plain_http = true;
+    }
     let server = cleanroomd::start(config, args.insecure_simulation).await?;
     let service = server.service();
     eprintln!(
-        "cleanroomd listening on http://{} (measurement {}, enclave key {})",
+        "cleanroomd listening on {}://{} (measurement {}, enclave key {})",
+        if service.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         server.addr(),
         service.measurement,
         service.enclave_party()

@@ -106,6 +106,8 @@ pub enum Check {
     MinimumTcb,
     /// Simulated evidence is refused unless explicitly accepted.
     Simulation,
+    /// The TLS connection's key is the one the attested enclave endorsed.
+    TlsKey,
 }
 
 impl fmt::Display for Check {
@@ -127,6 +129,7 @@ impl fmt::Display for Check {
             Self::MigrationAgent => "migration-agent",
             Self::MinimumTcb => "minimum-tcb",
             Self::Simulation => "simulation",
+            Self::TlsKey => "tls-key",
         };
         f.write_str(name)
     }

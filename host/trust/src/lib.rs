@@ -61,6 +61,7 @@ mod sealing;
 #[cfg(any(test, feature = "simulation"))]
 mod simulation;
 mod tcb;
+pub mod tls;
 mod verifier;
 
 #[cfg(test)]

@@ -44,9 +44,12 @@ pub(super) async fn evidence(
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     // The deployment config travels beside the evidence so a client can
     // check that its digest is what `host_data` binds.
+    // The enclave's endorsement of its TLS key: a client checks it names the key of the
+    // connection this answer came over.
     let body = serde_json::json!({
         "evidence": evidence,
         "deployment": String::from_utf8_lossy(&service.config.deployment_bytes()),
+        "tls": service.tls.as_ref().map(|t| &t.endorsement),
     });
     Ok(json_response(StatusCode::OK, &body))
 }
