@@ -411,7 +411,7 @@ fn unauthenticated_uploads_cost_nothing() {
     assert_eq!(files(&st.s.dir.path().join("server/blobs")).len(), before);
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+pub(crate) fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap().flatten() {
         let target = to.join(entry.file_name());

@@ -9,6 +9,7 @@ mod programs;
 mod server;
 mod sql;
 mod tls;
+mod upgrade;
 
 use std::sync::{Arc, OnceLock};
 

@@ -24,7 +24,15 @@ impl TestServer {
     }
 
     pub(crate) fn start_in(dir: tempfile::TempDir) -> Self {
-        let (rt, started) = Self::try_start(&dir);
+        Self::start_configured(dir, |_| {})
+    }
+
+    /// Start with `edit` applied to the simulation configuration.
+    pub(crate) fn start_configured(
+        dir: tempfile::TempDir,
+        edit: impl FnOnce(&mut cleanroomd::Config),
+    ) -> Self {
+        let (rt, started) = Self::try_start_configured(&dir, edit);
         let server = started.expect("cleanroomd starts");
         let url = format!("https://{}", server.addr());
         let measurement = server.service().measurement.clone();
@@ -41,17 +49,26 @@ impl TestServer {
     pub(crate) fn try_start(
         dir: &tempfile::TempDir,
     ) -> (tokio::runtime::Runtime, anyhow::Result<cleanroomd::Server>) {
+        Self::try_start_configured(dir, |_| {})
+    }
+
+    /// [`TestServer::try_start`] with `edit` applied to the configuration.
+    pub(crate) fn try_start_configured(
+        dir: &tempfile::TempDir,
+        edit: impl FnOnce(&mut cleanroomd::Config),
+    ) -> (tokio::runtime::Runtime, anyhow::Result<cleanroomd::Server>) {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let config = cleanroomd::Config {
+        let mut config = cleanroomd::Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().join("server"),
             insecure_simulation: true,
             ..Default::default()
         };
+        edit(&mut config);
         let started = rt.block_on(cleanroomd::start(config, true));
         (rt, started)
     }
@@ -308,13 +325,7 @@ impl Study {
 
     /// The actions of the audit entries `key` may read in full.
     pub(crate) fn audit_actions(&self, key: &str) -> Vec<String> {
-        let page = signed_get(&self.s, key, "/v1/audit?from=0");
-        page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|i| i["entry"]["action"].as_str().map(str::to_string))
-            .collect()
+        audit_actions_of(&self.s, key)
     }
 
     pub(crate) fn fetch(&self, run: &str) -> anyhow::Result<PathBuf> {
@@ -362,6 +373,17 @@ pub(crate) fn signed_get_raw(
     path: &str,
 ) -> ureq::http::Response<ureq::Body> {
     signed_request_raw(s, key, "GET", path, b"")
+}
+
+/// The actions of the audit entries `key` may read in full (first page).
+pub(crate) fn audit_actions_of(s: &TestServer, key: &str) -> Vec<String> {
+    let page = signed_get(s, key, "/v1/audit?from=0");
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["entry"]["action"].as_str().map(str::to_string))
+        .collect()
 }
 
 /// A signed GET with the party's key, bypassing the CLI (for raw checks).

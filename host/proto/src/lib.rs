@@ -89,6 +89,7 @@ mod rules;
 pub mod run;
 pub mod sealed;
 mod sfv;
+pub mod upgrade;
 
 pub use audit::{
     AuditEntry, AuditItem, AuditPage, ConsistencyAnswer, LoggedEntry, MerkleLog, SignedHead,

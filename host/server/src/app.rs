@@ -59,6 +59,10 @@ pub struct Service {
     pub sealer: Sealer,
     /// Produces attestation evidence.
     pub attester: Box<dyn Attester>,
+    /// The key everything at rest is keyed by (handed to an upgraded image only).
+    pub(crate) state_key: zeroize::Zeroizing<[u8; 32]>,
+    /// Set once the state was handed to an upgraded image: this one then refuses changes.
+    pub handed_over: Mutex<Option<String>>,
     /// The attested TLS key (`None`: plain HTTP on loopback in simulation).
     pub tls: Option<crate::tls::TlsIdentity>,
     /// The launch measurement (hex) this service reports.
@@ -172,9 +176,12 @@ impl Service {
         let sealing_key = attester
             .sealing_key()
             .context("cannot derive the sealing key")?;
-        let identity = EnclaveIdentity::load_or_create(&dir, &sealing_key)
+        // Everything at rest is keyed by the state key, sealed to this image (and handed to
+        // an upgraded image only under the author's signed statement).
+        let state_key = crate::upgrade::state_key(&dir, &sealing_key, config.handover.as_deref())?;
+        let identity = EnclaveIdentity::load_or_create(&dir, &state_key)
             .context("cannot unseal the enclave identity")?;
-        let sealer = Sealer::new(&sealing_key);
+        let sealer = Sealer::new(&state_key);
         let tls = if config.plain_http {
             None
         } else {
@@ -188,7 +195,7 @@ impl Service {
             .context("own attestation report does not parse")?;
         let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(
             &dir,
-            crate::store::RowKey::derive(&sealing_key),
+            crate::store::RowKey::derive(&state_key),
         )?);
         let (audit, logged) = AuditLog::load(storage.as_ref())?;
         // Every row the enclave acts on must be the version the log last wrote.
@@ -206,6 +213,8 @@ impl Service {
             identity,
             sealer,
             attester,
+            handed_over: Mutex::new(None),
+            state_key,
             tls,
             measurement,
             audit,
@@ -302,7 +311,11 @@ impl Service {
     }
 }
 
-fn attester(config: &Config, allow_simulation: bool, dir: &Path) -> Result<Box<dyn Attester>> {
+pub(crate) fn attester(
+    config: &Config,
+    allow_simulation: bool,
+    dir: &Path,
+) -> Result<Box<dyn Attester>> {
     if config.insecure_simulation || allow_simulation {
         simulation(config, allow_simulation, dir)
     } else {
@@ -346,7 +359,15 @@ fn simulation(config: &Config, allow: bool, dir: &Path) -> Result<Box<dyn Attest
     };
     let attester = SimulationAttester::new(
         SimulationConfig {
-            measurement: simulation_measurement(),
+            measurement: match &config.simulation_measurement {
+                Some(hex_m) => hex::decode(hex_m)
+                    .ok()
+                    .and_then(|m| m.try_into().ok())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("simulation_measurement must be 48 bytes of hex")
+                    })?,
+                None => simulation_measurement(),
+            },
             host_data: cleanroom_trust::binding::host_data(&config.deployment_bytes()),
             local_secret,
         },

@@ -35,6 +35,23 @@ pub struct Config {
     /// loopback listen address (development and tests on one machine).
     #[serde(default)]
     pub plain_http: bool,
+    /// This image's security version number: a hand-over of the state goes only to an image
+    /// the author signed with a higher one. (In production it comes from the measured ID
+    /// block; here it is part of the attested deployment configuration.)
+    #[serde(default)]
+    pub svn: u32,
+    /// The project author's Ed25519 key (hex) whose upgrade statements this deployment
+    /// accepts; without it, no hand-over is possible (part of the attested configuration).
+    #[serde(default)]
+    pub author_key: Option<cleanroom_proto::PartyId>,
+    /// Simulation only: the launch measurement to report (hex, 48 bytes), standing for the
+    /// image; default: the fixed simulation measurement.
+    #[serde(default)]
+    pub simulation_measurement: Option<String>,
+    /// A hand-over answer (from the previous image's `POST /v1/upgrade/handover`) to take the
+    /// state key from at start.
+    #[serde(default)]
+    pub handover: Option<PathBuf>,
     /// Runs waiting before new submissions are refused.
     #[serde(default = "default_queue")]
     pub queue_capacity: usize,
@@ -104,8 +121,10 @@ impl Config {
     /// every setting that changes what the enclave does with data.
     pub fn deployment_bytes(&self) -> Vec<u8> {
         format!(
-            "cleanroomd/{}\nsimulation={}\nplain_http={}\nqueue={}\nworkers={}\nmax_upload={}\nmax_module={}\ntimeout={}\n",
+            "cleanroomd/{}\nsvn={}\nauthor_key={}\nsimulation={}\nplain_http={}\nqueue={}\nworkers={}\nmax_upload={}\nmax_module={}\ntimeout={}\n",
             env!("CARGO_PKG_VERSION"),
+            self.svn,
+            self.author_key.map(|k| k.to_string()).unwrap_or_default(),
             self.insecure_simulation,
             self.plain_http,
             self.queue_capacity,

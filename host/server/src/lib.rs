@@ -32,6 +32,7 @@ pub mod runs;
 pub mod store;
 pub mod tables;
 pub mod tls;
+pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

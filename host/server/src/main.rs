@@ -25,6 +25,20 @@ struct Args {
     /// INSECURE: serve plain HTTP instead of attested TLS (simulation on loopback only).
     #[arg(long)]
     plain_http: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Upgrading: from this (new) image's data directory, print a hand-over request for the
+    /// running image (`POST /v1/upgrade/handover`); start this image afterwards with
+    /// `handover = <the answer>` in its config.
+    HandoverRequest {
+        /// The author's signed upgrade statement for this image (JSON).
+        #[arg(long)]
+        statement: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -51,6 +65,15 @@ async fn main() -> Result<()> {
     }
     if args.plain_http {
         config.plain_http = true;
+    }
+    if let Some(Command::HandoverRequest { statement }) = &args.command {
+        let statement = serde_json::from_slice(&std::fs::read(statement)?).map_err(|e| {
+            anyhow::anyhow!("{}: not an upgrade statement: {e}", statement.display())
+        })?;
+        let request =
+            cleanroomd::upgrade::handover_request(&config, args.insecure_simulation, statement)?;
+        println!("{}", serde_json::to_string_pretty(&request)?);
+        return Ok(());
     }
     let server = cleanroomd::start(config, args.insecure_simulation).await?;
     let service = server.service();

@@ -5,7 +5,7 @@ use hyper::{Request, Response, StatusCode};
 
 use crate::app::Service;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{Body, json_response};
+use crate::http::{Body, MAX_JSON_BODY, json_response, read_body, typed_response};
 
 /// Longest client nonce.
 const MAX_NONCE_BYTES: usize = 64;
@@ -52,4 +52,39 @@ pub(super) async fn evidence(
         "tls": service.tls.as_ref().map(|t| &t.endorsement),
     });
     Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `POST /v1/upgrade/handover`: give the state key to an upgraded image (see
+/// `crate::upgrade`), audit it, and stop accepting changes. Unsigned like attestation: the
+/// request's evidence and the author's statement are what is checked, and the key is sealed
+/// to a key only the new enclave holds.
+pub(super) async fn handover(
+    service: std::sync::Arc<Service>,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
+    let body = read_body(req.into_body(), MAX_JSON_BODY).await?;
+    let request: crate::upgrade::HandoverRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("not a hand-over request: {e}")))?;
+    let answer = tokio::task::spawn_blocking(move || {
+        // No run changes state while the state changes hands.
+        let _guard = service
+            .transitions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let answer = crate::upgrade::hand_over(&service, &service.state_key, &request)?;
+        service.record(
+            crate::events::Audience::Everyone,
+            None,
+            "enclave.handover",
+            &answer.to_measurement,
+            serde_json::json!({
+                "from": answer.from_measurement, "to": answer.to_measurement, "svn": answer.svn,
+            }),
+        )?;
+        *service.handed_over.lock().expect("hand-over lock") = Some(answer.to_measurement.clone());
+        Ok::<_, ApiError>(answer)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(typed_response(StatusCode::OK, &answer))
 }

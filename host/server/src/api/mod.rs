@@ -28,7 +28,18 @@ pub(crate) async fn route(
         .collect();
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
     let method = req.method().clone();
+    // After a hand-over the upgraded image owns the state: this one changes nothing more.
+    if method != Method::GET
+        && let Some(to) = service.handed_over.lock().expect("hand-over lock").clone()
+    {
+        return Err(ApiError::Busy(format!(
+            "this enclave handed its state to the upgraded image {to}; use that one"
+        )));
+    }
     match (&method, p.as_slice()) {
+        (&Method::POST, ["v1", "upgrade", "handover"]) => {
+            attestation::handover(service.clone(), req).await
+        }
         (&Method::GET, ["health"]) => Ok(info::health()),
         (&Method::GET, ["metrics"]) => info::metrics(&service, &req),
         (&Method::GET, ["openapi.json"]) => Ok(info::openapi()),

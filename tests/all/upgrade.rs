@@ -1,0 +1,161 @@
+//! Upgrades that keep the data and rollbacks that do not: the running image hands its state
+//! key only to an image the author signed with a higher SVN (simulation stands in for
+//! SEV-SNP: each simulated measurement has its own sealing key, as on the hardware).
+
+use cleanroom_proto::Identity;
+use cleanroom_proto::upgrade::{SignedUpgradeStatement, UpgradeStatement};
+
+use crate::egress::copy_dir;
+use crate::server::{TestServer, err_text, push, read};
+
+const OLD: &str = "11";
+const NEW: &str = "22";
+
+fn measurement(byte: &str) -> String {
+    byte.repeat(48)
+}
+
+fn image(author: &Identity, byte: &str, svn: u32) -> impl FnOnce(&mut cleanroomd::Config) {
+    let author = author.party();
+    let m = measurement(byte);
+    move |c: &mut cleanroomd::Config| {
+        c.svn = svn;
+        c.author_key = Some(author);
+        c.simulation_measurement = Some(m);
+    }
+}
+
+fn statement(author: &Identity, byte: &str, svn: u32) -> SignedUpgradeStatement {
+    SignedUpgradeStatement::sign(
+        UpgradeStatement {
+            measurement: measurement(byte),
+            svn,
+            issued_at: cleanroomd::now(),
+        },
+        author.signing_key(),
+    )
+}
+
+/// The new image's configuration on `dir`.
+fn new_config(dir: &tempfile::TempDir, author: &Identity, svn: u32) -> cleanroomd::Config {
+    let mut config = cleanroomd::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("server"),
+        insecure_simulation: true,
+        ..Default::default()
+    };
+    image(author, NEW, svn)(&mut config);
+    config
+}
+
+/// POST a hand-over request to `old`: (status, body).
+fn post(old: &TestServer, request: &cleanroomd::upgrade::HandoverRequest) -> (u16, String) {
+    let resp = old
+        .agent()
+        .post(format!("{}/v1/upgrade/handover", old.url))
+        .send(serde_json::to_vec(request).unwrap())
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.into_body().read_to_string().unwrap())
+}
+
+#[test]
+fn an_author_signed_upgrade_keeps_the_state_and_nothing_else_gets_it() {
+    let author = Identity::generate();
+    let old = TestServer::start_configured(tempfile::tempdir().unwrap(), image(&author, OLD, 1));
+    assert_eq!(old.measurement, measurement(OLD));
+    old.keygen("owner");
+    let dataset = push(&old, "owner", "x\n1\n2\n", "t.csv");
+    let enclave = old.enclave_keys()["signing_public_key"].clone();
+    // The owner verifies the log (and keeps its head).
+    old.cli(Some("owner"), &["audit", "verify"]).unwrap();
+
+    // The new image prepares, on the same machine (same chip secret), its request.
+    let new_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(new_dir.path().join("server")).unwrap();
+    std::fs::copy(
+        old.path("server/simulation-secret"),
+        new_dir.path().join("server/simulation-secret"),
+    )
+    .unwrap();
+    let config = new_config(&new_dir, &author, 2);
+    let request = |s: SignedUpgradeStatement| {
+        cleanroomd::upgrade::handover_request(&config, true, s).unwrap()
+    };
+
+    // Another author's statement, a statement at the old SVN (a rollback or a replay), and
+    // a statement for another measurement than the evidence's: nothing is handed over.
+    let (status, body) = post(&old, &request(statement(&Identity::generate(), NEW, 2)));
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("upgrade statement"), "{body}");
+    let (status, body) = post(&old, &request(statement(&author, NEW, 1)));
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("not above"), "{body}");
+    let (status, body) = post(&old, &request(statement(&author, "33", 2)));
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("evidence"), "{body}");
+
+    // The genuine upgrade.
+    let (status, body) = post(&old, &request(statement(&author, NEW, 2)));
+    assert_eq!(status, 200, "{body}");
+    let answer_path = new_dir.path().join("handover.json");
+    std::fs::write(&answer_path, &body).unwrap();
+    // The old image changes nothing more.
+    let err = err_text(old.cli(Some("owner"), &["module", "push", cleanroom_tests::EMPTY]));
+    assert!(err.contains("handed its state"), "{err}");
+
+    // The operator moves the disk to the new image.
+    let old_dir = old.stop();
+    copy_dir(
+        &old_dir.path().join("server"),
+        &new_dir.path().join("server"),
+    );
+    std::fs::copy(
+        old_dir.path().join("owner.json"),
+        new_dir.path().join("owner.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        old_dir.path().join("owner.json.audit-heads.json"),
+        new_dir.path().join("owner.json.audit-heads.json"),
+    )
+    .unwrap();
+
+    // Without the answer the new image cannot open the state.
+    let (_rt, started) = TestServer::try_start_configured(&new_dir, image(&author, NEW, 2));
+    let err = format!("{:#}", started.unwrap_err());
+    assert!(err.contains("sealed by another image"), "{err}");
+
+    let answer = answer_path.clone();
+    let new = TestServer::start_configured(new_dir, move |c| {
+        image(&author, NEW, 2)(c);
+        c.handover = Some(answer);
+    });
+    assert_eq!(new.measurement, measurement(NEW));
+    // Same enclave identity, same data, and the log continues the one the owner verified.
+    assert_eq!(new.enclave_keys()["signing_public_key"], enclave);
+    let listed = new.cli(Some("owner"), &["dataset", "list"]).unwrap();
+    assert_eq!(listed["datasets"][0]["id"], dataset.as_str(), "{listed}");
+    new.cli(Some("owner"), &["audit", "verify"]).unwrap();
+    let log = read(&new.path("owner.json.audit-heads.json"));
+    assert!(!log.is_empty());
+    let actions = crate::server::audit_actions_of(&new, "owner");
+    assert!(
+        actions.iter().any(|a| a == "enclave.handover"),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_deployment_without_an_author_key_accepts_no_upgrade() {
+    let old = TestServer::start();
+    let author = Identity::generate();
+    let new_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(new_dir.path().join("server")).unwrap();
+    let config = new_config(&new_dir, &author, 2);
+    let request =
+        cleanroomd::upgrade::handover_request(&config, true, statement(&author, NEW, 2)).unwrap();
+    let (status, body) = post(&old, &request);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("no author key"), "{body}");
+}
