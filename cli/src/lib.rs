@@ -23,6 +23,8 @@ pub fn attested_agent(
         measurements: vec![measurement.to_string()],
         accept_insecure_simulation: accept_simulation,
         deployment_digest: None,
+        author_key: None,
+        min_svn: 0,
     };
     Ok(remote::client::Client::connect(server, None, &trust)?.agent())
 }

@@ -159,3 +159,45 @@ fn a_deployment_without_an_author_key_accepts_no_upgrade() {
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("no author key"), "{body}");
 }
+
+#[test]
+fn clients_can_pin_the_author_and_a_minimum_svn_instead_of_a_measurement() {
+    let author = Identity::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let statement_path = dir.path().join("statement.json");
+    std::fs::write(
+        &statement_path,
+        serde_json::to_vec(&statement(&author, OLD, 3)).unwrap(),
+    )
+    .unwrap();
+    let path = statement_path.clone();
+    let configure = image(&author, OLD, 3);
+    let s = TestServer::start_configured(dir, move |c| {
+        configure(c);
+        c.upgrade_statement = Some(path);
+    });
+    s.keygen("owner");
+    let key = s.path("owner.json").display().to_string();
+    let list = |extra: &[&str]| {
+        let mut argv = vec![
+            "cleanroom",
+            "dataset",
+            "list",
+            "--server",
+            &s.url,
+            "--key",
+            &key,
+            "--json",
+            "--accept-insecure-simulation",
+        ];
+        argv.extend(extra);
+        cleanroom_cli::run_capture(argv).map_err(|e| format!("{e:#}"))
+    };
+    let author_hex = author.party().to_string();
+    list(&["--author-key", &author_hex, "--min-svn", "3"]).unwrap();
+    let err = list(&["--author-key", &author_hex, "--min-svn", "4"]).unwrap_err();
+    assert!(err.contains("below the minimum"), "{err}");
+    let other = Identity::generate().party().to_string();
+    let err = list(&["--author-key", &other]).unwrap_err();
+    assert!(err.contains("not the author's"), "{err}");
+}

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
+use cleanroom_proto::upgrade::SignedUpgradeStatement;
 use cleanroom_trust::tls::TlsEndorsement;
 use cleanroom_trust::{EnclaveKeys, Evidence, Measurement, Policy, Tcb, VerifiedClaims, Verifier};
 
@@ -29,6 +30,13 @@ pub(crate) struct Trust {
     /// against the report and printed.
     #[arg(long, global = true)]
     pub(crate) deployment_digest: Option<String>,
+    /// Trust any image the project author signed an upgrade statement for (its key, hex),
+    /// at or above --min-svn, instead of (or beside) exact --measurement values.
+    #[arg(long, env = "CLEANROOM_AUTHOR_KEY", global = true)]
+    pub(crate) author_key: Option<cleanroom_proto::PartyId>,
+    /// The lowest security version number accepted with --author-key.
+    #[arg(long, env = "CLEANROOM_MIN_SVN", default_value_t = 0, global = true)]
+    pub(crate) min_svn: u32,
 }
 
 /// Verified enclave facts.
@@ -56,27 +64,64 @@ struct AttestationAnswer {
     deployment: String,
     #[serde(default)]
     tls: Option<TlsEndorsement>,
+    #[serde(default)]
+    upgrade_statement: Option<SignedUpgradeStatement>,
+}
+
+/// The measurements `trust` accepts for a server that shows `statement`.
+fn allowed_measurements(
+    trust: &Trust,
+    statement: Option<&SignedUpgradeStatement>,
+) -> Result<Vec<Measurement>> {
+    let mut allowed = trust
+        .measurements
+        .iter()
+        .map(|m| parse_measurement(m))
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(author) = &trust.author_key {
+        let statement = statement
+            .ok_or_else(|| {
+                anyhow!(
+                    "you pin the author key {author}, but the server shows no upgrade statement"
+                )
+            })?
+            .verify(author)
+            .context("the server's upgrade statement is not the author's")?;
+        if statement.svn < trust.min_svn {
+            bail!(
+                "the server runs SVN {}, below the minimum {} you accept (an old image)",
+                statement.svn,
+                trust.min_svn
+            );
+        }
+        allowed.push(parse_measurement(&statement.measurement)?);
+    }
+    if allowed.is_empty() {
+        bail!(
+            "say which enclave you trust: --measurement HEX (the operator publishes it), or \
+             --author-key HEX with --min-svn N"
+        );
+    }
+    Ok(allowed)
+}
+
+fn parse_measurement(m: &str) -> Result<Measurement> {
+    let bytes = hex::decode(m.trim()).map_err(|_| anyhow!("a measurement must be hex"))?;
+    let arr: [u8; 48] = bytes
+        .try_into()
+        .map_err(|_| anyhow!("a measurement must be 48 bytes (96 hex digits)"))?;
+    Ok(Measurement(arr))
 }
 
 /// Fetch fresh evidence for a random nonce and verify every check; returns the enclave's
 /// endorsement of its TLS key too (checked by the caller against the connection's key).
 pub(crate) fn attest(client: &Client, trust: &Trust) -> Result<(Verified, Option<TlsEndorsement>)> {
-    if trust.measurements.is_empty() {
+    if trust.measurements.is_empty() && trust.author_key.is_none() {
         bail!(
-            "say which launch measurement you trust: --measurement HEX (the operator publishes it)"
+            "say which enclave you trust: --measurement HEX (the operator publishes it), or \
+             --author-key HEX with --min-svn N"
         );
     }
-    let allowed = trust
-        .measurements
-        .iter()
-        .map(|m| {
-            let bytes = hex::decode(m.trim()).map_err(|_| anyhow!("--measurement must be hex"))?;
-            let arr: [u8; 48] = bytes
-                .try_into()
-                .map_err(|_| anyhow!("--measurement must be 48 bytes (96 hex digits)"))?;
-            Ok(Measurement(arr))
-        })
-        .collect::<Result<Vec<_>>>()?;
     let mut nonce = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
     let answer: AttestationAnswer = serde_json::from_value(
@@ -96,7 +141,7 @@ pub(crate) fn attest(client: &Client, trust: &Trust) -> Result<(Verified, Option
         );
     }
     let policy = Policy {
-        allowed_measurements: allowed,
+        allowed_measurements: allowed_measurements(trust, answer.upgrade_statement.as_ref())?,
         minimum_tcb: Tcb {
             bootloader: 0,
             tee: 0,

@@ -59,6 +59,8 @@ pub struct Service {
     pub sealer: Sealer,
     /// Produces attestation evidence.
     pub attester: Box<dyn Attester>,
+    /// The author's statement for this image, if the operator configured one.
+    pub upgrade_statement: Option<cleanroom_proto::upgrade::SignedUpgradeStatement>,
     /// The key everything at rest is keyed by (handed to an upgraded image only).
     pub(crate) state_key: zeroize::Zeroizing<[u8; 32]>,
     /// Set once the state was handed to an upgraded image: this one then refuses changes.
@@ -205,6 +207,16 @@ impl Service {
             max_concurrent_runs: (config.workers as u32).max(1) * 2,
             ..RuntimeConfig::default()
         })?;
+        let upgrade_statement = match &config.upgrade_statement {
+            Some(path) => Some(
+                serde_json::from_slice(
+                    &std::fs::read(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?,
+                )
+                .with_context(|| format!("{} is not an upgrade statement", path.display()))?,
+            ),
+            None => None,
+        };
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let service = Service {
             config,
@@ -214,6 +226,7 @@ impl Service {
             sealer,
             attester,
             handed_over: Mutex::new(None),
+            upgrade_statement,
             state_key,
             tls,
             measurement,

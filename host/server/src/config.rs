@@ -48,6 +48,10 @@ pub struct Config {
     /// image; default: the fixed simulation measurement.
     #[serde(default)]
     pub simulation_measurement: Option<String>,
+    /// The author's signed upgrade statement for this image (JSON), served with attestation
+    /// so clients can pin (author key, minimum SVN) instead of exact measurements.
+    #[serde(default)]
+    pub upgrade_statement: Option<PathBuf>,
     /// A hand-over answer (from the previous image's `POST /v1/upgrade/handover`) to take the
     /// state key from at start.
     #[serde(default)]

@@ -50,6 +50,7 @@ pub(super) async fn evidence(
         "evidence": evidence,
         "deployment": String::from_utf8_lossy(&service.config.deployment_bytes()),
         "tls": service.tls.as_ref().map(|t| &t.endorsement),
+        "upgrade_statement": service.upgrade_statement,
     });
     Ok(json_response(StatusCode::OK, &body))
 }
