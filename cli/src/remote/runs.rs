@@ -95,7 +95,8 @@ pub(crate) fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
     let answer = client.signed("POST", "/v1/runs", &serde_json::to_vec(&request)?)?;
     let id = answer["run"].as_str().unwrap_or_default().to_string();
     if args.wait {
-        return watch(conn, WatchArgs { run: id });
+        // Same attested session: no second attestation.
+        return follow(conn, &client, &id);
     }
     conn.print(&answer, || format!("run {id} queued"));
     Ok(())
@@ -133,7 +134,13 @@ pub(crate) fn describe_outputs(reports: &[OutputReport]) -> String {
 
 /// Follow a run until it is final (or held for review).
 pub(crate) fn watch(conn: &Conn, args: WatchArgs) -> Result<()> {
-    let client = conn.client()?;
+    follow(conn, &conn.client()?, &args.run)
+}
+
+fn follow(conn: &Conn, client: &super::client::Client, run: &str) -> Result<()> {
+    let args = WatchArgs {
+        run: run.to_string(),
+    };
     let path = format!("/v1/runs/{}", args.run);
     let mut last = None;
     let bar = crate::progress::spinner(format!("run {}", args.run));
