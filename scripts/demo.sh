@@ -22,15 +22,18 @@ ensure_rust
 work=${CLEANROOM_DEMO_DIR:-$CLEANROOM_ROOT/target/demo}
 rm -rf "$work"
 mkdir -p "$work"
-port=${CLEANROOM_DEMO_PORT:-7878}
-export CLEANROOM_SERVER="https://127.0.0.1:$port"
+# Port 0: the kernel picks a free one (nothing else on a busy machine can collide with it);
+# the address is read back from cleanroomd's "listening" line.
+port=${CLEANROOM_DEMO_PORT:-0}
+# CLEANROOM_DEMO_PROFILE=dev reuses the test suite's debug build (scripts/test.sh does).
+profile=${CLEANROOM_DEMO_PROFILE:-release}
 
 say "building cleanroomd, the cleanroom CLI and the analysis (first time: several minutes)"
 # Simulation is a cargo feature *and* a runtime flag: a release build without the feature
 # cannot be switched into it.
-cargo build --release --locked -p cleanroomd -p cleanroom-cli --features cleanroomd/simulation
+cargo build --profile "$profile" --locked -p cleanroomd -p cleanroom-cli --features cleanroomd/simulation
 cargo build --release --locked --target wasm32-wasip2 -p cohort-stats --target-dir "$CARGO_TARGET_DIR/wasm-guests"
-bin="$CARGO_TARGET_DIR/release"
+bin="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")"
 cleanroom="$bin/cleanroom"
 analysis="$CARGO_TARGET_DIR/wasm-guests/wasm32-wasip2/release/cohort_stats.wasm"
 
@@ -38,13 +41,15 @@ say "starting cleanroomd (INSECURE simulation attestation, data in $work/server)
 "$bin/cleanroomd" --data-dir "$work/server" --listen "127.0.0.1:$port" --insecure-simulation 2>"$work/cleanroomd.log" &
 server_pid=$!
 trap 'kill $server_pid 2>/dev/null || true; wait $server_pid 2>/dev/null || true' EXIT
-# cleanroomd prints its "listening" line once the socket is bound: wait for that line (no
-# timing guess), or for the process to die.
-until grep -q "listening" "$work/cleanroomd.log"; do
+# cleanroomd prints its "listening" line once the socket is bound: wait for that whole line
+# (it ends with the 64-digit enclave key), or for the process to die; no timing guess.
+until grep -Eq 'listening on .*enclave key [0-9a-f]{64}\)' "$work/cleanroomd.log"; do
   kill -0 $server_pid 2>/dev/null || { cat "$work/cleanroomd.log"; exit 1; }
   sleep 0.1
 done
 grep -m1 "listening" "$work/cleanroomd.log"
+export CLEANROOM_SERVER
+CLEANROOM_SERVER=$(grep -m1 -o 'listening on https://[0-9.:]*' "$work/cleanroomd.log" | cut -d' ' -f3)
 # The operator publishes the launch measurement; in simulation it is fixed.
 export CLEANROOM_MEASUREMENT
 CLEANROOM_MEASUREMENT=$(grep -m1 -o 'measurement [0-9a-f]*' "$work/cleanroomd.log" | cut -d' ' -f2)
@@ -53,13 +58,14 @@ export CLEANROOM_ACCEPT_INSECURE_SIMULATION=true
 
 say "three parties create their keys"
 for party in st_marys northfield researcher; do
-  "$cleanroom" keygen -o "$work/keys/$party.json" >"$work/$party.keygen.txt"
-  sed -n 1p "$work/$party.keygen.txt"
+  "$cleanroom" keygen -o "$work/keys/$party.json" --json >"$work/$party.keygen.json"
 done
 # json_get FILE KEY... prints a value from a JSON file.
 json_get() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))
 for k in sys.argv[2:]: v=v[k]
 print(v)' "$@"; }
+researcher_id=$(json_get "$work/researcher.keygen.json" party)
+echo "the researcher's party id (shared with the hospitals): $researcher_id"
 
 say "synthetic admissions: St Mary's (age, sex, ICD-10 category, dates) and Northfield (birth year, gender, full ICD-10 code, stay, outcome)"
 python3 scripts/gen-synthetic.py --out "$work/hospital-data" --rows 5000
@@ -84,11 +90,11 @@ module=$(json_get "$work/module.json" module)
 echo "module $module"
 
 params='{"group_by":"diagnosis","min_group":10}'
-say "St Mary's grants it: these exact params, at most 5 runs, identifiers never released, groups under 10 suppressed"
-"$cleanroom" policy grant --key "$work/keys/st_marys.json" --dataset "$st_marys" --module "$module" \
+say "St Mary's grants it to that researcher: these exact params, at most 5 runs, identifiers never released, groups under 10 suppressed"
+"$cleanroom" policy grant --key "$work/keys/st_marys.json" --dataset "$st_marys" --module "$module" --researcher "$researcher_id" \
   --params "$params" --identifier patient_id --min-group 10 --max-runs 5 --note "pooled cohort statistics by ICD-10 category"
 say "Northfield grants it too, and reviews outputs before they are released (free-form JSON only leaves after review)"
-"$cleanroom" policy grant --key "$work/keys/northfield.json" --dataset "$northfield" --module "$module" \
+"$cleanroom" policy grant --key "$work/keys/northfield.json" --dataset "$northfield" --module "$module" --researcher "$researcher_id" \
   --params "$params" --identifier mrn --min-group 10 --max-runs 5 --review
 
 say "the researcher submits the run"

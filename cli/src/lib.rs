@@ -4,6 +4,7 @@
 //! cleanroom_cli::run(["cleanroom", "run-local", "analysis.wasm", "--table", "patients=p.csv"]).unwrap();
 //! ```
 
+pub mod failure;
 mod input;
 mod progress;
 mod remote;

@@ -153,6 +153,7 @@ fn kill_9_loses_nothing_acknowledged() {
             "--module",
             &module,
             "--review",
+            "--any-researcher",
             "--unlimited",
         ],
     )

@@ -455,6 +455,7 @@ fn the_cli_signs_only_policies_it_verified_and_catches_a_rollback() {
             &st.a,
             "--module",
             &st.module,
+            "--any-researcher",
             "--unlimited",
         ],
     ));

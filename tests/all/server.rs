@@ -220,9 +220,13 @@ impl Study {
     ) -> anyhow::Result<Value> {
         let mut args = vec!["policy", "grant", "--dataset", dataset, "--module", module];
         args.extend(extra);
-        // A grant to any researcher must cap its runs or say it is unlimited.
-        if !extra.contains(&"--researcher") && !extra.contains(&"--max-runs") {
-            args.push("--unlimited");
+        // Name the researcher or say any; a grant to any researcher must cap its runs or
+        // say it is unlimited.
+        if !extra.contains(&"--researcher") {
+            args.push("--any-researcher");
+            if !extra.contains(&"--max-runs") {
+                args.push("--unlimited");
+            }
         }
         self.s.cli(Some(owner), &args)
     }

@@ -143,6 +143,7 @@ fn owners_approve_the_query_and_identifiers_never_leave() {
                 &module,
                 "--sql",
                 q,
+                "--any-researcher",
             ];
             let rules = [
                 "--identifier",

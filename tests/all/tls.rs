@@ -95,3 +95,40 @@ fn a_whole_study_runs_over_attested_tls() {
     let listing = signed_get(&st.s, "st_marys", "/v1/datasets");
     assert!(listing["datasets"].as_array().is_some(), "{listing}");
 }
+
+#[test]
+fn exit_codes_classify_what_went_wrong() {
+    use cleanroom_cli::failure::exit_code;
+    let st = Study::new();
+    let code = |r: anyhow::Result<serde_json::Value>| exit_code(&r.unwrap_err());
+    // Evidence that does not verify: 6.
+    let wrong = "00".repeat(48);
+    assert_eq!(
+        code(st.s.cli(
+            Some("st_marys"),
+            &[
+                "dataset",
+                "list",
+                "--measurement",
+                &wrong,
+                "--accept-insecure-simulation"
+            ],
+        )),
+        6
+    );
+    // The server refuses (a stranger reads a policy it may not see): 3.
+    assert_eq!(
+        code(st.s.cli(Some("stranger"), &["policy", "show", "--dataset", &st.a])),
+        3
+    );
+    // A run that ends withheld (identifier column published): 4.
+    let copier = crate::server::push_module(&st.s, cleanroom_tests::COPY_TABLE);
+    st.grant_both_module(&copier, &[]);
+    let run = st.submit(&copier, "{}").unwrap();
+    assert_eq!(
+        code(st.s.cli(Some("researcher"), &["run", "watch", &run])),
+        4
+    );
+    // A usage error: 2.
+    assert_eq!(code(st.s.cli(None, &["run", "submit", "--bogus"])), 2);
+}

@@ -251,6 +251,7 @@ fn api_runs() {
             &a,
             "--module",
             &module,
+            "--any-researcher",
             "--unlimited",
         ],
     );

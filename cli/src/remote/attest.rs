@@ -10,6 +10,7 @@ use cleanroom_trust::{EnclaveKeys, Evidence, Measurement, Policy, Tcb, VerifiedC
 
 use super::Conn;
 use super::client::Client;
+use crate::failure::Failure;
 
 /// What a client requires of the enclave.
 #[derive(Debug, Clone, clap::Args)]
@@ -86,7 +87,9 @@ fn allowed_measurements(
                 )
             })?
             .verify(author)
-            .context("the server's upgrade statement is not the author's")?;
+            .context(Failure::verification(
+                "the server's upgrade statement is not the author's",
+            ))?;
         if statement.svn < trust.min_svn {
             bail!(
                 "the server runs SVN {}, below the minimum {} you accept (an old image)",
@@ -154,7 +157,9 @@ pub(crate) fn attest(client: &Client, trust: &Trust) -> Result<(Verified, Option
     };
     let claims = Verifier::new(policy)
         .verify(&evidence, Some(&nonce))
-        .context("attestation verification failed: do not send this server data")?;
+        .context(Failure::verification(
+            "attestation verification failed: do not send this server data",
+        ))?;
     let keys = claims
         .enclave_keys
         .ok_or_else(|| anyhow!("verified evidence carries no enclave keys"))?;
@@ -219,8 +224,9 @@ pub(crate) fn report(args: ReportArgs) -> Result<()> {
     let cert = std::fs::read(&args.cert)
         .with_context(|| format!("cannot read {}", args.cert.display()))?;
     let ask = args.ask.as_ref().map(std::fs::read).transpose()?;
-    let claims = cleanroom_trust::verify_report(&report, &cert, ask.as_deref(), false)
-        .context("the report does not verify against AMD's pinned roots")?;
+    let claims = cleanroom_trust::verify_report(&report, &cert, ask.as_deref(), false).context(
+        Failure::verification("the report does not verify against AMD's pinned roots"),
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&claims)?);
     } else {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use cleanroom_proto::PartyId;
 use cleanroom_proto::audit::{
     AuditItem, AuditPage, ConsistencyAnswer, SignedHead, verify_consistency, verify_items,
@@ -10,6 +10,7 @@ use cleanroom_proto::audit::{
 
 use super::Conn;
 use super::attest::verify_server;
+use crate::failure::Failure;
 
 /// `cleanroom audit verify`.
 #[derive(Debug, clap::Args)]
@@ -79,7 +80,7 @@ pub(crate) fn verify(conn: &Conn, args: VerifyArgs) -> Result<()> {
         ),
     };
     verify_items(&log.items, &log.head, Some(&enclave))
-        .map_err(|e| anyhow!("the audit log does not verify: {e}"))?;
+        .context(Failure::verification("the audit log does not verify"))?;
     if args.file.is_none() {
         check_against_last_head(conn, online(), &enclave, &log)?;
     }
@@ -149,23 +150,24 @@ fn check_against_last_head(
                     b"",
                 )
                 .map_err(|e| {
-                    anyhow!(
+                    anyhow::Error::new(Failure::verification(format!(
                         "the server cannot show its log extends the head of size {} you \
                          verified at {}: its log was truncated, rewritten or forked ({e:#})",
-                        last.size,
-                        last.time
-                    )
+                        last.size, last.time
+                    )))
                 })?,
         )
         .context("malformed consistency answer")?;
-        verify_consistency(last, &answer.head, &answer.proof, Some(enclave)).map_err(|e| {
-            anyhow!(
-                "{e} (you verified a head of size {} at {}; keep {} as evidence)",
-                last.size,
-                last.time,
-                path.display()
-            )
-        })?;
+        verify_consistency(last, &answer.head, &answer.proof, Some(enclave)).with_context(
+            || {
+                Failure::verification(format!(
+                    "you verified a head of size {} at {}; keep {} as evidence",
+                    last.size,
+                    last.time,
+                    path.display()
+                ))
+            },
+        )?;
         // The entries just fetched must extend it too: their first `last.size` leaves hash
         // to the root seen then.
         let mut prefix = cleanroom_proto::MerkleLog::new();
@@ -178,12 +180,12 @@ fn check_against_last_head(
             );
         }
         if prefix.len() != last.size || hex::encode(prefix.root()) != last.root {
-            bail!(
+            return Err(Failure::verification(format!(
                 "the audit log served does not extend the head of size {} you verified at {}: \
                  the server's log was truncated, rewritten or forked",
-                last.size,
-                last.time
-            );
+                last.size, last.time
+            ))
+            .into());
         }
         if answer.head.size >= newest.size {
             newest = answer.head;

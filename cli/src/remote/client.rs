@@ -11,6 +11,7 @@ use cleanroom_proto::httpsig::{self, SignedHeaders};
 
 use super::attest::{Trust, Verified, attest};
 use super::tls::{self, KeyCheck};
+use crate::failure::{ExitKind, Failure};
 
 /// Talks to one server as one party.
 pub(crate) struct Client {
@@ -58,13 +59,15 @@ impl Client {
             })?;
             endorsement
                 .ok_or_else(|| {
-                    anyhow!(
+                    anyhow::Error::new(Failure::verification(format!(
                         "{base} serves TLS but its enclave does not endorse the TLS key: \
                          refusing the connection"
-                    )
+                    )))
                 })?
                 .verify(&verified.keys, &seen)
-                .context("attested TLS failed: do not send this server data")?;
+                .context(Failure::verification(
+                    "attested TLS failed: do not send this server data",
+                ))?;
             Ok(Client {
                 base,
                 identity,
@@ -134,7 +137,7 @@ impl Client {
             .agent
             .get(format!("{}{path}", self.base))
             .call()
-            .with_context(|| format!("cannot reach {}", self.base))?;
+            .with_context(|| unreachable(&self.base))?;
         decode(resp)
     }
 
@@ -158,7 +161,7 @@ impl Client {
         let resp = self
             .agent
             .run(req)
-            .with_context(|| format!("cannot reach {}", self.base))?;
+            .with_context(|| unreachable(&self.base))?;
         decode(resp)
     }
 
@@ -189,7 +192,7 @@ impl Client {
             .header("content-type", "application/octet-stream")
             .header("content-length", &len.to_string())
             .send(ureq::SendBody::from_owned_reader(reader))
-            .with_context(|| format!("cannot reach {}", self.base))?;
+            .with_context(|| unreachable(&self.base))?;
         decode(resp)
     }
 
@@ -207,7 +210,7 @@ impl Client {
             .header("signature-input", &h.signature_input)
             .header("signature", &h.signature)
             .call()
-            .with_context(|| format!("cannot reach {}", self.base))?;
+            .with_context(|| unreachable(&self.base))?;
         if !resp.status().is_success() {
             return decode(resp).map(|_| ());
         }
@@ -225,6 +228,11 @@ impl Client {
     }
 }
 
+/// The context of a transport error: the server could not be reached.
+fn unreachable(base: &str) -> Failure {
+    Failure::new(ExitKind::Network, format!("cannot reach {base}"))
+}
+
 fn decode(resp: ureq::http::Response<ureq::Body>) -> Result<serde_json::Value> {
     let status = resp.status();
     let text = resp
@@ -240,7 +248,16 @@ fn decode(resp: ureq::http::Response<ureq::Body>) -> Result<serde_json::Value> {
     if !status.is_success() {
         let kind = value["type"].as_str().unwrap_or("error");
         let message = value["message"].as_str().unwrap_or(&text);
-        bail!("server refused ({status}, {kind}): {message}");
+        let class = if status.is_server_error() {
+            ExitKind::Server
+        } else {
+            ExitKind::Refused
+        };
+        return Err(Failure::new(
+            class,
+            format!("server refused ({status}, {kind}): {message}"),
+        )
+        .into());
     }
     Ok(value)
 }

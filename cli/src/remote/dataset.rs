@@ -119,19 +119,22 @@ pub(crate) fn push(conn: &Conn, args: PushArgs) -> Result<()> {
 
 pub(crate) fn list(conn: &Conn) -> Result<()> {
     let answer = conn.client()?.signed("GET", "/v1/datasets", b"")?;
+    let list: cleanroom_proto::run::DatasetList =
+        serde_json::from_value(answer.clone()).context("malformed dataset list")?;
     conn.print(&answer, || {
         let mut out = String::new();
-        for d in answer["datasets"].as_array().into_iter().flatten() {
+        for d in &list.datasets {
             out.push_str(&format!(
-                "{}  {} rows  owner {}…  policy v{}\n",
-                d["id"].as_str().unwrap_or("?"),
-                d["rows"].as_u64().map_or("?".into(), |r| r.to_string()),
-                &d["owner"].as_str().unwrap_or("?")
-                    [..12.min(d["owner"].as_str().unwrap_or("?").len())],
-                d["policy_version"]
-                    .as_u64()
-                    .map_or("-".into(), |v| v.to_string())
+                "{}  {} rows  owner {}…  policy {}\n",
+                d.id,
+                d.rows.map_or("?".into(), |r| r.to_string()),
+                &d.owner[..12.min(d.owner.len())],
+                d.policy_version.map_or("-".into(), |v| format!("v{v}")),
             ));
+            if let Some(columns) = &d.columns {
+                let cols: Vec<String> = columns.iter().map(|(n, t)| format!("{n} ({t})")).collect();
+                out.push_str(&format!("  columns: {}\n", cols.join(", ")));
+            }
         }
         out.trim_end().to_string()
     });

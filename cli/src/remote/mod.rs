@@ -79,6 +79,9 @@ pub(crate) struct KeygenArgs {
     /// Where to write the key (refuses to overwrite).
     #[arg(long, short = 'o')]
     out: PathBuf,
+    /// Print `{"key_file", "party"}` as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 pub(crate) fn keygen(args: KeygenArgs) -> Result<()> {
@@ -87,7 +90,13 @@ pub(crate) fn keygen(args: KeygenArgs) -> Result<()> {
         std::fs::create_dir_all(dir).ok();
     }
     identity.save(&args.out)?;
-    println!("wrote {} (party {})", args.out.display(), identity.party());
-    println!("share your party id; keep the file secret");
+    let value = serde_json::json!({ "key_file": args.out, "party": identity.party() });
+    crate::LAST_OUTPUT.with(|last| *last.borrow_mut() = Some(value.clone()));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!("wrote {} (party {})", args.out.display(), identity.party());
+        println!("share your party id; keep the file secret");
+    }
     Ok(())
 }

@@ -9,9 +9,11 @@ use cleanroom_proto::policy::{
 use cleanroom_proto::run::params_digest;
 
 use super::Conn;
+use crate::failure::Failure;
 
 /// `cleanroom policy grant`.
 #[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("who").required(true).args(["researchers", "any_researcher"]))]
 pub(crate) struct GrantArgs {
     /// Your dataset.
     #[arg(long)]
@@ -19,9 +21,12 @@ pub(crate) struct GrantArgs {
     /// Module hash (SHA-256 hex) to allow.
     #[arg(long)]
     module: String,
-    /// Researcher allowed (party id, hex); repeat. Without it: any researcher.
+    /// Researcher allowed (party id, hex); repeat. Say this or --any-researcher.
     #[arg(long = "researcher")]
     researchers: Vec<PartyId>,
+    /// Allow any researcher (never the default: say it explicitly).
+    #[arg(long, conflicts_with = "researchers")]
+    any_researcher: bool,
     /// Pin the exact params (JSON text) the module may run with.
     #[arg(long, conflicts_with = "params_digest")]
     params: Option<String>,
@@ -67,8 +72,20 @@ pub(crate) struct GrantArgs {
     #[arg(long)]
     release_logs: bool,
     /// Hold outputs until you review them.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_review")]
     review: bool,
+    /// Turn review off again (a previous version required it).
+    #[arg(long)]
+    no_review: bool,
+    /// Turn log release off again.
+    #[arg(long, conflicts_with = "release_logs")]
+    no_release_logs: bool,
+    /// Clear the hidden-column list (before any --hide).
+    #[arg(long)]
+    clear_hidden: bool,
+    /// Clear the identifier-column list (before any --identifier).
+    #[arg(long)]
+    clear_identifiers: bool,
     /// A reviewer for this dataset (party id); repeat. Default: you.
     #[arg(long = "reviewer")]
     reviewers: Vec<PartyId>,
@@ -148,30 +165,33 @@ fn current(conn: &Conn, dataset: &str) -> Result<Option<SignedPolicy>> {
     match client.signed("GET", &format!("/v1/datasets/{dataset}/policy"), b"") {
         Ok(v) => {
             let signed: SignedPolicy = serde_json::from_value(v)?;
-            signed
-                .verify()
-                .context("the server's copy of the policy does not verify")?;
+            signed.verify().context(Failure::verification(
+                "the server's copy of the policy does not verify",
+            ))?;
             if signed.owner != me || signed.policy.dataset != dataset {
-                bail!(
+                return Err(Failure::verification(format!(
                     "the server answered with a policy not signed by you for dataset {dataset}; \
                      refusing to build on it"
-                );
+                ))
+                .into());
             }
             if signed.policy.version < last {
-                bail!(
+                return Err(Failure::verification(format!(
                     "the server serves policy v{} of dataset {dataset}, but you signed v{last}: \
                      its state was rolled back; refusing to build on it",
                     signed.policy.version
-                );
+                ))
+                .into());
             }
             Ok(Some(signed))
         }
         Err(e) if e.to_string().contains("not-found") => {
             if last > 0 {
-                bail!(
+                return Err(Failure::verification(format!(
                     "the server has no policy for dataset {dataset}, but you signed v{last}: its \
                      state was rolled back; refusing to start over"
-                );
+                ))
+                .into());
             }
             Ok(None)
         }
@@ -314,14 +334,14 @@ pub(crate) fn grant(conn: &Conn, args: GrantArgs) -> Result<()> {
         ),
         None => (1, vec![], vec![], vec![], OutputRules::default()),
     };
-    let researchers = if args.researchers.is_empty() {
+    let researchers = if args.any_researcher {
         Researchers::Any
     } else {
         Researchers::Only(args.researchers.clone())
     };
     if researchers == Researchers::Any && args.max_runs.is_none() && !args.unlimited {
         bail!(
-            "a grant to any researcher needs --max-runs N (in total), or --unlimited to allow \
+            "a grant to --any-researcher needs --max-runs N (in total), or --unlimited to allow \
              unlimited runs by anyone; or name researchers with --researcher"
         );
     }
@@ -359,8 +379,14 @@ pub(crate) fn grant(conn: &Conn, args: GrantArgs) -> Result<()> {
         inputs: (!pinned.is_empty()).then_some(pinned),
         unlimited: args.unlimited,
     });
+    if args.clear_hidden {
+        hidden.clear();
+    }
     if !args.hidden.is_empty() {
         hidden = args.hidden;
+    }
+    if args.clear_identifiers {
+        identifiers.clear();
     }
     if !args.identifiers.is_empty() {
         identifiers = args.identifiers;
@@ -374,8 +400,8 @@ pub(crate) fn grant(conn: &Conn, args: GrantArgs) -> Result<()> {
     if args.refuse_small_groups {
         rules.small_groups = SmallGroups::Refuse;
     }
-    rules.release_logs |= args.release_logs;
-    rules.review_required |= args.review;
+    rules.release_logs = (rules.release_logs || args.release_logs) && !args.no_release_logs;
+    rules.review_required = (rules.review_required || args.review) && !args.no_review;
     if let Some(m) = args.max_output_mib {
         rules.max_output_bytes = m << 20;
     }
@@ -451,6 +477,13 @@ pub(crate) fn show(conn: &Conn, args: ShowArgs) -> Result<()> {
             conn.print(&serde_json::to_value(&p)?, || describe(&p));
             Ok(())
         }
-        None => bail!("dataset {} has no policy yet", args.dataset),
+        None => Err(Failure::new(
+            crate::failure::ExitKind::Refused,
+            format!(
+                "the server shows no policy for dataset {} (none yet, or not yours to see)",
+                args.dataset
+            ),
+        )
+        .into()),
     }
 }

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::Conn;
 use super::attest::verify_server;
+use crate::failure::{ExitKind, Failure};
 
 pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
@@ -176,7 +177,12 @@ fn follow(conn: &Conn, client: &super::client::Client, run: &str) -> Result<()> 
                 state,
                 RunState::Failed | RunState::Rejected | RunState::Withheld | RunState::Cancelled
             ) {
-                bail!("run {} ended {state}", args.run);
+                let kind = match state {
+                    RunState::Withheld => ExitKind::Withheld,
+                    RunState::Rejected => ExitKind::Refused,
+                    _ => ExitKind::RunFailed,
+                };
+                return Err(Failure::new(kind, format!("run {} ended {state}", args.run)).into());
             }
             return Ok(());
         }
@@ -293,7 +299,7 @@ pub(crate) fn verify_receipt(conn: &Conn, args: ReceiptVerifyArgs) -> Result<()>
         .with_context(|| format!("{} is not a receipt.json", args.file.display()))?;
     logged
         .verify(args.enclave_key.as_ref())
-        .context("the receipt does not verify")?;
+        .context(Failure::verification("the receipt does not verify"))?;
     let r = &logged.receipt.receipt;
     let value = serde_json::json!({
         "verified": true, "run": r.run_id, "state": r.state,
@@ -435,7 +441,9 @@ pub(crate) fn review(conn: &Conn, args: ReviewArgs, decision: Option<&str>) -> R
         // Anyone can seal to this key: only outputs the attested enclave signed are shown.
         let verified = verify_server(&client, &conn.trust)?;
         held.verify(&PartyId(verified.keys.signing_public_key))
-            .context("the held outputs are not signed by the attested enclave")?;
+            .context(Failure::verification(
+                "the held outputs are not signed by the attested enclave",
+            ))?;
         if held.run != args.run {
             bail!("the server answered with another run's held outputs");
         }

@@ -383,3 +383,32 @@ pub fn open_output(
         bytes: bytes.to_vec(),
     })
 }
+
+/// One dataset as `GET /v1/datasets` shows it to the signer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetInfo {
+    /// Dataset id.
+    pub id: String,
+    /// The owner's party id.
+    pub owner: String,
+    /// Row count, to the owner and researchers granted on it.
+    pub rows: Option<u64>,
+    /// `(name, Arrow type)` per column, to the owner and granted researchers; hidden columns
+    /// only to the owner.
+    pub columns: Option<Vec<(String, String)>>,
+    /// SHA-256 hex of the signed manifest.
+    pub manifest_digest: String,
+    /// Current policy version, if any.
+    pub policy_version: Option<u64>,
+    /// Upload time (Unix seconds).
+    pub created: u64,
+}
+
+/// `GET /v1/datasets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetList {
+    /// The datasets.
+    pub datasets: Vec<DatasetInfo>,
+}

@@ -64,13 +64,20 @@ pub(super) async fn list(service: &Service, req: &Request<Incoming>) -> ApiResul
             } else {
                 None
             };
-        out.push(json!({
-            "id": d.id, "owner": d.owner, "rows": columns.as_ref().map(|_| d.rows), "columns": columns,
-            "manifest_digest": d.manifest_digest,
-            "policy_version": policy.map(|p| p.policy.version), "created": d.created,
-        }));
+        out.push(cleanroom_proto::run::DatasetInfo {
+            rows: columns.as_ref().map(|_| d.rows),
+            columns,
+            id: d.id,
+            owner: d.owner,
+            manifest_digest: d.manifest_digest,
+            policy_version: policy.map(|p| p.policy.version),
+            created: d.created,
+        });
     }
-    Ok(json_response(StatusCode::OK, &json!({ "datasets": out })))
+    Ok(typed_response(
+        StatusCode::OK,
+        &cleanroom_proto::run::DatasetList { datasets: out },
+    ))
 }
 
 /// Stream the body to a temporary file, hashing as it goes (the caller has already
