@@ -340,10 +340,110 @@ macro_rules! typed_view {
     };
 }
 
+/// Little-endian values of width `N` from a buffer.
+fn le_values<const N: usize>(bytes: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
+    bytes
+        .chunks_exact(N)
+        .map(|c| c.try_into().expect("chunk has the type's width"))
+}
+
 impl RawColumn {
-    typed_view!(to_f64, f64, Float64);
-    typed_view!(to_i64, i64, Int64 | Timestamp);
     typed_view!(to_i32, i32, Int32 | Date32);
+
+    /// The values as `f64`, nulls as `None`. Integer and `float32` columns widen to `f64`
+    /// (integers beyond 2^53 round, as in any numeric library).
+    pub fn values_f64(&self) -> Result<Vec<Option<f64>>> {
+        let values: Vec<f64> = match &self.data_type {
+            DataType::Float64 => le_values::<8>(&self.values)
+                .map(f64::from_le_bytes)
+                .collect(),
+            DataType::Float32 => le_values::<4>(&self.values)
+                .map(|b| f64::from(f32::from_le_bytes(b)))
+                .collect(),
+            DataType::Int8 => self.values.iter().map(|&b| f64::from(b as i8)).collect(),
+            DataType::Int16 => le_values::<2>(&self.values)
+                .map(|b| f64::from(i16::from_le_bytes(b)))
+                .collect(),
+            DataType::Int32 => le_values::<4>(&self.values)
+                .map(|b| f64::from(i32::from_le_bytes(b)))
+                .collect(),
+            DataType::Int64 => le_values::<8>(&self.values)
+                .map(|b| i64::from_le_bytes(b) as f64)
+                .collect(),
+            DataType::Uint8 => self.values.iter().map(|&b| f64::from(b)).collect(),
+            DataType::Uint16 => le_values::<2>(&self.values)
+                .map(|b| f64::from(u16::from_le_bytes(b)))
+                .collect(),
+            DataType::Uint32 => le_values::<4>(&self.values)
+                .map(|b| f64::from(u32::from_le_bytes(b)))
+                .collect(),
+            DataType::Uint64 => le_values::<8>(&self.values)
+                .map(|b| u64::from_le_bytes(b) as f64)
+                .collect(),
+            other => return Err(not_numeric(other, "f64")),
+        };
+        Ok(self.with_nulls(values))
+    }
+
+    /// The values as `f64` (see [`RawColumn::values_f64`] for widening). Fails on a null
+    /// value, saying which: use `values_f64()` to see nulls as `None`, or `sum_f64()`.
+    pub fn to_f64(&self) -> Result<Vec<f64>> {
+        no_nulls(self.values_f64()?, &self.data_type, "values_f64")
+    }
+
+    /// The values as `i64`, nulls as `None`: any integer column that fits (`uint64` values
+    /// above `i64::MAX` are an error), `date32` (days) and timestamps (in their unit).
+    pub fn values_i64(&self) -> Result<Vec<Option<i64>>> {
+        let values: Vec<i64> = match &self.data_type {
+            DataType::Int64 | DataType::Timestamp(_) => le_values::<8>(&self.values)
+                .map(i64::from_le_bytes)
+                .collect(),
+            DataType::Int32 | DataType::Date32 => le_values::<4>(&self.values)
+                .map(|b| i64::from(i32::from_le_bytes(b)))
+                .collect(),
+            DataType::Int16 => le_values::<2>(&self.values)
+                .map(|b| i64::from(i16::from_le_bytes(b)))
+                .collect(),
+            DataType::Int8 => self.values.iter().map(|&b| i64::from(b as i8)).collect(),
+            DataType::Uint8 => self.values.iter().map(|&b| i64::from(b)).collect(),
+            DataType::Uint16 => le_values::<2>(&self.values)
+                .map(|b| i64::from(u16::from_le_bytes(b)))
+                .collect(),
+            DataType::Uint32 => le_values::<4>(&self.values)
+                .map(|b| i64::from(u32::from_le_bytes(b)))
+                .collect(),
+            DataType::Uint64 => le_values::<8>(&self.values)
+                .map(|b| {
+                    i64::try_from(u64::from_le_bytes(b)).map_err(|_| {
+                        Error::msg("a uint64 value does not fit i64: call values_f64() instead")
+                    })
+                })
+                .collect::<Result<_>>()?,
+            DataType::Float32 | DataType::Float64 => {
+                return Err(Error(format!(
+                    "column is {:?}, not an integer: call to_f64() or values_f64()",
+                    self.data_type
+                )));
+            }
+            other => return Err(not_numeric(other, "i64")),
+        };
+        Ok(self.with_nulls(values))
+    }
+
+    /// The values as `i64` (see [`RawColumn::values_i64`]). Fails on a null value, saying
+    /// which: use `values_i64()` to see nulls as `None`.
+    pub fn to_i64(&self) -> Result<Vec<i64>> {
+        no_nulls(self.values_i64()?, &self.data_type, "values_i64")
+    }
+
+    fn with_nulls<T>(&self, values: Vec<T>) -> Vec<Option<T>> {
+        values
+            .into_iter()
+            .take(usize::try_from(self.len).unwrap_or(usize::MAX))
+            .enumerate()
+            .map(|(i, v)| self.is_valid(i).then_some(v))
+            .collect()
+    }
 
     /// Sum of a `float64` column's non-null values, without copying the values.
     pub fn sum_f64(&self) -> Result<f64> {
@@ -415,6 +515,27 @@ pub fn sum_f64(values: &[f64]) -> f64 {
 }
 
 /// View little-endian f64 bytes as `&[f64]`, copying only if misaligned.
+fn not_numeric(data_type: &DataType, wanted: &str) -> Error {
+    let hint = match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 => "call to_strings()",
+        DataType::Boolean => "read its bit-packed values buffer",
+        _ => "decode the batch with Table::batches() (arrow-rs)",
+    };
+    Error(format!(
+        "column is {data_type:?}, not a number that widens to {wanted}: {hint}"
+    ))
+}
+
+fn no_nulls<T>(values: Vec<Option<T>>, data_type: &DataType, instead: &str) -> Result<Vec<T>> {
+    if let Some(i) = values.iter().position(Option::is_none) {
+        return Err(Error(format!(
+            "value {i} of this {data_type:?} column is null: call {instead}() to see nulls as \
+             None (sum_f64() skips them)"
+        )));
+    }
+    Ok(values.into_iter().flatten().collect())
+}
+
 fn f64_slice(bytes: &[u8]) -> std::borrow::Cow<'_, [f64]> {
     // SAFETY: every bit pattern is a valid f64, and `align_to` only yields
     // the aligned middle part.
@@ -496,3 +617,68 @@ pub fn debug(message: &str) {
 
 /// A schema shared by the SDK and analyses.
 pub type Schema = Arc<arrow_schema::Schema>;
+
+#[cfg(test)]
+mod typed_view_tests {
+    use super::*;
+
+    fn column(data_type: DataType, values: Vec<u8>, validity: Option<Vec<u8>>) -> RawColumn {
+        let width = match data_type {
+            DataType::Int8 | DataType::Uint8 => 1,
+            DataType::Int16 => 2,
+            DataType::Int32 | DataType::Float32 | DataType::Date32 => 4,
+            _ => 8,
+        };
+        RawColumn {
+            len: (values.len() / width) as u64,
+            null_count: 0,
+            data_type,
+            validity,
+            offsets: None,
+            values,
+        }
+    }
+
+    #[test]
+    fn integers_widen_to_f64_and_nulls_are_none_or_an_error_that_says_what_to_call() {
+        let ints: Vec<u8> = [30i64, 41, 52]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let age = column(DataType::Int64, ints.clone(), None);
+        assert_eq!(age.to_f64().unwrap(), vec![30.0, 41.0, 52.0]);
+        assert_eq!(age.to_i64().unwrap(), vec![30, 41, 52]);
+        // The second value null (bit 1 clear).
+        let with_null = column(DataType::Int64, ints, Some(vec![0b101]));
+        assert_eq!(
+            with_null.values_f64().unwrap(),
+            vec![Some(30.0), None, Some(52.0)]
+        );
+        let err = with_null.to_f64().unwrap_err().to_string();
+        assert!(
+            err.contains("value 1") && err.contains("values_f64()"),
+            "{err}"
+        );
+        let small: Vec<u8> = [-3i16, 7].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(
+            column(DataType::Int16, small, None).to_f64().unwrap(),
+            vec![-3.0, 7.0]
+        );
+    }
+
+    #[test]
+    fn the_wrong_kind_of_column_says_what_to_call_instead() {
+        let floats: Vec<u8> = [1.5f64].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let err = column(DataType::Float64, floats, None)
+            .to_i64()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("to_f64()"), "{err}");
+        let text = column(DataType::Utf8, b"abc".to_vec(), None);
+        let err = text.to_f64().unwrap_err().to_string();
+        assert!(err.contains("to_strings()"), "{err}");
+        let huge = column(DataType::Uint64, u64::MAX.to_le_bytes().to_vec(), None);
+        assert!(huge.to_i64().is_err());
+        assert_eq!(huge.to_f64().unwrap(), vec![u64::MAX as f64]);
+    }
+}

@@ -22,8 +22,8 @@ use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
 
 use crate::error::SigError;
+use crate::fields;
 use crate::keys::{Identity, PartyId, verify_signature};
-use crate::sfv;
 
 /// The signature label used in `Signature-Input` and `Signature`.
 pub const SIGNATURE_LABEL: &str = "sig1";
@@ -187,8 +187,8 @@ pub fn verify_request_with_digest(
     }
     let input = header("signature-input").ok_or(SigError::Missing("signature-input"))?;
     let signature = header("signature").ok_or(SigError::Missing("signature"))?;
-    let params_text = labelled_member("signature-input", &input)?;
-    let params = sfv::parse_signature_params(params_text).map_err(SigError::Malformed)?;
+    let params = fields::signature_params(labelled_member("signature-input", &input)?)
+        .map_err(SigError::Malformed)?;
     if params.alg != ALGORITHM {
         return Err(SigError::UnsupportedAlgorithm(params.alg));
     }
@@ -213,8 +213,8 @@ pub fn verify_request_with_digest(
             now,
         });
     }
-    let sig_text = labelled_member("signature", &signature)?;
-    let sig = sfv::parse_byte_sequence(sig_text).map_err(SigError::Malformed)?;
+    let sig = fields::byte_sequence(labelled_member("signature", &signature)?)
+        .map_err(SigError::Malformed)?;
     let sig: [u8; 64] = sig
         .try_into()
         .map_err(|_| SigError::Malformed("an ed25519 signature is 64 bytes".into()))?;
@@ -222,7 +222,7 @@ pub fn verify_request_with_digest(
     if digest != computed_digest {
         return Err(SigError::DigestMismatch);
     }
-    let base = signature_base(method, path, &digest, params_text);
+    let base = signature_base(method, path, &digest, &params.serialized);
     verify_signature(&party, base.as_bytes(), &sig).map_err(|_| SigError::BadSignature)?;
     Ok(VerifiedRequest {
         party,
@@ -231,27 +231,14 @@ pub fn verify_request_with_digest(
     })
 }
 
-/// The text of the [`SIGNATURE_LABEL`] member of a signature header (a structured dictionary).
-fn labelled_member<'a>(name: &'static str, value: &'a str) -> Result<&'a str, SigError> {
+/// The [`SIGNATURE_LABEL`] member of a signature header (a structured dictionary).
+fn labelled_member(name: &'static str, value: &str) -> Result<sfv::ListEntry, SigError> {
     if value.len() > MAX_HEADER_LEN {
         return Err(SigError::Malformed(format!(
             "{name} is longer than {MAX_HEADER_LEN} bytes"
         )));
     }
-    let members =
-        sfv::dictionary_members(value).map_err(|e| SigError::Malformed(format!("{name}: {e}")))?;
-    let mut found = None;
-    for (key, member) in members {
-        if key == SIGNATURE_LABEL {
-            if found.is_some() {
-                return Err(SigError::Malformed(format!(
-                    "{name} has more than one `{SIGNATURE_LABEL}` member"
-                )));
-            }
-            found = Some(member);
-        }
-    }
-    found.ok_or_else(|| SigError::Malformed(format!("{name} has no `{SIGNATURE_LABEL}` member")))
+    fields::member(value, SIGNATURE_LABEL).map_err(|e| SigError::Malformed(format!("{name}: {e}")))
 }
 
 fn valid_nonce(nonce: &str) -> bool {
@@ -263,10 +250,16 @@ fn valid_nonce(nonce: &str) -> bool {
 
 /// The `@signature-params` value this crate signs.
 fn signature_params(created: u64, nonce: &str, party: &PartyId) -> String {
-    let components = COVERED_COMPONENTS.map(|c| format!("\"{c}\"")).join(" ");
-    format!(
-        "({components});created={created};nonce=\"{nonce}\";keyid=\"{party}\";alg=\"{ALGORITHM}\""
+    fields::signature_input(
+        &COVERED_COMPONENTS,
+        created,
+        nonce,
+        &party.to_string(),
+        ALGORITHM,
     )
+    // Our own parameters are always serialisable: a nonce outside the allowed alphabet
+    // yields an input the verifier refuses, as documented on `sign_request`.
+    .unwrap_or_default()
 }
 
 /// The RFC 9421 signature base over [`COVERED_COMPONENTS`].

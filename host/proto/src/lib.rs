@@ -81,6 +81,7 @@ pub mod audit;
 mod canonical;
 pub mod codes;
 pub mod error;
+mod fields;
 pub mod httpsig;
 pub mod keys;
 pub mod policy;
@@ -88,7 +89,6 @@ pub mod receipt;
 mod rules;
 pub mod run;
 pub mod sealed;
-mod sfv;
 pub mod upgrade;
 
 pub use audit::{
