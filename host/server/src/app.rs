@@ -1,8 +1,9 @@
 //! The service: state shared by the HTTP handlers and the run workers.
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
@@ -20,28 +21,78 @@ use crate::events::EventBus;
 use crate::store::{SqliteStorage, Storage};
 
 /// Counters exported at `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     /// Requests handled.
-    pub requests: AtomicU64,
+    pub requests: Counter,
     /// Requests refused for authentication.
-    pub refused: AtomicU64,
+    pub refused: Counter,
     /// Runs submitted.
-    pub runs_submitted: AtomicU64,
-    /// Runs that reached a final state, by outcome.
-    pub runs_released: AtomicU64,
+    pub runs_submitted: Counter,
+    /// Runs whose outputs were released.
+    pub runs_released: Counter,
     /// Runs failed.
-    pub runs_failed: AtomicU64,
+    pub runs_failed: Counter,
     /// Runs withheld or rejected.
-    pub runs_withheld: AtomicU64,
+    pub runs_withheld: Counter,
     /// Bytes of datasets uploaded.
-    pub upload_bytes: AtomicU64,
+    pub upload_bytes: Counter,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Self {
+            requests: Counter::default(),
+            refused: Counter::default(),
+            runs_submitted: Counter::default(),
+            runs_released: Counter::default(),
+            runs_failed: Counter::default(),
+            runs_withheld: Counter::default(),
+            upload_bytes: Counter::default(),
+            registry: Registry::with_prefix("cleanroom"),
+        };
+        let mut registry = Registry::with_prefix("cleanroom");
+        for (name, help, counter) in [
+            ("requests", "HTTP requests handled", &m.requests),
+            (
+                "requests_refused",
+                "requests refused for authentication",
+                &m.refused,
+            ),
+            ("runs_submitted", "runs submitted", &m.runs_submitted),
+            (
+                "runs_released",
+                "runs whose outputs were released",
+                &m.runs_released,
+            ),
+            ("runs_failed", "runs that failed", &m.runs_failed),
+            (
+                "runs_withheld",
+                "runs rejected or withheld",
+                &m.runs_withheld,
+            ),
+            ("upload_bytes", "dataset bytes uploaded", &m.upload_bytes),
+        ] {
+            // Counters share their value with the clones registered here.
+            registry.register(name, help, counter.clone());
+        }
+        Self { registry, ..m }
+    }
 }
 
 impl Metrics {
     /// Add one.
-    pub fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    pub fn inc(counter: &Counter) {
+        counter.inc();
+    }
+
+    /// The OpenMetrics text of every counter.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
     }
 }
 

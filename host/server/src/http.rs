@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -111,7 +110,7 @@ async fn handle(
     _peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    service.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    service.metrics.requests.inc();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let response = match crate::api::route(service, req).await {

@@ -704,29 +704,15 @@ fn withhold(service: &Service, run: &mut RunRow, code: Code, message: &str) -> A
 }
 
 /// A held output, sealed at rest under the enclave's state key.
+#[serde_with::serde_as]
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HeldOutput {
     report: OutputReport,
     name: String,
-    #[serde(with = "b64")]
+    #[serde_as(as = "serde_with::base64::Base64")]
     bytes: Vec<u8>,
     reviewable: bool,
-}
-
-mod b64 {
-    use base64::Engine;
-    use base64::engine::general_purpose::STANDARD;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&STANDARD.encode(bytes))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
-        STANDARD.decode(text).map_err(serde::de::Error::custom)
-    }
 }
 
 fn hold(service: &Service, run: &mut RunRow, decided: Vec<Decided>) -> ApiResult<()> {

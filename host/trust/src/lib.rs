@@ -49,7 +49,6 @@
 pub mod attester;
 pub mod binding;
 mod certs;
-mod encoding;
 mod endorsement;
 mod error;
 mod evidence;

@@ -3,20 +3,22 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::encoding::hex_array;
 use crate::evidence::EnclaveKeys;
 use crate::report::SigningKey;
 use crate::tcb::{Generation, Tcb};
+use serde_with::hex::Hex;
 
 /// Simulation evidence is refused by default.
 pub const DEFAULT_ACCEPT_SIMULATION: bool = false;
 
 /// A launch measurement (SHA-384), hex in JSON.
+#[serde_with::serde_as]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Measurement(#[serde(with = "hex_array")] pub [u8; 48]);
+pub struct Measurement(#[serde_as(as = "Hex")] pub [u8; 48]);
 
 /// What a client accepts: the images it trusts, the firmware it requires, the deployment.
+#[serde_with::serde_as]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
@@ -25,7 +27,7 @@ pub struct Policy {
     /// The lowest acceptable `reported_tcb`, component by component.
     pub minimum_tcb: Tcb,
     /// The expected `host_data`: SHA-256 of the deployment configuration.
-    #[serde(with = "hex_array")]
+    #[serde_as(as = "Hex")]
     pub host_data: [u8; 32],
     /// Accept evidence from the INSECURE simulation backend (development and CI only).
     #[serde(default)]
@@ -41,6 +43,7 @@ impl Policy {
 }
 
 /// What verified evidence proves about the enclave.
+#[serde_with::serde_as]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifiedClaims {
@@ -61,13 +64,13 @@ pub struct VerifiedClaims {
     /// The TCB the endorsement key was issued for.
     pub reported_tcb: Tcb,
     /// The chip identifier (zero-padded for generations with shorter ids).
-    #[serde(with = "hex_array")]
+    #[serde_as(as = "Hex")]
     pub chip_id: [u8; 64],
     /// The guest-supplied report data.
-    #[serde(with = "hex_array")]
+    #[serde_as(as = "Hex")]
     pub report_data: [u8; 64],
     /// The host data fixed at launch.
-    #[serde(with = "hex_array")]
+    #[serde_as(as = "Hex")]
     pub host_data: [u8; 32],
     /// The enclave keys bound into `report_data` (full evidence verification only).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use cleanroom_envelope::EnvelopeReader;
 use cleanroom_proto::PartyId;
@@ -172,10 +171,7 @@ pub(super) async fn upload(
         json!({ "rows": row.rows, "bytes": bytes, "manifest_digest": row.manifest_digest }),
         RowWrite::Dataset(&row),
     )?;
-    service
-        .metrics
-        .upload_bytes
-        .fetch_add(bytes, Ordering::Relaxed);
+    service.metrics.upload_bytes.inc_by(bytes);
     Ok(json_response(
         StatusCode::CREATED,
         &serde_json::to_value(&row).map_err(|e| ApiError::Internal(e.to_string()))?,

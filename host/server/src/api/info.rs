@@ -1,7 +1,6 @@
 //! Health, metrics, the OpenAPI document, the audit log and live events.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -26,51 +25,10 @@ pub(super) fn health() -> Response<Body> {
 
 pub(super) fn metrics(service: &Service, req: &Request<Incoming>) -> ApiResult<Response<Body>> {
     crate::auth::signed_get(service, req)?;
-    let m = &service.metrics;
-    let mut out = String::new();
-    for (name, help, value) in [
-        (
-            "cleanroom_requests_total",
-            "HTTP requests handled",
-            &m.requests,
-        ),
-        (
-            "cleanroom_requests_refused_total",
-            "requests refused for authentication",
-            &m.refused,
-        ),
-        (
-            "cleanroom_runs_submitted_total",
-            "runs submitted",
-            &m.runs_submitted,
-        ),
-        (
-            "cleanroom_runs_released_total",
-            "runs whose outputs were released",
-            &m.runs_released,
-        ),
-        (
-            "cleanroom_runs_failed_total",
-            "runs that failed",
-            &m.runs_failed,
-        ),
-        (
-            "cleanroom_runs_withheld_total",
-            "runs rejected or withheld",
-            &m.runs_withheld,
-        ),
-        (
-            "cleanroom_upload_bytes_total",
-            "dataset bytes uploaded",
-            &m.upload_bytes,
-        ),
-    ] {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-            value.load(Ordering::Relaxed)
-        ));
-    }
-    Ok(text_response("text/plain; version=0.0.4", out))
+    Ok(text_response(
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        service.metrics.encode(),
+    ))
 }
 
 pub(super) fn openapi() -> Response<Body> {
