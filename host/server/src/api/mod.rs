@@ -77,3 +77,73 @@ pub(crate) async fn route(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// `(METHOD, /path/{id})` for every arm of [`super::route`], read from this file's
+    /// source: the match is the routing table, so the documentation is checked against it.
+    fn routed() -> BTreeSet<(String, String)> {
+        let source = include_str!("mod.rs");
+        let routing = &source[..source.find("#[cfg(test)]").expect("tests follow routing")];
+        routing
+            .lines()
+            .filter_map(|line| {
+                let rest = line.trim().strip_prefix("(&Method::")?;
+                let (method, rest) = rest.split_once(", [")?;
+                let (segments, _) = rest.split_once("])")?;
+                let path: Vec<String> = segments
+                    .split(", ")
+                    .map(|s| match s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+                        Some(literal) => literal.to_string(),
+                        None => format!("{{{s}}}"),
+                    })
+                    .collect();
+                Some((method.to_lowercase(), format!("/{}", path.join("/"))))
+            })
+            .collect()
+    }
+
+    fn documented() -> (BTreeSet<(String, String)>, BTreeSet<(String, String)>) {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../openapi.json")).expect("openapi.json");
+        let mut all = BTreeSet::new();
+        let mut public = BTreeSet::new();
+        for (path, ops) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in ops.as_object().expect("operations") {
+                all.insert((method.clone(), path.clone()));
+                if op.get("security").is_none() {
+                    public.insert((method.clone(), path.clone()));
+                }
+            }
+        }
+        (all, public)
+    }
+
+    #[test]
+    fn every_route_is_documented_and_every_documented_route_exists() {
+        let routed = routed();
+        assert!(routed.len() > 15, "the route scanner found {routed:?}");
+        let (documented, _) = documented();
+        let missing: Vec<_> = routed.difference(&documented).collect();
+        let stale: Vec<_> = documented.difference(&routed).collect();
+        assert!(missing.is_empty(), "routes missing from openapi.json: {missing:?}");
+        assert!(stale.is_empty(), "openapi.json documents routes that do not exist: {stale:?}");
+    }
+
+    #[test]
+    fn exactly_the_unsigned_endpoints_are_documented_without_a_signature() {
+        let (_, public) = documented();
+        let expected: BTreeSet<(String, String)> = [
+            ("get", "/health"),
+            ("get", "/openapi.json"),
+            ("get", "/v1/attestation"),
+            ("post", "/v1/upgrade/handover"),
+        ]
+        .into_iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+        assert_eq!(public, expected);
+    }
+}
