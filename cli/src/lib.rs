@@ -6,6 +6,7 @@
 
 pub mod failure;
 mod input;
+mod new;
 mod progress;
 mod remote;
 mod run_local;
@@ -47,6 +48,8 @@ enum Command {
     RunLocal(run_local::Args),
     /// Create a party key (Ed25519 signing + X25519 for results).
     Keygen(remote::KeygenArgs),
+    /// Start an analysis project (rust, python or sql) that runs locally as generated.
+    New(new::Args),
     /// Verify a server's attestation, or check a raw SNP report offline.
     #[command(subcommand)]
     Attest(AttestCmd),
@@ -275,6 +278,7 @@ where
     match cli.command {
         Command::RunLocal(args) => run_local::run(args),
         Command::Keygen(args) => remote::keygen(args),
+        Command::New(args) => new::run(args),
         Command::Attest(AttestCmd::Verify { conn, args }) => remote::attest::verify(&conn, args),
         Command::Attest(AttestCmd::Report(args)) => remote::attest::report(args),
         Command::Dataset(DatasetCmd::Push { conn, args }) => remote::dataset::push(&conn, args),

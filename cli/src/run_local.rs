@@ -30,7 +30,8 @@ pub(crate) struct Args {
     /// each --table is a SQL table of that name, the result is table `result`.
     #[arg(long, conflicts_with = "params")]
     sql: Option<String>,
-    /// The SQL engine component (built by scripts/build-sql.sh).
+    /// The SQL engine component (built by scripts/build-sql.sh). By default the one
+    /// scripts/build-sql.sh built: under $CARGO_TARGET_DIR or ~/.cache/cleanroom-target.
     #[arg(long, env = "CLEANROOM_SQL_ENGINE")]
     engine: Option<PathBuf>,
     /// A table to grant, as NAME=FILE (or FILE, named after its stem). CSV,
@@ -95,13 +96,47 @@ fn hide(table: MemTable, hidden: &[String]) -> Result<MemTable> {
     Ok(MemTable::new(Arc::new(schema.project(&keep)?), batches))
 }
 
+/// Where scripts/build-sql.sh leaves the engine.
+fn engine_candidates() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        dirs.push(PathBuf::from(dir));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cache/cleanroom-target"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("sql-engine").join("cleanroom_sql.wasm"))
+        .collect()
+}
+
+fn find_engine() -> Result<PathBuf> {
+    let candidates = engine_candidates();
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            anyhow!(
+                "--sql needs the SQL engine component, and it is not in {}: build it with \
+             scripts/build-sql.sh (in the cleanroom repository), or pass --engine PATH",
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )
+        })
+}
+
 pub(crate) fn run(args: Args) -> Result<()> {
     let limits = limits(&args)?;
     let (module_path, params) = match (&args.sql, &args.module) {
         (Some(sql), _) => {
-            let engine = args.engine.clone().ok_or_else(|| {
-                anyhow!("--sql needs the SQL engine component: pass --engine PATH or set CLEANROOM_SQL_ENGINE (scripts/build-sql.sh builds it)")
-            })?;
+            let engine = match args.engine.clone() {
+                Some(engine) => engine,
+                None => find_engine()?,
+            };
             (engine, sql_params(sql))
         }
         (None, Some(module)) => {

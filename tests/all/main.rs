@@ -4,6 +4,7 @@ mod cli;
 mod crash;
 mod egress;
 mod examples;
+mod guide;
 mod load;
 mod programs;
 mod server;

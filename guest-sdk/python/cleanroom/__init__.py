@@ -13,7 +13,7 @@ publishes outputs::
         cleanroom.publish_json("mean_age", sum(ages) / len(ages))
 
 Build it into a component with ``scripts/build-python.sh analysis.py out.wasm``
-(or ``cleanroom build analysis.py``). numpy and pyarrow do not exist for WASI:
+(``cleanroom new python NAME`` starts a project; see docs/guide/python.md). numpy and pyarrow do not exist for WASI:
 columns arrive as typed ``memoryview`` objects over raw Arrow buffers, and
 tables are published as plain Python lists.
 """

@@ -84,7 +84,7 @@ mod tests {
 
     /// `(METHOD, /path/{id})` for every arm of [`super::route`], read from this file's
     /// source: the match is the routing table, so the documentation is checked against it.
-    fn routed() -> BTreeSet<(String, String)> {
+    fn routed() -> Routes {
         let source = include_str!("mod.rs");
         let routing = &source[..source.find("#[cfg(test)]").expect("tests follow routing")];
         routing
@@ -95,17 +95,23 @@ mod tests {
                 let (segments, _) = rest.split_once("])")?;
                 let path: Vec<String> = segments
                     .split(", ")
-                    .map(|s| match s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-                        Some(literal) => literal.to_string(),
-                        None => format!("{{{s}}}"),
-                    })
+                    .map(
+                        |s| match s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+                            Some(literal) => literal.to_string(),
+                            None => format!("{{{s}}}"),
+                        },
+                    )
                     .collect();
                 Some((method.to_lowercase(), format!("/{}", path.join("/"))))
             })
             .collect()
     }
 
-    fn documented() -> (BTreeSet<(String, String)>, BTreeSet<(String, String)>) {
+    /// `(method, path)` pairs.
+    type Routes = BTreeSet<(String, String)>;
+
+    /// Every documented route, and those documented without a signature.
+    fn documented() -> (Routes, Routes) {
         let doc: serde_json::Value =
             serde_json::from_str(include_str!("../../openapi.json")).expect("openapi.json");
         let mut all = BTreeSet::new();
@@ -128,14 +134,20 @@ mod tests {
         let (documented, _) = documented();
         let missing: Vec<_> = routed.difference(&documented).collect();
         let stale: Vec<_> = documented.difference(&routed).collect();
-        assert!(missing.is_empty(), "routes missing from openapi.json: {missing:?}");
-        assert!(stale.is_empty(), "openapi.json documents routes that do not exist: {stale:?}");
+        assert!(
+            missing.is_empty(),
+            "routes missing from openapi.json: {missing:?}"
+        );
+        assert!(
+            stale.is_empty(),
+            "openapi.json documents routes that do not exist: {stale:?}"
+        );
     }
 
     #[test]
     fn exactly_the_unsigned_endpoints_are_documented_without_a_signature() {
         let (_, public) = documented();
-        let expected: BTreeSet<(String, String)> = [
+        let expected: Routes = [
             ("get", "/health"),
             ("get", "/openapi.json"),
             ("get", "/v1/attestation"),
