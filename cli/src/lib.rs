@@ -10,8 +10,15 @@ mod new;
 mod progress;
 mod remote;
 mod run_local;
+mod tables;
 
 use std::ffi::OsString;
+
+/// Write the completion script for `shell`.
+fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut command, "cleanroom", out);
+}
 
 /// An HTTP agent for `server` whose connections are attested TLS (or plain HTTP on loopback),
 /// verified against `measurement` — for tools and tests that talk to cleanroomd without the
@@ -50,6 +57,11 @@ enum Command {
     Keygen(remote::KeygenArgs),
     /// Start an analysis project (rust, python or sql) that runs locally as generated.
     New(new::Args),
+    /// Print a shell completion script: `cleanroom completions bash > /etc/bash_completion.d/cleanroom`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Verify a server's attestation, or check a raw SNP report offline.
     #[command(subcommand)]
     Attest(AttestCmd),
@@ -279,6 +291,10 @@ where
         Command::RunLocal(args) => run_local::run(args),
         Command::Keygen(args) => remote::keygen(args),
         Command::New(args) => new::run(args),
+        Command::Completions { shell } => {
+            completions(shell, &mut std::io::stdout());
+            Ok(())
+        }
         Command::Attest(AttestCmd::Verify { conn, args }) => remote::attest::verify(&conn, args),
         Command::Attest(AttestCmd::Report(args)) => remote::attest::report(args),
         Command::Dataset(DatasetCmd::Push { conn, args }) => remote::dataset::push(&conn, args),
@@ -305,5 +321,19 @@ where
         Command::Receipt(ReceiptCmd::Verify { conn, args }) => {
             remote::runs::verify_receipt(&conn, args)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn completions_cover_every_command() {
+        let mut out = Vec::new();
+        super::completions(clap_complete::Shell::Bash, &mut out);
+        let script = String::from_utf8(out).unwrap();
+        for command in ["run-local", "receipt", "audit", "new", "policy"] {
+            assert!(script.contains(command), "{command} missing");
+        }
+        assert!(script.contains("--any-researcher"));
     }
 }

@@ -372,7 +372,7 @@ fn table_spec(spec: &str) -> Result<(String, PathBuf)> {
     Ok((name, path))
 }
 
-/// Write every output into `dir`: tables as Arrow IPC files plus CSV copies,
+/// Write every output into `dir`: tables as Arrow IPC files plus CSV and Parquet copies,
 /// JSON values as `.json`, files under `files/`, and the log.
 fn write_outputs(dir: &Path, output: &RunOutput) -> Result<BTreeMap<String, String>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -380,8 +380,7 @@ fn write_outputs(dir: &Path, output: &RunOutput) -> Result<BTreeMap<String, Stri
     for table in &output.outputs.tables {
         let arrow = dir.join(format!("{}.arrow", table.name));
         write_ipc_file(&arrow, table)?;
-        let csv = dir.join(format!("{}.csv", table.name));
-        write_csv(&csv, &table.batches)?;
+        crate::tables::write_copies(dir, &table.name, &table.schema, &table.batches)?;
         written.insert(
             table.name.clone(),
             format!("table, {} rows", table.num_rows()),
@@ -425,18 +424,6 @@ fn write_ipc_file(path: &Path, table: &TableOutput) -> Result<()> {
         writer.write(batch)?;
     }
     writer.finish()?;
-    Ok(())
-}
-
-fn write_csv(path: &Path, batches: &[RecordBatch]) -> Result<()> {
-    let file =
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut writer = arrow_csv::WriterBuilder::new()
-        .with_header(true)
-        .build(file);
-    for batch in batches {
-        writer.write(batch)?;
-    }
     Ok(())
 }
 

@@ -37,6 +37,16 @@ fn the_sql_guide_runs_as_written() {
     let result = read(&Path::new(&out).join("result.csv"));
     assert!(result.contains("diagnosis,patients,mean_age"), "{result}");
     assert!(result.contains(EXPECTED), "{result}");
+    // The same table as Parquet, for analysis tools.
+    let parquet = std::fs::File::open(Path::new(&out).join("result.parquet")).unwrap();
+    let rows: usize =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(parquet)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap().num_rows())
+            .sum();
+    assert_eq!(rows, 6);
 }
 
 #[test]

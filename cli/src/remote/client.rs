@@ -182,7 +182,9 @@ impl Client {
         let identity = self.identity()?;
         let h = httpsig::sign_request_with_digest(identity, "PUT", path, &digest, now(), &nonce());
         let len = std::fs::metadata(file)?.len();
-        let reader = std::fs::File::open(file)?;
+        // A progress bar on a terminal (hidden otherwise).
+        let bar = crate::progress::bytes("uploading", len);
+        let reader = bar.wrap_read(std::fs::File::open(file)?);
         let resp = self
             .agent
             .put(format!("{}{path}", self.base))
@@ -193,6 +195,7 @@ impl Client {
             .header("content-length", &len.to_string())
             .send(ureq::SendBody::from_owned_reader(reader))
             .with_context(|| unreachable(&self.base))?;
+        bar.finish_and_clear();
         decode(resp)
     }
 

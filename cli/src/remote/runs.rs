@@ -369,15 +369,10 @@ fn write_outputs(
                 let (schema, batches) =
                     cleanroom_runtime::output::decode_stream(bytes).map_err(|e| anyhow!(e))?;
                 std::fs::write(dir.join(format!("{name}.arrows")), bytes)?;
-                let mut csv = arrow_csv::WriterBuilder::new()
-                    .with_header(true)
-                    .build(std::fs::File::create(dir.join(format!("{name}.csv")))?);
-                for b in &batches {
-                    csv.write(b)?;
-                }
+                crate::tables::write_copies(dir, name, &schema, &batches)?;
                 let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
                 lines.push(format!(
-                    "  table {name}: {rows} rows × {} columns → {name}.csv",
+                    "  table {name}: {rows} rows × {} columns → {name}.csv, .parquet, .arrows",
                     schema.fields().len()
                 ));
                 if !conn.json {

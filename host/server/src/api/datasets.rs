@@ -88,7 +88,8 @@ async fn spool(
 ) -> ApiResult<(std::path::PathBuf, String, u64)> {
     let tmp = service.storage.tmp_path();
     let mut file = std::fs::File::create(&tmp)?;
-    let guard = scopeguard(tmp.clone());
+    // Removed on every early return; kept once the upload is whole.
+    let guard = tempfile::TempPath::try_from_path(tmp.clone())?;
     let mut digest = DigestWriter::new();
     let mut total = 0u64;
     let mut body = body;
@@ -112,7 +113,8 @@ async fn spool(
         }
     }
     file.sync_all()?;
-    guard.disarm();
+    // The file stays (the caller owns it now).
+    let _kept = guard.keep();
     Ok((tmp, digest.finish(), total))
 }
 
@@ -131,7 +133,7 @@ pub(super) async fn upload(
     }
     let _slot = service.uploads.take(owner).map_err(ApiError::Busy)?;
     let (tmp, digest, bytes) = spool(&service, body, service.config.max_upload_bytes).await?;
-    let cleanup = scopeguard(tmp.clone());
+    let cleanup = tempfile::TempPath::try_from_path(tmp.clone())?;
     crate::auth::check_digest(&service, &parts, owner, &claimed, &digest)?;
     // Open the envelope as the enclave will: manifest signature, owner, key unwrap.
     let file = std::fs::File::open(&tmp)?;
@@ -162,7 +164,8 @@ pub(super) async fn upload(
         created: crate::now(),
     };
     service.storage.put_blob("datasets", id, &tmp)?;
-    cleanup.disarm();
+    // Moved into the blob store: nothing to remove.
+    let _kept = cleanup.keep();
     service.record_write(
         Audience::Parties(vec![owner]),
         Some(owner),
@@ -311,25 +314,4 @@ pub(super) async fn upload_module(
         StatusCode::CREATED,
         &json!({ "module": hash, "bytes": body.len() }),
     ))
-}
-
-/// Removes a temporary file unless disarmed.
-struct TmpGuard(Option<std::path::PathBuf>);
-
-impl TmpGuard {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for TmpGuard {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-fn scopeguard(path: std::path::PathBuf) -> TmpGuard {
-    TmpGuard(Some(path))
 }
