@@ -1,53 +1,51 @@
-//! Canonical bytes for signing and hashing: a domain-separation prefix followed by compact JSON
-//! with object keys sorted by their bytes, at every level.
+//! Canonical bytes for signing and hashing: a domain-separation prefix followed by the
+//! object's RFC 8785 (JSON Canonicalization Scheme) serialisation, by the `serde_jcs` crate.
 //!
-//! Sorting keys makes the bytes independent of struct field order and of serde_json's
-//! `preserve_order` feature, so the signer and the verifier agree as long as both use this crate.
+//! JCS sorts object keys and fixes number and string formatting, so the bytes do not depend on
+//! struct field order, map implementations or serde_json's features. For every object this
+//! protocol signs (ASCII keys, integers) they are the bytes of the first format (keys sorted by
+//! their bytes, compact serde_json), so signatures made before still verify:
+//! `tests/all/vectors.rs` pins them.
 
 use serde::Serialize;
-use serde_json::Value;
 
-/// `domain || canonical JSON of value`.
+/// `domain || JCS(value)`.
 pub(crate) fn canonical_bytes<T: Serialize>(domain: &[u8], value: &T) -> Vec<u8> {
-    let value = serde_json::to_value(value)
-        .expect("invariant: protocol objects serialize to JSON with string keys");
     let mut out = domain.to_vec();
-    write_value(&value, &mut out);
+    out.extend(
+        serde_jcs::to_vec(value)
+            .expect("invariant: protocol objects serialize to JSON with string keys"),
+    );
     out
 }
 
-fn write_value(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_value(item, out);
-            }
-            out.push(b']');
-        }
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push(b'{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_scalar(&Value::String(key.clone()), out);
-                out.push(b':');
-                write_value(item, out);
-            }
-            out.push(b'}');
-        }
-        scalar => write_scalar(scalar, out),
-    }
-}
+/// The largest integer JCS represents exactly (JCS numbers are IEEE doubles).
+pub(crate) const MAX_EXACT: u64 = (1 << 53) - 1;
 
-fn write_scalar(value: &Value, out: &mut Vec<u8>) {
-    serde_json::to_writer(out, value).expect("invariant: writing JSON to a Vec cannot fail");
+/// Refuses an object with an integer JCS would round (beyond ±(2^53 − 1)): two such values
+/// could share canonical bytes, and so a signature.
+pub(crate) fn check_exact<T: Serialize>(value: &T) -> Result<(), String> {
+    fn walk(v: &serde_json::Value) -> Result<(), String> {
+        match v {
+            serde_json::Value::Number(n) => {
+                let exact = n.as_u64().map(|u| u <= MAX_EXACT).unwrap_or(true)
+                    && n.as_i64()
+                        .map(|i| i.unsigned_abs() <= MAX_EXACT)
+                        .unwrap_or(true);
+                if exact {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{n} is beyond 2^53 - 1, which signed JSON cannot carry exactly"
+                    ))
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().try_for_each(walk),
+            serde_json::Value::Object(map) => map.values().try_for_each(walk),
+            _ => Ok(()),
+        }
+    }
+    walk(&serde_json::to_value(value).map_err(|e| e.to_string())?)
 }
 
 /// Lowercase hex SHA-256 of `bytes`.

@@ -132,6 +132,7 @@ impl Policy {
     /// or says `unlimited` out loud, pinned input sets name this dataset, and output rules are
     /// in range. The server refuses a policy that fails this.
     pub fn validate(&self) -> std::result::Result<(), String> {
+        crate::canonical::check_exact(self)?;
         for (i, g) in self.grants.iter().enumerate() {
             if g.researchers == Researchers::Any && g.max_runs.is_none() && !g.unlimited {
                 return Err(format!(

@@ -7,3 +7,4 @@ mod policy;
 mod receipt;
 mod robustness;
 mod sealed;
+mod vectors;
