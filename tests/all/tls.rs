@@ -132,3 +132,22 @@ fn exit_codes_classify_what_went_wrong() {
     // A usage error: 2.
     assert_eq!(code(st.s.cli(None, &["run", "submit", "--bogus"])), 2);
 }
+
+#[test]
+fn unknown_paths_and_methods_get_the_apis_json_error() {
+    let s = TestServer::start();
+    let agent = s.agent();
+    for (method, path) in [("GET", "/v1/nope"), ("DELETE", "/v1/runs"), ("PATCH", "/health")] {
+        let req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", s.url))
+            .body(Vec::new())
+            .unwrap();
+        let resp = agent.run(req).unwrap();
+        assert_eq!(resp.status(), 404, "{method} {path}");
+        let body: serde_json::Value =
+            serde_json::from_str(&resp.into_body().read_to_string().unwrap()).unwrap();
+        assert_eq!(body["type"], "not-found", "{body}");
+        assert!(body["message"].as_str().unwrap().contains(path), "{body}");
+    }
+}

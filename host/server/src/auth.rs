@@ -13,20 +13,18 @@ use std::sync::Mutex;
 
 use cleanroom_proto::PartyId;
 use cleanroom_proto::httpsig;
-use hyper::Request;
-use hyper::body::Incoming;
 use hyper::http::request::Parts;
 use serde_json::json;
 
 use crate::app::{Metrics, Service};
 use crate::error::{ApiError, ApiResult};
 use crate::events::Audience;
-use crate::http::{MAX_JSON_BODY, read_body};
+use crate::http::{MAX_JSON_BODY, Req, read_body};
 
 /// Read a signed JSON request: signature first, then the body (bounded), then the value.
 pub(crate) async fn signed_json<T: serde::de::DeserializeOwned>(
     service: &Service,
-    req: Request<Incoming>,
+    req: Req,
     what: &str,
 ) -> ApiResult<(PartyId, T)> {
     let (parts, body) = req.into_parts();
@@ -45,7 +43,7 @@ pub(crate) async fn signed_json<T: serde::de::DeserializeOwned>(
 }
 
 /// Authenticate a signed request without a body (GET).
-pub(crate) fn signed_get(service: &Service, req: &Request<Incoming>) -> ApiResult<PartyId> {
+pub(crate) fn signed_get(service: &Service, req: &Req) -> ApiResult<PartyId> {
     let (party, claimed) =
         authenticate_headers_of(service, req.method(), req.uri(), req.headers())?;
     let empty = httpsig::content_digest(b"");

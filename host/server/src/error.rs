@@ -94,3 +94,14 @@ impl From<std::io::Error> for ApiError {
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+impl axum::response::IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        if matches!(self, ApiError::Internal(_)) {
+            tracing::error!("{self}");
+        } else {
+            tracing::info!(kind = self.kind(), "refused: {self}");
+        }
+        crate::http::json_response(self.status(), &self.body()).map(axum::body::Body::new)
+    }
+}

@@ -8,11 +8,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::time::Duration;
 
@@ -22,6 +21,9 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::app::Service;
 use crate::error::{ApiError, ApiResult};
+
+/// A request as the handlers see it (the router's body type).
+pub(crate) type Req = hyper::Request<axum::body::Body>;
 
 /// Response body type.
 pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
@@ -90,7 +92,8 @@ async fn serve_connection<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| handle(service.clone(), peer, req));
+    let app = crate::api::router(service.clone());
+    let svc = service_fn(move |req| handle(service.clone(), app.clone(), peer, req));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
@@ -107,24 +110,26 @@ async fn serve_connection<S>(
 
 async fn handle(
     service: Arc<Service>,
+    app: axum::Router,
     _peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<Response<axum::body::Body>, Infallible> {
+    use tower::ServiceExt as _;
+    use tracing::Instrument as _;
     service.metrics.requests.inc();
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let response = match crate::api::route(service, req).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            if matches!(e, ApiError::Internal(_)) {
-                tracing::error!(%method, %path, "{e}");
-            } else {
-                tracing::info!(%method, %path, kind = e.kind(), "refused: {e}");
-            }
-            json_response(e.status(), &e.body())
-        }
-    };
-    Ok(response)
+    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path());
+    // After a hand-over the upgraded image owns the state: this one changes nothing more.
+    if req.method() != hyper::Method::GET
+        && let Some(to) = service.handed_over.lock().expect("hand-over lock").clone()
+    {
+        let refused = ApiError::Busy(format!(
+            "this enclave handed its state to the upgraded image {to}; use that one"
+        ));
+        return Ok(span.in_scope(|| axum::response::IntoResponse::into_response(refused)));
+    }
+    app.oneshot(req.map(axum::body::Body::new))
+        .instrument(span)
+        .await
 }
 
 /// A JSON response.
@@ -159,7 +164,7 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
 
 /// Read a whole (small) body, refusing more than `limit` bytes or a stall of
 /// [`BODY_IDLE_TIMEOUT`] between chunks.
-pub(crate) async fn read_body(body: Incoming, limit: usize) -> ApiResult<Bytes> {
+pub(crate) async fn read_body(body: axum::body::Body, limit: usize) -> ApiResult<Bytes> {
     let mut body = Limited::new(body, limit);
     let mut out = bytes::BytesMut::new();
     loop {

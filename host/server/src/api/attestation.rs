@@ -1,19 +1,15 @@
 //! Attestation evidence, fresh for a client's nonce.
 
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 
 use crate::app::Service;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{Body, MAX_JSON_BODY, json_response, read_body, typed_response};
+use crate::http::{Body, MAX_JSON_BODY, Req, json_response, read_body, typed_response};
 
 /// Longest client nonce.
 const MAX_NONCE_BYTES: usize = 64;
 
-pub(super) async fn evidence(
-    service: &Service,
-    req: &Request<Incoming>,
-) -> ApiResult<Response<Body>> {
+pub(super) async fn evidence(service: &Service, req: Req) -> ApiResult<Response<Body>> {
     let nonce = req
         .uri()
         .query()
@@ -61,7 +57,7 @@ pub(super) async fn evidence(
 /// to a key only the new enclave holds.
 pub(super) async fn handover(
     service: std::sync::Arc<Service>,
-    req: Request<Incoming>,
+    req: Req,
 ) -> ApiResult<Response<Body>> {
     let body = read_body(req.into_body(), MAX_JSON_BODY).await?;
     let request: crate::upgrade::HandoverRequest = serde_json::from_slice(&body)

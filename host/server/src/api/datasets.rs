@@ -9,15 +9,14 @@ use cleanroom_proto::PartyId;
 use cleanroom_proto::httpsig::DigestWriter;
 use cleanroom_proto::policy::SignedPolicy;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::app::Service;
 use crate::error::{ApiError, ApiResult};
 use crate::events::Audience;
-use crate::http::{Body, json_response, read_body, typed_response};
+use crate::http::{Body, Req, json_response, read_body, typed_response};
 use crate::store::{DatasetRow, RowWrite};
 
 /// Whether `party` may see `dataset`'s schema: its owner, or a researcher one of its grants
@@ -37,8 +36,8 @@ fn may_see_schema(
         .is_some_and(|p| p.policy.grants.iter().any(|g| g.researchers.allows(party))))
 }
 
-pub(super) async fn list(service: &Service, req: &Request<Incoming>) -> ApiResult<Response<Body>> {
-    let party = crate::auth::signed_get(service, req)?;
+pub(super) async fn list(service: &Service, req: Req) -> ApiResult<Response<Body>> {
+    let party = crate::auth::signed_get(service, &req)?;
     let datasets = service.storage.datasets()?;
     let mut out = Vec::new();
     for d in datasets {
@@ -83,7 +82,7 @@ pub(super) async fn list(service: &Service, req: &Request<Incoming>) -> ApiResul
 /// authenticated the headers; the digest is compared with the signed one after).
 async fn spool(
     service: &Service,
-    body: Incoming,
+    body: axum::body::Body,
     limit: u64,
 ) -> ApiResult<(std::path::PathBuf, String, u64)> {
     let tmp = service.storage.tmp_path();
@@ -118,11 +117,7 @@ async fn spool(
     Ok((tmp, digest.finish(), total))
 }
 
-pub(super) async fn upload(
-    service: Arc<Service>,
-    id: &str,
-    req: Request<Incoming>,
-) -> ApiResult<Response<Body>> {
+pub(super) async fn upload(service: Arc<Service>, id: &str, req: Req) -> ApiResult<Response<Body>> {
     let (parts, body) = req.into_parts();
     // Who is uploading is known from the signed headers before a byte is spooled.
     let (owner, claimed) = crate::auth::authenticate_headers(&service, &parts)?;
@@ -181,12 +176,8 @@ pub(super) async fn upload(
     ))
 }
 
-pub(super) async fn policy(
-    service: &Service,
-    id: &str,
-    req: &Request<Incoming>,
-) -> ApiResult<Response<Body>> {
-    let party = crate::auth::signed_get(service, req)?;
+pub(super) async fn policy(service: &Service, id: &str, req: Req) -> ApiResult<Response<Body>> {
+    let party = crate::auth::signed_get(service, &req)?;
     let dataset = service.storage.dataset(id)?;
     let visible = match &dataset {
         Some(d) => may_see_schema(service, &d.owner, id, &party)?,
@@ -203,7 +194,7 @@ pub(super) async fn policy(
 pub(super) async fn put_policy(
     service: Arc<Service>,
     id: &str,
-    req: Request<Incoming>,
+    req: Req,
 ) -> ApiResult<Response<Body>> {
     let (signer, signed): (_, SignedPolicy) =
         crate::auth::signed_json(&service, req, "policy").await?;
@@ -269,10 +260,7 @@ pub(super) async fn put_policy(
     ))
 }
 
-pub(super) async fn upload_module(
-    service: Arc<Service>,
-    req: Request<Incoming>,
-) -> ApiResult<Response<Body>> {
+pub(super) async fn upload_module(service: Arc<Service>, req: Req) -> ApiResult<Response<Body>> {
     let (parts, body) = req.into_parts();
     let (uploader, claimed) = crate::auth::authenticate_headers(&service, &parts)?;
     let _slot = service.uploads.take(uploader).map_err(ApiError::Busy)?;

@@ -5,16 +5,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use serde_json::json;
 
 use crate::app::Service;
 use cleanroom_proto::audit::{AuditItem, AuditPage};
 
 use crate::error::{ApiError, ApiResult};
-use crate::http::{Body, json_response, text_response};
+use crate::http::{Body, Req, json_response, text_response};
 
 pub(super) fn health() -> Response<Body> {
     json_response(
@@ -23,7 +23,7 @@ pub(super) fn health() -> Response<Body> {
     )
 }
 
-pub(super) fn metrics(service: &Service, req: &Request<Incoming>) -> ApiResult<Response<Body>> {
+pub(super) fn metrics(service: &Service, req: &Req) -> ApiResult<Response<Body>> {
     crate::auth::signed_get(service, req)?;
     Ok(text_response(
         "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -44,8 +44,8 @@ pub(crate) const AUDIT_PAGE: u64 = 1000;
 /// `GET /v1/audit?from=SEQ&limit=N`: the log as the signer may see it. Entries that concern
 /// the signer come whole; the others as their leaf hash, so the whole tree still verifies
 /// against the signed head.
-pub(super) async fn audit(service: &Service, req: &Request<Incoming>) -> ApiResult<Response<Body>> {
-    let party = crate::auth::signed_get(service, req)?;
+pub(super) async fn audit(service: &Service, req: Req) -> ApiResult<Response<Body>> {
+    let party = crate::auth::signed_get(service, &req)?;
     let mut from = 0u64;
     let mut limit = AUDIT_PAGE;
     for (key, value) in req
@@ -81,11 +81,8 @@ pub(super) async fn audit(service: &Service, req: &Request<Incoming>) -> ApiResu
 
 /// `GET /v1/audit/consistency?old=SIZE`: the current signed head and a proof that it extends
 /// the log of `SIZE` entries (a head the caller saw before).
-pub(super) async fn audit_consistency(
-    service: &Service,
-    req: &Request<Incoming>,
-) -> ApiResult<Response<Body>> {
-    crate::auth::signed_get(service, req)?;
+pub(super) async fn audit_consistency(service: &Service, req: Req) -> ApiResult<Response<Body>> {
+    crate::auth::signed_get(service, &req)?;
     let mut old = None;
     for (key, value) in req
         .uri()
@@ -111,10 +108,7 @@ pub(super) async fn audit_consistency(
 }
 
 /// Server-Sent Events of everything that concerns the signer.
-pub(super) async fn events(
-    service: Arc<Service>,
-    req: Request<Incoming>,
-) -> ApiResult<Response<Body>> {
+pub(super) async fn events(service: Arc<Service>, req: Req) -> ApiResult<Response<Body>> {
     let party = crate::auth::signed_get(&service, &req)?;
     let rx = service.events.subscribe();
     let stream = futures_util::stream::unfold(rx, move |mut rx| async move {

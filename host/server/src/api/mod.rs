@@ -1,4 +1,4 @@
-//! Routing: every endpoint of the JSON API (documented in `openapi.json`).
+//! Routing: every endpoint of the JSON API (documented in `openapi.json`), on axum.
 
 mod attestation;
 mod datasets;
@@ -7,108 +7,165 @@ mod runs;
 
 use std::sync::Arc;
 
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::{get, post, put};
 
 use crate::app::Service;
-use crate::error::{ApiError, ApiResult};
-use crate::http::Body;
+use crate::error::ApiError;
+use crate::http::Req;
 
-/// Dispatch a request.
-pub(crate) async fn route(
-    service: Arc<Service>,
-    req: Request<Incoming>,
-) -> ApiResult<Response<Body>> {
-    let path: Vec<String> = req
-        .uri()
-        .path()
-        .trim_matches('/')
-        .split('/')
-        .map(str::to_string)
-        .collect();
-    let p: Vec<&str> = path.iter().map(String::as_str).collect();
-    let method = req.method().clone();
-    // After a hand-over the upgraded image owns the state: this one changes nothing more.
-    if method != Method::GET
-        && let Some(to) = service.handed_over.lock().expect("hand-over lock").clone()
-    {
-        return Err(ApiError::Busy(format!(
-            "this enclave handed its state to the upgraded image {to}; use that one"
-        )));
-    }
-    match (&method, p.as_slice()) {
-        (&Method::POST, ["v1", "upgrade", "handover"]) => {
-            attestation::handover(service.clone(), req).await
-        }
-        (&Method::GET, ["health"]) => Ok(info::health()),
-        (&Method::GET, ["metrics"]) => info::metrics(&service, &req),
-        (&Method::GET, ["openapi.json"]) => Ok(info::openapi()),
-        (&Method::GET, ["v1", "attestation"]) => attestation::evidence(&service, &req).await,
-        (&Method::GET, ["v1", "datasets"]) => datasets::list(&service, &req).await,
-        (&Method::PUT, ["v1", "datasets", id]) => datasets::upload(service.clone(), id, req).await,
-        (&Method::GET, ["v1", "datasets", id, "policy"]) => {
-            datasets::policy(&service, id, &req).await
-        }
-        (&Method::PUT, ["v1", "datasets", id, "policy"]) => {
-            datasets::put_policy(service.clone(), id, req).await
-        }
-        (&Method::PUT, ["v1", "modules"]) => datasets::upload_module(service.clone(), req).await,
-        (&Method::POST, ["v1", "runs"]) => runs::submit(service.clone(), req).await,
-        (&Method::GET, ["v1", "runs"]) => runs::list(service.clone(), req).await,
-        (&Method::GET, ["v1", "runs", id]) => runs::status(service.clone(), id, req).await,
-        (&Method::POST, ["v1", "runs", id, "cancel"]) => {
-            runs::cancel(service.clone(), id, req).await
-        }
-        (&Method::POST, ["v1", "runs", id, "review"]) => {
-            runs::review(service.clone(), id, req).await
-        }
-        (&Method::GET, ["v1", "runs", id, "held"]) => runs::held(service.clone(), id, req).await,
-        (&Method::GET, ["v1", "runs", id, "result"]) => {
-            runs::result(service.clone(), id, req).await
-        }
-        (&Method::GET, ["v1", "audit"]) => info::audit(&service, &req).await,
-        (&Method::GET, ["v1", "audit", "consistency"]) => {
-            info::audit_consistency(&service, &req).await
-        }
-        (&Method::GET, ["v1", "events"]) => info::events(service.clone(), req).await,
-        _ => Err(ApiError::NotFound(format!(
-            "no endpoint {method} {}",
-            req.uri().path()
-        ))),
-    }
+type Svc = State<Arc<Service>>;
+
+/// Unknown paths and methods get the API's JSON error, like every other refusal.
+async fn no_endpoint(req: Req) -> ApiError {
+    ApiError::NotFound(format!("no endpoint {} {}", req.method(), req.uri().path()))
+}
+
+/// Every endpoint of the JSON API (axum on hyper). Handlers take the whole request: signed
+/// endpoints verify the signature over the method, path and body themselves.
+pub(crate) fn router(service: Arc<Service>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { info::health() }))
+        .route(
+            "/metrics",
+            get(|State(s): Svc, req: Req| async move { info::metrics(&s, &req) }),
+        )
+        .route("/openapi.json", get(|| async { info::openapi() }))
+        .route(
+            "/v1/attestation",
+            get(|State(s): Svc, req: Req| async move { attestation::evidence(&s, req).await }),
+        )
+        .route(
+            "/v1/upgrade/handover",
+            post(|State(s): Svc, req: Req| attestation::handover(s, req)),
+        )
+        .route(
+            "/v1/datasets",
+            get(|State(s): Svc, req: Req| async move { datasets::list(&s, req).await }),
+        )
+        .route(
+            "/v1/datasets/{id}",
+            put(
+                |State(s): Svc, Path(id): Path<String>, req: Req| async move {
+                    datasets::upload(s, &id, req).await
+                },
+            ),
+        )
+        .route(
+            "/v1/datasets/{id}/policy",
+            get(
+                |State(s): Svc, Path(id): Path<String>, req: Req| async move {
+                    datasets::policy(&s, &id, req).await
+                },
+            ),
+        )
+        .route(
+            "/v1/datasets/{id}/policy",
+            put(
+                |State(s): Svc, Path(id): Path<String>, req: Req| async move {
+                    datasets::put_policy(s, &id, req).await
+                },
+            ),
+        )
+        .route(
+            "/v1/modules",
+            put(|State(s): Svc, req: Req| datasets::upload_module(s, req)),
+        )
+        .route(
+            "/v1/runs",
+            post(|State(s): Svc, req: Req| runs::submit(s, req)),
+        )
+        .route(
+            "/v1/runs",
+            get(|State(s): Svc, req: Req| runs::list(s, req)),
+        )
+        .route(
+            "/v1/runs/{id}",
+            get(
+                |State(s): Svc, Path(id): Path<String>, req: Req| async move {
+                    runs::status(s, &id, req).await
+                },
+            ),
+        )
+        .route(
+            "/v1/runs/{id}/cancel",
+            post(
+                |State(s): Svc, Path(id): Path<String>, req: Req| async move {
+                    runs::cancel(s, &id, req).await
+                },
+            ),
+        )
+        .route(
+            "/v1/runs/{id}/review",
+            post(
+                |State(s): Svc, Path(id): Path<String>, req: Req| async move {
+                    runs::review(s, &id, req).await
+                },
+            ),
+        )
+        .route(
+            "/v1/runs/{id}/held",
+            get(
+                |State(s): Svc, Path(id): Path<String>, req: Req| async move {
+                    runs::held(s, &id, req).await
+                },
+            ),
+        )
+        .route(
+            "/v1/runs/{id}/result",
+            get(
+                |State(s): Svc, Path(id): Path<String>, req: Req| async move {
+                    runs::result(s, &id, req).await
+                },
+            ),
+        )
+        .route(
+            "/v1/audit",
+            get(|State(s): Svc, req: Req| async move { info::audit(&s, req).await }),
+        )
+        .route(
+            "/v1/audit/consistency",
+            get(|State(s): Svc, req: Req| async move { info::audit_consistency(&s, req).await }),
+        )
+        .route(
+            "/v1/events",
+            get(|State(s): Svc, req: Req| info::events(s, req)),
+        )
+        .fallback(no_endpoint)
+        .method_not_allowed_fallback(no_endpoint)
+        .with_state(service)
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
 
-    /// `(METHOD, /path/{id})` for every arm of [`super::route`], read from this file's
-    /// source: the match is the routing table, so the documentation is checked against it.
+    /// `(method, path)` pairs.
+    type Routes = BTreeSet<(String, String)>;
+
+    /// `(method, /path/{id})` for every `.route(PATH, METHOD(...))` of [`super::router`],
+    /// read from this file's source: the router is the routing table, so the documentation
+    /// is checked against it.
     fn routed() -> Routes {
         let source = include_str!("mod.rs");
         let routing = &source[..source.find("#[cfg(test)]").expect("tests follow routing")];
-        routing
-            .lines()
-            .filter_map(|line| {
-                let rest = line.trim().strip_prefix("(&Method::")?;
-                let (method, rest) = rest.split_once(", [")?;
-                let (segments, _) = rest.split_once("])")?;
-                let path: Vec<String> = segments
-                    .split(", ")
-                    .map(
-                        |s| match s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-                            Some(literal) => literal.to_string(),
-                            None => format!("{{{s}}}"),
-                        },
-                    )
-                    .collect();
-                Some((method.to_lowercase(), format!("/{}", path.join("/"))))
-            })
-            .collect()
+        let mut routes = Routes::new();
+        for piece in routing.split(".route(").skip(1) {
+            let piece = piece.trim_start();
+            let Some(rest) = piece.strip_prefix('"') else {
+                continue;
+            };
+            let (path, rest) = rest.split_once('"').expect("a quoted path");
+            let rest = rest.trim_start().trim_start_matches(',').trim_start();
+            let method: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase())
+                .collect();
+            routes.insert((method, path.to_string()));
+        }
+        routes
     }
-
-    /// `(method, path)` pairs.
-    type Routes = BTreeSet<(String, String)>;
 
     /// Every documented route, and those documented without a signature.
     fn documented() -> (Routes, Routes) {

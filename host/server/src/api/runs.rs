@@ -7,21 +7,17 @@ use std::sync::Arc;
 use cleanroom_policy::Decision;
 use cleanroom_proto::PartyId;
 use cleanroom_proto::run::{Review, ReviewDecision, RunRequest, RunState};
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use serde_json::json;
 
 use crate::app::{Metrics, Service};
 use crate::error::{ApiError, ApiResult};
 use crate::events::Audience;
-use crate::http::{Body, MAX_JSON_BODY, json_response, read_body, typed_response};
+use crate::http::{Body, MAX_JSON_BODY, Req, json_response, read_body, typed_response};
 use crate::runs::{admission, finish_review, held_bundle, new_row, result_bundle};
 use crate::store::RunRow;
 
-pub(super) async fn submit(
-    service: Arc<Service>,
-    req: Request<Incoming>,
-) -> ApiResult<Response<Body>> {
+pub(super) async fn submit(service: Arc<Service>, req: Req) -> ApiResult<Response<Body>> {
     let (researcher, request): (_, RunRequest) =
         crate::auth::signed_json(&service, req, "run request").await?;
     Metrics::inc(&service.metrics.runs_submitted);
@@ -99,20 +95,13 @@ fn visible_run(service: &Service, id: &str, party: &PartyId) -> ApiResult<RunRow
     }
 }
 
-pub(super) async fn status(
-    service: Arc<Service>,
-    id: &str,
-    req: Request<Incoming>,
-) -> ApiResult<Response<Body>> {
+pub(super) async fn status(service: Arc<Service>, id: &str, req: Req) -> ApiResult<Response<Body>> {
     let party = crate::auth::signed_get(&service, &req)?;
     let run = visible_run(&service, id, &party)?;
     Ok(typed_response(StatusCode::OK, &run.status_for(&party)))
 }
 
-pub(super) async fn list(
-    service: Arc<Service>,
-    req: Request<Incoming>,
-) -> ApiResult<Response<Body>> {
+pub(super) async fn list(service: Arc<Service>, req: Req) -> ApiResult<Response<Body>> {
     let party = crate::auth::signed_get(&service, &req)?;
     let runs: Vec<_> = service
         .storage
@@ -124,11 +113,7 @@ pub(super) async fn list(
     Ok(json_response(StatusCode::OK, &json!({ "runs": runs })))
 }
 
-pub(super) async fn cancel(
-    service: Arc<Service>,
-    id: &str,
-    req: Request<Incoming>,
-) -> ApiResult<Response<Body>> {
+pub(super) async fn cancel(service: Arc<Service>, id: &str, req: Req) -> ApiResult<Response<Body>> {
     let (parts, body) = req.into_parts();
     let (party, claimed) = crate::auth::authenticate_headers(&service, &parts)?;
     let body = read_body(body, MAX_JSON_BODY).await?;
@@ -172,11 +157,7 @@ pub(super) async fn cancel(
     }
 }
 
-pub(super) async fn review(
-    service: Arc<Service>,
-    id: &str,
-    req: Request<Incoming>,
-) -> ApiResult<Response<Body>> {
+pub(super) async fn review(service: Arc<Service>, id: &str, req: Req) -> ApiResult<Response<Body>> {
     let (reviewer, review): (_, Review) = crate::auth::signed_json(&service, req, "review").await?;
     let run = visible_run(&service, id, &reviewer)?;
     if !run.pending_reviews().contains(&reviewer) {
@@ -198,11 +179,7 @@ pub(super) async fn review(
 
 /// `GET /v1/runs/{id}/held?hpke=<hex>`: the outputs awaiting this reviewer, sealed to the
 /// X25519 key in the (signed) query. Never plaintext, and only to a pending reviewer.
-pub(super) async fn held(
-    service: Arc<Service>,
-    id: &str,
-    req: Request<Incoming>,
-) -> ApiResult<Response<Body>> {
+pub(super) async fn held(service: Arc<Service>, id: &str, req: Req) -> ApiResult<Response<Body>> {
     let party = crate::auth::signed_get(&service, &req)?;
     let key = req
         .uri()
@@ -228,11 +205,7 @@ pub(super) async fn held(
     Ok(typed_response(StatusCode::OK, &bundle))
 }
 
-pub(super) async fn result(
-    service: Arc<Service>,
-    id: &str,
-    req: Request<Incoming>,
-) -> ApiResult<Response<Body>> {
+pub(super) async fn result(service: Arc<Service>, id: &str, req: Req) -> ApiResult<Response<Body>> {
     let party = crate::auth::signed_get(&service, &req)?;
     let run = visible_run(&service, id, &party)?;
     if run.researcher != party {
