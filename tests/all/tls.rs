@@ -137,7 +137,11 @@ fn exit_codes_classify_what_went_wrong() {
 fn unknown_paths_and_methods_get_the_apis_json_error() {
     let s = TestServer::start();
     let agent = s.agent();
-    for (method, path) in [("GET", "/v1/nope"), ("DELETE", "/v1/runs"), ("PATCH", "/health")] {
+    for (method, path) in [
+        ("GET", "/v1/nope"),
+        ("DELETE", "/v1/runs"),
+        ("PATCH", "/health"),
+    ] {
         let req = ureq::http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", s.url))
