@@ -145,13 +145,7 @@ pub(crate) fn attest(client: &Client, trust: &Trust) -> Result<(Verified, Option
     }
     let policy = Policy {
         allowed_measurements: allowed_measurements(trust, answer.upgrade_statement.as_ref())?,
-        minimum_tcb: Tcb {
-            bootloader: 0,
-            tee: 0,
-            snp: 0,
-            microcode: 0,
-            fmc: None,
-        },
+        minimum_tcb: Tcb::ZERO,
         host_data,
         accept_simulation: trust.accept_insecure_simulation,
     };

@@ -305,15 +305,7 @@ impl Service {
         subject: &str,
         detail: serde_json::Value,
     ) -> crate::error::ApiResult<()> {
-        let event = crate::audit::AuditEvent {
-            actor,
-            action,
-            subject,
-            detail,
-        };
-        self.audit
-            .record(self.storage.as_ref(), &self.events, audience, event, None)
-            .map(drop)
+        self.record_with(audience, actor, action, subject, detail, None)
     }
 
     /// Record an audit entry and write `write` in the same durable transaction.
@@ -326,21 +318,7 @@ impl Service {
         detail: serde_json::Value,
         write: crate::store::RowWrite<'_>,
     ) -> crate::error::ApiResult<()> {
-        let event = crate::audit::AuditEvent {
-            actor,
-            action,
-            subject,
-            detail,
-        };
-        self.audit
-            .record(
-                self.storage.as_ref(),
-                &self.events,
-                audience,
-                event,
-                Some(write),
-            )
-            .map(drop)
+        self.record_with(audience, actor, action, subject, detail, Some(write))
     }
 
     /// Store `run` and record its audit entry in one durable transaction.
@@ -352,20 +330,27 @@ impl Service {
         action: &str,
         detail: serde_json::Value,
     ) -> crate::error::ApiResult<()> {
+        let write = crate::store::RowWrite::Run(run);
+        self.record_with(audience, actor, action, &run.id, detail, Some(write))
+    }
+
+    fn record_with(
+        &self,
+        audience: crate::events::Audience,
+        actor: Option<PartyId>,
+        action: &str,
+        subject: &str,
+        detail: serde_json::Value,
+        write: Option<crate::store::RowWrite<'_>>,
+    ) -> crate::error::ApiResult<()> {
         let event = crate::audit::AuditEvent {
             actor,
             action,
-            subject: &run.id,
+            subject,
             detail,
         };
         self.audit
-            .record(
-                self.storage.as_ref(),
-                &self.events,
-                audience,
-                event,
-                Some(crate::store::RowWrite::Run(run)),
-            )
+            .record(self.storage.as_ref(), &self.events, audience, event, write)
             .map(drop)
     }
 

@@ -237,13 +237,7 @@ pub fn hand_over(
     }
     let policy = Policy {
         allowed_measurements: vec![Measurement(measurement)],
-        minimum_tcb: Tcb {
-            bootloader: 0,
-            tee: 0,
-            snp: 0,
-            microcode: 0,
-            fmc: None,
-        },
+        minimum_tcb: Tcb::ZERO,
         host_data: cleanroom_trust::binding::host_data(request.deployment.as_bytes()),
         accept_simulation: service.config.insecure_simulation,
     };

@@ -22,6 +22,17 @@ pub struct Tcb {
 }
 
 impl Tcb {
+    /// The lowest TCB: every component at zero (accepts any reported TCB).
+    pub const ZERO: Tcb = Tcb {
+        bootloader: 0,
+        tee: 0,
+        snp: 0,
+        microcode: 0,
+        fmc: None,
+    };
+}
+
+impl Tcb {
     /// Whether every component is at or above `minimum`'s. A minimum FMC applies only when
     /// both sides carry one.
     pub fn meets(&self, minimum: &Tcb) -> bool {

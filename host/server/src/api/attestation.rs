@@ -9,11 +9,17 @@ use crate::http::{Body, MAX_JSON_BODY, Req, json_response, read_body, typed_resp
 /// Longest client nonce.
 const MAX_NONCE_BYTES: usize = 64;
 
+/// The query of `GET /v1/attestation`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvidenceQuery {
+    /// Hex client nonce, bound into `report_data`.
+    nonce: Option<String>,
+}
+
 pub(super) async fn evidence(service: &Service, req: Req) -> ApiResult<Response<Body>> {
-    let nonce = req
-        .uri()
-        .query()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("nonce=")))
+    let EvidenceQuery { nonce } = super::info::query(&req)?;
+    let nonce = nonce
         .map(|hex_nonce| {
             hex::decode(hex_nonce)
                 .map_err(|_| ApiError::BadRequest("nonce must be hex".into()))

@@ -41,29 +41,36 @@ pub(super) fn openapi() -> Response<Body> {
 /// Largest page of `GET /v1/audit`.
 pub(crate) const AUDIT_PAGE: u64 = 1000;
 
+/// The query of `GET /v1/audit`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    from: Option<u64>,
+    limit: Option<u64>,
+}
+
+/// The query of `GET /v1/audit/consistency`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsistencyQuery {
+    /// The size of a tree head the caller saw before.
+    old: u64,
+}
+
+/// A request's query string as `T` (unknown parameters refused).
+pub(super) fn query<T: serde::de::DeserializeOwned>(req: &Req) -> ApiResult<T> {
+    serde_urlencoded::from_str(req.uri().query().unwrap_or(""))
+        .map_err(|e| ApiError::BadRequest(format!("query: {e}")))
+}
+
 /// `GET /v1/audit?from=SEQ&limit=N`: the log as the signer may see it. Entries that concern
 /// the signer come whole; the others as their leaf hash, so the whole tree still verifies
 /// against the signed head.
 pub(super) async fn audit(service: &Service, req: Req) -> ApiResult<Response<Body>> {
     let party = crate::auth::signed_get(service, &req)?;
-    let mut from = 0u64;
-    let mut limit = AUDIT_PAGE;
-    for (key, value) in req
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-    {
-        let n: u64 = value
-            .parse()
-            .map_err(|_| ApiError::BadRequest(format!("{key} must be a number")))?;
-        match key {
-            "from" => from = n,
-            "limit" => limit = n.clamp(1, AUDIT_PAGE),
-            _ => return Err(ApiError::BadRequest(format!("unknown parameter {key}"))),
-        }
-    }
+    let query: AuditQuery = query(&req)?;
+    let from = query.from.unwrap_or(0);
+    let limit = query.limit.unwrap_or(AUDIT_PAGE).clamp(1, AUDIT_PAGE);
     // The head first: every item served is covered by it.
     let head = service.audit.head(service.identity.signing_key());
     let end = head.size;
@@ -83,24 +90,7 @@ pub(super) async fn audit(service: &Service, req: Req) -> ApiResult<Response<Bod
 /// the log of `SIZE` entries (a head the caller saw before).
 pub(super) async fn audit_consistency(service: &Service, req: Req) -> ApiResult<Response<Body>> {
     crate::auth::signed_get(service, &req)?;
-    let mut old = None;
-    for (key, value) in req
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-    {
-        match key {
-            "old" => {
-                old = Some(value.parse::<u64>().map_err(|_| {
-                    ApiError::BadRequest("old must be a tree size (a number)".into())
-                })?)
-            }
-            _ => return Err(ApiError::BadRequest(format!("unknown parameter {key}"))),
-        }
-    }
-    let old = old.ok_or_else(|| ApiError::BadRequest("say old=SIZE".into()))?;
+    let ConsistencyQuery { old } = query(&req)?;
     let answer = service
         .audit
         .consistency(old, service.identity.signing_key())?;
