@@ -195,6 +195,27 @@ fn clients_can_pin_the_author_and_a_minimum_svn_instead_of_a_measurement() {
     };
     let author_hex = author.party().to_string();
     list(&["--author-key", &author_hex, "--min-svn", "3"]).unwrap();
+    // `attest verify` says what was pinned and over which channel.
+    let shown = cleanroom_cli::run_capture([
+        "cleanroom",
+        "attest",
+        "verify",
+        "--server",
+        &s.url,
+        "--json",
+        "--accept-insecure-simulation",
+        "--author-key",
+        &author_hex,
+    ])
+    .unwrap();
+    assert_eq!(shown["upgrade_statement"]["svn"], 3, "{shown}");
+    assert!(
+        shown["channel"]
+            .as_str()
+            .unwrap()
+            .starts_with("attested TLS"),
+        "{shown}"
+    );
     let err = list(&["--author-key", &author_hex, "--min-svn", "4"]).unwrap_err();
     assert!(err.contains("below the minimum"), "{err}");
     let other = Identity::generate().party().to_string();

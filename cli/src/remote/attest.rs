@@ -46,6 +46,9 @@ pub(crate) struct Verified {
     pub(crate) claims: VerifiedClaims,
     pub(crate) keys: EnclaveKeys,
     pub(crate) deployment: String,
+    /// The author's statement for this image, when the server shows one and `--author-key`
+    /// verified it.
+    pub(crate) statement: Option<cleanroom_proto::upgrade::UpgradeStatement>,
 }
 
 /// The verified enclave behind `client`: the session's attestation (attested TLS verifies it
@@ -167,6 +170,10 @@ pub(crate) fn attest(client: &Client, trust: &Trust) -> Result<(Verified, Option
             claims,
             keys,
             deployment,
+            statement: trust
+                .author_key
+                .and(answer.upgrade_statement.as_ref())
+                .map(|s| s.statement.clone()),
         },
         answer.tls,
     ))
@@ -179,13 +186,25 @@ pub(crate) struct VerifyArgs {}
 pub(crate) fn verify(conn: &Conn, _args: VerifyArgs) -> Result<()> {
     let client = conn.client()?;
     let v = verify_server(&client, &conn.trust)?;
-    let value = serde_json::json!({ "claims": v.claims, "enclave_keys": v.keys, "deployment": v.deployment });
+    let channel = if client.verified().is_some() {
+        "attested TLS: the connection's key is the one this enclave endorsed"
+    } else {
+        "plain HTTP on loopback (simulation only)"
+    };
+    let value = serde_json::json!({
+        "claims": v.claims, "enclave_keys": v.keys, "deployment": v.deployment,
+        "channel": channel, "upgrade_statement": v.statement,
+    });
     conn.print(&value, || {
         format!(
-            "attestation verified ({}{})\n  measurement  {}\n  TCB          {:?}\n  chip id      {}…\n  HPKE key     {}\n  signing key  {}\n  deployment   {}",
+            "attestation verified ({}{})\n  measurement  {}{}\n  TCB          {:?}\n  chip id      {}…\n  HPKE key     {}\n  signing key  {}\n  channel      {channel}\n  deployment   {}",
             if v.claims.simulated { "SIMULATED, INSECURE" } else { "AMD SEV-SNP" },
             format_args!(", {:?}", v.claims.generation),
             hex::encode(v.claims.measurement.0),
+            v.statement
+                .as_ref()
+                .map(|s| format!(" (author-signed release, SVN {})", s.svn))
+                .unwrap_or_default(),
             v.claims.reported_tcb,
             &hex::encode(v.claims.chip_id)[..16],
             hex::encode(v.keys.hpke_public_key),
