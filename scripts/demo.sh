@@ -47,12 +47,14 @@ until grep -Eq 'listening on .*enclave key [0-9a-f]{64}\)' "$work/cleanroomd.log
   kill -0 $server_pid 2>/dev/null || { cat "$work/cleanroomd.log"; exit 1; }
   sleep 0.1
 done
-grep -m1 "listening" "$work/cleanroomd.log"
-export CLEANROOM_SERVER
-CLEANROOM_SERVER=$(grep -m1 -o 'listening on https://[0-9.:]*' "$work/cleanroomd.log" | cut -d' ' -f3)
+# No pipes: each value is read from the whole line with parameter expansion.
+listening=$(grep -m1 -E 'listening on .*enclave key [0-9a-f]{64}\)' "$work/cleanroomd.log")
+echo "$listening"
+address=${listening#*listening on }
+export CLEANROOM_SERVER=${address%% *}
 # The operator publishes the launch measurement; in simulation it is fixed.
-export CLEANROOM_MEASUREMENT
-CLEANROOM_MEASUREMENT=$(grep -m1 -o 'measurement [0-9a-f]*' "$work/cleanroomd.log" | cut -d' ' -f2)
+measurement=${listening#*measurement }
+export CLEANROOM_MEASUREMENT=${measurement%%,*}
 # Every command attests the server; these two variables say what to require of it.
 export CLEANROOM_ACCEPT_INSECURE_SIMULATION=true
 

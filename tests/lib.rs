@@ -172,3 +172,33 @@ pub fn tls_connect(
     let sock = std::net::TcpStream::connect(addr).unwrap();
     rustls::StreamOwned::new(conn, sock)
 }
+
+/// Sign and send one request as `identity` over `agent` (an attested session) to
+/// `base` + `path`: the raw response. Tests and benches that bypass the CLI use it.
+pub fn signed_request(
+    agent: &ureq::Agent,
+    identity: &cleanroom_proto::Identity,
+    base: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> ureq::http::Response<ureq::Body> {
+    let h = cleanroom_proto::httpsig::sign_request(
+        identity,
+        method,
+        path,
+        body,
+        cleanroomd::now(),
+        &cleanroom_proto::httpsig::new_nonce(),
+    );
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"))
+        .header("content-digest", &h.content_digest)
+        .header("signature-input", &h.signature_input)
+        .header("signature", &h.signature)
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .expect("a valid request");
+    agent.run(request).expect("the server answers")
+}

@@ -351,23 +351,7 @@ pub(crate) fn signed_request_raw(
     body: &[u8],
 ) -> ureq::http::Response<ureq::Body> {
     let id = cleanroom_proto::Identity::load(&s.path(&format!("{key}.json"))).unwrap();
-    let h = cleanroom_proto::httpsig::sign_request(
-        &id,
-        method,
-        path,
-        body,
-        cleanroomd::now(),
-        &cleanroom_proto::httpsig::new_nonce(),
-    );
-    let request = ureq::http::Request::builder()
-        .method(method)
-        .uri(format!("{}{path}", s.url))
-        .header("content-digest", &h.content_digest)
-        .header("signature-input", &h.signature_input)
-        .header("signature", &h.signature)
-        .body(body.to_vec())
-        .unwrap();
-    s.agent().run(request).unwrap()
+    signed_request(&s.agent(), &id, &s.url, method, path, body)
 }
 
 /// A signed GET with the party's key, bypassing the CLI: the raw response.

@@ -186,6 +186,42 @@ fn envelope_sum() {
     );
 }
 
+/// `threads` clients, each made by `client` and doing `op` `n` times: (ops/s, p50 ms, p99 ms).
+fn load<C, F>(threads: usize, n: usize, client: impl Fn() -> C + Sync, op: F) -> (f64, f64, f64)
+where
+    F: Fn(&C) + Sync,
+{
+    let start = Instant::now();
+    let mut latencies: Vec<Duration> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let c = client();
+                    (0..n)
+                        .map(|_| {
+                            let t = Instant::now();
+                            op(&c);
+                            t.elapsed()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let elapsed = start.elapsed();
+    latencies.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    (
+        (threads * n) as f64 / elapsed.as_secs_f64(),
+        ms(latencies[latencies.len() / 2]),
+        ms(latencies[latencies.len() * 99 / 100]),
+    )
+}
+
 /// A trivial analysis through the API: submit (signed), admission, queue,
 /// run, rules, encryption, receipt, audit — until released.
 fn api_runs() {
@@ -258,42 +294,23 @@ fn api_runs() {
     let input = format!("data={a}");
     let n_per_thread = 50;
     let threads = 8;
-    let start = Instant::now();
-    let latencies: Vec<Duration> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    (0..n_per_thread)
-                        .map(|_| {
-                            let t = Instant::now();
-                            let run = cli(
-                                &researcher,
-                                &[
-                                    "run", "submit", "--module", &module, "--input", &input,
-                                    "--wait",
-                                ],
-                            );
-                            assert_eq!(run["state"], "released");
-                            t.elapsed()
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("thread"))
-            .collect()
-    });
-    let elapsed = start.elapsed();
-    let mut sorted = latencies.clone();
-    sorted.sort();
     let total = threads * n_per_thread;
+    let (per_sec, p50, p99) = load(
+        threads,
+        n_per_thread,
+        || (),
+        |()| {
+            let run = cli(
+                &researcher,
+                &[
+                    "run", "submit", "--module", &module, "--input", &input, "--wait",
+                ],
+            );
+            assert_eq!(run["state"], "released");
+        },
+    );
     println!(
-        "| trivial analysis through the API, {total} runs at concurrency {threads}, submit → released, one CLI session (attested) per run | {:.0} runs/s, p50 {:.1} ms, p99 {:.1} ms | ≥ 500 runs/s |",
-        total as f64 / elapsed.as_secs_f64(),
-        sorted[sorted.len() / 2].as_secs_f64() * 1e3,
-        sorted[sorted.len() * 99 / 100].as_secs_f64() * 1e3
+        "| trivial analysis through the API, {total} runs at concurrency {threads}, submit → released, one CLI session (attested) per run | {per_sec:.0} runs/s, p50 {p50:.1} ms, p99 {p99:.1} ms | ≥ 500 runs/s |"
     );
 
     // The same runs from long-lived clients: one attested TLS session per thread.
@@ -309,71 +326,24 @@ fn api_runs() {
     };
     let body = serde_json::to_vec(&request).expect("json");
     let signed = |agent: &ureq::Agent, method: &str, path: &str, body: &[u8]| {
-        let h = cleanroom_proto::httpsig::sign_request(
-            &id,
-            method,
-            path,
-            body,
-            cleanroomd::now(),
-            &cleanroom_proto::httpsig::new_nonce(),
-        );
-        let req = ureq::http::Request::builder()
-            .method(method)
-            .uri(format!("{url}{path}"))
-            .header("content-digest", &h.content_digest)
-            .header("signature-input", &h.signature_input)
-            .header("signature", &h.signature)
-            .header("content-type", "application/json")
-            .body(body.to_vec())
-            .expect("request");
-        let text = agent
-            .run(req)
-            .expect("request")
+        let text = signed_request(agent, &id, &url, method, path, body)
             .into_body()
             .read_to_string()
             .expect("body");
         serde_json::from_str::<serde_json::Value>(&text).expect("json")
     };
-    let start = Instant::now();
-    let latencies: Vec<Duration> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let agent =
-                        cleanroom_cli::attested_agent(&url, &measurement, true).expect("session");
-                    (0..n_per_thread)
-                        .map(|_| {
-                            let t = Instant::now();
-                            let run = signed(&agent, "POST", "/v1/runs", &body);
-                            let path = format!("/v1/runs/{}", run["run"].as_str().expect("id"));
-                            let mut delay = Duration::from_millis(2);
-                            loop {
-                                let status = signed(&agent, "GET", &path, b"");
-                                if status["state"] == "released" {
-                                    break;
-                                }
-                                std::thread::sleep(delay);
-                                delay = (delay * 2).min(Duration::from_millis(50));
-                            }
-                            t.elapsed()
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("thread"))
-            .collect()
+    let session = || cleanroom_cli::attested_agent(&url, &measurement, true).expect("session");
+    let (per_sec, p50, p99) = load(threads, n_per_thread, session, |agent| {
+        let run = signed(agent, "POST", "/v1/runs", &body);
+        let path = format!("/v1/runs/{}", run["run"].as_str().expect("id"));
+        let mut delay = Duration::from_millis(2);
+        while signed(agent, "GET", &path, b"")["state"] != "released" {
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(50));
+        }
     });
-    let elapsed = start.elapsed();
-    let mut sorted = latencies;
-    sorted.sort();
     println!(
-        "| the same, one attested session per client thread (signed submit + status polls) | {:.0} runs/s, p50 {:.1} ms, p99 {:.1} ms | ≥ 500 runs/s |",
-        total as f64 / elapsed.as_secs_f64(),
-        sorted[sorted.len() / 2].as_secs_f64() * 1e3,
-        sorted[sorted.len() * 99 / 100].as_secs_f64() * 1e3
+        "| the same, one attested session per client thread (signed submit + status polls) | {per_sec:.0} runs/s, p50 {p50:.1} ms, p99 {p99:.1} ms | ≥ 500 runs/s |"
     );
     rt.block_on(server.shutdown()).expect("shutdown");
 }

@@ -42,7 +42,7 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let m = Self {
+        let mut m = Self {
             requests: Counter::default(),
             refused: Counter::default(),
             runs_submitted: Counter::default(),
@@ -52,7 +52,6 @@ impl Default for Metrics {
             upload_bytes: Counter::default(),
             registry: Registry::with_prefix("cleanroom"),
         };
-        let mut registry = Registry::with_prefix("cleanroom");
         for (name, help, counter) in [
             ("requests", "HTTP requests handled", &m.requests),
             (
@@ -75,9 +74,10 @@ impl Default for Metrics {
             ("upload_bytes", "dataset bytes uploaded", &m.upload_bytes),
         ] {
             // Counters share their value with the clones registered here.
-            registry.register(name, help, counter.clone());
+            let counter = counter.clone();
+            m.registry.register(name, help, counter);
         }
-        Self { registry, ..m }
+        m
     }
 }
 
