@@ -4,6 +4,7 @@
 //! cleanroom_cli::run(["cleanroom", "run-local", "analysis.wasm", "--table", "patients=p.csv"]).unwrap();
 //! ```
 
+mod build;
 pub mod failure;
 mod input;
 mod new;
@@ -57,6 +58,9 @@ enum Command {
     Keygen(remote::KeygenArgs),
     /// Start an analysis project (rust, python or sql) that runs locally as generated.
     New(new::Args),
+    /// Build a project into a component (reproducibly, for Rust and SQL) and print its
+    /// module hash.
+    Build(build::Args),
     /// Print a shell completion script: `cleanroom completions bash > /etc/bash_completion.d/cleanroom`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -198,12 +202,27 @@ enum ReviewCmd {
 
 #[derive(Debug, Subcommand)]
 enum ModuleCmd {
-    /// Upload a component; prints its hash.
+    /// Upload a component (and, with --source, the project it was built from); prints its hash.
     Push {
         #[command(flatten)]
         conn: remote::Conn,
         #[command(flatten)]
-        args: remote::runs::ModulePushArgs,
+        args: remote::modules::PushArgs,
+    },
+    /// Show a module: size, uploader, its source's summary (--source DIR writes the files).
+    Show {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::modules::ShowArgs,
+    },
+    /// Owners: rebuild a module from its source with the pinned toolchain and confirm that
+    /// the hash you are asked to grant is what the source builds.
+    Verify {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::modules::VerifyArgs,
     },
 }
 
@@ -259,6 +278,34 @@ enum AuditCmd {
     },
 }
 
+/// Print a command's answer: `value` as JSON with `--json`, else `text`; and keep `value` for
+/// [`run_capture`].
+pub(crate) fn report(json: bool, value: &impl serde::Serialize, text: impl FnOnce() -> String) {
+    let value = serde_json::to_value(value).expect("answers always serialise");
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+    } else {
+        println!("{}", text());
+    }
+    LAST_OUTPUT.with(|last| *last.borrow_mut() = Some(value));
+}
+
+/// The source bundle `cleanroom module push --source DIR` uploads for the project in `dir`.
+pub fn source_bundle(dir: &std::path::Path) -> anyhow::Result<cleanroom_proto::api::SourceBundle> {
+    build::collect_source(dir, build::detect(dir)?)
+}
+
+/// Write a source bundle into `dir` as `cleanroom module show --source DIR` does.
+pub fn write_source_bundle(
+    bundle: &cleanroom_proto::api::SourceBundle,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    build::write_source(bundle, dir)
+}
+
 thread_local! {
     /// The JSON value the last command on this thread printed (for `run_capture`).
     static LAST_OUTPUT: std::cell::RefCell<Option<serde_json::Value>> = const { std::cell::RefCell::new(None) };
@@ -291,6 +338,7 @@ where
         Command::RunLocal(args) => run_local::run(args),
         Command::Keygen(args) => remote::keygen(args),
         Command::New(args) => new::run(args),
+        Command::Build(args) => build::run(args),
         Command::Completions { shell } => {
             completions(shell, &mut std::io::stdout());
             Ok(())
@@ -311,7 +359,9 @@ where
         Command::Review(ReviewCmd::Withhold { conn, args }) => {
             remote::runs::review(&conn, args, Some("withhold"))
         }
-        Command::Module(ModuleCmd::Push { conn, args }) => remote::runs::module_push(&conn, args),
+        Command::Module(ModuleCmd::Push { conn, args }) => remote::modules::push(&conn, args),
+        Command::Module(ModuleCmd::Show { conn, args }) => remote::modules::show(&conn, args),
+        Command::Module(ModuleCmd::Verify { conn, args }) => remote::modules::verify(&conn, args),
         Command::Run(RunCmd::Submit { conn, args }) => remote::runs::submit(&conn, args),
         Command::Run(RunCmd::Watch { conn, args }) => remote::runs::watch(&conn, args),
         Command::Run(RunCmd::Cancel { conn, args }) => remote::runs::cancel(&conn, args),

@@ -29,6 +29,17 @@ pub(crate) struct Args {
     sdk: Option<PathBuf>,
 }
 
+/// The Rust SDK of the cleanroom tree this CLI was built from.
+pub(crate) fn sdk_dir() -> Result<PathBuf> {
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/rust");
+    sdk.canonicalize().with_context(|| {
+        format!(
+            "the Rust SDK is not at {}: pass --sdk PATH/TO/cleanroom/guest-sdk/rust",
+            sdk.display()
+        )
+    })
+}
+
 /// Synthetic admissions (no real patient): the shape the examples and the guide use.
 const PATIENTS_CSV: &str = include_str!("../templates/patients.csv");
 
@@ -51,15 +62,14 @@ pub(crate) fn run(args: Args) -> Result<()> {
     match args.language {
         Language::Rust => {
             let sdk = match &args.sdk {
-                Some(sdk) => sdk.clone(),
-                None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/rust"),
+                Some(sdk) => sdk.canonicalize().with_context(|| {
+                    format!(
+                        "the Rust SDK is not at {}: pass --sdk PATH/TO/cleanroom/guest-sdk/rust",
+                        sdk.display()
+                    )
+                })?,
+                None => sdk_dir()?,
             };
-            let sdk = sdk.canonicalize().with_context(|| {
-                format!(
-                    "the Rust SDK is not at {}: pass --sdk PATH/TO/cleanroom/guest-sdk/rust",
-                    sdk.display()
-                )
-            })?;
             files.push((
                 "Cargo.toml",
                 include_str!("../templates/rust/Cargo.toml.in")

@@ -98,6 +98,9 @@ fn hide(table: MemTable, hidden: &[String]) -> Result<MemTable> {
 
 /// Where scripts/build-sql.sh leaves the engine.
 fn engine_candidates() -> Vec<PathBuf> {
+    if let Some(engine) = std::env::var_os("CLEANROOM_SQL_ENGINE") {
+        return vec![PathBuf::from(engine)];
+    }
     let mut dirs = Vec::new();
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         dirs.push(PathBuf::from(dir));
@@ -110,7 +113,7 @@ fn engine_candidates() -> Vec<PathBuf> {
         .collect()
 }
 
-fn find_engine() -> Result<PathBuf> {
+pub(crate) fn find_engine() -> Result<PathBuf> {
     let candidates = engine_candidates();
     candidates
         .iter()

@@ -6,6 +6,7 @@ mod egress;
 mod examples;
 mod guide;
 mod load;
+mod modules;
 mod programs;
 mod server;
 mod sql;

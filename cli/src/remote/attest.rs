@@ -130,10 +130,9 @@ pub(crate) fn attest(client: &Client, trust: &Trust) -> Result<(Verified, Option
     }
     let mut nonce = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
-    let answer: AttestationAnswer = serde_json::from_value(
-        client.get_public(&format!("/v1/attestation?nonce={}", hex::encode(nonce)))?,
-    )
-    .context("the server's attestation answer is malformed")?;
+    let answer: AttestationAnswer = client
+        .get_public(&format!("/v1/attestation?nonce={}", hex::encode(nonce)))
+        .context("the server's attestation answer is malformed")?;
     let evidence = Evidence::from_json(&serde_json::to_vec(&answer.evidence)?)
         .context("the server's evidence is malformed")?;
     let deployment = answer.deployment;

@@ -38,12 +38,8 @@ struct SavedLog {
 fn fetch_log(client: &super::client::Client) -> Result<SavedLog> {
     let mut items: Vec<AuditItem> = Vec::new();
     loop {
-        let page: AuditPage = serde_json::from_value(client.signed(
-            "GET",
-            &format!("/v1/audit?from={}", items.len()),
-            b"",
-        )?)
-        .context("malformed audit page")?;
+        let page: AuditPage =
+            client.signed("GET", &format!("/v1/audit?from={}", items.len()), b"")?;
         items.extend(page.items);
         if page.next.is_none() {
             return Ok(SavedLog {
@@ -142,22 +138,19 @@ fn check_against_last_head(
     };
     let mut newest = log.head.clone();
     if let Some(last) = heads.get(&enclave.to_string()) {
-        let answer: ConsistencyAnswer = serde_json::from_value(
-            client
-                .signed(
-                    "GET",
-                    &format!("/v1/audit/consistency?old={}", last.size),
-                    b"",
-                )
-                .map_err(|e| {
-                    anyhow::Error::new(Failure::verification(format!(
-                        "the server cannot show its log extends the head of size {} you \
-                         verified at {}: its log was truncated, rewritten or forked ({e:#})",
-                        last.size, last.time
-                    )))
-                })?,
-        )
-        .context("malformed consistency answer")?;
+        let answer: ConsistencyAnswer = client
+            .signed(
+                "GET",
+                &format!("/v1/audit/consistency?old={}", last.size),
+                b"",
+            )
+            .map_err(|e| {
+                anyhow::Error::new(Failure::verification(format!(
+                    "the server cannot show its log extends the head of size {} you \
+                     verified at {}: its log was truncated, rewritten or forked ({e:#})",
+                    last.size, last.time
+                )))
+            })?;
         verify_consistency(last, &answer.head, &answer.proof, Some(enclave)).with_context(
             || {
                 Failure::verification(format!(

@@ -1,5 +1,7 @@
 //! A signed HTTP client for cleanroomd.
 
+use cleanroom_proto::api::ErrorBody;
+use serde::de::DeserializeOwned;
 use std::io::Read;
 use std::path::Path;
 
@@ -132,7 +134,7 @@ impl Client {
     }
 
     /// An unsigned GET returning JSON.
-    pub(crate) fn get_public(&self, path: &str) -> Result<serde_json::Value> {
+    pub(crate) fn get_public<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let resp = self
             .agent
             .get(format!("{}{path}", self.base))
@@ -142,12 +144,12 @@ impl Client {
     }
 
     /// A signed request with a JSON (or empty) body.
-    pub(crate) fn signed(
+    pub(crate) fn signed<T: DeserializeOwned>(
         &self,
         method: &str,
         path: &str,
         body: &[u8],
-    ) -> Result<serde_json::Value> {
+    ) -> Result<T> {
         let h = self.headers(method, path, body)?;
         let url = format!("{}{path}", self.base);
         let req = ureq::http::Request::builder()
@@ -166,7 +168,7 @@ impl Client {
     }
 
     /// A signed PUT streaming a file (hashed first, then sent).
-    pub(crate) fn put_file(&self, path: &str, file: &Path) -> Result<serde_json::Value> {
+    pub(crate) fn put_file<T: DeserializeOwned>(&self, path: &str, file: &Path) -> Result<T> {
         let mut digest = httpsig::DigestWriter::new();
         let mut f =
             std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
@@ -215,7 +217,7 @@ impl Client {
             .call()
             .with_context(|| unreachable(&self.base))?;
         if !resp.status().is_success() {
-            return decode(resp).map(|_| ());
+            return decode::<serde_json::Value>(resp).map(|_| ());
         }
         let reader = std::io::BufReader::new(resp.into_body().into_reader());
         for line in std::io::BufRead::lines(reader) {
@@ -236,21 +238,18 @@ fn unreachable(base: &str) -> Failure {
     Failure::new(ExitKind::Network, format!("cannot reach {base}"))
 }
 
-fn decode(resp: ureq::http::Response<ureq::Body>) -> Result<serde_json::Value> {
+/// The server's answer as `T`, or its refusal (an [`ErrorBody`]) as a [`Failure`].
+fn decode<T: DeserializeOwned>(resp: ureq::http::Response<ureq::Body>) -> Result<T> {
     let status = resp.status();
     let text = resp
         .into_body()
         .read_to_string()
         .context("cannot read the server's answer")?;
-    let value: serde_json::Value = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "the server answered {status} with non-JSON: {}",
-            text.chars().take(200).collect::<String>()
-        )
-    })?;
     if !status.is_success() {
-        let kind = value["type"].as_str().unwrap_or("error");
-        let message = value["message"].as_str().unwrap_or(&text);
+        let (kind, message) = match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(e) => (e.kind, e.message),
+            Err(_) => ("error".into(), text.chars().take(200).collect()),
+        };
         let class = if status.is_server_error() {
             ExitKind::Server
         } else {
@@ -262,5 +261,14 @@ fn decode(resp: ureq::http::Response<ureq::Body>) -> Result<serde_json::Value> {
         )
         .into());
     }
-    Ok(value)
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "the server answered {status} with something other than {}: {}",
+            std::any::type_name::<T>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("JSON"),
+            text.chars().take(200).collect::<String>()
+        )
+    })
 }

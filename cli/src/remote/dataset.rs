@@ -107,7 +107,8 @@ pub(crate) fn push(conn: &Conn, args: PushArgs) -> Result<()> {
         &verified.keys.hpke_public_key,
         id,
     )?;
-    let answer = client.put_file(&format!("/v1/datasets/{id}"), tmp.path())?;
+    let answer: cleanroom_proto::run::DatasetInfo =
+        client.put_file(&format!("/v1/datasets/{id}"), tmp.path())?;
     conn.print(&answer, || {
         format!(
             "uploaded dataset {id}: {rows} rows sealed to the attested enclave (measurement {}…)",
@@ -118,10 +119,9 @@ pub(crate) fn push(conn: &Conn, args: PushArgs) -> Result<()> {
 }
 
 pub(crate) fn list(conn: &Conn) -> Result<()> {
-    let answer = conn.client()?.signed("GET", "/v1/datasets", b"")?;
     let list: cleanroom_proto::run::DatasetList =
-        serde_json::from_value(answer.clone()).context("malformed dataset list")?;
-    conn.print(&answer, || {
+        conn.client()?.signed("GET", "/v1/datasets", b"")?;
+    conn.print(&list, || {
         let mut out = String::new();
         for d in &list.datasets {
             out.push_str(&format!(

@@ -4,6 +4,7 @@ pub(crate) mod attest;
 pub(crate) mod audit;
 pub(crate) mod client;
 pub(crate) mod dataset;
+pub(crate) mod modules;
 pub(crate) mod policy;
 pub(crate) mod runs;
 pub(crate) mod tls;
@@ -60,16 +61,8 @@ impl Conn {
     }
 
     /// Print `value` as JSON if --json, else `text`.
-    pub(crate) fn print(&self, value: &serde_json::Value, text: impl FnOnce() -> String) {
-        crate::LAST_OUTPUT.with(|last| *last.borrow_mut() = Some(value.clone()));
-        if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(value).unwrap_or_default()
-            );
-        } else {
-            println!("{}", text());
-        }
+    pub(crate) fn print(&self, value: &impl serde::Serialize, text: impl FnOnce() -> String) {
+        crate::report(self.json, value, text);
     }
 }
 

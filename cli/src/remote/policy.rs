@@ -162,9 +162,8 @@ fn current(conn: &Conn, dataset: &str) -> Result<Option<SignedPolicy>> {
     let client = conn.client()?;
     let me = client.identity()?.party();
     let last = ledger(conn)?.get(dataset).copied().unwrap_or(0);
-    match client.signed("GET", &format!("/v1/datasets/{dataset}/policy"), b"") {
-        Ok(v) => {
-            let signed: SignedPolicy = serde_json::from_value(v)?;
+    match client.signed::<SignedPolicy>("GET", &format!("/v1/datasets/{dataset}/policy"), b"") {
+        Ok(signed) => {
             signed.verify().context(Failure::verification(
                 "the server's copy of the policy does not verify",
             ))?;
@@ -229,7 +228,7 @@ fn publish(conn: &Conn, policy: Policy) -> Result<()> {
     let client = conn.client()?;
     let signed = SignedPolicy::sign(policy, client.identity()?);
     let body = serde_json::to_vec(&signed)?;
-    let answer = client.signed(
+    let answer: cleanroom_proto::api::PolicyStored = client.signed(
         "PUT",
         &format!("/v1/datasets/{}/policy", signed.policy.dataset),
         &body,

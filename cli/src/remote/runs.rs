@@ -9,6 +9,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use cleanroom_proto::PartyId;
+use cleanroom_proto::api::{CancelAccepted, RunAccepted};
 use cleanroom_proto::receipt::LoggedReceipt;
 use cleanroom_proto::run::{
     HeldBundle, OutputKind, OutputReport, ResultBundle, RunRequest, RunState, RunStatus,
@@ -25,28 +26,6 @@ pub(crate) fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// `cleanroom module push`.
-#[derive(Debug, clap::Args)]
-pub(crate) struct ModulePushArgs {
-    /// The analysis component (.wasm).
-    file: PathBuf,
-}
-
-pub(crate) fn module_push(conn: &Conn, args: ModulePushArgs) -> Result<()> {
-    let bytes = std::fs::read(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let answer = conn.client()?.signed("PUT", "/v1/modules", &bytes)?;
-    conn.print(&answer, || {
-        format!(
-            "uploaded {} ({} bytes)\nmodule {}\nask the data owners to grant this hash",
-            args.file.display(),
-            bytes.len(),
-            answer["module"].as_str().unwrap_or("?")
-        )
-    });
-    Ok(())
 }
 
 /// `cleanroom run submit`.
@@ -93,8 +72,8 @@ pub(crate) fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
         researcher_hpke: hex::encode(identity.hpke_public()),
         review_note: None,
     };
-    let answer = client.signed("POST", "/v1/runs", &serde_json::to_vec(&request)?)?;
-    let id = answer["run"].as_str().unwrap_or_default().to_string();
+    let answer: RunAccepted = client.signed("POST", "/v1/runs", &serde_json::to_vec(&request)?)?;
+    let id = answer.run.clone();
     if args.wait {
         // Same attested session: no second attestation.
         return follow(conn, &client, &id);
@@ -150,9 +129,7 @@ fn follow(conn: &Conn, client: &super::client::Client, run: &str) -> Result<()> 
     let mut delay = Duration::from_millis(2);
     let started = std::time::Instant::now();
     loop {
-        let value = client.signed("GET", &path, b"")?;
-        let status: RunStatus =
-            serde_json::from_value(value.clone()).context("malformed run status")?;
+        let status: RunStatus = client.signed("GET", &path, b"")?;
         let state = status.state;
         if Some(state) != last {
             bar.set_message(format!("run {}: {state}", args.run));
@@ -160,7 +137,7 @@ fn follow(conn: &Conn, client: &super::client::Client, run: &str) -> Result<()> 
         }
         if state.is_final() || state == RunState::HeldForReview {
             bar.finish_and_clear();
-            conn.print(&value, || {
+            conn.print(&status, || {
                 let reason = status
                     .reason
                     .as_ref()
@@ -201,9 +178,9 @@ pub(crate) struct CancelArgs {
 }
 
 pub(crate) fn cancel(conn: &Conn, args: CancelArgs) -> Result<()> {
-    let answer = conn
-        .client()?
-        .signed("POST", &format!("/v1/runs/{}/cancel", args.run), b"{}")?;
+    let answer: CancelAccepted =
+        conn.client()?
+            .signed("POST", &format!("/v1/runs/{}/cancel", args.run), b"{}")?;
     conn.print(&answer, || format!("cancelling run {}", args.run));
     Ok(())
 }
@@ -224,8 +201,8 @@ pub(crate) fn fetch(conn: &Conn, args: FetchArgs) -> Result<()> {
     // The receipt must be signed by the key an attested enclave holds.
     let verified = verify_server(&client, &conn.trust)?;
     let enclave = PartyId(verified.keys.signing_public_key);
-    let answer = client.signed("GET", &format!("/v1/runs/{}/result", args.run), b"")?;
-    let bundle: ResultBundle = serde_json::from_value(answer).context("malformed result")?;
+    let bundle: ResultBundle =
+        client.signed("GET", &format!("/v1/runs/{}/result", args.run), b"")?;
     let logged = LoggedReceipt {
         receipt: bundle.receipt,
         logged: bundle.logged,
@@ -431,8 +408,7 @@ pub(crate) fn review(conn: &Conn, args: ReviewArgs, decision: Option<&str>) -> R
             args.run,
             hex::encode(identity.hpke_public())
         );
-        let held: HeldBundle = serde_json::from_value(client.signed("GET", &path, b"")?)
-            .context("malformed held outputs")?;
+        let held: HeldBundle = client.signed("GET", &path, b"")?;
         // Anyone can seal to this key: only outputs the attested enclave signed are shown.
         let verified = verify_server(&client, &conn.trust)?;
         held.verify(&PartyId(verified.keys.signing_public_key))
@@ -464,17 +440,13 @@ pub(crate) fn review(conn: &Conn, args: ReviewArgs, decision: Option<&str>) -> R
         return Ok(());
     };
     let body = serde_json::json!({ "decision": decision, "reason": args.reason });
-    let answer = client.signed(
+    let answer: RunStatus = client.signed(
         "POST",
         &format!("/v1/runs/{}/review", args.run),
         &serde_json::to_vec(&body)?,
     )?;
     conn.print(&answer, || {
-        format!(
-            "run {}: {decision}d; now {}",
-            args.run,
-            answer["state"].as_str().unwrap_or("?")
-        )
+        format!("run {}: {decision}d; now {}", args.run, answer.state)
     });
     Ok(())
 }

@@ -29,6 +29,7 @@ pub const HEAD_DOMAIN: &[u8] = b"cleanroom/audit-tree-head/v2\n";
 
 /// One audit event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuditEntry {
     /// Position in the log (its leaf index), from 0, without gaps.
@@ -133,6 +134,7 @@ impl MerkleLog {
 
 /// The enclave's signature on the log's size and root.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignedHead {
     /// How many entries the tree has.
@@ -268,6 +270,7 @@ pub fn verify_inclusion(
 /// One position of the log as a party sees it: the leaf hash always, the entry itself only if
 /// it concerns that party.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuditItem {
     /// Position in the log.
@@ -292,6 +295,7 @@ impl AuditItem {
 
 /// A page of `GET /v1/audit`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuditPage {
     /// Items from the requested seq on.
@@ -305,6 +309,7 @@ pub struct AuditPage {
 /// `GET /v1/audit/consistency?old=SIZE`: the current head and a proof that it extends the
 /// tree of `old` entries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ConsistencyAnswer {
     /// The older size asked about.
@@ -318,6 +323,7 @@ pub struct ConsistencyAnswer {
 /// Where a run's final entry sits in the log: the entry, a head, and an inclusion proof. A
 /// receipt carries it so anyone can check, offline, that the release was logged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LoggedEntry {
     /// The entry.

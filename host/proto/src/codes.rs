@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// A stable, machine-readable decision code (snake_case on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Code {
@@ -113,6 +114,7 @@ impl fmt::Display for Code {
 
 /// A decision reported to parties: its code and a message the host wrote (never module text).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Reason {
     /// The stable code.

@@ -67,6 +67,22 @@ impl FromStr for PartyId {
     }
 }
 
+/// A party id in the OpenAPI document: the string form.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for PartyId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[0-9a-f]{64}$"))
+            .description(Some("A party: its Ed25519 public key, 64 lowercase hex"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for PartyId {}
+
 impl Serialize for PartyId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)

@@ -10,6 +10,7 @@
 //! - [`run`]: run requests and states; [`receipt`]: enclave-signed run receipts.
 //! - [`audit`]: the audit log: an RFC 6962 Merkle log, signed tree heads, inclusion and consistency proofs.
 //! - [`sealed`]: HPKE encryption of results to the researcher.
+//! - [`api`]: the JSON API's other answers, and module source bundles.
 //!
 //! Signed and hashed objects use canonical bytes: a domain-separation prefix such as
 //! `cleanroom/policy/v1\n` followed by compact JSON with object keys sorted at every level.
@@ -77,6 +78,7 @@
 
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod audit;
 mod canonical;
 pub mod codes;

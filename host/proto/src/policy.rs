@@ -22,6 +22,7 @@ pub const POLICY_DOMAIN: &[u8] = b"cleanroom/policy/v1\n";
 
 /// An owner's rules for one dataset. Revocation is a new version with fewer (or no) grants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// The dataset id (lowercase hex).
@@ -46,6 +47,7 @@ pub struct Policy {
 
 /// Permission for one module to run on the dataset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
     /// The module id: SHA-256 of the component bytes, 64 lowercase hex.
@@ -94,6 +96,26 @@ impl Researchers {
         }
     }
 }
+
+/// `"any"` or a list of party ids, as in the JSON.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Researchers {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["any"])),
+            )
+            .item(ArrayBuilder::new().items(<PartyId as utoipa::PartialSchema>::schema()))
+            .description(Some("Who a grant allows: \"any\" or a list of party ids"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Researchers {}
 
 impl Serialize for Researchers {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -163,6 +185,7 @@ impl Grant {
 
 /// A policy with its owner's signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignedPolicy {
     /// The policy.

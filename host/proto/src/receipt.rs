@@ -14,6 +14,7 @@ pub const RECEIPT_DOMAIN: &[u8] = b"cleanroom/receipt/v1\n";
 
 /// What ran, on what, under which policies, and what came out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Receipt {
     /// The run id.
@@ -40,6 +41,7 @@ pub struct Receipt {
 
 /// One input of a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReceiptInput {
     /// The table name the guest saw.
@@ -63,6 +65,7 @@ pub struct ReceiptInput {
 /// One released output of a run. Its name and size are inside the ciphertext: the receipt is
 /// seen by every input owner, and names and sizes are module-chosen outputs too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReceiptOutput {
     /// Position in the result bundle.
@@ -83,6 +86,7 @@ impl Receipt {
 
 /// A receipt with the enclave's signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignedReceipt {
     /// The receipt.
@@ -127,6 +131,7 @@ impl SignedReceipt {
 /// `cleanroom result fetch` saves as `receipt.json` and `cleanroom receipt verify` checks
 /// offline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LoggedReceipt {
     /// The signed receipt.

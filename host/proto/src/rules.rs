@@ -18,6 +18,7 @@ pub const DEFAULT_MIN_RESIDUAL_DF: u64 = 10;
 
 /// What happens to result rows whose group count is below the minimum.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SmallGroups {
     /// Drop the small groups and release the rest (the default).
@@ -30,6 +31,7 @@ pub enum SmallGroups {
 /// What happens to outputs the host cannot check: free-form JSON, files, tables without a
 /// declared count column, tables with nested columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Unchecked {
     /// Hold them for the owners' review.
@@ -40,6 +42,7 @@ pub enum Unchecked {
 
 /// Rounding of released counts (after small-cell suppression). Stricter rules sort later.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Rounding {
     /// Counts are released as they are.
@@ -55,6 +58,7 @@ pub enum Rounding {
 
 /// Limits on released outputs, set by a dataset's owner. Missing fields take the defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct OutputRules {
     /// Largest total size of all released outputs, in bytes.

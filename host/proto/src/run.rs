@@ -11,6 +11,7 @@ use crate::keys::decode_hex32;
 
 /// What a researcher asks to run. The request body is covered by the HTTP request signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
     /// The module id (SHA-256 hex of the component bytes).
@@ -46,6 +47,7 @@ pub fn params_digest(params: &str) -> String {
 /// Where a run is in its life: submitted -> rejected | queued -> running -> failed |
 /// held_for_review -> released | withheld; cancelled from any non-final state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     /// Received, not yet checked against the policies.
@@ -101,6 +103,7 @@ impl fmt::Display for RunState {
 
 /// The kinds of output a run can publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OutputKind {
     /// An Arrow IPC stream.
@@ -140,6 +143,7 @@ impl OutputKind {
 
 /// What the policy decided for one output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Disposition {
     /// Released (after any suppression and rounding).
@@ -153,6 +157,7 @@ pub enum Disposition {
 /// One output's fate, as every party to the run sees it: position, kind, decision and the
 /// codes of the rules that fired. No name, size or digest: those are the module's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OutputReport {
     /// Position among the run's outputs.
@@ -167,6 +172,7 @@ pub struct OutputReport {
 
 /// A run as the API reports it to its researcher and input owners.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunStatus {
     /// The run id.
@@ -197,6 +203,7 @@ pub struct RunStatus {
 
 /// A reviewer's decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ReviewDecision {
     /// Release the held outputs (once every required reviewer has).
@@ -207,6 +214,7 @@ pub enum ReviewDecision {
 
 /// The body of `POST /v1/runs/{id}/review`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Review {
     /// The decision.
@@ -218,6 +226,7 @@ pub struct Review {
 
 /// The params of the SQL engine module: the query the owners approve, byte for byte.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SqlParams {
     /// The query.
@@ -237,6 +246,7 @@ impl SqlParams {
 /// One output sealed to one recipient (the researcher, or a reviewer). The name, kind and bytes
 /// are all inside the ciphertext; see [`seal_output`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SealedOutput {
     /// Position among the run's outputs.
@@ -247,6 +257,7 @@ pub struct SealedOutput {
 
 /// What `GET /v1/runs/{id}/result` returns to the researcher.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ResultBundle {
     /// The run id.
@@ -265,6 +276,7 @@ pub struct ResultBundle {
 /// enclave: anyone can HPKE-seal to a reviewer's public key, so without the signature whoever
 /// answers could show the reviewer harmless outputs while the real ones wait for release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeldBundle {
     /// The run id.
@@ -386,6 +398,7 @@ pub fn open_output(
 
 /// One dataset as `GET /v1/datasets` shows it to the signer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DatasetInfo {
     /// Dataset id.
@@ -407,6 +420,7 @@ pub struct DatasetInfo {
 
 /// `GET /v1/datasets`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DatasetList {
     /// The datasets.

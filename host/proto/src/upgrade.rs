@@ -16,6 +16,7 @@ pub const UPGRADE_DOMAIN: &[u8] = b"cleanroom/upgrade-statement/v1\n";
 
 /// "The image with this launch measurement is release `svn` of cleanroomd."
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpgradeStatement {
     /// Hex launch measurement (48 bytes).
@@ -28,6 +29,7 @@ pub struct UpgradeStatement {
 
 /// An [`UpgradeStatement`] with the author's signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignedUpgradeStatement {
     /// The statement.

@@ -1,7 +1,6 @@
 //! API errors, turned into responses in exactly one place.
 
 use hyper::StatusCode;
-use serde_json::json;
 
 /// An error answered to a client. Default is deny.
 #[derive(Debug, thiserror::Error)]
@@ -70,12 +69,14 @@ impl ApiError {
     }
 
     /// The JSON body: `{"type": ..., "message": ...}`, plus `code` for a policy denial.
-    pub fn body(&self) -> serde_json::Value {
-        match self {
-            ApiError::Denied(reason) => {
-                json!({ "type": self.kind(), "code": reason.code, "message": self.to_string() })
-            }
-            _ => json!({ "type": self.kind(), "message": self.to_string() }),
+    pub fn body(&self) -> cleanroom_proto::api::ErrorBody {
+        cleanroom_proto::api::ErrorBody {
+            kind: self.kind().into(),
+            code: match self {
+                ApiError::Denied(reason) => Some(reason.code),
+                _ => None,
+            },
+            message: self.to_string(),
         }
     }
 }
@@ -102,6 +103,6 @@ impl axum::response::IntoResponse for ApiError {
         } else {
             tracing::info!(kind = self.kind(), "refused: {self}");
         }
-        crate::http::json_response(self.status(), &self.body()).map(axum::body::Body::new)
+        crate::http::typed_response(self.status(), &self.body()).map(axum::body::Body::new)
     }
 }

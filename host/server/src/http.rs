@@ -132,11 +132,6 @@ async fn handle(
         .await
 }
 
-/// A JSON response.
-pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    typed_response(status, value)
-}
-
 /// A JSON response from a typed value.
 pub(crate) fn typed_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let bytes = serde_json::to_vec_pretty(value).expect("wire types always serialise");

@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 mod api;
+pub use api::openapi_document;
 pub mod app;
 pub mod audit;
 mod auth;

@@ -39,6 +39,8 @@ enum Command {
         #[arg(long)]
         statement: PathBuf,
     },
+    /// Print the API's OpenAPI 3.1 document (generated from the routes and wire types).
+    Openapi,
 }
 
 #[tokio::main]
@@ -65,6 +67,10 @@ async fn main() -> Result<()> {
     }
     if args.plain_http {
         config.plain_http = true;
+    }
+    if let Some(Command::Openapi) = &args.command {
+        println!("{}", cleanroomd::openapi_document().to_pretty_json()?);
+        return Ok(());
     }
     if let Some(Command::HandoverRequest { statement }) = &args.command {
         let statement = serde_json::from_slice(&std::fs::read(statement)?).map_err(|e| {

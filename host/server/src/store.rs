@@ -25,6 +25,8 @@ pub enum RowWrite<'a> {
     Policy(&'a SignedPolicy),
     /// A run's new state.
     Run(&'a RunRow),
+    /// A module: uploaded, or given its source.
+    Module(&'a ModuleRow),
 }
 
 impl RowWrite<'_> {
@@ -34,6 +36,7 @@ impl RowWrite<'_> {
             RowWrite::Dataset(d) => format!("datasets/{}", d.id),
             RowWrite::Policy(p) => format!("policies/{}", p.policy.dataset),
             RowWrite::Run(r) => format!("runs/{}", r.id),
+            RowWrite::Module(m) => format!("modules/{}", m.module),
         }
     }
 }
@@ -66,6 +69,35 @@ pub struct DatasetRow {
     pub columns: Vec<(String, String)>,
     /// Upload time (unix seconds).
     pub created: u64,
+}
+
+/// A stored module (its component lives in the blob store, named by its hash).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleRow {
+    /// SHA-256 hex of the component.
+    pub module: String,
+    /// The party that uploaded it first.
+    pub uploader: PartyId,
+    /// The component's size.
+    pub bytes: u64,
+    /// Upload time (Unix seconds).
+    pub uploaded: u64,
+    /// The source it was built from, once its uploader attached it.
+    pub source: Option<cleanroom_proto::api::SourceBundle>,
+}
+
+impl ModuleRow {
+    /// What `GET /v1/modules/{id}` shows.
+    pub fn info(&self) -> cleanroom_proto::api::ModuleInfo {
+        cleanroom_proto::api::ModuleInfo {
+            module: self.module.clone(),
+            bytes: self.bytes,
+            uploader: self.uploader.to_string(),
+            uploaded: self.uploaded,
+            source: self.source.as_ref().map(|s| s.summary()),
+        }
+    }
 }
 
 /// A stored run: every field typed, nothing a module wrote.
@@ -196,10 +228,12 @@ pub trait Storage: Send + Sync {
     fn dataset(&self, id: &str) -> ApiResult<Option<DatasetRow>>;
     /// All datasets.
     fn datasets(&self) -> ApiResult<Vec<DatasetRow>>;
-    /// Record a module (its bytes are in the blob store).
-    fn put_module(&self, hash: &str, uploader: &str, bytes: u64, created: u64) -> ApiResult<()>;
+    /// A module by hash (written with its audit entry, as [`RowWrite::Module`]).
+    fn module(&self, hash: &str) -> ApiResult<Option<ModuleRow>>;
     /// Whether a module exists.
-    fn has_module(&self, hash: &str) -> ApiResult<bool>;
+    fn has_module(&self, hash: &str) -> ApiResult<bool> {
+        Ok(self.module(hash)?.is_some())
+    }
     /// The latest policy of a dataset, as stored (verify before trusting it).
     fn policy(&self, dataset: &str) -> ApiResult<Option<SignedPolicy>>;
     /// A run by id.
@@ -330,7 +364,7 @@ impl RowKey {
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS datasets (id TEXT PRIMARY KEY, body TEXT NOT NULL, mac TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS modules (hash TEXT PRIMARY KEY, uploader TEXT NOT NULL, bytes INTEGER NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS module_rows (id TEXT PRIMARY KEY, body TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS policies (dataset TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (dataset, version));
 CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, created INTEGER NOT NULL, body TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS run_grants (run TEXT NOT NULL, dataset TEXT NOT NULL, grant_digest TEXT NOT NULL);
@@ -425,20 +459,8 @@ impl Storage for SqliteStorage {
         self.all("datasets", "id")
     }
 
-    fn put_module(&self, hash: &str, uploader: &str, bytes: u64, created: u64) -> ApiResult<()> {
-        self.conn().execute(
-            "INSERT OR IGNORE INTO modules (hash, uploader, bytes, created) VALUES (?1, ?2, ?3, ?4)",
-            params![hash, uploader, bytes as i64, created as i64],
-        )?;
-        Ok(())
-    }
-
-    fn has_module(&self, hash: &str) -> ApiResult<bool> {
-        Ok(self
-            .conn()
-            .query_row("SELECT 1 FROM modules WHERE hash = ?1", [hash], |_| Ok(()))
-            .optional()?
-            .is_some())
+    fn module(&self, hash: &str) -> ApiResult<Option<ModuleRow>> {
+        self.one("module_rows", hash)
     }
 
     fn policy(&self, dataset: &str) -> ApiResult<Option<SignedPolicy>> {
@@ -500,6 +522,15 @@ impl Storage for SqliteStorage {
                         body
                     }
                     RowWrite::Run(r) => put_run_tx(&tx, r, &self.rows)?,
+                    RowWrite::Module(m) => {
+                        let body = to_json(m)?;
+                        tx.execute(
+                            "INSERT INTO module_rows (id, body, mac) VALUES (?1, ?2, ?3) \
+                             ON CONFLICT (id) DO UPDATE SET body = excluded.body, mac = excluded.mac",
+                            params![m.module, body, self.rows.mac("module_rows", &m.module, &body)],
+                        )?;
+                        body
+                    }
                 };
                 (write.row(), body_digest(&body))
             }
@@ -574,6 +605,7 @@ impl Storage for SqliteStorage {
             for (table, sql) in [
                 ("datasets", "SELECT id, body FROM datasets"),
                 ("runs", "SELECT id, body FROM runs"),
+                ("modules", "SELECT id, body FROM module_rows"),
                 (
                     "policies",
                     "SELECT p.dataset, p.body FROM policies p WHERE p.version = \

@@ -34,7 +34,7 @@ const HANDOVER_KEY_AAD: &[u8] = b"cleanroom/handover-key/v1";
 const HANDOVER_CONTEXT: &str = "cleanroom/handover/v1";
 
 /// What a new image asks the running one for.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HandoverRequest {
     /// The new image's evidence; its `report_data` binds a one-time key only it holds.
@@ -46,7 +46,7 @@ pub struct HandoverRequest {
 }
 
 /// The running image's answer: the state key, sealed to the new image's one-time key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HandoverAnswer {
     /// Hex measurement of the image that handed over.

@@ -25,6 +25,7 @@ pub const TLS_KEY_DOMAIN: &[u8] = b"cleanroom/tls-key/v1\0";
 
 /// The attested identity's statement: "the TLS key with this SPKI digest is mine".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TlsEndorsement {
     /// Hex SHA-256 of the certificate's DER SubjectPublicKeyInfo.

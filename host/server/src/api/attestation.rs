@@ -4,7 +4,21 @@ use hyper::{Response, StatusCode};
 
 use crate::app::Service;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{Body, MAX_JSON_BODY, Req, json_response, read_body, typed_response};
+use crate::http::{Body, MAX_JSON_BODY, Req, read_body, typed_response};
+
+/// `GET /v1/attestation`: evidence and what a client needs beside it to verify the server.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct AttestationAnswer {
+    /// SEV-SNP evidence (or, in simulation, evidence from the simulated PKI).
+    evidence: cleanroom_trust::Evidence,
+    /// The deployment configuration (TOML); its SHA-256 is the report's `host_data`.
+    deployment: String,
+    /// The enclave's endorsement of its TLS key: a client checks it names the key of the
+    /// connection this answer came over. Absent over loopback HTTP in simulation.
+    tls: Option<cleanroom_trust::tls::TlsEndorsement>,
+    /// The author-signed statement for this image, when it was released by an author key.
+    upgrade_statement: Option<cleanroom_proto::upgrade::SignedUpgradeStatement>,
+}
 
 /// Longest client nonce.
 const MAX_NONCE_BYTES: usize = 64;
@@ -38,23 +52,15 @@ pub(super) async fn evidence(service: &Service, req: Req) -> ApiResult<Response<
         .attester
         .evidence(&service.identity.public_keys(), nonce.as_deref())
         .map_err(|e| ApiError::Internal(format!("attestation failed: {e}")))?;
-    let evidence: serde_json::Value = serde_json::from_slice(
-        &evidence
-            .to_json()
-            .map_err(|e| ApiError::Internal(e.to_string()))?,
-    )
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
-    // The deployment config travels beside the evidence so a client can
-    // check that its digest is what `host_data` binds.
-    // The enclave's endorsement of its TLS key: a client checks it names the key of the
-    // connection this answer came over.
-    let body = serde_json::json!({
-        "evidence": evidence,
-        "deployment": String::from_utf8_lossy(&service.config.deployment_bytes()),
-        "tls": service.tls.as_ref().map(|t| &t.endorsement),
-        "upgrade_statement": service.upgrade_statement,
-    });
-    Ok(json_response(StatusCode::OK, &body))
+    Ok(typed_response(
+        StatusCode::OK,
+        &AttestationAnswer {
+            evidence,
+            deployment: String::from_utf8_lossy(&service.config.deployment_bytes()).into_owned(),
+            tls: service.tls.as_ref().map(|t| t.endorsement.clone()),
+            upgrade_statement: service.upgrade_statement.clone(),
+        },
+    ))
 }
 
 /// `POST /v1/upgrade/handover`: give the state key to an upgraded image (see

@@ -16,8 +16,9 @@ use sha2::{Digest, Sha256};
 use crate::app::Service;
 use crate::error::{ApiError, ApiResult};
 use crate::events::Audience;
-use crate::http::{Body, Req, json_response, read_body, typed_response};
-use crate::store::{DatasetRow, RowWrite};
+use crate::http::{Body, Req, read_body, typed_response};
+use crate::store::{DatasetRow, ModuleRow, RowWrite};
+use cleanroom_proto::api::{MAX_SOURCE_BYTES, ModuleStored, PolicyStored, SourceBundle};
 
 /// Whether `party` may see `dataset`'s schema: its owner, or a researcher one of its grants
 /// names (or any researcher, for an `any` grant).
@@ -170,9 +171,17 @@ pub(super) async fn upload(service: Arc<Service>, id: &str, req: Req) -> ApiResu
         RowWrite::Dataset(&row),
     )?;
     service.metrics.upload_bytes.inc_by(bytes);
-    Ok(json_response(
+    Ok(typed_response(
         StatusCode::CREATED,
-        &serde_json::to_value(&row).map_err(|e| ApiError::Internal(e.to_string()))?,
+        &cleanroom_proto::run::DatasetInfo {
+            id: row.id,
+            owner: row.owner,
+            rows: Some(row.rows),
+            columns: Some(row.columns),
+            manifest_digest: row.manifest_digest,
+            policy_version: None,
+            created: row.created,
+        },
     ))
 }
 
@@ -254,9 +263,13 @@ pub(super) async fn put_policy(
     tokio::task::spawn_blocking(move || crate::runs::on_policy_change(&svc, &dataset))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(json_response(
+    Ok(typed_response(
         StatusCode::OK,
-        &json!({ "dataset": id, "version": signed.policy.version, "digest": signed.digest() }),
+        &PolicyStored {
+            dataset: id.to_string(),
+            version: signed.policy.version,
+            digest: signed.digest(),
+        },
     ))
 }
 
@@ -284,22 +297,113 @@ pub(super) async fn upload_module(service: Arc<Service>, req: Req) -> ApiResult<
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     if !service.storage.has_module(&hash)? {
         service.storage.write_blob("modules", &hash, &body)?;
-        service.storage.put_module(
-            &hash,
-            &uploader.to_string(),
-            body.len() as u64,
-            crate::now(),
-        )?;
-        service.record(
+        let row = ModuleRow {
+            module: hash.clone(),
+            uploader,
+            bytes: body.len() as u64,
+            uploaded: crate::now(),
+            source: None,
+        };
+        service.record_write(
             Audience::Everyone,
             Some(uploader),
             "module.uploaded",
             &hash,
             json!({ "bytes": body.len() }),
+            RowWrite::Module(&row),
         )?;
     }
-    Ok(json_response(
+    Ok(typed_response(
         StatusCode::CREATED,
-        &json!({ "module": hash, "bytes": body.len() }),
+        &ModuleStored {
+            module: hash,
+            bytes: body.len() as u64,
+        },
     ))
+}
+
+/// The module, if `party` may see it: its uploader, or the owner of any dataset here (owners
+/// read what they are asked to approve). To anyone else it looks missing.
+fn visible_module(service: &Service, id: &str, party: &PartyId) -> ApiResult<ModuleRow> {
+    let owner = party.to_string();
+    match service.storage.module(id)? {
+        Some(m)
+            if m.uploader == *party
+                || service.storage.datasets()?.iter().any(|d| d.owner == owner) =>
+        {
+            Ok(m)
+        }
+        _ => Err(ApiError::NotFound(format!("no module {id}"))),
+    }
+}
+
+pub(super) async fn module_info(
+    service: &Service,
+    id: &str,
+    req: Req,
+) -> ApiResult<Response<Body>> {
+    let party = crate::auth::signed_get(service, &req)?;
+    let module = visible_module(service, id, &party)?;
+    Ok(typed_response(StatusCode::OK, &module.info()))
+}
+
+pub(super) async fn module_source(
+    service: &Service,
+    id: &str,
+    req: Req,
+) -> ApiResult<Response<Body>> {
+    let party = crate::auth::signed_get(service, &req)?;
+    let module = visible_module(service, id, &party)?;
+    match module.source {
+        Some(source) => Ok(typed_response(StatusCode::OK, &source)),
+        None => Err(ApiError::NotFound(format!(
+            "module {id} has no source: its uploader has not attached one"
+        ))),
+    }
+}
+
+/// `PUT /v1/modules/{id}/source`: the uploader attaches the source once; it cannot be changed
+/// afterwards (owners may already have approved the module having read it).
+pub(super) async fn put_module_source(
+    service: Arc<Service>,
+    id: &str,
+    req: Req,
+) -> ApiResult<Response<Body>> {
+    let (party, bundle): (_, SourceBundle) =
+        crate::auth::signed_json(&service, req, "source bundle").await?;
+    let mut module = service
+        .storage
+        .module(id)?
+        .filter(|m| m.uploader == party)
+        .ok_or_else(|| ApiError::NotFound(format!("no module {id} uploaded by you")))?;
+    bundle
+        .validate()
+        .map_err(|e| ApiError::BadRequest(format!("source bundle: {e}")))?;
+    if bundle.bytes() > MAX_SOURCE_BYTES {
+        return Err(ApiError::TooLarge(format!(
+            "the source bundle holds more than {MAX_SOURCE_BYTES} bytes of files"
+        )));
+    }
+    let summary = bundle.summary();
+    match &module.source {
+        Some(existing) if *existing == bundle => {
+            return Ok(typed_response(StatusCode::OK, &module.info()));
+        }
+        Some(_) => {
+            return Err(ApiError::Conflict(format!(
+                "module {id} already has a different source; a module's source never changes"
+            )));
+        }
+        None => {}
+    }
+    module.source = Some(bundle);
+    service.record_write(
+        Audience::Everyone,
+        Some(party),
+        "module.source",
+        id,
+        json!({ "kind": summary.kind, "digest": summary.digest, "files": summary.files, "bytes": summary.bytes }),
+        RowWrite::Module(&module),
+    )?;
+    Ok(typed_response(StatusCode::CREATED, &module.info()))
 }

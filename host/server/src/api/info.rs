@@ -8,18 +8,20 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
-use serde_json::json;
 
 use crate::app::Service;
 use cleanroom_proto::audit::{AuditItem, AuditPage};
 
 use crate::error::{ApiError, ApiResult};
-use crate::http::{Body, Req, json_response, text_response};
+use crate::http::{Body, Req, text_response, typed_response};
 
 pub(super) fn health() -> Response<Body> {
-    json_response(
+    typed_response(
         StatusCode::OK,
-        &json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }),
+        &cleanroom_proto::api::Health {
+            status: "ok".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
     )
 }
 
@@ -29,13 +31,6 @@ pub(super) fn metrics(service: &Service, req: &Req) -> ApiResult<Response<Body>>
         "application/openmetrics-text; version=1.0.0; charset=utf-8",
         service.metrics.encode(),
     ))
-}
-
-pub(super) fn openapi() -> Response<Body> {
-    text_response(
-        "application/json",
-        include_str!("../../openapi.json").to_string(),
-    )
 }
 
 /// Largest page of `GET /v1/audit`.

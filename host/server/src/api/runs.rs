@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use cleanroom_policy::Decision;
 use cleanroom_proto::PartyId;
+use cleanroom_proto::api::{CancelAccepted, RunAccepted, RunList};
 use cleanroom_proto::run::{Review, ReviewDecision, RunRequest, RunState};
 use hyper::{Response, StatusCode};
 use serde_json::json;
@@ -13,7 +14,7 @@ use serde_json::json;
 use crate::app::{Metrics, Service};
 use crate::error::{ApiError, ApiResult};
 use crate::events::Audience;
-use crate::http::{Body, MAX_JSON_BODY, Req, json_response, read_body, typed_response};
+use crate::http::{Body, MAX_JSON_BODY, Req, read_body, typed_response};
 use crate::runs::{admission, finish_review, held_bundle, new_row, result_bundle};
 use crate::store::RunRow;
 
@@ -74,9 +75,12 @@ pub(super) async fn submit(service: Arc<Service>, req: Req) -> ApiResult<Respons
         .expect("cancel map lock")
         .insert(id.clone(), Default::default());
     permit.send(id.clone());
-    Ok(json_response(
+    Ok(typed_response(
         StatusCode::ACCEPTED,
-        &json!({ "run": id, "state": RunState::Queued }),
+        &RunAccepted {
+            run: id,
+            state: RunState::Queued,
+        },
     ))
 }
 
@@ -110,7 +114,7 @@ pub(super) async fn list(service: Arc<Service>, req: Req) -> ApiResult<Response<
         .filter(|r| r.visible_to(&party))
         .map(|r| r.status_for(&party))
         .collect();
-    Ok(json_response(StatusCode::OK, &json!({ "runs": runs })))
+    Ok(typed_response(StatusCode::OK, &RunList { runs }))
 }
 
 pub(super) async fn cancel(service: Arc<Service>, id: &str, req: Req) -> ApiResult<Response<Body>> {
@@ -145,9 +149,12 @@ pub(super) async fn cancel(service: Arc<Service>, id: &str, req: Req) -> ApiResu
     match token {
         Some(token) => {
             token.cancel();
-            Ok(json_response(
+            Ok(typed_response(
                 StatusCode::ACCEPTED,
-                &json!({ "run": id, "cancelling": true }),
+                &CancelAccepted {
+                    run: id.to_string(),
+                    cancelling: true,
+                },
             ))
         }
         None => Err(ApiError::Conflict(format!(
