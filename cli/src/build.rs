@@ -206,9 +206,24 @@ fn build_rust(dir: &Path, out: Option<&Path>, target_dir: Option<&Path>) -> Resu
                 root.name
             )
         })?;
+    let target = match target_dir {
+        Some(t) => {
+            std::fs::create_dir_all(t).with_context(|| format!("cannot create {}", t.display()))?;
+            t.canonicalize()?
+        }
+        None => {
+            std::fs::create_dir_all(&meta.target_directory)?;
+            meta.target_directory.clone()
+        }
+    };
+    // The project is built through a fixed link in the target directory, so the remapping
+    // flags (which Cargo's cache is keyed on) are the same wherever the project lives, and a
+    // rebuild in a new directory reuses the compiled dependencies. One build per target
+    // directory at a time.
+    let link = target.join("cleanroom-src");
+    let manifest = source_link(dir, &link)?.join("Cargo.toml");
     // Longer prefixes last: rustc applies the last mapping that matches.
-    let mut remaps: Vec<(PathBuf, String)> =
-        vec![(dir.to_path_buf(), format!("/build/{}", root.name))];
+    let mut remaps: Vec<(PathBuf, String)> = vec![(link.clone(), format!("/build/{}", root.name))];
     for p in meta
         .packages
         .iter()
@@ -218,13 +233,6 @@ fn build_rust(dir: &Path, out: Option<&Path>, target_dir: Option<&Path>) -> Resu
             remaps.push((pkg_dir.to_path_buf(), format!("/build/deps/{}", p.name)));
         }
     }
-    let target = match target_dir {
-        Some(t) => {
-            std::fs::create_dir_all(t).with_context(|| format!("cannot create {}", t.display()))?;
-            t.canonicalize()?
-        }
-        None => meta.target_directory.clone(),
-    };
     remaps.push((cargo_home(), "/cargo".into()));
     remaps.push((target.clone(), "/target".into()));
     remaps.sort_by_key(|(from, _)| from.as_os_str().len());
@@ -240,6 +248,10 @@ fn build_rust(dir: &Path, out: Option<&Path>, target_dir: Option<&Path>) -> Resu
             "--target",
             "wasm32-wasip2",
         ])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target)
         .current_dir(dir)
         .env("CARGO_ENCODED_RUSTFLAGS", flags.join("\u{1f}"))
         .env_remove("RUSTFLAGS")
@@ -257,6 +269,26 @@ fn build_rust(dir: &Path, out: Option<&Path>, target_dir: Option<&Path>) -> Resu
     std::fs::copy(&built, &dest)
         .with_context(|| format!("cannot copy {} to {}", built.display(), dest.display()))?;
     Ok(dest)
+}
+
+/// Point `link` at `dir` (replacing an older link); where links are not available, build
+/// `dir` in place.
+fn source_link(dir: &Path, link: &Path) -> Result<PathBuf> {
+    #[cfg(unix)]
+    {
+        if link.symlink_metadata().is_ok() {
+            std::fs::remove_file(link)
+                .with_context(|| format!("cannot replace {}", link.display()))?;
+        }
+        std::os::unix::fs::symlink(dir, link)
+            .with_context(|| format!("cannot link {} to {}", link.display(), dir.display()))?;
+        Ok(link.to_path_buf())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = link;
+        Ok(dir.to_path_buf())
+    }
 }
 
 fn cargo_home() -> PathBuf {

@@ -150,27 +150,25 @@ fn the_rust_guide_builds_reproducibly_and_runs_as_written() {
     assert_eq!(rebuilt, module, "a rebuild elsewhere gives other bytes");
 
     // `module verify` says so, and says when the source does not build the hash.
-    let verified = cleanroom_cli::run_capture([
-        "cleanroom",
-        "module",
-        "verify",
-        &module,
-        copy.to_str().unwrap(),
-        "--json",
-    ])
-    .unwrap();
+    let target = cached_target("guide-rust-rebuild").display().to_string();
+    let verify = |module: &str| {
+        cleanroom_cli::run_capture([
+            "cleanroom",
+            "module",
+            "verify",
+            module,
+            copy.to_str().unwrap(),
+            "--target-dir",
+            &target,
+            "--json",
+        ])
+    };
+    let verified = verify(&module).unwrap();
     assert_eq!(verified["matches"], true);
     let lib = copy.join("src/lib.rs");
     let edited = read(&lib).replace("min_group", "min_grp");
     std::fs::write(&lib, edited).unwrap();
-    let err = cleanroom_cli::run_capture([
-        "cleanroom",
-        "module",
-        "verify",
-        &module,
-        copy.to_str().unwrap(),
-    ])
-    .unwrap_err();
+    let err = verify(&module).unwrap_err();
     assert!(
         format!("{err:#}").contains("is not what its source builds"),
         "{err:#}"

@@ -147,6 +147,18 @@ pub(crate) struct VerifyArgs {
     /// The source to rebuild (default: the source attached to the module on the server,
     /// fetched into a temporary directory).
     source_dir: Option<PathBuf>,
+    /// Rust: Cargo's target directory for the rebuild (default: one under
+    /// `~/.cache/cleanroom`, kept so later rebuilds reuse compiled dependencies).
+    #[arg(long, value_name = "DIR")]
+    target_dir: Option<PathBuf>,
+}
+
+/// Where `module verify` builds by default.
+fn verify_target() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(".cache/cleanroom/verify-target")
 }
 
 /// What `module verify` found.
@@ -184,7 +196,11 @@ pub(crate) fn verify(conn: &Conn, args: VerifyArgs) -> Result<()> {
         .into());
     }
     let scratch = tempfile::tempdir()?;
-    let built = crate::build::build(&dir, Some(&scratch.path().join("rebuilt.wasm")), None)?;
+    let built = crate::build::build(
+        &dir,
+        Some(&scratch.path().join("rebuilt.wasm")),
+        Some(&args.target_dir.clone().unwrap_or_else(verify_target)),
+    )?;
     let rebuilt = hex::encode(Sha256::digest(std::fs::read(&built.wasm)?));
     let result = Verified {
         module: args.module.clone(),
