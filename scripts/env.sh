@@ -5,6 +5,8 @@ CLEANROOM_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/cleanroom-target}
 export CLEANROOM_VENV=${CLEANROOM_VENV:-$HOME/.cache/cleanroom-venv}
 COMPONENTIZE_PY_VERSION=0.25.1
+# The reference SNP measurement tool the image measurement is tested against.
+SEV_SNP_MEASURE_VERSION=0.0.13
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -24,5 +26,14 @@ ensure_componentize_py() {
     say "installing componentize-py $COMPONENTIZE_PY_VERSION into $CLEANROOM_VENV"
     python3 -m venv "$CLEANROOM_VENV"
     "$CLEANROOM_VENV/bin/pip" install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY_VERSION"
+  fi
+}
+
+# sev-snp-measure (the reference launch-measurement calculator) in the same virtualenv.
+ensure_sev_snp_measure() {
+  if [ "$("$CLEANROOM_VENV/bin/pip" show sev-snp-measure 2>/dev/null | sed -n 's/^Version: //p')" != "$SEV_SNP_MEASURE_VERSION" ]; then
+    say "installing sev-snp-measure $SEV_SNP_MEASURE_VERSION into $CLEANROOM_VENV"
+    [ -x "$CLEANROOM_VENV/bin/pip" ] || python3 -m venv "$CLEANROOM_VENV"
+    "$CLEANROOM_VENV/bin/pip" install --quiet --disable-pip-version-check "sev-snp-measure==$SEV_SNP_MEASURE_VERSION"
   fi
 }

@@ -33,6 +33,12 @@ say "building the SQL engine component"
 scripts/build-sql.sh
 export CLEANROOM_SQL_ENGINE="$CARGO_TARGET_DIR/sql-engine/cleanroom_sql.wasm"
 
+say "building the guest firmware (OVMF for SEV-SNP direct boot) and the reference measurement tool"
+export CLEANROOM_FIRMWARE
+CLEANROOM_FIRMWARE=$(scripts/build-firmware.sh)
+ensure_sev_snp_measure
+export CLEANROOM_SEV_SNP_MEASURE="$CLEANROOM_VENV/bin/sev-snp-measure"
+
 say "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -6,6 +6,7 @@
 
 mod build;
 pub mod failure;
+mod image;
 mod input;
 mod new;
 mod progress;
@@ -31,6 +32,7 @@ pub fn attested_agent(
 ) -> anyhow::Result<ureq::Agent> {
     let trust = remote::attest::Trust {
         measurements: vec![measurement.to_string()],
+        manifests: Vec::new(),
         accept_insecure_simulation: accept_simulation,
         deployment_digest: None,
         author_key: None,
@@ -66,6 +68,9 @@ enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// Operators: measure the host image and sign its manifest; anyone: check a manifest.
+    #[command(subcommand)]
+    Image(ImageCmd),
     /// Verify a server's attestation, or check a raw SNP report offline.
     #[command(subcommand)]
     Attest(AttestCmd),
@@ -105,6 +110,15 @@ enum ReceiptCmd {
         #[command(flatten)]
         args: remote::runs::ReceiptVerifyArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCmd {
+    /// Compute the SEV-SNP launch measurement from the image's inputs; with --key, write the
+    /// signed manifest to publish.
+    Measure(image::MeasureArgs),
+    /// Recompute a published manifest's measurement from local copies of its inputs.
+    Check(image::CheckArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -339,6 +353,8 @@ where
         Command::Keygen(args) => remote::keygen(args),
         Command::New(args) => new::run(args),
         Command::Build(args) => build::run(args),
+        Command::Image(ImageCmd::Measure(args)) => image::measure(args),
+        Command::Image(ImageCmd::Check(args)) => image::check(args),
         Command::Completions { shell } => {
             completions(shell, &mut std::io::stdout());
             Ok(())

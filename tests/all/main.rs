@@ -5,6 +5,7 @@ mod crash;
 mod egress;
 mod examples;
 mod guide;
+mod image;
 mod load;
 mod modules;
 mod programs;

@@ -23,6 +23,15 @@ pub(crate) struct Trust {
         global = true
     )]
     pub(crate) measurements: Vec<String>,
+    /// Image manifest(s) an operator published (`cleanroom image measure --key`): accept
+    /// the measurement each names, after checking its signature. Repeatable.
+    #[arg(
+        long = "manifest",
+        env = "CLEANROOM_MANIFEST",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub(crate) manifests: Vec<PathBuf>,
     /// Accept evidence from the INSECURE simulation backend (development only).
     #[arg(long, env = "CLEANROOM_ACCEPT_INSECURE_SIMULATION", global = true)]
     pub(crate) accept_insecure_simulation: bool,
@@ -102,6 +111,12 @@ fn allowed_measurements(
         }
         allowed.push(parse_measurement(&statement.measurement)?);
     }
+    for path in &trust.manifests {
+        allowed.push(manifest_measurement(
+            path,
+            trust.accept_insecure_simulation,
+        )?);
+    }
     if allowed.is_empty() {
         bail!(
             "say which enclave you trust: --measurement HEX (the operator publishes it), or \
@@ -109,6 +124,29 @@ fn allowed_measurements(
         );
     }
     Ok(allowed)
+}
+
+/// The measurement an image manifest names, once its signature checks. A development image
+/// (it boots the simulation backend) is accepted only with --accept-insecure-simulation.
+fn manifest_measurement(path: &std::path::Path, accept_simulation: bool) -> Result<Measurement> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read manifest {}", path.display()))?;
+    let signed: cleanroom_proto::image::SignedImageManifest = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not an image manifest", path.display()))?;
+    signed.verify().context(Failure::verification(format!(
+        "the image manifest {} does not verify",
+        path.display()
+    )))?;
+    if signed.manifest.variant != "production" && !accept_simulation {
+        return Err(Failure::verification(format!(
+            "{} describes a {} image, which runs the INSECURE simulation backend: pass \
+             --accept-insecure-simulation to trust it for development",
+            path.display(),
+            signed.manifest.variant
+        ))
+        .into());
+    }
+    Ok(Measurement(signed.manifest.measurement_bytes()?))
 }
 
 fn parse_measurement(m: &str) -> Result<Measurement> {
@@ -122,7 +160,7 @@ fn parse_measurement(m: &str) -> Result<Measurement> {
 /// Fetch fresh evidence for a random nonce and verify every check; returns the enclave's
 /// endorsement of its TLS key too (checked by the caller against the connection's key).
 pub(crate) fn attest(client: &Client, trust: &Trust) -> Result<(Verified, Option<TlsEndorsement>)> {
-    if trust.measurements.is_empty() && trust.author_key.is_none() {
+    if trust.measurements.is_empty() && trust.author_key.is_none() && trust.manifests.is_empty() {
         bail!(
             "say which enclave you trust: --measurement HEX (the operator publishes it), or \
              --author-key HEX with --min-svn N"

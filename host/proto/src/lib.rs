@@ -85,6 +85,7 @@ pub mod codes;
 pub mod error;
 mod fields;
 pub mod httpsig;
+pub mod image;
 pub mod keys;
 pub mod policy;
 pub mod receipt;

@@ -53,6 +53,7 @@ mod endorsement;
 mod error;
 mod evidence;
 mod identity;
+pub mod measure;
 mod policy;
 mod report;
 mod roots;
