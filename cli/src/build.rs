@@ -426,9 +426,7 @@ fn collect(
     Ok(())
 }
 
-/// Write `bundle` into the new directory `dir`, re-pointing a Rust project's path dependency
-/// on the SDK at this CLI's SDK (the researcher's absolute path means nothing here; the SDK's
-/// path is remapped in the build, so the bytes do not depend on where it is).
+/// Write `bundle` into the directory `dir`.
 pub(crate) fn write_source(bundle: &SourceBundle, dir: &Path) -> Result<()> {
     bundle.validate().map_err(|e| anyhow::anyhow!(e))?;
     for (rel, text) in &bundle.files {
@@ -436,35 +434,9 @@ pub(crate) fn write_source(bundle: &SourceBundle, dir: &Path) -> Result<()> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let text = if bundle.kind == SourceKind::Rust && rel == "Cargo.toml" {
-            repoint_sdk(text)?
-        } else {
-            text.clone()
-        };
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
-}
-
-/// `Cargo.toml` with `cleanroom-guest`'s `path` replaced by this CLI's SDK.
-fn repoint_sdk(manifest: &str) -> Result<String> {
-    #[derive(serde::Deserialize)]
-    struct Manifest {
-        #[serde(default)]
-        dependencies: BTreeMap<String, toml::Value>,
-    }
-    let parsed: Manifest = toml::from_str(manifest).context("Cargo.toml does not parse")?;
-    let Some(old) = parsed
-        .dependencies
-        .get("cleanroom-guest")
-        .and_then(|d| d.get("path"))
-        .and_then(|p| p.as_str())
-    else {
-        return Ok(manifest.to_string());
-    };
-    let sdk = crate::new::sdk_dir()?;
-    let quoted = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
-    Ok(manifest.replacen(&quoted(old), &quoted(&sdk.display().to_string()), 1))
 }
 
 #[cfg(test)]
@@ -495,15 +467,5 @@ mod tests {
         std::fs::write(dir.path().join("Cargo.toml"), "[package]\nname = \"a\"\n").unwrap();
         let err = collect_source(dir.path(), SourceKind::Rust).unwrap_err();
         assert!(format!("{err:#}").contains("Cargo.lock"), "{err:#}");
-    }
-
-    #[test]
-    fn the_sdk_path_is_repointed_and_nothing_else_changes() {
-        let manifest = "[package]\nname = \"a\"\n\n[dependencies]\ncleanroom-guest = { path = \"/home/researcher/cleanroom/guest-sdk/rust\" }\nserde = \"1\"\n";
-        let out = repoint_sdk(manifest).unwrap();
-        assert!(!out.contains("/home/researcher"), "{out}");
-        assert!(out.contains("serde = \"1\""), "{out}");
-        let sdk = crate::new::sdk_dir().unwrap();
-        assert!(out.contains(&sdk.display().to_string()), "{out}");
     }
 }

@@ -40,6 +40,108 @@ pub(crate) fn sdk_dir() -> Result<PathBuf> {
     })
 }
 
+/// Directory of the vendored SDK inside a Rust project.
+pub(crate) const VENDORED_SDK: &str = "cleanroom-guest";
+
+/// The SDK as files of a Rust project (`cleanroom-guest/`): its sources, the analysis world's
+/// WIT, and a standalone manifest (the workspace's versions written out). Inside the project,
+/// the SDK is part of the source owners read and rebuild, and its path is relative, so the
+/// build does not depend on where the cleanroom repository is.
+fn vendored_sdk(sdk: &Path) -> Result<Vec<(String, String)>> {
+    let mut files = Vec::new();
+    for dir in ["src", "wit"] {
+        copy_tree(&sdk.join(dir), Path::new(dir), &mut files)?;
+    }
+    files.push(("Cargo.toml".to_string(), sdk_manifest(sdk)?));
+    Ok(files
+        .into_iter()
+        .map(|(path, text)| (format!("{VENDORED_SDK}/{path}"), text))
+        .collect())
+}
+
+/// Every file under `from` (following links), by `/`-separated path under `rel`, sorted.
+fn copy_tree(from: &Path, rel: &Path, files: &mut Vec<(String, String)>) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(from)
+        .with_context(|| format!("cannot read {}", from.display()))?
+        .collect::<std::io::Result<_>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let rel = rel.join(entry.file_name());
+        if path.is_dir() {
+            copy_tree(&path, &rel, files)?;
+        } else {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let rel = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            files.push((rel, text));
+        }
+    }
+    Ok(())
+}
+
+/// The SDK's manifest with every `workspace = true` replaced by the workspace's value.
+fn sdk_manifest(sdk: &Path) -> Result<String> {
+    let read = |path: &Path| -> Result<toml::Table> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("{} does not parse", path.display()))
+    };
+    let sdk_manifest = read(&sdk.join("Cargo.toml"))?;
+    let workspace = read(&sdk.join("../../Cargo.toml"))?;
+    let ws = workspace
+        .get("workspace")
+        .and_then(|w| w.as_table())
+        .context("the SDK is not inside the cleanroom workspace")?;
+    let inherit = |section: &str, table: &toml::Table| -> Result<toml::Table> {
+        let mut out = toml::Table::new();
+        for (key, value) in table {
+            let inherited = value
+                .as_table()
+                .and_then(|t| t.get("workspace"))
+                .and_then(|w| w.as_bool())
+                == Some(true);
+            let value = if inherited {
+                ws.get(section)
+                    .and_then(|s| s.get(key))
+                    .cloned()
+                    .with_context(|| format!("the workspace has no {section}.{key}"))?
+            } else {
+                value.clone()
+            };
+            out.insert(key.clone(), value);
+        }
+        Ok(out)
+    };
+    let mut manifest = toml::Table::new();
+    let package = sdk_manifest
+        .get("package")
+        .and_then(|p| p.as_table())
+        .context("the SDK manifest has no [package]")?;
+    manifest.insert(
+        "package".into(),
+        toml::Value::Table(inherit("package", package)?),
+    );
+    let deps = sdk_manifest
+        .get("dependencies")
+        .and_then(|d| d.as_table())
+        .cloned()
+        .unwrap_or_default();
+    manifest.insert(
+        "dependencies".into(),
+        toml::Value::Table(inherit("dependencies", &deps)?),
+    );
+    Ok(format!(
+        "# The cleanroom-guest SDK, vendored by `cleanroom new` from cleanroom {}.\n{}",
+        env!("CARGO_PKG_VERSION"),
+        toml::to_string(&manifest).context("cannot write the SDK manifest")?
+    ))
+}
+
 /// Synthetic admissions (no real patient): the shape the examples and the guide use.
 const PATIENTS_CSV: &str = include_str!("../templates/patients.csv");
 
@@ -58,7 +160,8 @@ pub(crate) fn run(args: Args) -> Result<()> {
         })
         .context("the project name must be letters, digits, `-` and `_`")?
         .to_string();
-    let mut files: Vec<(&str, String)> = vec![("data/patients.csv", PATIENTS_CSV.to_string())];
+    let mut files: Vec<(String, String)> =
+        vec![("data/patients.csv".into(), PATIENTS_CSV.to_string())];
     match args.language {
         Language::Rust => {
             let sdk = match &args.sdk {
@@ -71,21 +174,24 @@ pub(crate) fn run(args: Args) -> Result<()> {
                 None => sdk_dir()?,
             };
             files.push((
-                "Cargo.toml",
-                include_str!("../templates/rust/Cargo.toml.in")
-                    .replace("{name}", &name)
-                    .replace("{sdk}", &sdk.display().to_string()),
+                "Cargo.toml".into(),
+                include_str!("../templates/rust/Cargo.toml.in").replace("{name}", &name),
             ));
+            files.extend(
+                vendored_sdk(&sdk)?
+                    .into_iter()
+                    .map(|(path, text)| (path, text)),
+            );
             files.push((
-                "rust-toolchain.toml",
+                "rust-toolchain.toml".into(),
                 include_str!("../../rust-toolchain.toml").to_string(),
             ));
             files.push((
-                "src/lib.rs",
+                "src/lib.rs".into(),
                 include_str!("../templates/rust/lib.rs").to_string(),
             ));
             files.push((
-                "README.md",
+                "README.md".into(),
                 include_str!("../templates/rust/README.md")
                     .replace("{name}", &name)
                     .replace("{lib}", &name.replace('-', "_")),
@@ -93,21 +199,21 @@ pub(crate) fn run(args: Args) -> Result<()> {
         }
         Language::Python => {
             files.push((
-                "analysis.py",
+                "analysis.py".into(),
                 include_str!("../templates/python/analysis.py").to_string(),
             ));
             files.push((
-                "README.md",
+                "README.md".into(),
                 include_str!("../templates/python/README.md").replace("{name}", &name),
             ));
         }
         Language::Sql => {
             files.push((
-                "query.sql",
+                "query.sql".into(),
                 include_str!("../templates/sql/query.sql").to_string(),
             ));
             files.push((
-                "README.md",
+                "README.md".into(),
                 include_str!("../templates/sql/README.md").replace("{name}", &name),
             ));
         }

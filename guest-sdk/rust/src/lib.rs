@@ -44,7 +44,7 @@ use arrow_schema::{ArrowError, SchemaRef};
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "analysis",
         pub_export_macro: true,
         default_bindings_module: "cleanroom_guest::bindings",
