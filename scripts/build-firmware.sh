@@ -61,7 +61,10 @@ fetch() {
 tarball=$(fetch "edk2_${EDK2_VERSION}.orig.tar.xz" "$EDK2_SHA256")
 debian=$(fetch "edk2_${EDK2_DEBIAN}.debian.tar.xz" "$EDK2_DEBIAN_SHA256")
 
-work=$(mktemp -d)
+# A fixed build directory: edk2 records paths in what it builds.
+work="$cache/edk2-build"
+rm -rf "$work"
+mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT
 say "building OVMF (AmdSevX64, RELEASE) from edk2 $EDK2_VERSION"
 tar xJf "$tarball" -C "$work"
