@@ -245,3 +245,131 @@ pub(crate) fn check(args: CheckArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `cleanroom image initramfs`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct InitramfsArgs {
+    /// The root file system to pack (a directory: `init` at its top).
+    root: PathBuf,
+    /// The archive to write (gzip-compressed newc cpio).
+    #[arg(long, short = 'o')]
+    out: PathBuf,
+}
+
+/// Pack `root` as the kernel reads an initramfs: a newc cpio, gzip-compressed, byte for byte
+/// the same for the same files wherever and whenever it is packed: entries sorted by path,
+/// owned by root, every time zero, inode numbers in order, and only the mode's permission
+/// bits kept. `/dev/console` is added (the kernel opens it for PID 1 before anything is
+/// mounted).
+pub(crate) fn initramfs(args: InitramfsArgs) -> Result<()> {
+    let bytes = pack_initramfs(&args.root)?;
+    std::fs::write(&args.out, &bytes)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    crate::report(false, &serde_json::Value::Null, || {
+        format!(
+            "packed {} ({} bytes, SHA-256 {})",
+            args.out.display(),
+            bytes.len(),
+            hex::encode(Sha256::digest(&bytes))
+        )
+    });
+    Ok(())
+}
+
+/// One entry of the archive.
+enum Node {
+    Dir,
+    File { bytes: Vec<u8>, executable: bool },
+    Symlink(String),
+    CharDevice { major: u32, minor: u32 },
+}
+
+pub(crate) fn pack_initramfs(root: &Path) -> Result<Vec<u8>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+    nodes.insert("dev".into(), Node::Dir);
+    nodes.insert(
+        "dev/console".into(),
+        Node::CharDevice { major: 5, minor: 1 },
+    );
+    fn walk(root: &Path, dir: &Path, nodes: &mut BTreeMap<String, Node>) -> Result<()> {
+        for entry in
+            std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?
+        {
+            let entry = entry?;
+            let path = entry.path();
+            let rel = path
+                .strip_prefix(root)
+                .expect("walked from root")
+                .to_str()
+                .with_context(|| format!("{} is not UTF-8", path.display()))?
+                .to_string();
+            let meta = std::fs::symlink_metadata(&path)?;
+            let node = if meta.file_type().is_symlink() {
+                Node::Symlink(std::fs::read_link(&path)?.to_string_lossy().into_owned())
+            } else if meta.is_dir() {
+                walk(root, &path, nodes)?;
+                Node::Dir
+            } else if meta.is_file() {
+                Node::File {
+                    bytes: std::fs::read(&path)?,
+                    executable: meta.permissions().mode() & 0o111 != 0,
+                }
+            } else {
+                bail!(
+                    "{} is neither a file, a directory nor a link",
+                    path.display()
+                );
+            };
+            nodes.insert(rel, node);
+        }
+        Ok(())
+    }
+    walk(root, root, &mut nodes)?;
+    if !matches!(
+        nodes.get("init"),
+        Some(Node::File {
+            executable: true,
+            ..
+        })
+    ) {
+        bail!("{} has no executable `init` at its top", root.display());
+    }
+    let mut archive = Vec::new();
+    for (ino, (name, node)) in nodes.iter().enumerate() {
+        let builder = cpio::newc::Builder::new(name)
+            .ino(ino as u32 + 1)
+            .uid(0)
+            .gid(0)
+            .mtime(0);
+        let (builder, data): (_, &[u8]) = match node {
+            Node::Dir => (builder.mode(0o040_755).nlink(2), &[]),
+            Node::File { bytes, executable } => (
+                builder
+                    .mode(if *executable { 0o100_755 } else { 0o100_644 })
+                    .nlink(1),
+                bytes,
+            ),
+            Node::Symlink(target) => (builder.mode(0o120_777).nlink(1), target.as_bytes()),
+            Node::CharDevice { major, minor } => (
+                builder
+                    .mode(0o020_600)
+                    .nlink(1)
+                    .rdev_major(*major)
+                    .rdev_minor(*minor),
+                &[],
+            ),
+        };
+        let size = u32::try_from(data.len()).context("a file larger than 4 GiB")?;
+        let mut writer = builder.write(&mut archive, size);
+        std::io::Write::write_all(&mut writer, data)?;
+        writer.finish()?;
+    }
+    cpio::newc::trailer(&mut archive)?;
+    // gzip without a name or a time in the header.
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut gz, &archive)?;
+    Ok(gz.finish()?)
+}

@@ -119,6 +119,8 @@ enum ImageCmd {
     Measure(image::MeasureArgs),
     /// Recompute a published manifest's measurement from local copies of its inputs.
     Check(image::CheckArgs),
+    /// Pack a root directory into a reproducible initramfs (gzip'd newc cpio).
+    Initramfs(image::InitramfsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -312,6 +314,11 @@ pub fn source_bundle(dir: &std::path::Path) -> anyhow::Result<cleanroom_proto::a
     build::collect_source(dir, build::detect(dir)?)
 }
 
+/// The initramfs `cleanroom image initramfs ROOT` writes, as bytes.
+pub fn initramfs_bytes(root: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    image::pack_initramfs(root)
+}
+
 /// Write a source bundle into `dir` as `cleanroom module show --source DIR` does.
 pub fn write_source_bundle(
     bundle: &cleanroom_proto::api::SourceBundle,
@@ -355,6 +362,7 @@ where
         Command::Build(args) => build::run(args),
         Command::Image(ImageCmd::Measure(args)) => image::measure(args),
         Command::Image(ImageCmd::Check(args)) => image::check(args),
+        Command::Image(ImageCmd::Initramfs(args)) => image::initramfs(args),
         Command::Completions { shell } => {
             completions(shell, &mut std::io::stdout());
             Ok(())

@@ -177,11 +177,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
                 "Cargo.toml".into(),
                 include_str!("../templates/rust/Cargo.toml.in").replace("{name}", &name),
             ));
-            files.extend(
-                vendored_sdk(&sdk)?
-                    .into_iter()
-                    .map(|(path, text)| (path, text)),
-            );
+            files.extend(vendored_sdk(&sdk)?);
             files.push((
                 "rust-toolchain.toml".into(),
                 include_str!("../../rust-toolchain.toml").to_string(),

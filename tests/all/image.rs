@@ -247,3 +247,79 @@ fn a_signed_manifest_is_checked_against_the_inputs_and_pins_the_enclave() {
         "{err:#}"
     );
 }
+
+/// A root file system in `dir`, written in the given order (file times differ with it).
+fn root(dir: &Path, order: &[&str]) {
+    use std::os::unix::fs::PermissionsExt;
+    for name in order {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, format!("contents of {name}")).unwrap();
+        if *name == "init" || name.starts_with("bin/") {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o750)).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::os::unix::fs::symlink("../lib", dir.join("lib64")).unwrap();
+}
+
+#[test]
+fn the_initramfs_is_the_same_bytes_wherever_and_whenever_it_is_packed() {
+    let files = [
+        "init",
+        "bin/cleanroomd",
+        "etc/cleanroom/modules",
+        "lib/libc.so.6",
+    ];
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    root(a.path(), &files);
+    let reversed: Vec<&str> = files.iter().rev().copied().collect();
+    root(b.path(), &reversed);
+    let first = cleanroom_cli::initramfs_bytes(a.path()).unwrap();
+    let second = cleanroom_cli::initramfs_bytes(b.path()).unwrap();
+    assert!(first == second, "two packings of the same files differ");
+
+    // What the kernel will find: every file, owned by root, at time zero, and a console.
+    let mut gz = flate2::read::GzDecoder::new(&first[..]);
+    let mut archive = Vec::new();
+    std::io::Read::read_to_end(&mut gz, &mut archive).unwrap();
+    let mut reader = &archive[..];
+    let mut names = Vec::new();
+    loop {
+        let entry = cpio::NewcReader::new(reader).unwrap();
+        if entry.entry().is_trailer() {
+            break;
+        }
+        let e = entry.entry();
+        assert_eq!((e.uid(), e.gid(), e.mtime()), (0, 0, 0), "{}", e.name());
+        if e.name() == "init" {
+            assert_eq!(e.mode(), 0o100_755);
+        }
+        if e.name() == "dev/console" {
+            assert_eq!((e.rdev_major(), e.rdev_minor()), (5, 1));
+        }
+        names.push(e.name().to_string());
+        reader = entry.finish().unwrap();
+    }
+    for expected in [
+        "init",
+        "bin/cleanroomd",
+        "dev/console",
+        "lib64",
+        "etc/cleanroom/modules",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "entries are in path order");
+
+    // Without an executable init there is nothing for the kernel to run.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("init"), "not executable").unwrap();
+    let err = cleanroom_cli::initramfs_bytes(empty.path()).unwrap_err();
+    assert!(format!("{err:#}").contains("executable `init`"), "{err:#}");
+}
