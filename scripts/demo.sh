@@ -37,21 +37,31 @@ bin="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")"
 cleanroom="$bin/cleanroom"
 analysis="$CARGO_TARGET_DIR/wasm-guests/wasm32-wasip2/release/cohort_stats.wasm"
 
-say "starting cleanroomd (INSECURE simulation attestation, data in $work/server)"
-"$bin/cleanroomd" --data-dir "$work/server" --listen "127.0.0.1:$port" --insecure-simulation 2>"$work/cleanroomd.log" &
-server_pid=$!
-trap 'kill $server_pid 2>/dev/null || true; wait $server_pid 2>/dev/null || true' EXIT
+if [ -n "${CLEANROOM_DEMO_CONSOLE:-}" ]; then
+  # A server already starting elsewhere (scripts/test-image.sh boots the image in QEMU):
+  # its console is this file, and it is reached at CLEANROOM_DEMO_SERVER.
+  log=$CLEANROOM_DEMO_CONSOLE
+  alive() { [ -z "${CLEANROOM_DEMO_PID:-}" ] || kill -0 "$CLEANROOM_DEMO_PID" 2>/dev/null; }
+  say "waiting for cleanroomd in the image (console: $log)"
+else
+  say "starting cleanroomd (INSECURE simulation attestation, data in $work/server)"
+  log="$work/cleanroomd.log"
+  "$bin/cleanroomd" --data-dir "$work/server" --listen "127.0.0.1:$port" --insecure-simulation 2>"$log" &
+  server_pid=$!
+  trap 'kill $server_pid 2>/dev/null || true; wait $server_pid 2>/dev/null || true' EXIT
+  alive() { kill -0 $server_pid 2>/dev/null; }
+fi
 # cleanroomd prints its "listening" line once the socket is bound: wait for that whole line
 # (it ends with the 64-digit enclave key), or for the process to die; no timing guess.
-until grep -Eq 'listening on .*enclave key [0-9a-f]{64}\)' "$work/cleanroomd.log"; do
-  kill -0 $server_pid 2>/dev/null || { cat "$work/cleanroomd.log"; exit 1; }
+until grep -aEq 'listening on .*enclave key [0-9a-f]{64}\)' "$log" 2>/dev/null; do
+  alive || { cat "$log"; exit 1; }
   sleep 0.1
 done
 # No pipes: each value is read from the whole line with parameter expansion.
-listening=$(grep -m1 -E 'listening on .*enclave key [0-9a-f]{64}\)' "$work/cleanroomd.log")
+listening=$(grep -m1 -aE 'listening on .*enclave key [0-9a-f]{64}\)' "$log")
 echo "$listening"
 address=${listening#*listening on }
-export CLEANROOM_SERVER=${address%% *}
+export CLEANROOM_SERVER=${CLEANROOM_DEMO_SERVER:-${address%% *}}
 # The operator publishes the launch measurement; in simulation it is fixed.
 measurement=${listening#*measurement }
 export CLEANROOM_MEASUREMENT=${measurement%%,*}

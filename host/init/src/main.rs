@@ -161,8 +161,12 @@ fn load_modules() -> Result<(), String> {
         };
         if rc != 0 {
             let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EEXIST) {
-                return Err(format!("loading {name}: {err}"));
+            match err.raw_os_error() {
+                Some(libc::EEXIST) => {}
+                // The driver's hardware is absent (sev-guest outside SEV-SNP): what that
+                // means is decided below, per variant.
+                Some(libc::ENODEV) => eprintln!("cleanroom-init: {name}: no such device here"),
+                _ => return Err(format!("loading {name}: {err}")),
             }
         }
     }
