@@ -58,17 +58,35 @@ fi
 
 firmware=$(scripts/build-firmware.sh)
 ensure_rust
-say "building cleanroom-init and the cleanroom CLI"
-cargo build --locked -q -p cleanroom-init -p cleanroom-cli
+cargo build --locked -q -p cleanroom-cli
 cleanroom="$CARGO_TARGET_DIR/debug/cleanroom"
+# The image's own binaries are built reproducibly, in a target directory of their own: through
+# a fixed link to this clone, with every absolute path remapped (as scripts/build-sql.sh does),
+# so every clone builds the same bytes.
+build="$CARGO_TARGET_DIR/image-build"
+mkdir -p "$build"
+ln -sfn "$CLEANROOM_ROOT" "$build/src"
+cargo_home=${CARGO_HOME:-$HOME/.cargo}
+rustflags=()
+while IFS= read -r m; do rustflags+=("--remap-path-prefix=$m"); done < <(
+  printf '%s\n' "$build/src=/cleanroom" "$cargo_home=/cargo" "$build/target=/target" |
+    awk -F= '{ print length($1) "\t" $0 }' | sort -n | cut -f2-)
+image_cargo() {
+  CARGO_ENCODED_RUSTFLAGS="$(IFS=$'\x1f'; echo "${rustflags[*]}")" \
+    cargo build --locked -q --release --manifest-path "$build/src/Cargo.toml" \
+    --target-dir "$build/target" "$@"
+}
+say "building cleanroom-init"
+image_cargo -p cleanroom-init
+init="$build/target/release/cleanroom-init"
 if [ -z "$cleanroomd" ]; then
   say "building cleanroomd (release; the simulation backend only in the development variant)"
   if [ "$variant" = development ]; then
-    cargo build --locked -q --release -p cleanroomd --features cleanroomd/simulation
+    image_cargo -p cleanroomd --features cleanroomd/simulation
   else
-    cargo build --locked -q --release -p cleanroomd
+    image_cargo -p cleanroomd
   fi
-  cleanroomd="$CARGO_TARGET_DIR/release/cleanroomd"
+  cleanroomd="$build/target/release/cleanroomd"
 fi
 
 work=$(mktemp -d)
@@ -79,10 +97,10 @@ cp "$work/kernel/boot/vmlinuz-$KERNEL_ABI" "$out/vmlinuz"
 root="$work/root"
 mkdir -p "$root/bin" "$root/etc/cleanroom" "$root/lib/modules/cleanroom" "$root/proc" \
   "$root/sys" "$root/tmp" "$root/data"
-install -m 755 "$CARGO_TARGET_DIR/debug/cleanroom-init" "$root/init"
+install -m 755 "$init" "$root/init"
 install -m 755 "$cleanroomd" "$root/bin/cleanroomd"
 # The C libraries both link, at the paths the loader looks for them.
-for lib in $( (ldd "$cleanroomd"; ldd "$CARGO_TARGET_DIR/debug/cleanroom-init") | grep -o '/[^ ]*' | sort -u); do
+for lib in $( (ldd "$cleanroomd"; ldd "$init") | grep -o '/[^ ]*' | sort -u); do
   mkdir -p "$root$(dirname "$lib")"
   cp -L "$lib" "$root$lib"
 done

@@ -38,6 +38,13 @@ boot() {
 
 say "development image: booting it and running the study against it"
 scripts/build-image.sh --variant development --out "$work/dev" --cleanroomd "$CARGO_TARGET_DIR/debug/cleanroomd"
+# Two builds from the same inputs: the same initramfs, the same measurement.
+scripts/build-image.sh --variant development --out "$work/dev-again" --cleanroomd "$CARGO_TARGET_DIR/debug/cleanroomd" >/dev/null 2>&1
+cmp "$work/dev/initrd.img" "$work/dev-again/initrd.img"
+cmp "$work/dev/manifest.json" "$work/dev-again/manifest.json" >/dev/null ||
+  [ "$(grep '"measurement"' "$work/dev/manifest.json")" = "$(grep '"measurement"' "$work/dev-again/manifest.json")" ] ||
+  { echo "two builds of the image measure differently" >&2; exit 1; }
+echo "rebuilt: the same initramfs ($(sha256sum "$work/dev/initrd.img" | cut -c1-16)…) and measurement"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 started=$(date +%s%N)
 boot "$work/dev" "$work/dev-console.log" "$port"

@@ -52,3 +52,8 @@ say "the README's main command: scripts/demo.sh (on the debug build the tests ju
 CLEANROOM_DEMO_PROFILE=dev CLEANROOM_DEMO_DIR="$CARGO_TARGET_DIR/demo-in-tests" scripts/demo.sh >"$CARGO_TARGET_DIR/demo-in-tests.log" 2>&1 \
   || { tail -40 "$CARGO_TARGET_DIR/demo-in-tests.log"; echo "scripts/demo.sh failed" >&2; exit 1; }
 echo "scripts/demo.sh passed (log: $CARGO_TARGET_DIR/demo-in-tests.log)"
+
+say "the host image: built twice (same bytes), booted in QEMU with the study run against it; the production variant refuses to start without SEV-SNP"
+scripts/test-image.sh >"$CARGO_TARGET_DIR/test-image.log" 2>&1 \
+  || { tail -40 "$CARGO_TARGET_DIR/test-image.log"; echo "scripts/test-image.sh failed" >&2; exit 1; }
+grep -a "rebuilt\|booted\|refused" "$CARGO_TARGET_DIR/test-image.log"
