@@ -67,20 +67,11 @@ fn reference(
 fn inputs(dir: &Path) -> (PathBuf, PathBuf) {
     let kernel = dir.join("vmlinuz");
     let initrd = dir.join("initrd.cpio.gz");
-    std::fs::write(
-        &kernel,
-        (0..3_000_000u32)
-            .map(|i| (i * 7 % 251) as u8)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
-    std::fs::write(
-        &initrd,
-        (0..1_000_000u32)
-            .map(|i| (i * 13 % 241) as u8)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let pattern = |len: u32, step: u32, modulus: u32| -> Vec<u8> {
+        (0..len).map(|i| (i * step % modulus) as u8).collect()
+    };
+    std::fs::write(&kernel, pattern(3_000_000, 7, 251)).unwrap();
+    std::fs::write(&initrd, pattern(1_000_000, 13, 241)).unwrap();
     (kernel, initrd)
 }
 

@@ -322,13 +322,14 @@ pub(super) async fn upload_module(service: Arc<Service>, req: Req) -> ApiResult<
     ))
 }
 
-/// The module, if `party` may see it: its uploader, or the owner of any dataset here (owners
-/// read what they are asked to approve). To anyone else it looks missing.
-fn visible_module(service: &Service, id: &str, party: &PartyId) -> ApiResult<ModuleRow> {
+/// The module, if the signer of `req` may see it: its uploader, or the owner of any dataset
+/// here (owners read what they are asked to approve). To anyone else it looks missing.
+fn visible_module(service: &Service, id: &str, req: &Req) -> ApiResult<ModuleRow> {
+    let party = crate::auth::signed_get(service, req)?;
     let owner = party.to_string();
     match service.storage.module(id)? {
         Some(m)
-            if m.uploader == *party
+            if m.uploader == party
                 || service.storage.datasets()?.iter().any(|d| d.owner == owner) =>
         {
             Ok(m)
@@ -342,8 +343,7 @@ pub(super) async fn module_info(
     id: &str,
     req: Req,
 ) -> ApiResult<Response<Body>> {
-    let party = crate::auth::signed_get(service, &req)?;
-    let module = visible_module(service, id, &party)?;
+    let module = visible_module(service, id, &req)?;
     Ok(typed_response(StatusCode::OK, &module.info()))
 }
 
@@ -352,9 +352,7 @@ pub(super) async fn module_source(
     id: &str,
     req: Req,
 ) -> ApiResult<Response<Body>> {
-    let party = crate::auth::signed_get(service, &req)?;
-    let module = visible_module(service, id, &party)?;
-    match module.source {
+    match visible_module(service, id, &req)?.source {
         Some(source) => Ok(typed_response(StatusCode::OK, &source)),
         None => Err(ApiError::NotFound(format!(
             "module {id} has no source: its uploader has not attached one"
