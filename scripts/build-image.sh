@@ -4,7 +4,8 @@
 # command line, and the manifest with the launch measurement.
 #
 #   scripts/build-image.sh [--variant production|development] [--vcpus N] [--vcpu-type T]
-#                          [--ip A.B.C.D/N --gateway A.B.C.D] [--key operator.json] [--out DIR]
+#                          [--ip A.B.C.D/N --gateway A.B.C.D] [--data /dev/vda]
+#                          [--key operator.json] [--out DIR]
 #
 # The development variant runs the INSECURE simulation backend (for the QEMU boot test):
 # it has a different command line, hence a different, clearly labelled measurement.
@@ -15,7 +16,7 @@ source "$(dirname "$0")/env.sh"
 cd "$CLEANROOM_ROOT"
 
 variant=production vcpus=2 vcpu_type=epyc-v4 key="" out="$CARGO_TARGET_DIR/image"
-ip=10.0.2.15/24 gateway=10.0.2.2 cleanroomd=""
+ip=10.0.2.15/24 gateway=10.0.2.2 cleanroomd="" data=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --variant) variant=$2; shift 2 ;;
@@ -23,6 +24,8 @@ while [ $# -gt 0 ]; do
     --vcpu-type) vcpu_type=$2; shift 2 ;;
     --ip) ip=$2; shift 2 ;;
     --gateway) gateway=$2; shift 2 ;;
+    # The ext4 disk for sealed state (without it, state is in RAM and lost at power-off).
+    --data) data=$2; shift 2 ;;
     --key) key=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     # A cleanroomd binary to use instead of building one (tests pass their debug build).
@@ -112,6 +115,7 @@ done
 "$cleanroom" image initramfs "$root" -o "$out/initrd.img" >/dev/null
 
 cmdline="console=ttyS0 panic=-1 cleanroom.variant=$variant cleanroom.ip=$ip cleanroom.gateway=$gateway"
+[ -n "$data" ] && cmdline="$cmdline cleanroom.data=$data"
 echo "$cmdline" >"$out/cmdline"
 cp "$firmware" "$out/OVMF.fd"
 sign=()

@@ -401,7 +401,9 @@ fn simulation(config: &Config, allow: bool, dir: &Path) -> Result<Box<dyn Attest
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut secret = [0u8; 32];
             rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut secret);
-            std::fs::write(&secret_path, secret)?;
+            // Durably: a power loss right after start-up must not leave a torn secret (the
+            // image boot test pulls the plug and found exactly that).
+            crate::store::write_durably(&secret_path, &secret)?;
             secret
         }
         Err(e) => return Err(e.into()),

@@ -81,10 +81,7 @@ impl TrustedClock {
             let blob = sealer
                 .seal(Purpose::State, AAD, &high.to_be_bytes())
                 .map_err(|e| ApiError::Internal(format!("sealing the clock: {e}")))?;
-            let tmp = self.path.with_extension("tmp");
-            std::fs::write(&tmp, blob)?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
+            crate::store::write_durably(&self.path, &blob)?;
         }
         Ok(())
     }

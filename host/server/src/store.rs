@@ -741,3 +741,18 @@ fn put_run_tx(tx: &rusqlite::Transaction<'_>, run: &RunRow, rows: &RowKey) -> Ap
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
+
+/// Write `path` so that a crash or a power loss leaves either the old file or the whole new
+/// one: a temporary file beside it, fsync, rename, fsync the directory.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let mut file = std::fs::File::create(&tmp)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    sync_dir(dir)
+}

@@ -82,7 +82,7 @@ pub fn state_key(
                     );
                 };
                 let key = take_handover(dir, &sealer, answer)?;
-                write_sealed(dir, &sealer, &path, STATE_KEY_AAD, &key[..])?;
+                write_sealed(&sealer, &path, STATE_KEY_AAD, &key[..])?;
                 Ok(key)
             }
         },
@@ -95,7 +95,7 @@ pub fn state_key(
                 rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key[..]);
                 key
             };
-            write_sealed(dir, &sealer, &path, STATE_KEY_AAD, &key[..])?;
+            write_sealed(&sealer, &path, STATE_KEY_AAD, &key[..])?;
             Ok(key)
         }
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -109,16 +109,9 @@ fn to_key(bytes: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
     Ok(Zeroizing::new(key))
 }
 
-fn write_sealed(dir: &Path, sealer: &Sealer, path: &Path, aad: &[u8], plain: &[u8]) -> Result<()> {
+fn write_sealed(sealer: &Sealer, path: &Path, aad: &[u8], plain: &[u8]) -> Result<()> {
     let blob = sealer.seal(Purpose::State, aad, plain)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    std::fs::write(&tmp, blob)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()?;
+    crate::store::write_durably(path, &blob)?;
     Ok(())
 }
 
@@ -182,7 +175,6 @@ pub fn handover_request(
     secrets[..32].copy_from_slice(one_time.signing_key().as_bytes());
     secrets[32..].copy_from_slice(&one_time.hpke_secret());
     write_sealed(
-        dir,
         &sealer,
         &dir.join(HANDOVER_KEY_FILE),
         HANDOVER_KEY_AAD,
