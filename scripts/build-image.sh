@@ -53,7 +53,12 @@ mkdir -p "$cache" "$out"
 deb="$cache/linux-image-${KERNEL_ABI}_${KERNEL_VERSION}_amd64.deb"
 if [ ! -f "$deb" ] || ! echo "$KERNEL_SHA256  $deb" | sha256sum -c --quiet - 2>/dev/null; then
   say "downloading the kernel (linux-image-$KERNEL_ABI $KERNEL_VERSION)"
-  (cd "$cache" && apt-get download "linux-image-$KERNEL_ABI=$KERNEL_VERSION" >/dev/null 2>&1) || true
+  if ! (cd "$cache" && apt-get download "linux-image-$KERNEL_ABI=$KERNEL_VERSION" >/dev/null 2>&1); then
+    # A fresh machine may have no package lists yet.
+    if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+    $sudo apt-get update -qq
+    (cd "$cache" && apt-get download "linux-image-$KERNEL_ABI=$KERNEL_VERSION" >/dev/null 2>&1) || true
+  fi
   [ -f "$deb" ] || { echo "cannot download linux-image-$KERNEL_ABI=$KERNEL_VERSION" >&2; exit 1; }
   echo "$KERNEL_SHA256  $deb" | sha256sum -c --quiet - ||
     { echo "kernel package checksum mismatch: refusing it" >&2; rm -f "$deb"; exit 1; }
