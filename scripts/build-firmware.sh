@@ -24,7 +24,11 @@ pool=https://deb.debian.org/debian/pool/main/e/edk2
 
 cache=${CLEANROOM_IMAGE_CACHE:-$HOME/.cache/cleanroom/image}
 # The output is named by everything that decides it: the source, this script and the tools.
-key=$( (echo "$EDK2_SHA256 $EDK2_DEBIAN_SHA256"; cat "$0"; gcc --version 2>/dev/null | head -1) | sha256sum | cut -c1-16)
+# The compiler's version line, read without a pipe that could close early.
+gcc_version=$(gcc --version 2>/dev/null || true)
+gcc_version=${gcc_version%%$'\n'*}
+key=$(printf '%s\n' "$EDK2_SHA256 $EDK2_DEBIAN_SHA256" "$(cat "$0")" "$gcc_version" | sha256sum)
+key=${key:0:16}
 out="$cache/OVMF.amdsev-$EDK2_VERSION-$key.fd"
 if [ -f "$out" ]; then
   echo "$out"

@@ -68,19 +68,13 @@ firmware=$(scripts/build-firmware.sh)
 ensure_rust
 cargo build --locked -q -p cleanroom-cli
 cleanroom="$CARGO_TARGET_DIR/debug/cleanroom"
-# The image's own binaries are built reproducibly, in a target directory of their own: through
-# a fixed link to this clone, with every absolute path remapped (as scripts/build-sql.sh does),
-# so every clone builds the same bytes.
+# The image's own binaries are built reproducibly, in a target directory of their own (as
+# scripts/build-sql.sh builds the SQL engine), so every clone builds the same bytes.
 build="$CARGO_TARGET_DIR/image-build"
 mkdir -p "$build"
-ln -sfn "$CLEANROOM_ROOT" "$build/src"
-cargo_home=${CARGO_HOME:-$HOME/.cargo}
-rustflags=()
-while IFS= read -r m; do rustflags+=("--remap-path-prefix=$m"); done < <(
-  printf '%s\n' "$build/src=/cleanroom" "$cargo_home=/cargo" "$build/target=/target" |
-    awk -F= '{ print length($1) "\t" $0 }' | sort -n | cut -f2-)
+reproducible_flags "$build/src" "$build/target"
 image_cargo() {
-  CARGO_ENCODED_RUSTFLAGS="$(IFS=$'\x1f'; echo "${rustflags[*]}")" \
+  CARGO_ENCODED_RUSTFLAGS="$REMAP_RUSTFLAGS" \
     cargo build --locked -q --release --manifest-path "$build/src/Cargo.toml" \
     --target-dir "$build/target" "$@"
 }

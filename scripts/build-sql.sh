@@ -19,22 +19,11 @@ mkdir -p "$out"
 cc="$out/wasm-cc.sh"
 cmp -s "$CLEANROOM_ROOT/scripts/wasm-cc.sh" "$cc" || install -m 755 "$CLEANROOM_ROOT/scripts/wasm-cc.sh" "$cc"
 say "building the SQL engine component (DataFusion; the first build takes several minutes)"
-# Reproducible: every absolute path that could reach the component (the sources, Cargo's
-# registry, the target directory) is remapped to a fixed name, so every clone on every machine
-# with the pinned toolchain builds the same bytes (`cleanroom module verify`). The sources are
-# built through a fixed symlink to this clone, so the flags (and Cargo's cache of the engine's
-# dependencies) do not change from one clone to the next.
-ln -sfn "$CLEANROOM_ROOT" "$out/src"
-cargo_home=${CARGO_HOME:-$HOME/.cargo}
-rustflags=() cflags=()
-# Longer prefixes last: the last matching mapping wins.
-while IFS= read -r m; do
-  rustflags+=("--remap-path-prefix=$m")
-  cflags+=("-ffile-prefix-map=$m")
-done < <(printf '%s\n' "$out/src=/cleanroom" "$cargo_home=/cargo" "$out/build=/target" |
-  awk -F= '{ print length($1) "\t" $0 }' | sort -n | cut -f2-)
-CC_wasm32_wasip2="$cc" AR_wasm32_wasip2=llvm-ar CFLAGS_wasm32_wasip2="${cflags[*]}" \
-  CARGO_ENCODED_RUSTFLAGS="$(IFS=$'\x1f'; echo "${rustflags[*]}")" \
+# Reproducible: built through a fixed link with remapped paths (`cleanroom module verify`
+# rebuilds the engine and compares the hash).
+reproducible_flags "$out/src" "$out/build"
+CC_wasm32_wasip2="$cc" AR_wasm32_wasip2=llvm-ar CFLAGS_wasm32_wasip2="$REMAP_CFLAGS" \
+  CARGO_ENCODED_RUSTFLAGS="$REMAP_RUSTFLAGS" \
   cargo build --release --locked --target wasm32-wasip2 \
   --manifest-path "$out/src/guest-sdk/sql/Cargo.toml" --target-dir "$out/build"
 cp "$out/build/wasm32-wasip2/release/cleanroom_sql.wasm" "$out/cleanroom_sql.wasm"

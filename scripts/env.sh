@@ -37,3 +37,22 @@ ensure_sev_snp_measure() {
     "$CLEANROOM_VENV/bin/pip" install --quiet --disable-pip-version-check "sev-snp-measure==$SEV_SNP_MEASURE_VERSION"
   fi
 }
+
+# reproducible_flags LINK TARGET: build this clone through LINK, a fixed symlink to it, into
+# the target directory TARGET, with every absolute path that could reach a binary (the
+# sources, Cargo's registry, the target directory) remapped to a fixed name, so every clone on
+# every machine with the pinned toolchain builds the same bytes, and the flags (which Cargo's
+# cache is keyed on) do not change from one clone to the next. Sets REMAP_RUSTFLAGS (for
+# CARGO_ENCODED_RUSTFLAGS) and REMAP_CFLAGS (for C compilers).
+reproducible_flags() {
+  ln -sfn "$CLEANROOM_ROOT" "$1"
+  local cargo_home=${CARGO_HOME:-$HOME/.cargo} m rust=() c=()
+  # Longer prefixes last: the last matching mapping wins.
+  while IFS= read -r m; do
+    rust+=("--remap-path-prefix=$m")
+    c+=("-ffile-prefix-map=$m")
+  done < <(printf '%s\n' "$1=/cleanroom" "$cargo_home=/cargo" "$2=/target" |
+    awk -F= '{ print length($1) "\t" $0 }' | sort -n | cut -f2-)
+  REMAP_RUSTFLAGS=$(IFS=$'\x1f'; echo "${rust[*]}")
+  REMAP_CFLAGS="${c[*]}"
+}

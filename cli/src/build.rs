@@ -355,8 +355,24 @@ pub(crate) fn collect_source(dir: &Path, kind: SourceKind) -> Result<SourceBundl
         SourceKind::Python => &["py", "toml", "wit"],
         SourceKind::Sql => &["sql"],
     };
-    let mut files = BTreeMap::new();
-    collect(dir, dir, extensions, &mut files)?;
+    let files = text_tree(dir, false, &|path, is_dir| {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        if name.starts_with('.') {
+            return false;
+        }
+        if is_dir {
+            return !matches!(
+                name.as_ref(),
+                "target" | "results" | "data" | "__pycache__" | "node_modules"
+            );
+        }
+        path.extension()
+            .and_then(|x| x.to_str())
+            .is_some_and(|x| extensions.contains(&x))
+    })?;
     let bundle = SourceBundle { kind, files };
     bundle
         .validate()
@@ -370,60 +386,64 @@ pub(crate) fn collect_source(dir: &Path, kind: SourceKind) -> Result<SourceBundl
     Ok(bundle)
 }
 
-fn collect(
+/// The text files under `root` by `/`-separated relative path: directories and files `keep`
+/// (given the path and whether it is a directory) refuses are skipped. Symbolic links are
+/// followed only with `follow_links` (never for a researcher's project: a link could reach
+/// outside it). Each file must be UTF-8 and at most [`MAX_SOURCE_FILE`] bytes.
+pub(crate) fn text_tree(
     root: &Path,
-    dir: &Path,
-    extensions: &[&str],
-    files: &mut BTreeMap<String, String>,
-) -> Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .collect();
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') {
-            continue;
-        }
-        let path = entry.path();
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            if !matches!(
-                name.as_ref(),
-                "target" | "results" | "data" | "__pycache__" | "node_modules"
-            ) {
-                collect(root, &path, extensions, files)?;
-            }
-            continue;
-        }
-        if !kind.is_file()
-            || !path
-                .extension()
-                .and_then(|x| x.to_str())
-                .is_some_and(|x| extensions.contains(&x))
+    follow_links: bool,
+    keep: &dyn Fn(&Path, bool) -> bool,
+) -> Result<BTreeMap<String, String>> {
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        follow_links: bool,
+        keep: &dyn Fn(&Path, bool) -> bool,
+        files: &mut BTreeMap<String, String>,
+    ) -> Result<()> {
+        for entry in
+            std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?
         {
-            continue;
+            let path = entry?.path();
+            let meta = if follow_links {
+                std::fs::metadata(&path)
+            } else {
+                std::fs::symlink_metadata(&path)
+            }
+            .with_context(|| format!("cannot read {}", path.display()))?;
+            if !keep(&path, meta.is_dir()) {
+                continue;
+            }
+            if meta.is_dir() {
+                walk(root, &path, follow_links, keep, files)?;
+                continue;
+            }
+            if !meta.is_file() {
+                continue;
+            }
+            if meta.len() > MAX_SOURCE_FILE {
+                bail!(
+                    "{} is larger than {MAX_SOURCE_FILE} bytes: source files only",
+                    path.display()
+                );
+            }
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("{} is not UTF-8 text", path.display()))?;
+            let rel = path
+                .strip_prefix(root)
+                .expect("walked from root")
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            files.insert(rel, text);
         }
-        if entry.metadata()?.len() > MAX_SOURCE_FILE {
-            bail!(
-                "{} is larger than {MAX_SOURCE_FILE} bytes: source files only",
-                path.display()
-            );
-        }
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("{} is not UTF-8 text", path.display()))?;
-        let rel = path
-            .strip_prefix(root)
-            .expect("walked from root")
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join("/");
-        files.insert(rel, text);
+        Ok(())
     }
-    Ok(())
+    let mut files = BTreeMap::new();
+    walk(root, root, follow_links, keep, &mut files)?;
+    Ok(files)
 }
 
 /// Write `bundle` into the directory `dir`.
@@ -456,6 +476,11 @@ mod tests {
         std::fs::write(d.join("patients.csv"), "patient_id\n1\n").unwrap();
         std::fs::write(d.join("__pycache__/analysis.py"), "stale\n").unwrap();
         std::fs::write(d.join(".secret.py"), "KEY = 1\n").unwrap();
+        // A link out of the project is not followed.
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keys.py"), "TOKEN = 1\n").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("keys.py"), d.join("keys.py")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.join("elsewhere")).unwrap();
         let bundle = collect_source(d, SourceKind::Python).unwrap();
         let names: Vec<&str> = bundle.files.keys().map(String::as_str).collect();
         assert_eq!(names, ["analysis.py", "helpers/util.py"]);

@@ -50,38 +50,15 @@ pub(crate) const VENDORED_SDK: &str = "cleanroom-guest";
 fn vendored_sdk(sdk: &Path) -> Result<Vec<(String, String)>> {
     let mut files = Vec::new();
     for dir in ["src", "wit"] {
-        copy_tree(&sdk.join(dir), Path::new(dir), &mut files)?;
+        // `wit` is a link to the repository's WIT in the SDK: followed, and copied as files.
+        let tree = crate::build::text_tree(&sdk.join(dir), true, &|_, _| true)?;
+        files.extend(
+            tree.into_iter()
+                .map(|(path, text)| (format!("{VENDORED_SDK}/{dir}/{path}"), text)),
+        );
     }
-    files.push(("Cargo.toml".to_string(), sdk_manifest(sdk)?));
-    Ok(files
-        .into_iter()
-        .map(|(path, text)| (format!("{VENDORED_SDK}/{path}"), text))
-        .collect())
-}
-
-/// Every file under `from` (following links), by `/`-separated path under `rel`, sorted.
-fn copy_tree(from: &Path, rel: &Path, files: &mut Vec<(String, String)>) -> Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(from)
-        .with_context(|| format!("cannot read {}", from.display()))?
-        .collect::<std::io::Result<_>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = entry.path();
-        let rel = rel.join(entry.file_name());
-        if path.is_dir() {
-            copy_tree(&path, &rel, files)?;
-        } else {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            let rel = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join("/");
-            files.push((rel, text));
-        }
-    }
-    Ok(())
+    files.push((format!("{VENDORED_SDK}/Cargo.toml"), sdk_manifest(sdk)?));
+    Ok(files)
 }
 
 /// The SDK's manifest with every `workspace = true` replaced by the workspace's value.

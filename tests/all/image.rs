@@ -75,6 +75,19 @@ fn inputs(dir: &Path) -> (PathBuf, PathBuf) {
     (kernel, initrd)
 }
 
+/// `--firmware F --kernel K --initrd I`.
+fn launch_args<'a>(firmware: &'a Path, kernel: &'a Path, initrd: &'a Path) -> [&'a str; 6] {
+    let path = |p: &'a Path| p.to_str().expect("UTF-8 temporary paths");
+    [
+        "--firmware",
+        path(firmware),
+        "--kernel",
+        path(kernel),
+        "--initrd",
+        path(initrd),
+    ]
+}
+
 fn measure(args: &[&str]) -> anyhow::Result<serde_json::Value> {
     let mut argv = vec!["cleanroom", "image", "measure", "--json"];
     argv.extend(args);
@@ -87,14 +100,7 @@ fn the_measurement_matches_sev_snp_measure() {
     let dir = tempfile::tempdir().unwrap();
     let (kernel, initrd) = inputs(dir.path());
     let cmdline = "console=ttyS0 cleanroom.listen=0.0.0.0:7878 quiet";
-    let launch = [
-        "--firmware",
-        firmware.to_str().unwrap(),
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--initrd",
-        initrd.to_str().unwrap(),
-    ];
+    let launch = launch_args(&firmware, &kernel, &initrd);
     let mut seen = std::collections::BTreeSet::new();
     for (vcpus, ours, theirs) in [
         (1, "epyc-v4", "EPYC-v4"),
@@ -144,14 +150,7 @@ fn a_signed_manifest_is_checked_against_the_inputs_and_pins_the_enclave() {
     let dir = tempfile::tempdir().unwrap();
     let (kernel, initrd) = inputs(dir.path());
     let manifest = dir.path().join("image-manifest.json");
-    let common = [
-        "--firmware",
-        firmware.to_str().unwrap(),
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--initrd",
-        initrd.to_str().unwrap(),
-    ];
+    let common = launch_args(&firmware, &kernel, &initrd);
     let key = s.path("operator.json");
     let mut args = common.to_vec();
     args.extend([

@@ -463,6 +463,21 @@ impl Storage for SqliteStorage {
         self.one("module_rows", hash)
     }
 
+    /// Existence only, without decoding the row and its source bundle (admission asks this on
+    /// every run). A row inserted on disk gains nothing: the component is loaded by its hash
+    /// and checked against it, and start-up refuses rows the audit log never wrote.
+    fn has_module(&self, hash: &str) -> ApiResult<bool> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM module_rows WHERE id = ?1",
+                [hash],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
     fn policy(&self, dataset: &str) -> ApiResult<Option<SignedPolicy>> {
         // Owner-signed: verified by whoever uses it (admission, the owner's CLI).
         let body: Option<String> = self
