@@ -27,6 +27,7 @@ fn main() {
         "guest-sdk/rust",
         "tests/programs",
         "examples/cohort-stats-rust",
+        "guest-sdk/linkage",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
@@ -47,6 +48,8 @@ fn main() {
             "cleanroom-test-programs",
             "-p",
             "cohort-stats",
+            "-p",
+            "cleanroom-linkage",
             "--lib",
             "--examples",
         ])
@@ -87,6 +90,14 @@ fn main() {
         code,
         "pub const COHORT_STATS_RUST: &str = {:?};",
         cohort.display().to_string()
+    )
+    .unwrap();
+    let linkage = wasm.join("cleanroom_linkage.wasm");
+    writeln!(code, "/// Path of the linkage engine component.").unwrap();
+    writeln!(
+        code,
+        "pub const LINKAGE_ENGINE: &str = {:?};",
+        linkage.display().to_string()
     )
     .unwrap();
     writeln!(code, "/// Calls `$m!(name)` for every guest program.").unwrap();

@@ -9,6 +9,7 @@ pub mod failure;
 mod image;
 mod input;
 mod new;
+mod pipeline;
 mod progress;
 mod remote;
 mod run_local;
@@ -98,6 +99,44 @@ enum Command {
     /// Everyone: check a saved receipt offline.
     #[command(subcommand)]
     Receipt(ReceiptCmd),
+    /// Researchers: chains of analyses whose intermediate tables stay inside; owners: read
+    /// one before granting its digest.
+    #[command(subcommand)]
+    Pipeline(PipelineCmd),
+    /// Owners and researchers: derived datasets (tables pipelines kept inside).
+    #[command(subcommand)]
+    Derived(DerivedCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum PipelineCmd {
+    /// Resolve a pipeline file and print its digest and steps (what owners grant).
+    Show(pipeline::ShowArgs),
+    /// Run the chain locally on your own tables, with the enclave's runtime.
+    RunLocal(pipeline::RunLocalArgs),
+    /// Upload a pipeline's modules and the pipeline.
+    Push {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: pipeline::PushArgs,
+    },
+    /// Upload and run a pipeline on datasets.
+    Submit {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: pipeline::SubmitArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DerivedCmd {
+    /// Derived datasets you may see, with provenance and whether they are still usable.
+    List {
+        #[command(flatten)]
+        conn: remote::Conn,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -395,6 +434,11 @@ where
         Command::Receipt(ReceiptCmd::Verify { conn, args }) => {
             remote::runs::verify_receipt(&conn, args)
         }
+        Command::Pipeline(PipelineCmd::Show(args)) => pipeline::show(args),
+        Command::Pipeline(PipelineCmd::RunLocal(args)) => pipeline::run_local(args),
+        Command::Pipeline(PipelineCmd::Push { conn, args }) => pipeline::push(&conn, args),
+        Command::Pipeline(PipelineCmd::Submit { conn, args }) => pipeline::submit(&conn, args),
+        Command::Derived(DerivedCmd::List { conn }) => pipeline::derived(&conn),
     }
 }
 

@@ -298,7 +298,10 @@ fn describe(reports: &[(String, OutputReport)], dir: &Path) -> String {
 /// directory (keyed by the component's SHA-256 and the engine's
 /// compatibility key). This is the researcher's own machine; the enclave
 /// instead seals its artifacts.
-fn load_cached(runtime: &Runtime, bytes: &[u8]) -> Result<Arc<cleanroom_runtime::Module>> {
+pub(crate) fn load_cached(
+    runtime: &Runtime,
+    bytes: &[u8],
+) -> Result<Arc<cleanroom_runtime::Module>> {
     let digest: [u8; 32] = Sha256::digest(bytes).into();
     let dir = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -354,7 +357,7 @@ fn limits(args: &Args) -> Result<Limits> {
 }
 
 /// `NAME=FILE` or `FILE`.
-fn table_spec(spec: &str) -> Result<(String, PathBuf)> {
+pub(crate) fn table_spec(spec: &str) -> Result<(String, PathBuf)> {
     let (name, path) = match spec.split_once('=') {
         Some((name, path)) => (name.to_string(), PathBuf::from(path)),
         None => {

@@ -15,6 +15,17 @@ pub struct DatasetFacts {
     pub manifest_digest: String,
 }
 
+/// What the store knows about a derived dataset (a table a pipeline kept inside).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DerivedFacts {
+    /// The sealed datasets upstream of it.
+    pub roots: Vec<String>,
+    /// The pipeline (digest) whose run produced it.
+    pub pipeline: String,
+    /// The researcher whose run produced it.
+    pub researcher: PartyId,
+}
+
 /// What admission needs to look up. Implemented by the server's storage and by tests.
 pub trait Facts {
     /// The store's error.
@@ -23,6 +34,11 @@ pub trait Facts {
     fn module_exists(&self, module: &str) -> Result<bool, Self::Error>;
     /// A dataset's facts.
     fn dataset(&self, id: &str) -> Result<Option<DatasetFacts>, Self::Error>;
+    /// A derived dataset's facts (`None`: no such derived dataset).
+    fn derived(&self, id: &str) -> Result<Option<DerivedFacts>, Self::Error> {
+        let _ = id;
+        Ok(None)
+    }
     /// A dataset's current (highest-version) policy, as stored: verified here, not trusted.
     fn policy(&self, id: &str) -> Result<Option<SignedPolicy>, Self::Error>;
     /// Runs admitted under the grant with `grant_digest` on `dataset`, by any researcher,
@@ -193,127 +209,174 @@ pub fn admit<F: Facts>(facts: &F, req: &AdmissionRequest<'_>) -> Result<Decision
                 "input names must be 1 to 64 ASCII letters, digits, '-', '_' or '.'",
             );
         }
-        let Some(facts_of) = facts.dataset(dataset)? else {
-            return deny(Code::UnknownDataset, format!("no dataset {dataset}"));
-        };
-        let Some(signed) = facts.policy(dataset)? else {
-            return deny(
-                Code::NoPolicy,
-                format!("dataset {dataset} has no policy: its owner has granted nothing yet"),
-            );
-        };
-        // The store is the operator's: a policy is trusted only if its owner signed it for
-        // this very dataset.
-        if signed.owner != facts_of.owner
-            || signed.policy.dataset != *dataset
-            || signed.verify().is_err()
-            || signed.policy.validate().is_err()
-        {
-            return deny(
-                Code::PolicyInvalid,
-                format!(
-                    "the stored policy of dataset {dataset} does not verify against its owner; \
-                     refusing to run on tampered state"
-                ),
-            );
-        }
-        let policy = &signed.policy;
-        let version = policy.version;
-        if policy.grants.is_empty() {
-            return deny(
-                Code::Revoked,
-                format!(
-                    "policy v{version} of dataset {dataset} grants nothing (access was revoked); \
-                     ask the data owner for a new policy"
-                ),
-            );
-        }
-        let mut refusals: Vec<(Code, String)> = Vec::new();
-        let mut allowed: Option<&Grant> = None;
-        for (i, grant) in policy.grants.iter().enumerate() {
-            if grant.module != req.module {
-                continue;
-            }
-            let runs = facts.grant_runs(dataset, &grant.digest(), req.run)?;
-            match refusal(grant, req, runs) {
-                None => {
-                    allowed = Some(grant);
-                    break;
+        // A derived dataset is used under the consent of every owner upstream of it: each
+        // root's policy must grant this run (and still allow the pipeline that produced it).
+        let (roots, via) = match facts.dataset(dataset)? {
+            Some(facts_of) => (vec![(dataset.clone(), facts_of)], None),
+            None => {
+                let Some(derived) = facts.derived(dataset)? else {
+                    return deny(Code::UnknownDataset, format!("no dataset {dataset}"));
+                };
+                let mut roots = Vec::new();
+                for root in &derived.roots {
+                    let Some(facts_of) = facts.dataset(root)? else {
+                        return deny(
+                            Code::UnknownDataset,
+                            format!(
+                                "dataset {root}, upstream of derived dataset {dataset}, is gone"
+                            ),
+                        );
+                    };
+                    roots.push((root.clone(), facts_of));
                 }
-                Some((code, why)) => refusals.push((code, format!("grant {i}: {why}"))),
+                (roots, Some(derived))
             }
-        }
-        let Some(grant) = allowed else {
-            let Some((code, _)) = refusals.first() else {
-                return deny(
-                    Code::ModuleNotGranted,
-                    format!(
-                        "policy v{version} of dataset {dataset} does not grant module {}; \
-                         ask the data owner to approve it",
-                        req.module
-                    ),
-                );
-            };
-            let text: Vec<&str> = refusals.iter().map(|(_, t)| t.as_str()).collect();
-            return deny(
-                *code,
-                format!(
-                    "dataset {dataset} (policy v{version}) refuses module {}: {}",
-                    req.module,
-                    text.join("; ")
-                ),
-            );
         };
-        if policy.output.review_required {
-            let named = if policy.output.reviewers.is_empty() {
-                vec![signed.owner]
-            } else {
-                policy.output.reviewers.clone()
-            };
-            // Distinct parties only: a name listed twice is still one reviewer.
-            let reviewers: Vec<PartyId> = named
-                .into_iter()
-                .filter(|r| r != req.researcher)
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            if (reviewers.len() as u32) < policy.output.min_reviewers {
+        for (dataset, facts_of) in roots {
+            let dataset = &dataset;
+            let Some(signed) = facts.policy(dataset)? else {
                 return deny(
-                    Code::NoIndependentReviewer,
+                    Code::NoPolicy,
+                    format!("dataset {dataset} has no policy: its owner has granted nothing yet"),
+                );
+            };
+            // The store is the operator's: a policy is trusted only if its owner signed it for
+            // this very dataset.
+            if signed.owner != facts_of.owner
+                || signed.policy.dataset != *dataset
+                || signed.verify().is_err()
+                || signed.policy.validate().is_err()
+            {
+                return deny(
+                    Code::PolicyInvalid,
                     format!(
-                        "dataset {dataset} needs {} reviewer(s) other than the submitting \
-                         researcher; nobody reviews a run they submitted",
-                        policy.output.min_reviewers
+                        "the stored policy of dataset {dataset} does not verify against its owner; \
+                     refusing to run on tampered state"
                     ),
                 );
             }
-            review.groups.push(ReviewGroup {
-                dataset: dataset.clone(),
-                reviewers,
-                needed: policy.output.min_reviewers,
+            let policy = &signed.policy;
+            let version = policy.version;
+            if let Some(derived) = &via
+                && !produced_under(policy, derived, req.now)
+            {
+                return deny(
+                    Code::DerivedRevoked,
+                    format!(
+                        "policy v{version} of dataset {dataset} no longer allows pipeline {} of \
+                     researcher {}, which produced this derived input: it cannot be used",
+                        derived.pipeline, derived.researcher
+                    ),
+                );
+            }
+            if policy.grants.is_empty() {
+                return deny(
+                    Code::Revoked,
+                    format!(
+                        "policy v{version} of dataset {dataset} grants nothing (access was revoked); \
+                     ask the data owner for a new policy"
+                    ),
+                );
+            }
+            let mut refusals: Vec<(Code, String)> = Vec::new();
+            let mut allowed: Option<&Grant> = None;
+            for (i, grant) in policy.grants.iter().enumerate() {
+                if grant.module != req.module {
+                    continue;
+                }
+                let runs = facts.grant_runs(dataset, &grant.digest(), req.run)?;
+                match refusal(grant, req, runs) {
+                    None => {
+                        allowed = Some(grant);
+                        break;
+                    }
+                    Some((code, why)) => refusals.push((code, format!("grant {i}: {why}"))),
+                }
+            }
+            let Some(grant) = allowed else {
+                let Some((code, _)) = refusals.first() else {
+                    return deny(
+                        Code::ModuleNotGranted,
+                        format!(
+                            "policy v{version} of dataset {dataset} does not grant module {}; \
+                         ask the data owner to approve it",
+                            req.module
+                        ),
+                    );
+                };
+                let text: Vec<&str> = refusals.iter().map(|(_, t)| t.as_str()).collect();
+                return deny(
+                    *code,
+                    format!(
+                        "dataset {dataset} (policy v{version}) refuses module {}: {}",
+                        req.module,
+                        text.join("; ")
+                    ),
+                );
+            };
+            if policy.output.review_required {
+                let named = if policy.output.reviewers.is_empty() {
+                    vec![signed.owner]
+                } else {
+                    policy.output.reviewers.clone()
+                };
+                // Distinct parties only: a name listed twice is still one reviewer.
+                let reviewers: Vec<PartyId> = named
+                    .into_iter()
+                    .filter(|r| r != req.researcher)
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                if (reviewers.len() as u32) < policy.output.min_reviewers {
+                    return deny(
+                        Code::NoIndependentReviewer,
+                        format!(
+                            "dataset {dataset} needs {} reviewer(s) other than the submitting \
+                         researcher; nobody reviews a run they submitted",
+                            policy.output.min_reviewers
+                        ),
+                    );
+                }
+                review.groups.push(ReviewGroup {
+                    dataset: dataset.clone(),
+                    reviewers,
+                    needed: policy.output.min_reviewers,
+                });
+            }
+            rules.push(policy.output.clone());
+            inputs.push(AdmittedInput {
+                receipt: ReceiptInput {
+                    name: name.clone(),
+                    dataset: dataset.clone(),
+                    manifest_digest: facts_of.manifest_digest,
+                    policy_version: version,
+                    policy_digest: signed.digest(),
+                    grant_digest: grant.digest(),
+                    terms_digest: terms_digest(grant, policy),
+                    via: via.as_ref().map(|_| req.inputs[name].clone()),
+                },
+                owner: signed.owner,
+                hidden_columns: policy.hidden_columns.clone(),
+                identifier_columns: policy.identifier_columns.clone(),
             });
         }
-        rules.push(policy.output.clone());
-        inputs.push(AdmittedInput {
-            receipt: ReceiptInput {
-                name: name.clone(),
-                dataset: dataset.clone(),
-                manifest_digest: facts_of.manifest_digest,
-                policy_version: version,
-                policy_digest: signed.digest(),
-                grant_digest: grant.digest(),
-                terms_digest: terms_digest(grant, policy),
-            },
-            owner: signed.owner,
-            hidden_columns: policy.hidden_columns.clone(),
-            identifier_columns: policy.identifier_columns.clone(),
-        });
     }
     Ok(Decision::Allow(Admitted {
         inputs,
         rules: OutputRules::strictest(rules.iter()),
         review,
     }))
+}
+
+/// Whether `policy` still allows the pipeline run that produced a derived dataset: a grant
+/// naming the pipeline, for its researcher, not expired. (Its run count is not checked: the
+/// run that produced the table was counted when it ran.)
+pub fn produced_under(policy: &cleanroom_proto::Policy, derived: &DerivedFacts, now: u64) -> bool {
+    policy.grants.iter().any(|g| {
+        g.module == derived.pipeline
+            && g.researchers.allows(&derived.researcher)
+            && g.expires_at.is_none_or(|t| now < t)
+    })
 }
 
 /// Why `grant` does not allow the run, or `None` if it does.

@@ -61,6 +61,21 @@ impl IdentifierCollector {
         }
     }
 
+    /// Every value collected so far, as text (sealed beside a derived table, so that later
+    /// runs reading it scan for the identifiers upstream of it too).
+    pub fn values(&self) -> Vec<String> {
+        let values = self
+            .values
+            .lock()
+            .expect("identifier lock is never poisoned");
+        let mut out: Vec<String> = values
+            .iter()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// The automaton over everything collected.
     pub fn build(&self) -> IdentifierSet {
         let values = self

@@ -21,8 +21,8 @@ pub mod egress;
 pub mod identifiers;
 
 pub use admission::{
-    AdmissionRequest, Admitted, AdmittedInput, DatasetFacts, Decision, Facts, ReviewGroup,
-    ReviewRoute, admit,
+    AdmissionRequest, Admitted, AdmittedInput, DatasetFacts, Decision, DerivedFacts, Facts,
+    ReviewGroup, ReviewRoute, admit,
 };
 pub use cleanroom_proto::{Code, Reason};
 pub use egress::{Candidate, Content, Decided, EgressInput, decide};

@@ -61,6 +61,26 @@ pub struct ModuleStored {
     pub bytes: u64,
 }
 
+/// `PUT /v1/pipelines`: the stored pipeline's id, which owners grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PipelineStored {
+    /// [`crate::pipeline::Pipeline::digest`].
+    pub pipeline: String,
+    /// How many steps it has.
+    pub steps: u32,
+}
+
+/// `GET /v1/derived`: derived datasets the signer may see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DerivedList {
+    /// Upstream of which the signer owns a dataset, or that the signer's runs produced.
+    pub derived: Vec<crate::pipeline::DerivedInfo>,
+}
+
 /// `GET /v1/modules/{id}`: what is known of a module.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -43,6 +43,9 @@ pub enum Code {
     RunLimitReached,
     /// Review is required but no reviewer other than the submitting researcher is named.
     NoIndependentReviewer,
+    /// An input is a derived dataset, and an owner upstream of it no longer allows the
+    /// pipeline that produced it.
+    DerivedRevoked,
 
     // --- how a run ended ---
     /// The wall-clock limit was reached.

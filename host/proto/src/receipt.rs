@@ -37,6 +37,27 @@ pub struct Receipt {
     pub enclave_key: PartyId,
     /// When the receipt was issued (Unix seconds).
     pub issued_at: u64,
+    /// For a pipeline run (`module` is the pipeline's digest): each step, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<ReceiptStep>,
+}
+
+/// One step of a pipeline run, in its receipt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptStep {
+    /// The step id.
+    pub id: String,
+    /// Its module.
+    pub module: String,
+    /// SHA-256 hex of its params.
+    pub params_digest: String,
+    /// The derived datasets it kept (output name -> derived dataset id).
+    pub kept: std::collections::BTreeMap<String, String>,
+    /// Whether it was not run again because its kept tables existed from an earlier run on
+    /// the same content.
+    pub reused: bool,
 }
 
 /// One input of a run.
@@ -60,6 +81,9 @@ pub struct ReceiptInput {
     /// hidden and identifier columns. A new policy version with the same terms lets in-flight
     /// runs finish; changed terms stop or withhold them.
     pub terms_digest: String,
+    /// The derived dataset this root was read through, when the run's input was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 /// One released output of a run. Its name and size are inside the ciphertext: the receipt is

@@ -24,6 +24,7 @@ pub mod error;
 pub mod limits;
 pub mod log;
 pub mod output;
+pub mod pipeline;
 mod raw;
 pub mod runtime;
 mod state;

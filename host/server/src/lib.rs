@@ -29,6 +29,7 @@ pub mod error;
 pub mod events;
 mod http;
 pub mod modules;
+pub mod pipelines;
 pub mod runs;
 pub mod store;
 pub mod tables;

@@ -49,7 +49,15 @@ impl Facts for StoreFacts<'_> {
     type Error = ApiError;
 
     fn module_exists(&self, module: &str) -> ApiResult<bool> {
-        self.0.storage.has_module(module)
+        self.0.storage.has_module_or_pipeline(module)
+    }
+
+    fn derived(&self, id: &str) -> ApiResult<Option<cleanroom_policy::DerivedFacts>> {
+        Ok(self
+            .0
+            .storage
+            .derived(id)?
+            .map(|row| crate::pipelines::derived_facts(&row)))
     }
 
     fn dataset(&self, id: &str) -> ApiResult<Option<DatasetFacts>> {
@@ -127,6 +135,7 @@ pub fn new_row(
         released_by: vec![],
         outputs: vec![],
         receipt: None,
+        steps: vec![],
         created: now,
         updated: now,
     }
@@ -256,7 +265,7 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
             }
         }
     };
-    let module = crate::modules::load(service, &run.request.module)?;
+    let pipeline = service.storage.pipeline(&run.request.module)?;
     let collector = Arc::new(IdentifierCollector::new());
     let grants = open_inputs(service, &admitted, &collector)?;
     let defaults = Limits::default();
@@ -269,9 +278,37 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
         timeout: Duration::from_secs(service.config.run_timeout_secs),
         ..defaults
     };
-    let result = service
-        .runtime
-        .run(&module, grants, &run.request.params, &limits, Some(&token));
+    let result = match &pipeline {
+        None => {
+            let module = crate::modules::load(service, &run.request.module)?;
+            service
+                .runtime
+                .run(&module, grants, &run.request.params, &limits, Some(&token))
+                .map(cleanroom_runtime::RunOutput::candidates)
+        }
+        Some(row) => {
+            let mut steps =
+                crate::pipelines::EnclaveSteps::new(service, &run, &admitted, collector.clone())?;
+            let chain = cleanroom_runtime::pipeline::run_chain(
+                &service.runtime,
+                &row.pipeline,
+                &grants,
+                &limits,
+                Some(&token),
+                &mut steps,
+            );
+            match chain {
+                Ok(out) => {
+                    run.steps = steps.receipt_steps(&row.pipeline, &out.steps);
+                    Ok(out.finals)
+                }
+                Err(failed) => {
+                    tracing::info!(run = id, step = failed.step, "a pipeline step failed");
+                    Err(failed.error)
+                }
+            }
+        }
+    };
     let identifiers = collector.build();
     let reviewed = admitted.review.required();
     let identifier_columns = admitted.identifier_columns();
@@ -329,8 +366,8 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
                 receipt_outputs,
             )
         }
-        Ok(output) => {
-            let decided = egress(output.candidates());
+        Ok(candidates) => {
+            let decided = egress(candidates);
             run.outputs = decided.iter().map(|d| d.report.clone()).collect();
             let _guard = transitions(service);
             if !still_allowed(service, &run)? {
@@ -360,6 +397,27 @@ fn open_inputs(
 ) -> ApiResult<Grants> {
     let mut grants = Grants::new();
     for input in &admitted.inputs {
+        if let Some(derived) = &input.receipt.via {
+            // Read through a derived dataset: opened once, under the strictest identifier
+            // columns of the roots admitted for it.
+            if grants.contains_key(&input.receipt.name) {
+                continue;
+            }
+            let row = service.storage.derived(derived)?.ok_or_else(|| {
+                ApiError::Internal(format!(
+                    "derived dataset {derived} was admitted but is gone"
+                ))
+            })?;
+            let identifiers: Vec<String> = admitted
+                .inputs
+                .iter()
+                .filter(|i| i.receipt.name == input.receipt.name)
+                .flat_map(|i| i.identifier_columns.iter().cloned())
+                .collect();
+            let table = crate::pipelines::open_derived(service, &row, collector, &identifiers)?;
+            grants.insert(input.receipt.name.clone(), table);
+            continue;
+        }
         let owner = input
             .owner
             .verifying_key()
@@ -497,6 +555,7 @@ fn finalize(
         measurement: service.measurement.clone(),
         enclave_key: service.enclave_party(),
         issued_at: crate::now(),
+        steps: run.steps.clone(),
     };
     run.receipt = Some(SignedReceipt::sign(receipt, service.identity.signing_key()));
     match state {

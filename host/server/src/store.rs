@@ -27,6 +27,10 @@ pub enum RowWrite<'a> {
     Run(&'a RunRow),
     /// A module: uploaded, or given its source.
     Module(&'a ModuleRow),
+    /// A pipeline, stored by its digest.
+    Pipeline(&'a PipelineRow),
+    /// A table a pipeline kept inside, with its provenance.
+    Derived(&'a DerivedRow),
 }
 
 impl RowWrite<'_> {
@@ -37,6 +41,8 @@ impl RowWrite<'_> {
             RowWrite::Policy(p) => format!("policies/{}", p.policy.dataset),
             RowWrite::Run(r) => format!("runs/{}", r.id),
             RowWrite::Module(m) => format!("modules/{}", m.module),
+            RowWrite::Pipeline(p) => format!("pipelines/{}", p.id),
+            RowWrite::Derived(d) => format!("derived/{}", d.id),
         }
     }
 }
@@ -87,6 +93,39 @@ pub struct ModuleRow {
     pub source: Option<cleanroom_proto::api::SourceBundle>,
 }
 
+/// A stored pipeline (content-addressed: its id is [`Pipeline::digest`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineRow {
+    /// Its digest.
+    pub id: String,
+    /// The pipeline.
+    pub pipeline: cleanroom_proto::pipeline::Pipeline,
+    /// Who stored it first.
+    pub uploader: PartyId,
+    /// When (Unix seconds).
+    pub uploaded: u64,
+}
+
+/// A derived dataset: a table a pipeline step kept inside. Its content is a sealed blob
+/// (`derived/<id>`); the row says where it came from and which rules follow it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DerivedRow {
+    /// Its id ([`cleanroom_proto::pipeline::derived_id`]).
+    pub id: String,
+    /// Where it came from.
+    pub provenance: cleanroom_proto::pipeline::Provenance,
+    /// The sealed datasets upstream of it.
+    pub roots: Vec<String>,
+    /// Identifier columns of every ancestor: tapped by name when the table is read.
+    pub identifier_columns: Vec<String>,
+    /// Hidden columns of every ancestor: never handed to a guest under these names.
+    pub hidden_columns: Vec<String>,
+    /// When it was kept (Unix seconds).
+    pub created: u64,
+}
+
 impl ModuleRow {
     /// What `GET /v1/modules/{id}` shows.
     pub fn info(&self) -> cleanroom_proto::api::ModuleInfo {
@@ -126,6 +165,9 @@ pub struct RunRow {
     pub outputs: Vec<OutputReport>,
     /// The signed receipt once final.
     pub receipt: Option<SignedReceipt>,
+    /// A pipeline run's steps, once they ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<cleanroom_proto::ReceiptStep>,
     /// Submission time.
     pub created: u64,
     /// Last change.
@@ -231,6 +273,16 @@ pub trait Storage: Send + Sync {
     /// A module by hash (written with its audit entry, as [`RowWrite::Module`]).
     fn module(&self, hash: &str) -> ApiResult<Option<ModuleRow>>;
     /// Whether a module exists.
+    fn has_module_or_pipeline(&self, id: &str) -> ApiResult<bool> {
+        Ok(self.has_module(id)? || self.pipeline(id)?.is_some())
+    }
+    /// A pipeline by digest.
+    fn pipeline(&self, id: &str) -> ApiResult<Option<PipelineRow>>;
+    /// A derived dataset by id.
+    fn derived(&self, id: &str) -> ApiResult<Option<DerivedRow>>;
+    /// Every derived dataset.
+    fn derived_all(&self) -> ApiResult<Vec<DerivedRow>>;
+    /// Whether the module was uploaded.
     fn has_module(&self, hash: &str) -> ApiResult<bool> {
         Ok(self.module(hash)?.is_some())
     }
@@ -365,6 +417,8 @@ impl RowKey {
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS datasets (id TEXT PRIMARY KEY, body TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS module_rows (id TEXT PRIMARY KEY, body TEXT NOT NULL, mac TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pipelines (id TEXT PRIMARY KEY, body TEXT NOT NULL, mac TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS derived (id TEXT PRIMARY KEY, body TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS policies (dataset TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (dataset, version));
 CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, created INTEGER NOT NULL, body TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS run_grants (run TEXT NOT NULL, dataset TEXT NOT NULL, grant_digest TEXT NOT NULL);
@@ -463,6 +517,25 @@ impl Storage for SqliteStorage {
         self.one("module_rows", hash)
     }
 
+    fn pipeline(&self, id: &str) -> ApiResult<Option<PipelineRow>> {
+        let row: Option<PipelineRow> = self.one("pipelines", id)?;
+        // Content-addressed: a row whose pipeline is not its id is refused, MAC or not.
+        match row {
+            Some(row) if row.pipeline.digest() != row.id => Err(ApiError::Tampered(format!(
+                "pipelines/{id} does not hold the pipeline with that digest"
+            ))),
+            row => Ok(row),
+        }
+    }
+
+    fn derived(&self, id: &str) -> ApiResult<Option<DerivedRow>> {
+        self.one("derived", id)
+    }
+
+    fn derived_all(&self) -> ApiResult<Vec<DerivedRow>> {
+        self.all("derived", "id")
+    }
+
     /// Existence only, without decoding the row and its source bundle (admission asks this on
     /// every run). A row inserted on disk gains nothing: the component is loaded by its hash
     /// and checked against it, and start-up refuses rows the audit log never wrote.
@@ -537,6 +610,22 @@ impl Storage for SqliteStorage {
                         body
                     }
                     RowWrite::Run(r) => put_run_tx(&tx, r, &self.rows)?,
+                    RowWrite::Pipeline(p) => {
+                        let body = to_json(p)?;
+                        tx.execute(
+                            "INSERT INTO pipelines (id, body, mac) VALUES (?1, ?2, ?3)",
+                            params![p.id, body, self.rows.mac("pipelines", &p.id, &body)],
+                        )?;
+                        body
+                    }
+                    RowWrite::Derived(d) => {
+                        let body = to_json(d)?;
+                        tx.execute(
+                            "INSERT INTO derived (id, body, mac) VALUES (?1, ?2, ?3)",
+                            params![d.id, body, self.rows.mac("derived", &d.id, &body)],
+                        )?;
+                        body
+                    }
                     RowWrite::Module(m) => {
                         let body = to_json(m)?;
                         tx.execute(
@@ -621,6 +710,8 @@ impl Storage for SqliteStorage {
                 ("datasets", "SELECT id, body FROM datasets"),
                 ("runs", "SELECT id, body FROM runs"),
                 ("modules", "SELECT id, body FROM module_rows"),
+                ("pipelines", "SELECT id, body FROM pipelines"),
+                ("derived", "SELECT id, body FROM derived"),
                 (
                     "policies",
                     "SELECT p.dataset, p.body FROM policies p WHERE p.version = \

@@ -5,6 +5,7 @@
 mod attestation;
 mod datasets;
 mod info;
+mod pipelines;
 mod runs;
 
 use std::sync::{Arc, LazyLock};
@@ -21,10 +22,11 @@ use crate::app::Service;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{Body, Req};
 use cleanroom_proto::api::{
-    CancelAccepted, ErrorBody, Health, ModuleInfo, ModuleStored, PolicyStored, RunAccepted,
-    RunList, SourceBundle,
+    CancelAccepted, DerivedList, ErrorBody, Health, ModuleInfo, ModuleStored, PipelineStored,
+    PolicyStored, RunAccepted, RunList, SourceBundle,
 };
 use cleanroom_proto::audit::{AuditPage, ConsistencyAnswer};
+use cleanroom_proto::pipeline::Pipeline;
 use cleanroom_proto::policy::SignedPolicy;
 use cleanroom_proto::run::{
     DatasetInfo, DatasetList, HeldBundle, ResultBundle, Review, RunRequest, RunStatus,
@@ -88,6 +90,9 @@ fn routes() -> OpenApiRouter<Arc<Service>> {
         .routes(routes!(upload_module))
         .routes(routes!(module_info))
         .routes(routes!(get_module_source, put_module_source))
+        .routes(routes!(put_pipeline))
+        .routes(routes!(get_pipeline))
+        .routes(routes!(list_derived))
         .routes(routes!(submit_run, list_runs))
         .routes(routes!(run_status))
         .routes(routes!(cancel_run))
@@ -229,6 +234,32 @@ async fn get_module_source(State(s): Svc, Path(id): Path<String>, req: Req) -> A
         (status = "4XX", description = "refused", body = ErrorBody)))]
 async fn put_module_source(State(s): Svc, Path(id): Path<String>, req: Req) -> Answer {
     datasets::put_module_source(s, &id, req).await
+}
+
+#[utoipa::path(put, path = "/v1/pipelines", tag = "pipelines", security(("httpsig" = [])),
+    request_body = Pipeline,
+    responses(
+        (status = 201, description = "stored under its digest, which owners grant as the module of a pipeline run", body = PipelineStored),
+        (status = "4XX", description = "refused: malformed, or a step's module was not uploaded", body = ErrorBody)))]
+async fn put_pipeline(State(s): Svc, req: Req) -> Answer {
+    pipelines::put(s, req).await
+}
+
+#[utoipa::path(get, path = "/v1/pipelines/{id}", tag = "pipelines", security(("httpsig" = [])),
+    params(("id" = String, Path, description = "pipeline digest")),
+    responses(
+        (status = 200, description = "the pipeline", body = Pipeline),
+        (status = "4XX", description = "refused", body = ErrorBody)))]
+async fn get_pipeline(State(s): Svc, Path(id): Path<String>, req: Req) -> Answer {
+    pipelines::get(&s, &id, req).await
+}
+
+#[utoipa::path(get, path = "/v1/derived", tag = "pipelines", security(("httpsig" = [])),
+    responses(
+        (status = 200, description = "derived datasets upstream of which the signer owns a dataset, or that the signer's runs produced: provenance and whether every upstream owner still allows them", body = DerivedList),
+        (status = "4XX", description = "refused", body = ErrorBody)))]
+async fn list_derived(State(s): Svc, req: Req) -> Answer {
+    pipelines::derived(&s, req).await
 }
 
 #[utoipa::path(post, path = "/v1/runs", tag = "runs", security(("httpsig" = [])),

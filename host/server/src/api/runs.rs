@@ -22,6 +22,17 @@ pub(super) async fn submit(service: Arc<Service>, req: Req) -> ApiResult<Respons
     let (researcher, request): (_, RunRequest) =
         crate::auth::signed_json(&service, req, "run request").await?;
     Metrics::inc(&service.metrics.runs_submitted);
+    if let Some(row) = service.storage.pipeline(&request.module)? {
+        let names: Vec<&String> = request.inputs.keys().collect();
+        let mut expected: Vec<&String> = row.pipeline.inputs.iter().collect();
+        expected.sort();
+        if !request.params.is_empty() || names != expected {
+            return Err(ApiError::BadRequest(format!(
+                "pipeline {} takes no params and exactly the inputs {:?}",
+                row.id, row.pipeline.inputs
+            )));
+        }
+    }
     let id = new_run_id();
     let permit = service
         .queue

@@ -1,0 +1,75 @@
+//! Pipelines (stored by digest, granted like modules) and the derived datasets their runs keep.
+
+use std::sync::Arc;
+
+use cleanroom_proto::api::{DerivedList, PipelineStored};
+use cleanroom_proto::pipeline::Pipeline;
+use hyper::{Response, StatusCode};
+use serde_json::json;
+
+use crate::app::Service;
+use crate::error::{ApiError, ApiResult};
+use crate::events::Audience;
+use crate::http::{Body, Req, typed_response};
+use crate::store::{PipelineRow, RowWrite};
+
+/// `PUT /v1/pipelines`: check the pipeline's shape and that its modules were uploaded, and
+/// store it under its digest (idempotent).
+pub(super) async fn put(service: Arc<Service>, req: Req) -> ApiResult<Response<Body>> {
+    let (party, pipeline): (_, Pipeline) =
+        crate::auth::signed_json(&service, req, "pipeline").await?;
+    pipeline
+        .validate()
+        .map_err(|e| ApiError::BadRequest(format!("pipeline: {e}")))?;
+    for step in &pipeline.steps {
+        if !service.storage.has_module(&step.module)? {
+            return Err(ApiError::BadRequest(format!(
+                "step {:?}: module {} was not uploaded; push it first",
+                step.id, step.module
+            )));
+        }
+    }
+    let id = pipeline.digest();
+    let steps = pipeline.steps.len() as u32;
+    if service.storage.pipeline(&id)?.is_none() {
+        let row = PipelineRow {
+            id: id.clone(),
+            pipeline,
+            uploader: party,
+            uploaded: crate::now(),
+        };
+        service.record_write(
+            Audience::Everyone,
+            Some(party),
+            "pipeline.stored",
+            &id,
+            json!({ "steps": steps }),
+            RowWrite::Pipeline(&row),
+        )?;
+    }
+    Ok(typed_response(
+        StatusCode::CREATED,
+        &PipelineStored {
+            pipeline: id,
+            steps,
+        },
+    ))
+}
+
+/// `GET /v1/pipelines/{id}`: the pipeline, to any registered party (owners read what they
+/// are asked to approve; it holds module ids and params, no data).
+pub(super) async fn get(service: &Service, id: &str, req: Req) -> ApiResult<Response<Body>> {
+    crate::auth::signed_get(service, &req)?;
+    let row = service
+        .storage
+        .pipeline(id)?
+        .ok_or_else(|| ApiError::NotFound(format!("no pipeline {id}")))?;
+    Ok(typed_response(StatusCode::OK, &row.pipeline))
+}
+
+/// `GET /v1/derived`: derived datasets with their provenance and whether they are usable.
+pub(super) async fn derived(service: &Service, req: Req) -> ApiResult<Response<Body>> {
+    let party = crate::auth::signed_get(service, &req)?;
+    let derived = crate::pipelines::visible(service, &party)?;
+    Ok(typed_response(StatusCode::OK, &DerivedList { derived }))
+}
