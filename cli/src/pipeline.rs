@@ -355,6 +355,8 @@ impl Steps for LocalSteps<'_> {
     fn keep(&mut self, step: &Step, table: TableOutput) -> Result<Arc<dyn TableSource>, RunError> {
         // Locally, kept tables are written for inspection; in the enclave they never leave.
         let dir = self.out.join("kept");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| RunError::Internal(format!("{}: {e}", dir.display())))?;
         crate::tables::write_copies(
             &dir,
             &format!("{}.{}", step.id, table.name),

@@ -8,6 +8,7 @@ mod guide;
 mod image;
 mod load;
 mod modules;
+mod pipelines;
 mod programs;
 mod server;
 mod sql;
