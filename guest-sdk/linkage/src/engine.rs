@@ -399,11 +399,11 @@ fn prepare(sources: &[Source], settings: &Settings) -> Result<Prepared, Error> {
     })
 }
 
+/// Candidate pairs, and how many each blocking rule emitted.
+type Candidates = (Vec<(u32, u32)>, Vec<u64>);
+
 /// Pairs of records from different sources agreeing on some rule, each once.
-fn candidate_pairs(
-    prep: &Prepared,
-    settings: &Settings,
-) -> Result<(Vec<(u32, u32)>, Vec<u64>), Error> {
+fn candidate_pairs(prep: &Prepared, settings: &Settings) -> Result<Candidates, Error> {
     let mut pairs = Vec::new();
     let mut per_rule = Vec::new();
     for (r, keys) in prep.block_keys.iter().enumerate() {

@@ -15,6 +15,7 @@ fn receipt(researcher: &Identity) -> Receipt {
             policy_digest: "ef".repeat(32),
             grant_digest: "12".repeat(32),
             terms_digest: "34".repeat(32),
+            via: None,
         }],
         params_digest: params_digest("{}"),
         outputs: vec![ReceiptOutput {
@@ -26,6 +27,7 @@ fn receipt(researcher: &Identity) -> Receipt {
         measurement: "aa".repeat(48),
         enclave_key: researcher.party(), // overwritten by sign
         issued_at: 1_700_000_000,
+        steps: vec![],
     }
 }
 
