@@ -118,7 +118,8 @@ def splink(work):
     for df in (a, b):
         df["first_name"] = df["first_name"].str.lower()
         df["surname"] = df["surname"].str.lower()
-        df["postcode"] = df["postcode"].str.lower().str.replace(" ", "", regex=False)
+        # PostcodeComparison parses UK postcodes ("AB12 3CD"): give it them as written.
+        df["postcode"] = df["postcode"].str.upper()
         df["dob_date"] = pd.to_datetime(df["dob"], format="%Y-%m-%d", errors="coerce")
     rules = [block_on("surname", "substr(first_name, 1, 1)"), block_on("dob"), block_on("postcode")]
     settings = SettingsCreator(
@@ -137,10 +138,13 @@ def splink(work):
     )
     db = DuckDBAPI()
     linker = Linker([db.register(a, table_name="a"), db.register(b, table_name="b")], settings, log_level=30)
+    # Splink's documented workflow: the prior from deterministic rules with an assumed recall,
+    # u from random pairs, m by EM on each blocking rule.
+    linker.training.estimate_probability_two_random_records_match(
+        [block_on("first_name", "surname", "dob")], recall=0.7)
     linker.training.estimate_u_using_random_sampling(max_pairs=1e6, seed=42)
     for rule in rules:
-        linker.training.estimate_parameters_using_expectation_maximisation(
-            rule, populate_probability_two_random_records_match_from_trained_values=True)
+        linker.training.estimate_parameters_using_expectation_maximisation(rule)
     predictions = linker.inference.predict(threshold_match_probability=0.9).as_pandas_dataframe()
     elapsed = time.perf_counter() - start
     pairs = []

@@ -10,9 +10,9 @@ ensure_rust
 cargo build --release --locked -p cleanroom-cli
 cargo build --release --locked --target wasm32-wasip2 -p cleanroom-linkage --target-dir "$CARGO_TARGET_DIR/wasm-guests"
 venv=${CLEANROOM_SPLINK_VENV:-$HOME/.cache/cleanroom-splink-venv}
-if ! "$venv/bin/python" -c 'import splink' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import splink, pandas' 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet splink==5.0.0
+  "$venv/bin/pip" install --quiet splink==5.0.0 pandas
 fi
 for records in "${@:-10000 100000}"; do
   for n in $records; do

@@ -614,11 +614,19 @@ fn estimate_m(
     Ok((m, prior, iterations))
 }
 
-/// EM over pattern counts with u fixed: returns m, the share of matches, and the iterations.
+/// EM over one session's pattern counts: the share of matches, m, and the session's own u.
+///
+/// u is estimated here too (starting from the random-pair u) and then thrown away: the
+/// non-matches of a session are not random pairs. Pairs agreeing on a postcode are mostly
+/// households, whose members share a surname far more often than random pairs do; with u
+/// fixed at the random-pair value, "same surname" would look like a match and EM would
+/// learn that matches often differ in first name and birth date. With the session's u free,
+/// the households are explained as non-matches and m stays clean. m is what carries over:
+/// among true matches, agreement on one column does not depend on how the pair was blocked.
 fn em(
     patterns: &[(Vec<u8>, f64)],
     levels: &[usize],
-    u: &[Vec<f64>],
+    u_random: &[Vec<f64>],
     active: &[bool],
     max_iterations: u32,
 ) -> (Vec<Vec<f64>>, f64, u32) {
@@ -635,10 +643,25 @@ fn em(
             v
         })
         .collect();
+    let mut u = u_random.to_vec();
     let mut lambda = 0.1;
     let total: f64 = patterns.iter().map(|p| p.1).sum();
+    // One M-step's normalisation: level shares among the non-null levels.
+    let normalise = |sums: &[f64], into: &mut [f64]| -> f64 {
+        let denom: f64 = sums[1..].iter().sum();
+        let mut change: f64 = 0.0;
+        if denom > 0.0 {
+            for l in 1..sums.len() {
+                let v = (sums[l] / denom).max(1e-9);
+                change = change.max((v - into[l]).abs());
+                into[l] = v;
+            }
+        }
+        change
+    };
     for it in 1..=max_iterations {
         let mut m_sum: Vec<Vec<f64>> = levels.iter().map(|&l| vec![0.0; l]).collect();
+        let mut u_sum = m_sum.clone();
         let mut match_weight = 0.0;
         for (pattern, count) in patterns {
             let (mut pm, mut pu) = (lambda, 1.0 - lambda);
@@ -653,20 +676,15 @@ fn em(
             for (c, &l) in pattern.iter().enumerate() {
                 if active[c] && l > 0 {
                     m_sum[c][l as usize] += w * count;
+                    u_sum[c][l as usize] += (1.0 - w) * count;
                 }
             }
         }
         let new_lambda = (match_weight / total).clamp(1e-9, 1.0 - 1e-9);
         let mut change = (new_lambda - lambda).abs();
         for c in (0..levels.len()).filter(|&c| active[c]) {
-            let denom: f64 = m_sum[c][1..].iter().sum();
-            if denom > 0.0 {
-                for l in 1..levels[c] {
-                    let v = (m_sum[c][l] / denom).max(1e-9);
-                    change = change.max((v - m[c][l]).abs());
-                    m[c][l] = v;
-                }
-            }
+            change = change.max(normalise(&m_sum[c], &mut m[c]));
+            normalise(&u_sum[c], &mut u[c]);
         }
         lambda = new_lambda;
         if change < 1e-6 {
