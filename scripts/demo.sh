@@ -22,9 +22,6 @@ ensure_rust
 work=${CLEANROOM_DEMO_DIR:-$CLEANROOM_ROOT/target/demo}
 rm -rf "$work"
 mkdir -p "$work"
-# Port 0: the kernel picks a free one (nothing else on a busy machine can collide with it);
-# the address is read back from cleanroomd's "listening" line.
-port=${CLEANROOM_DEMO_PORT:-0}
 # CLEANROOM_DEMO_PROFILE=dev reuses the test suite's debug build (scripts/test.sh does).
 profile=${CLEANROOM_DEMO_PROFILE:-release}
 
@@ -37,34 +34,7 @@ bin="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")"
 cleanroom="$bin/cleanroom"
 analysis="$CARGO_TARGET_DIR/wasm-guests/wasm32-wasip2/release/cohort_stats.wasm"
 
-if [ -n "${CLEANROOM_DEMO_CONSOLE:-}" ]; then
-  # A server already starting elsewhere (scripts/test-image.sh boots the image in QEMU):
-  # its console is this file, and it is reached at CLEANROOM_DEMO_SERVER.
-  log=$CLEANROOM_DEMO_CONSOLE
-  alive() { [ -z "${CLEANROOM_DEMO_PID:-}" ] || kill -0 "$CLEANROOM_DEMO_PID" 2>/dev/null; }
-  say "waiting for cleanroomd in the image (console: $log)"
-else
-  say "starting cleanroomd (INSECURE simulation attestation, data in $work/server)"
-  log="$work/cleanroomd.log"
-  "$bin/cleanroomd" --data-dir "$work/server" --listen "127.0.0.1:$port" --insecure-simulation 2>"$log" &
-  server_pid=$!
-  trap 'kill $server_pid 2>/dev/null || true; wait $server_pid 2>/dev/null || true' EXIT
-  alive() { kill -0 $server_pid 2>/dev/null; }
-fi
-# cleanroomd prints its "listening" line once the socket is bound: wait for that whole line
-# (it ends with the 64-digit enclave key), or for the process to die; no timing guess.
-until grep -aEq 'listening on .*enclave key [0-9a-f]{64}\)' "$log" 2>/dev/null; do
-  alive || { cat "$log"; exit 1; }
-  sleep 0.1
-done
-# No pipes: each value is read from the whole line with parameter expansion.
-listening=$(grep -m1 -aE 'listening on .*enclave key [0-9a-f]{64}\)' "$log")
-echo "$listening"
-address=${listening#*listening on }
-export CLEANROOM_SERVER=${CLEANROOM_DEMO_SERVER:-${address%% *}}
-# The operator publishes the launch measurement; in simulation it is fixed.
-measurement=${listening#*measurement }
-export CLEANROOM_MEASUREMENT=${measurement%%,*}
+start_demo_server "$bin" "$work"
 # Every command attests the server; these two variables say what to require of it.
 export CLEANROOM_ACCEPT_INSECURE_SIMULATION=true
 
@@ -72,10 +42,6 @@ say "three parties create their keys"
 for party in st_marys northfield researcher; do
   "$cleanroom" keygen -o "$work/keys/$party.json" --json >"$work/$party.keygen.json"
 done
-# json_get FILE KEY... prints a value from a JSON file.
-json_get() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))
-for k in sys.argv[2:]: v=v[k]
-print(v)' "$@"; }
 researcher_id=$(json_get "$work/researcher.keygen.json" party)
 echo "the researcher's party id (shared with the hospitals): $researcher_id"
 

@@ -56,3 +56,45 @@ reproducible_flags() {
   REMAP_RUSTFLAGS=$(IFS=$'\x1f'; echo "${rust[*]}")
   REMAP_CFLAGS="${c[*]}"
 }
+
+# json_get FILE KEY... prints a value from a JSON file.
+json_get() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))
+for k in sys.argv[2:]: v=v[k]
+print(v)' "$@"; }
+
+# start_demo_server BIN WORK: start cleanroomd from BIN with its data in WORK/server (simulation
+# attestation), or wait for the one already starting whose console is CLEANROOM_DEMO_CONSOLE
+# (scripts/test-image.sh boots the image in QEMU; it is reached at CLEANROOM_DEMO_SERVER).
+# Exports CLEANROOM_SERVER and CLEANROOM_MEASUREMENT from cleanroomd's "listening" line, and
+# stops the server it started when the script exits.
+start_demo_server() {
+  local bin=$1 work=$2 log listening address measurement
+  # Port 0: the kernel picks a free one (nothing else on a busy machine can collide with it).
+  local port=${CLEANROOM_DEMO_PORT:-0}
+  if [ -n "${CLEANROOM_DEMO_CONSOLE:-}" ]; then
+    log=$CLEANROOM_DEMO_CONSOLE
+    demo_server_alive() { [ -z "${CLEANROOM_DEMO_PID:-}" ] || kill -0 "$CLEANROOM_DEMO_PID" 2>/dev/null; }
+    say "waiting for cleanroomd in the image (console: $log)"
+  else
+    say "starting cleanroomd (INSECURE simulation attestation, data in $work/server)"
+    log="$work/cleanroomd.log"
+    "$bin/cleanroomd" --data-dir "$work/server" --listen "127.0.0.1:$port" --insecure-simulation 2>"$log" &
+    DEMO_SERVER_PID=$!
+    trap 'kill $DEMO_SERVER_PID 2>/dev/null || true; wait $DEMO_SERVER_PID 2>/dev/null || true' EXIT
+    demo_server_alive() { kill -0 "$DEMO_SERVER_PID" 2>/dev/null; }
+  fi
+  # cleanroomd prints its "listening" line once the socket is bound: wait for that whole line
+  # (it ends with the 64-digit enclave key), or for the process to die; no timing guess.
+  until grep -aEq 'listening on .*enclave key [0-9a-f]{64}\)' "$log" 2>/dev/null; do
+    demo_server_alive || { cat "$log"; exit 1; }
+    sleep 0.1
+  done
+  # No pipes: each value is read from the whole line with parameter expansion.
+  listening=$(grep -m1 -aE 'listening on .*enclave key [0-9a-f]{64}\)' "$log")
+  echo "$listening"
+  address=${listening#*listening on }
+  export CLEANROOM_SERVER=${CLEANROOM_DEMO_SERVER:-${address%% *}}
+  # The operator publishes the launch measurement; in simulation it is fixed.
+  measurement=${listening#*measurement }
+  export CLEANROOM_MEASUREMENT=${measurement%%,*}
+}

@@ -48,10 +48,14 @@ cargo test --workspace --locked
 say "cleanroomd without the simulation feature refuses to start outside SEV-SNP"
 cargo test --locked -p cleanroomd --no-default-features --lib
 
-say "the README's main command: scripts/demo.sh (on the debug build the tests just made)"
-CLEANROOM_DEMO_PROFILE=dev CLEANROOM_DEMO_DIR="$CARGO_TARGET_DIR/demo-in-tests" scripts/demo.sh >"$CARGO_TARGET_DIR/demo-in-tests.log" 2>&1 \
-  || { tail -40 "$CARGO_TARGET_DIR/demo-in-tests.log"; echo "scripts/demo.sh failed" >&2; exit 1; }
-echo "scripts/demo.sh passed (log: $CARGO_TARGET_DIR/demo-in-tests.log)"
+# The README's main command, and the second demo (harmonise → link → analyse as a pipeline).
+for demo in demo demo-pipeline; do
+  say "scripts/$demo.sh (on the debug build the tests just made)"
+  log="$CARGO_TARGET_DIR/$demo-in-tests.log"
+  CLEANROOM_DEMO_PROFILE=dev CLEANROOM_DEMO_DIR="$CARGO_TARGET_DIR/$demo-in-tests" "scripts/$demo.sh" >"$log" 2>&1 \
+    || { tail -40 "$log"; echo "scripts/$demo.sh failed" >&2; exit 1; }
+  echo "scripts/$demo.sh passed (log: $log)"
+done
 
 say "the host image: built twice (same bytes), booted in QEMU with the study run against it; the production variant refuses to start without SEV-SNP"
 scripts/test-image.sh >"$CARGO_TARGET_DIR/test-image.log" 2>&1 \

@@ -13,7 +13,9 @@
 //! 5. **Prior**: session r estimates the share of matches among its pairs; the largest expected
 //!    number of matches over the sessions, divided by the number of all cross-source pairs, is
 //!    the probability that two random records match.
-//! 6. **Scoring**: match weight = log2(prior odds) + Σ log2(m/u), with the exact level's u
+//! 6. **Deterministic rules** add their pairs to the candidates and make them links whatever
+//!    their score; they are not used for training.
+//! 7. **Scoring**: match weight = log2(prior odds) + Σ log2(m/u), with the exact level's u
 //!    replaced by the value's frequency where term-frequency adjustment is on; probability =
 //!    1 / (1 + 2^-weight). Pairs at or above the threshold are links; connected components
 //!    of links are clusters.
@@ -69,8 +71,11 @@ pub struct ComparisonParams {
 pub struct Stats {
     /// Records per source.
     pub records: BTreeMap<String, u64>,
-    /// Candidate pairs emitted per blocking rule (a pair counts for its first rule only).
+    /// Candidate pairs emitted per blocking rule, then per deterministic rule (a pair counts
+    /// for its first rule only).
     pub candidate_pairs: Vec<u64>,
+    /// Candidate pairs that a deterministic rule links.
+    pub deterministic_links: u64,
     /// Links at or above the threshold.
     pub links: u64,
     /// Clusters with more than one record.
@@ -167,6 +172,7 @@ pub fn link(sources: &[Source], settings: &Settings) -> Result<Linkage, Error> {
         .collect();
     let threshold_weight = (settings.threshold / (1.0 - settings.threshold)).log2();
     let mut links = Vec::new();
+    let mut deterministic_links = 0u64;
     let mut histogram: BTreeMap<i32, u64> = BTreeMap::new();
     for (i, &(a, b)) in pairs.iter().enumerate() {
         let mut w = prior_weight;
@@ -182,7 +188,13 @@ pub fn link(sources: &[Source], settings: &Settings) -> Result<Linkage, Error> {
             };
         }
         *histogram.entry(w.floor() as i32).or_default() += 1;
-        if w >= threshold_weight {
+        let deterministic = prep.block_keys[settings.blocking.len()..]
+            .iter()
+            .any(|k| k[a as usize].is_some() && k[a as usize] == k[b as usize]);
+        if deterministic {
+            deterministic_links += 1;
+        }
+        if w >= threshold_weight || deterministic {
             links.push(Link {
                 left: a,
                 right: b,
@@ -218,6 +230,7 @@ pub fn link(sources: &[Source], settings: &Settings) -> Result<Linkage, Error> {
             .map(|s| (s.name.clone(), s.keys.len() as u64))
             .collect(),
         candidate_pairs: per_rule,
+        deterministic_links,
         links: links.len() as u64,
         linked_clusters: sizes.values().filter(|&&s| s > 1).count() as u64,
         prior,
@@ -359,7 +372,8 @@ fn prepare(sources: &[Source], settings: &Settings) -> Result<Prepared, Error> {
         values.push(vals);
     }
     let mut block_keys = Vec::new();
-    for rule in &settings.blocking {
+    // Blocking rules, then deterministic rules: both generate candidate pairs.
+    for rule in settings.blocking.iter().chain(&settings.deterministic) {
         let cols: Vec<Vec<&Option<String>>> = rule
             .0
             .iter()
@@ -861,6 +875,15 @@ mod tests {
         // m for an exact first name is high among matches, u low.
         let first = &out.stats.parameters[0];
         assert!(first.m[1] > 0.5 && first.u[1] < 0.2, "{first:?}");
+        // A deterministic rule links pairs the model would not: same surname and first name.
+        let mut forced = settings();
+        forced.deterministic = vec![BlockingRule(vec![
+            BlockKey::Column("surname".into()),
+            BlockKey::Column("first_name".into()),
+        ])];
+        let with_rule = link(&[sa.clone(), sb.clone()], &forced).unwrap();
+        assert!(with_rule.stats.deterministic_links > 0);
+        assert!(with_rule.links.len() > out.links.len());
         // The same seed gives the same links.
         let again = link(&[sa, sb], &settings()).unwrap();
         assert_eq!(again.links, out.links);

@@ -12,6 +12,11 @@ pub struct Settings {
     /// of at least one rule. At least one rule; comparisons on a rule's columns are not trained
     /// on that rule's pairs, so give each comparison a rule that does not use its column.
     pub blocking: Vec<BlockingRule>,
+    /// Deterministic rules: a pair of records agreeing on every key of one of these is a link
+    /// whatever its score (e.g. a national patient number both sources hold). Not used for
+    /// training.
+    #[serde(default)]
+    pub deterministic: Vec<BlockingRule>,
     /// How candidate pairs are compared, one comparison per column.
     pub comparisons: Vec<Comparison>,
     /// Smallest match probability kept as a link.
@@ -138,7 +143,13 @@ impl Method {
 impl Settings {
     /// Checks what the types cannot, with a message a researcher can act on.
     pub fn validate(&self) -> Result<(), String> {
-        if self.blocking.is_empty() || self.blocking.iter().any(|r| r.0.is_empty()) {
+        if self.blocking.is_empty()
+            || self
+                .blocking
+                .iter()
+                .chain(&self.deterministic)
+                .any(|r| r.0.is_empty())
+        {
             return Err("blocking needs at least one rule, and every rule at least one key".into());
         }
         if self.comparisons.is_empty() {
