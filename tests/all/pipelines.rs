@@ -130,15 +130,24 @@ fn reused(status: &Value) -> Vec<bool> {
         .collect()
 }
 
-#[test]
-fn harmonise_link_analyse_releases_only_aggregates_under_lineage_consent() {
+/// A server with both hospitals' tables (`records` each) uploaded; no grants yet.
+struct Setup {
+    s: TestServer,
+    a: String,
+    b: String,
+    file: PathBuf,
+    digest: String,
+    researcher: String,
+}
+
+fn setup(records: u32) -> Setup {
     let s = TestServer::start();
     s.keygen("st_marys");
     s.keygen("northfield");
     s.keygen("stranger");
     let researcher = s.keygen("researcher");
     let data = s.path("data");
-    generate(&data, 300, 5);
+    generate(&data, records, 5);
     let a = push(
         &s,
         "st_marys",
@@ -155,38 +164,65 @@ fn harmonise_link_analyse_releases_only_aggregates_under_lineage_consent() {
     let engine = sql_engine().display().to_string();
     let shown = show(&file, &["--engine", &engine]).unwrap();
     let digest = shown["pipeline"].as_str().unwrap().to_string();
+    Setup {
+        s,
+        a,
+        b,
+        file,
+        digest,
+        researcher,
+    }
+}
+
+/// Each owner approves the pipeline once, by digest, with its identifiers (names, birth
+/// dates, postcodes and record numbers never leave, whatever a step renames them to).
+fn grant_pipeline(st: &Setup) {
+    let st_marys = [
+        "patient_id",
+        "given_name",
+        "family_name",
+        "birth_date",
+        "postcode",
+    ];
+    grant(
+        &st.s,
+        "st_marys",
+        &st.a,
+        &st.digest,
+        &st.researcher,
+        &st_marys,
+    );
+    let northfield = ["mrn", "name", "dob", "post_code"];
+    grant(
+        &st.s,
+        "northfield",
+        &st.b,
+        &st.digest,
+        &st.researcher,
+        &northfield,
+    );
+}
+
+#[test]
+fn harmonise_link_analyse_releases_only_aggregates_under_lineage_consent() {
+    let st = setup(300);
+    let Setup {
+        s,
+        a,
+        b,
+        file,
+        digest,
+        researcher,
+    } = &st;
+    let engine = sql_engine().display().to_string();
 
     // Without the owners' approval of this pipeline, nothing runs.
-    let err = err_text(submit(&s, &file, &a, &b));
+    let err = err_text(submit(s, &file, &a, &b));
     assert!(
         err.contains("module_not_granted") || err.contains("no policy"),
         "{err}"
     );
-
-    // Each owner approves the pipeline once, by digest, with its identifiers (names, birth
-    // dates, postcodes and record numbers never leave, whatever a step renames them to).
-    grant(
-        &s,
-        "st_marys",
-        &a,
-        &digest,
-        &researcher,
-        &[
-            "patient_id",
-            "given_name",
-            "family_name",
-            "birth_date",
-            "postcode",
-        ],
-    );
-    grant(
-        &s,
-        "northfield",
-        &b,
-        &digest,
-        &researcher,
-        &["mrn", "name", "dob", "post_code"],
-    );
+    grant_pipeline(&st);
     let run = submit(&s, &file, &a, &b).unwrap();
     let status = watch(&s, &run);
     assert_eq!(status["state"], "released", "{status}");
@@ -258,12 +294,16 @@ fn harmonise_link_analyse_releases_only_aggregates_under_lineage_consent() {
 
     // Every upstream owner sees the derived datasets and where they came from; others don't.
     let seen = derived(&s, "st_marys");
-    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(
+        seen.len(),
+        3,
+        "St Mary's sees what derives from its table: {seen:?}"
+    );
     assert!(
         seen.iter()
             .all(|d| d["usable"] == true && d["provenance"]["pipeline"] == digest.as_str())
     );
-    assert_eq!(derived(&s, "northfield").len(), 4);
+    assert_eq!(derived(&s, "northfield").len(), 3);
     assert!(derived(&s, "stranger").is_empty());
 
     // The same chain again reuses every kept table and runs only the analysis.
@@ -349,9 +389,17 @@ fn harmonise_link_analyse_releases_only_aggregates_under_lineage_consent() {
         &["policy", "revoke", "--dataset", &a, "--module", &digest],
     )
     .unwrap();
+    // Lineage is per table: Northfield's own harmonisations do not depend on St Mary's.
     let seen = derived(&s, "northfield");
-    let unusable = seen.iter().filter(|d| d["usable"] == false).count();
-    assert!(unusable >= 4, "{seen:?}");
+    for d in &seen {
+        let roots = d["roots"].as_array().unwrap();
+        let own = roots.iter().all(|r| r == b.as_str() || r == b2.as_str());
+        assert_eq!(d["usable"], own, "{d}");
+    }
+    assert!(
+        seen.iter().filter(|d| d["usable"] == false).count() >= 4,
+        "{seen:?}"
+    );
     let err = err_text(count(&input));
     assert!(err.contains("derived_revoked"), "{err}");
     let err = err_text(submit(&s, &file, &a, &b));
@@ -399,4 +447,53 @@ fn malformed_pipelines_are_refused_before_anything_runs() {
         &serde_json::to_vec(&pipeline).unwrap(),
     );
     assert_eq!(resp.status(), 400);
+}
+
+#[test]
+fn the_operator_cannot_swap_or_edit_derived_tables() {
+    let st = setup(120);
+    grant_pipeline(&st);
+    let Setup { s, a, b, file, .. } = &st;
+    let first = watch(s, &submit(s, file, a, b).unwrap());
+    assert_eq!(first["state"], "released", "{first}");
+    let released = read(&fetch(s, first["run"].as_str().unwrap()).join("analyse.result.csv"));
+
+    // The operator flips a byte in every sealed derived table: none unseals, so nothing is
+    // reused: every step runs again and the result is the same.
+    let blobs = s.path("server/blobs/derived");
+    let mut flipped = 0;
+    for entry in std::fs::read_dir(&blobs).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        flipped += 1;
+    }
+    assert_eq!(flipped, 4);
+    let again = watch(s, &submit(s, file, a, b).unwrap());
+    assert_eq!(again["state"], "released", "{again}");
+    assert_eq!(reused(&again), [false, false, false, false]);
+    let run = again["run"].as_str().unwrap();
+    assert_eq!(read(&fetch(s, run).join("analyse.result.csv")), released);
+
+    // A derived row edited on disk (its provenance rewritten to another researcher): the
+    // enclave does not start on it, and says which row.
+    let Setup { s, .. } = st;
+    let dir = s.stop();
+    let db = rusqlite::Connection::open(dir.path().join("server/state.db")).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE derived SET body = replace(body, '\"step\":\"link\"', '\"step\":\"other\"')",
+            [],
+        )
+        .unwrap();
+    assert!(changed > 0);
+    drop(db);
+    let (_rt, started) = TestServer::try_start(&dir);
+    let err = format!("{:#}", started.unwrap_err());
+    assert!(
+        err.contains("derived/") && err.contains("is not the version"),
+        "{err}"
+    );
 }

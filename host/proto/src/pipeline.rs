@@ -207,6 +207,10 @@ pub enum Lineage {
         manifest_digest: String,
         /// The policy version the run was admitted under.
         policy_version: u64,
+        /// The columns the step never saw (the policy's hidden columns, lowercase, sorted).
+        hidden_columns: Vec<String>,
+        /// The identifier columns tapped while it read (lowercase, sorted).
+        identifier_columns: Vec<String>,
     },
     /// Another derived table.
     Derived {
@@ -232,9 +236,11 @@ pub struct DerivedInfo {
     pub created: u64,
 }
 
-/// The id of a kept table: a digest of the step's module, params and inputs (by content) and
-/// the output's name. The same step on the same content keeps the same id, which is how a
-/// re-run reuses it and a new dataset version does not.
+/// The id of a kept table: a digest of the step's module, params and inputs (by content, and
+/// for datasets the hidden and identifier columns in force, which shape what the step saw and
+/// what is scanned for downstream) and the output's name. The same step on the same content
+/// under the same column rules keeps the same id, which is how a re-run reuses it; a new
+/// dataset version, or an owner hiding or marking another column, does not.
 pub fn derived_id(
     module: &str,
     params_digest: &str,
@@ -255,8 +261,14 @@ pub fn derived_id(
                 Lineage::Dataset {
                     id,
                     manifest_digest,
+                    hidden_columns,
+                    identifier_columns,
                     ..
-                } => format!("dataset:{id}:{manifest_digest}"),
+                } => format!(
+                    "dataset:{id}:{manifest_digest}:{}:{}",
+                    hidden_columns.join(","),
+                    identifier_columns.join(",")
+                ),
                 Lineage::Derived { id } => format!("derived:{id}"),
             };
             (name.as_str(), content)
@@ -342,6 +354,8 @@ mod tests {
                     id: "d1".into(),
                     manifest_digest: manifest.into(),
                     policy_version: 1,
+                    hidden_columns: vec![],
+                    identifier_columns: vec!["mrn".into()],
                 },
             )])
         };
@@ -355,5 +369,20 @@ mod tests {
             *policy_version = 2;
         }
         assert_eq!(one, derived_id("m", "p", &later, "result"));
+        // An owner hiding a column, or marking another identifier, is new content: a table
+        // computed while the column was visible is never reused.
+        let mut hidden = input("v1");
+        if let Some(Lineage::Dataset { hidden_columns, .. }) = hidden.get_mut("a") {
+            hidden_columns.push("postcode".into());
+        }
+        assert_ne!(one, derived_id("m", "p", &hidden, "result"));
+        let mut marked = input("v1");
+        if let Some(Lineage::Dataset {
+            identifier_columns, ..
+        }) = marked.get_mut("a")
+        {
+            identifier_columns.push("name".into());
+        }
+        assert_ne!(one, derived_id("m", "p", &marked, "result"));
     }
 }

@@ -42,13 +42,23 @@ struct SealedHeader {
     identifiers: Vec<String>,
 }
 
+/// Column rules in force now, beyond those recorded with a derived table (a run reading it on
+/// its own applies its roots' current policies too).
+#[derive(Debug, Default)]
+pub struct ColumnRules {
+    /// Never handed to the guest.
+    pub hidden: Vec<String>,
+    /// Tapped for identifier values.
+    pub identifiers: Vec<String>,
+}
+
 /// A derived table opened for a run: tapped for the identifier columns of its ancestors, its
 /// ancestors' hidden columns projected away, its collected identifiers added to `collector`.
 pub fn open_derived(
     service: &Service,
     row: &DerivedRow,
     collector: &Arc<IdentifierCollector>,
-    extra_identifiers: &[String],
+    extra: &ColumnRules,
 ) -> ApiResult<Arc<dyn TableSource>> {
     let sealed = std::fs::read(service.storage.blob_path("derived", &row.id))?;
     let plain = service
@@ -68,6 +78,7 @@ pub fn open_derived(
         .filter(|&i| {
             !row.hidden_columns
                 .iter()
+                .chain(&extra.hidden)
                 .any(|h| h.eq_ignore_ascii_case(schema.field(i).name()))
         })
         .collect();
@@ -82,7 +93,7 @@ pub fn open_derived(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut identifiers = row.identifier_columns.clone();
-    identifiers.extend(extra_identifiers.iter().cloned());
+    identifiers.extend(extra.identifiers.iter().cloned());
     Ok(Arc::new(Tapped::new(
         Arc::new(MemTable::new(schema, batches)),
         identifiers,
@@ -172,7 +183,8 @@ pub struct EnclaveSteps<'a> {
     kept: BTreeMap<(String, String), String>,
     /// The current step's inputs by content, set by `plan`.
     current: BTreeMap<String, Lineage>,
-    roots: Vec<String>,
+    /// Root datasets of each pipeline input and of each kept table (by derived id).
+    roots: BTreeMap<String, BTreeSet<String>>,
     identifier_columns: Vec<String>,
     hidden_columns: Vec<String>,
 }
@@ -195,18 +207,22 @@ impl<'a> EnclaveSteps<'a> {
         collector: Arc<IdentifierCollector>,
     ) -> ApiResult<Self> {
         let mut inputs = BTreeMap::new();
-        let mut roots = BTreeSet::new();
+        let mut roots: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut hidden = BTreeSet::new();
         for input in &admitted.inputs {
             let r = &input.receipt;
-            roots.insert(r.dataset.clone());
             hidden.extend(input.hidden_columns.iter().map(|c| c.to_ascii_lowercase()));
+            // A pipeline input read through a derived dataset has that dataset's roots (one
+            // admitted entry per root); a sealed dataset is its own root.
+            roots
+                .entry(r.name.clone())
+                .or_default()
+                .insert(r.dataset.clone());
             let lineage = match &r.via {
                 Some(id) => {
                     let row = service.storage.derived(id)?.ok_or_else(|| {
                         ApiError::Internal(format!("derived dataset {id} was admitted but is gone"))
                     })?;
-                    roots.extend(row.roots.iter().cloned());
                     hidden.extend(row.hidden_columns.iter().cloned());
                     Lineage::Derived { id: id.clone() }
                 }
@@ -214,6 +230,8 @@ impl<'a> EnclaveSteps<'a> {
                     id: r.dataset.clone(),
                     manifest_digest: r.manifest_digest.clone(),
                     policy_version: r.policy_version,
+                    hidden_columns: lowercase_sorted(&input.hidden_columns),
+                    identifier_columns: lowercase_sorted(&input.identifier_columns),
                 },
             };
             inputs.insert(r.name.clone(), lineage);
@@ -225,7 +243,7 @@ impl<'a> EnclaveSteps<'a> {
             inputs,
             kept: BTreeMap::new(),
             current: BTreeMap::new(),
-            roots: roots.into_iter().collect(),
+            roots,
             identifier_columns: admitted.identifier_columns().into_iter().collect(),
             hidden_columns: hidden.into_iter().collect(),
         })
@@ -255,6 +273,25 @@ impl<'a> EnclaveSteps<'a> {
             .collect()
     }
 
+    /// The root datasets upstream of `step`'s inputs: a kept table's lineage is its own
+    /// step's, not the whole pipeline's (a table derived from one hospital alone stays usable
+    /// when another hospital revokes).
+    fn step_roots(&self, step: &Step) -> BTreeSet<String> {
+        step.sources()
+            .flat_map(|(_, source)| {
+                let key = match source {
+                    Source::Input(input) => input.to_string(),
+                    Source::Kept { step, output } => self
+                        .kept
+                        .get(&(step.to_string(), output.to_string()))
+                        .cloned()
+                        .unwrap_or_default(),
+                };
+                self.roots.get(&key).cloned().unwrap_or_default()
+            })
+            .collect()
+    }
+
     fn derived_row(&self, step: &Step, output: &str, id: &str) -> DerivedRow {
         DerivedRow {
             id: id.to_string(),
@@ -268,12 +305,17 @@ impl<'a> EnclaveSteps<'a> {
                 researcher: self.run.researcher,
                 run: self.run.id.clone(),
             },
-            roots: self.roots.clone(),
+            roots: self.step_roots(step).into_iter().collect(),
             identifier_columns: self.identifier_columns.clone(),
             hidden_columns: self.hidden_columns.clone(),
             created: crate::now(),
         }
     }
+}
+
+fn lowercase_sorted(columns: &[String]) -> Vec<String> {
+    let set: BTreeSet<String> = columns.iter().map(|c| c.to_ascii_lowercase()).collect();
+    set.into_iter().collect()
 }
 
 fn internal(e: ApiError) -> RunError {
@@ -308,9 +350,11 @@ impl Steps for EnclaveSteps<'_> {
                 )
             })
             .collect();
+        let roots = self.step_roots(step);
         for (output, id) in &ids {
             self.kept
                 .insert((step.id.clone(), output.clone()), id.clone());
+            self.roots.insert(id.clone(), roots.clone());
         }
         // Reuse only when every kept table exists and opens: a missing or damaged one means
         // the step runs again.
@@ -320,7 +364,7 @@ impl Steps for EnclaveSteps<'_> {
                 let Some(row) = self.service.storage.derived(id).map_err(internal)? else {
                     break;
                 };
-                match open_derived(self.service, &row, &self.collector, &[]) {
+                match open_derived(self.service, &row, &self.collector, &ColumnRules::default()) {
                     Ok(table) => {
                         reused.insert(output.clone(), table);
                     }
@@ -362,6 +406,11 @@ impl Steps for EnclaveSteps<'_> {
             .storage
             .write_blob("derived", &id, &sealed)
             .map_err(internal)?;
+        // Two runs keeping the same table: one writes the row, the other finds it.
+        static ROWS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_writer = ROWS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let row = match self.service.storage.derived(&id).map_err(internal)? {
             Some(existing) => existing,
             None => {
@@ -382,6 +431,6 @@ impl Steps for EnclaveSteps<'_> {
                 row
             }
         };
-        open_derived(self.service, &row, &self.collector, &[]).map_err(internal)
+        open_derived(self.service, &row, &self.collector, &ColumnRules::default()).map_err(internal)
     }
 }

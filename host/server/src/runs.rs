@@ -408,13 +408,18 @@ fn open_inputs(
                     "derived dataset {derived} was admitted but is gone"
                 ))
             })?;
-            let identifiers: Vec<String> = admitted
+            let roots = admitted
                 .inputs
                 .iter()
-                .filter(|i| i.receipt.name == input.receipt.name)
-                .flat_map(|i| i.identifier_columns.iter().cloned())
-                .collect();
-            let table = crate::pipelines::open_derived(service, &row, collector, &identifiers)?;
+                .filter(|i| i.receipt.name == input.receipt.name);
+            let now = crate::pipelines::ColumnRules {
+                hidden: roots
+                    .clone()
+                    .flat_map(|i| i.hidden_columns.clone())
+                    .collect(),
+                identifiers: roots.flat_map(|i| i.identifier_columns.clone()).collect(),
+            };
+            let table = crate::pipelines::open_derived(service, &row, collector, &now)?;
             grants.insert(input.receipt.name.clone(), table);
             continue;
         }

@@ -56,15 +56,20 @@ pub(super) async fn put(service: Arc<Service>, req: Req) -> ApiResult<Response<B
     ))
 }
 
-/// `GET /v1/pipelines/{id}`: the pipeline, to any registered party (owners read what they
-/// are asked to approve; it holds module ids and params, no data).
+/// `GET /v1/pipelines/{id}`: the pipeline, to its uploader and to dataset owners (who read
+/// what they are asked to approve), as modules are; to anyone else it looks missing.
 pub(super) async fn get(service: &Service, id: &str, req: Req) -> ApiResult<Response<Body>> {
-    crate::auth::signed_get(service, &req)?;
-    let row = service
-        .storage
-        .pipeline(id)?
-        .ok_or_else(|| ApiError::NotFound(format!("no pipeline {id}")))?;
-    Ok(typed_response(StatusCode::OK, &row.pipeline))
+    let party = crate::auth::signed_get(service, &req)?;
+    let owner = party.to_string();
+    match service.storage.pipeline(id)? {
+        Some(row)
+            if row.uploader == party
+                || service.storage.datasets()?.iter().any(|d| d.owner == owner) =>
+        {
+            Ok(typed_response(StatusCode::OK, &row.pipeline))
+        }
+        _ => Err(ApiError::NotFound(format!("no pipeline {id}"))),
+    }
 }
 
 /// `GET /v1/derived`: derived datasets with their provenance and whether they are usable.
