@@ -217,14 +217,14 @@ fn harmonise_link_analyse_releases_only_aggregates_under_lineage_consent() {
     let engine = sql_engine().display().to_string();
 
     // Without the owners' approval of this pipeline, nothing runs.
-    let err = err_text(submit(s, &file, &a, &b));
+    let err = err_text(submit(s, file, a, b));
     assert!(
         err.contains("module_not_granted") || err.contains("no policy"),
         "{err}"
     );
     grant_pipeline(&st);
-    let run = submit(&s, &file, &a, &b).unwrap();
-    let status = watch(&s, &run);
+    let run = submit(s, file, a, b).unwrap();
+    let status = watch(s, &run);
     assert_eq!(status["state"], "released", "{status}");
 
     // One receipt covers the chain: the pipeline, each step's module and params, the derived
@@ -252,7 +252,7 @@ fn harmonise_link_analyse_releases_only_aggregates_under_lineage_consent() {
     // Released: the aggregate cohort table (and the weight histogram, a count table). The
     // linkage statistics are free-form JSON (refused without review); the link and cluster
     // tables were never outputs at all.
-    let out = fetch(&s, &run);
+    let out = fetch(s, &run);
     let result = read(&out.join("analyse.result.csv"));
     assert!(
         result.starts_with("diagnosis,treated_at,patients,mortality_pct\n"),
@@ -293,7 +293,7 @@ fn harmonise_link_analyse_releases_only_aggregates_under_lineage_consent() {
     );
 
     // Every upstream owner sees the derived datasets and where they came from; others don't.
-    let seen = derived(&s, "st_marys");
+    let seen = derived(s, "st_marys");
     assert_eq!(
         seen.len(),
         3,
@@ -303,11 +303,11 @@ fn harmonise_link_analyse_releases_only_aggregates_under_lineage_consent() {
         seen.iter()
             .all(|d| d["usable"] == true && d["provenance"]["pipeline"] == digest.as_str())
     );
-    assert_eq!(derived(&s, "northfield").len(), 3);
-    assert!(derived(&s, "stranger").is_empty());
+    assert_eq!(derived(s, "northfield").len(), 3);
+    assert!(derived(s, "stranger").is_empty());
 
     // The same chain again reuses every kept table and runs only the analysis.
-    let again = watch(&s, &submit(&s, &file, &a, &b).unwrap());
+    let again = watch(s, &submit(s, file, a, b).unwrap());
     assert_eq!(again["state"], "released", "{again}");
     assert_eq!(reused(&again), [true, true, true, false]);
 
@@ -315,26 +315,26 @@ fn harmonise_link_analyse_releases_only_aggregates_under_lineage_consent() {
     // rest runs again.
     generate(&s.path("data2"), 300, 6);
     let b2 = push(
-        &s,
+        s,
         "northfield",
         &read(&s.path("data2").join("northfield_patients.csv")),
         "b2.csv",
     );
     grant(
-        &s,
+        s,
         "northfield",
         &b2,
-        &digest,
-        &researcher,
+        digest,
+        researcher,
         &["mrn", "name", "dob", "post_code"],
     );
-    let newer = watch(&s, &submit(&s, &file, &a, &b2).unwrap());
+    let newer = watch(s, &submit(s, file, a, &b2).unwrap());
     assert_eq!(newer["state"], "released", "{newer}");
     assert_eq!(reused(&newer), [true, false, false, false]);
 
     // A derived dataset used on its own needs every upstream owner's grant of that module.
     let clusters = kept["clusters"].as_str().unwrap().to_string();
-    let sql_module = crate::server::push_module(&s, &engine);
+    let sql_module = crate::server::push_module(s, &engine);
     let count = |input: &str| {
         s.cli(
             Some("researcher"),
@@ -353,22 +353,15 @@ fn harmonise_link_analyse_releases_only_aggregates_under_lineage_consent() {
     let input = format!("clusters={clusters}");
     let err = err_text(count(&input));
     assert!(err.contains("module_not_granted"), "{err}");
-    grant(
-        &s,
-        "st_marys",
-        &a,
-        &sql_module,
-        &researcher,
-        &["patient_id"],
-    );
+    grant(s, "st_marys", a, &sql_module, researcher, &["patient_id"]);
     let err = err_text(count(&input));
     assert!(
         err.contains("module_not_granted"),
         "one owner is not enough: {err}"
     );
-    grant(&s, "northfield", &b, &sql_module, &researcher, &["mrn"]);
+    grant(s, "northfield", b, &sql_module, researcher, &["mrn"]);
     let run = count(&input).unwrap()["run"].as_str().unwrap().to_string();
-    let status = watch(&s, &run);
+    let status = watch(s, &run);
     assert_eq!(status["state"], "released", "{status}");
     let roots: Vec<&str> = status["inputs"]
         .as_array()
@@ -386,11 +379,11 @@ fn harmonise_link_analyse_releases_only_aggregates_under_lineage_consent() {
     // even by a module it still grants.
     s.cli(
         Some("st_marys"),
-        &["policy", "revoke", "--dataset", &a, "--module", &digest],
+        &["policy", "revoke", "--dataset", a, "--module", digest],
     )
     .unwrap();
     // Lineage is per table: Northfield's own harmonisations do not depend on St Mary's.
-    let seen = derived(&s, "northfield");
+    let seen = derived(s, "northfield");
     for d in &seen {
         let roots = d["roots"].as_array().unwrap();
         let own = roots.iter().all(|r| r == b.as_str() || r == b2.as_str());
@@ -402,7 +395,7 @@ fn harmonise_link_analyse_releases_only_aggregates_under_lineage_consent() {
     );
     let err = err_text(count(&input));
     assert!(err.contains("derived_revoked"), "{err}");
-    let err = err_text(submit(&s, &file, &a, &b));
+    let err = err_text(submit(s, file, a, b));
     assert!(err.contains("module_not_granted"), "{err}");
 }
 
