@@ -254,13 +254,7 @@ pub(crate) struct SubmitArgs {
 
 pub(crate) fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
     let resolved = resolve(&args.push.file, &args.push.engine)?;
-    let mut inputs = BTreeMap::new();
-    for spec in &args.inputs {
-        let (name, dataset) = spec
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--input takes NAME=DATASET, got {spec:?}"))?;
-        inputs.insert(name.to_string(), dataset.to_string());
-    }
+    let inputs = crate::remote::runs::parse_inputs(&args.inputs)?;
     let client = conn.client()?;
     let stored = push_resolved(&client, &resolved)?;
     let identity = client.identity()?;
@@ -373,10 +367,10 @@ pub(crate) fn run_local(args: RunLocalArgs) -> Result<()> {
     let mut grants = Grants::new();
     for spec in &args.tables {
         let (name, path) = crate::run_local::table_spec(spec)?;
-        grants.insert(
-            name,
-            Arc::new(crate::input::read_table(&path)?) as Arc<dyn TableSource>,
-        );
+        let table = Arc::new(crate::input::read_table(&path)?) as Arc<dyn TableSource>;
+        if grants.insert(name.clone(), table).is_some() {
+            bail!("table {name:?} is given twice");
+        }
     }
     for input in &resolved.pipeline.inputs {
         if !grants.contains_key(input) {

@@ -28,6 +28,23 @@ pub(crate) fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// `--input NAME=DATASET` flags as the run request's inputs.
+pub(crate) fn parse_inputs(specs: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut inputs = BTreeMap::new();
+    for spec in specs {
+        let (name, dataset) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--input takes NAME=DATASET, got {spec:?}"))?;
+        if inputs
+            .insert(name.to_string(), dataset.to_string())
+            .is_some()
+        {
+            bail!("--input {name}=... is given twice");
+        }
+    }
+    Ok(inputs)
+}
+
 /// `cleanroom run submit`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct SubmitArgs {
@@ -51,13 +68,7 @@ pub(crate) struct SubmitArgs {
 pub(crate) fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
     let client = conn.client()?;
     let identity = client.identity()?;
-    let mut inputs = BTreeMap::new();
-    for spec in &args.inputs {
-        let (name, dataset) = spec
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--input takes NAME=DATASET, got {spec:?}"))?;
-        inputs.insert(name.to_string(), dataset.to_string());
-    }
+    let inputs = parse_inputs(&args.inputs)?;
     let params = match (&args.sql, args.params.strip_prefix('@')) {
         (Some(sql), _) => crate::run_local::sql_params(sql),
         (None, Some(path)) => {
