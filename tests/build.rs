@@ -84,22 +84,25 @@ fn main() {
         )
         .unwrap();
     }
-    let cohort = wasm.join("cohort_stats.wasm");
-    writeln!(code, "/// Path of the Rust cohort-statistics example.").unwrap();
-    writeln!(
-        code,
-        "pub const COHORT_STATS_RUST: &str = {:?};",
-        cohort.display().to_string()
-    )
-    .unwrap();
-    let linkage = wasm.join("cleanroom_linkage.wasm");
-    writeln!(code, "/// Path of the linkage engine component.").unwrap();
-    writeln!(
-        code,
-        "pub const LINKAGE_ENGINE: &str = {:?};",
-        linkage.display().to_string()
-    )
-    .unwrap();
+    for (constant, file, what) in [
+        (
+            "COHORT_STATS_RUST",
+            "cohort_stats.wasm",
+            "the Rust cohort-statistics example",
+        ),
+        (
+            "LINKAGE_ENGINE",
+            "cleanroom_linkage.wasm",
+            "the linkage engine component",
+        ),
+    ] {
+        let path = wasm.join(file).display().to_string();
+        writeln!(
+            code,
+            "/// Path of {what}.\npub const {constant}: &str = {path:?};"
+        )
+        .unwrap();
+    }
     writeln!(code, "/// Calls `$m!(name)` for every guest program.").unwrap();
     writeln!(
         code,

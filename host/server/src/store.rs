@@ -590,17 +590,23 @@ impl Storage for SqliteStorage {
         let seq = entry.seq;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        // One authenticated row: its body and MAC (replaced where the row changes over time).
+        let put = |table: &str, id: &str, body: String, replace: bool| -> ApiResult<String> {
+            let conflict = if replace {
+                " ON CONFLICT (id) DO UPDATE SET body = excluded.body, mac = excluded.mac"
+            } else {
+                ""
+            };
+            tx.execute(
+                &format!("INSERT INTO {table} (id, body, mac) VALUES (?1, ?2, ?3){conflict}"),
+                params![id, body, self.rows.mac(table, id, &body)],
+            )?;
+            Ok(body)
+        };
         let (row, row_digest) = match write {
             Some(write) => {
                 let body = match write {
-                    RowWrite::Dataset(d) => {
-                        let body = to_json(d)?;
-                        tx.execute(
-                            "INSERT INTO datasets (id, body, mac) VALUES (?1, ?2, ?3)",
-                            params![d.id, body, self.rows.mac("datasets", &d.id, &body)],
-                        )?;
-                        body
-                    }
+                    RowWrite::Dataset(d) => put("datasets", &d.id, to_json(d)?, false)?,
                     RowWrite::Policy(p) => {
                         let body = to_json(p)?;
                         tx.execute(
@@ -610,31 +616,9 @@ impl Storage for SqliteStorage {
                         body
                     }
                     RowWrite::Run(r) => put_run_tx(&tx, r, &self.rows)?,
-                    RowWrite::Pipeline(p) => {
-                        let body = to_json(p)?;
-                        tx.execute(
-                            "INSERT INTO pipelines (id, body, mac) VALUES (?1, ?2, ?3)",
-                            params![p.id, body, self.rows.mac("pipelines", &p.id, &body)],
-                        )?;
-                        body
-                    }
-                    RowWrite::Derived(d) => {
-                        let body = to_json(d)?;
-                        tx.execute(
-                            "INSERT INTO derived (id, body, mac) VALUES (?1, ?2, ?3)",
-                            params![d.id, body, self.rows.mac("derived", &d.id, &body)],
-                        )?;
-                        body
-                    }
-                    RowWrite::Module(m) => {
-                        let body = to_json(m)?;
-                        tx.execute(
-                            "INSERT INTO module_rows (id, body, mac) VALUES (?1, ?2, ?3) \
-                             ON CONFLICT (id) DO UPDATE SET body = excluded.body, mac = excluded.mac",
-                            params![m.module, body, self.rows.mac("module_rows", &m.module, &body)],
-                        )?;
-                        body
-                    }
+                    RowWrite::Module(m) => put("module_rows", &m.module, to_json(m)?, true)?,
+                    RowWrite::Pipeline(p) => put("pipelines", &p.id, to_json(p)?, false)?,
+                    RowWrite::Derived(d) => put("derived", &d.id, to_json(d)?, false)?,
                 };
                 (write.row(), body_digest(&body))
             }
