@@ -43,8 +43,8 @@ researcher_id=$(json_get "$work/researcher.keygen.json" party)
 
 say "two hospitals' patient tables from one population: no shared identifier, different layouts, typos"
 python3 scripts/gen-linkage.py --out "$work/data" --records "$records"
-head -3 "$work/data/st_marys_patients.csv"
-head -3 "$work/data/northfield_patients.csv"
+sed -n 1,3p "$work/data/st_marys_patients.csv"
+sed -n 1,3p "$work/data/northfield_patients.csv"
 "$cleanroom" dataset push "$work/data/st_marys_patients.csv" --key "$work/keys/st_marys.json" --json >"$work/a.json"
 "$cleanroom" dataset push "$work/data/northfield_patients.csv" --key "$work/keys/northfield.json" --json >"$work/b.json"
 a=$(json_get "$work/a.json" id)

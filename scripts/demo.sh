@@ -47,8 +47,8 @@ echo "the researcher's party id (shared with the hospitals): $researcher_id"
 
 say "synthetic admissions: St Mary's (age, sex, ICD-10 category, dates) and Northfield (birth year, gender, full ICD-10 code, stay, outcome)"
 python3 scripts/gen-synthetic.py --out "$work/hospital-data" --rows 5000
-head -3 "$work/hospital-data/st_marys.csv"
-head -3 "$work/hospital-data/northfield.csv"
+sed -n 1,3p "$work/hospital-data/st_marys.csv"
+sed -n 1,3p "$work/hospital-data/northfield.csv"
 
 say "St Mary's verifies the enclave, seals its table to it and uploads"
 "$cleanroom" attest verify

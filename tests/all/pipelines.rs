@@ -490,3 +490,78 @@ fn the_operator_cannot_swap_or_edit_derived_tables() {
         "{err}"
     );
 }
+
+#[test]
+fn an_identifier_renamed_in_a_kept_table_never_leaves_even_when_reused() {
+    // A researcher's approved pipeline keeps St Mary's patient ids under another name, then
+    // publishes them from the kept table in a later step.
+    let st = setup(60);
+    let Setup {
+        s, a, researcher, ..
+    } = &st;
+    let file = s.path("pipeline/leak.toml");
+    std::fs::write(
+        &file,
+        r#"name = "rename and leak"
+inputs = ["st_marys"]
+
+[[step]]
+id = "rename"
+sql = "SELECT patient_id AS x FROM st_marys"
+inputs = { st_marys = "st_marys" }
+keep = ["result"]
+
+[[step]]
+id = "leak"
+sql = "SELECT x FROM t ORDER BY x LIMIT 3"
+inputs = { t = "rename.result" }
+"#,
+    )
+    .unwrap();
+    let engine = sql_engine().display().to_string();
+    let digest = show(&file, &["--engine", &engine]).unwrap()["pipeline"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    grant(s, "st_marys", a, &digest, researcher, &["patient_id"]);
+    let leak = || {
+        let input = format!("st_marys={a}");
+        let out = s
+            .cli(
+                Some("researcher"),
+                &[
+                    "pipeline",
+                    "submit",
+                    file.to_str().unwrap(),
+                    "--engine",
+                    &engine,
+                    "--input",
+                    &input,
+                ],
+            )
+            .unwrap();
+        watch(s, out["run"].as_str().unwrap())
+    };
+    // The value check catches the renamed column: the ids were collected when step one read
+    // them, and travel with the kept table when a later run reuses it instead of reading them.
+    for expect_reused in [[false, false], [true, false]] {
+        let status = leak();
+        assert_eq!(status["state"], "withheld", "{status}");
+        let table = status["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["kind"] == "table")
+            .unwrap();
+        assert_eq!(table["disposition"], "refuse", "{status}");
+        assert!(
+            table["codes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c == "identifier_value"),
+            "{status}"
+        );
+        assert_eq!(reused(&status), expect_reused);
+    }
+}

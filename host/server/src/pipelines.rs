@@ -74,6 +74,18 @@ pub fn open_derived(
     }
     let (schema, batches) = cleanroom_runtime::output::decode_stream(ipc)
         .map_err(|e| ApiError::Internal(format!("derived dataset {}: {e}", row.id)))?;
+    tap_derived(row, schema, batches, collector, extra)
+}
+
+/// A derived table's content as a guest may read it: the ancestors' (and `extra`) hidden
+/// columns projected away, their identifier columns tapped into `collector`.
+fn tap_derived(
+    row: &DerivedRow,
+    schema: arrow_schema::SchemaRef,
+    batches: Vec<arrow_array::RecordBatch>,
+    collector: &Arc<IdentifierCollector>,
+    extra: &ColumnRules,
+) -> ApiResult<Arc<dyn TableSource>> {
     let keep: Vec<usize> = (0..schema.fields().len())
         .filter(|&i| {
             !row.hidden_columns
@@ -431,6 +443,15 @@ impl Steps for EnclaveSteps<'_> {
                 row
             }
         };
-        open_derived(self.service, &row, &self.collector, &ColumnRules::default()).map_err(internal)
+        // Later steps read the table this step just published (already decoded and validated,
+        // its identifiers already in the collector), not the sealed copy read back.
+        tap_derived(
+            &row,
+            table.schema,
+            table.batches,
+            &self.collector,
+            &ColumnRules::default(),
+        )
+        .map_err(internal)
     }
 }

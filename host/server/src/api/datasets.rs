@@ -322,18 +322,23 @@ pub(super) async fn upload_module(service: Arc<Service>, req: Req) -> ApiResult<
     ))
 }
 
-/// The module, if the signer of `req` may see it: its uploader, or the owner of any dataset
-/// here (owners read what they are asked to approve). To anyone else it looks missing.
+/// Whether `party` may read what `uploader` uploaded for approval (a module, a pipeline): the
+/// uploader, and the owner of any dataset here (owners read what they are asked to approve).
+pub(super) fn may_read_upload(
+    service: &Service,
+    party: &PartyId,
+    uploader: &PartyId,
+) -> ApiResult<bool> {
+    let owner = party.to_string();
+    Ok(uploader == party || service.storage.datasets()?.iter().any(|d| d.owner == owner))
+}
+
+/// The module, if the signer of `req` may see it ([`may_read_upload`]). To anyone else it
+/// looks missing.
 fn visible_module(service: &Service, id: &str, req: &Req) -> ApiResult<ModuleRow> {
     let party = crate::auth::signed_get(service, req)?;
-    let owner = party.to_string();
     match service.storage.module(id)? {
-        Some(m)
-            if m.uploader == party
-                || service.storage.datasets()?.iter().any(|d| d.owner == owner) =>
-        {
-            Ok(m)
-        }
+        Some(m) if may_read_upload(service, &party, &m.uploader)? => Ok(m),
         _ => Err(ApiError::NotFound(format!("no module {id}"))),
     }
 }

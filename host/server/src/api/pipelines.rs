@@ -60,12 +60,8 @@ pub(super) async fn put(service: Arc<Service>, req: Req) -> ApiResult<Response<B
 /// what they are asked to approve), as modules are; to anyone else it looks missing.
 pub(super) async fn get(service: &Service, id: &str, req: Req) -> ApiResult<Response<Body>> {
     let party = crate::auth::signed_get(service, &req)?;
-    let owner = party.to_string();
     match service.storage.pipeline(id)? {
-        Some(row)
-            if row.uploader == party
-                || service.storage.datasets()?.iter().any(|d| d.owner == owner) =>
-        {
+        Some(row) if super::datasets::may_read_upload(service, &party, &row.uploader)? => {
             Ok(typed_response(StatusCode::OK, &row.pipeline))
         }
         _ => Err(ApiError::NotFound(format!("no pipeline {id}"))),
