@@ -264,6 +264,7 @@ pub(crate) fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
         params: String::new(),
         researcher_hpke: hex::encode(identity.hpke_public()),
         review_note: None,
+        dp: None,
     };
     let answer: RunAccepted = client.signed("POST", "/v1/runs", &serde_json::to_vec(&request)?)?;
     conn.print(&answer, || {

@@ -323,6 +323,7 @@ fn api_runs() {
         params: String::new(),
         researcher_hpke: hex::encode(id.hpke_public()),
         review_note: None,
+        dp: None,
     };
     let body = serde_json::to_vec(&request).expect("json");
     let signed = |agent: &ureq::Agent, method: &str, path: &str, body: &[u8]| {

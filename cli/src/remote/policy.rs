@@ -439,6 +439,7 @@ pub(crate) fn grant(conn: &Conn, args: GrantArgs) -> Result<()> {
             hidden_columns: hidden,
             identifier_columns: identifiers,
             output: rules,
+            dp: None,
             issued_at: now,
         },
     )

@@ -82,6 +82,7 @@ pub(crate) fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
         params,
         researcher_hpke: hex::encode(identity.hpke_public()),
         review_note: None,
+        dp: None,
     };
     let answer: RunAccepted = client.signed("POST", "/v1/runs", &serde_json::to_vec(&request)?)?;
     let id = answer.run.clone();

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use cleanroom_proto::dp::{DpRequirement, DpRun, Epsilon};
 use cleanroom_proto::policy::{Grant, OutputRules, SignedPolicy};
 use cleanroom_proto::receipt::ReceiptInput;
 use cleanroom_proto::{Code, PartyId, Reason};
@@ -41,6 +42,14 @@ pub trait Facts {
     }
     /// A dataset's current (highest-version) policy, as stored: verified here, not trusted.
     fn policy(&self, id: &str) -> Result<Option<SignedPolicy>, Self::Error>;
+    /// The ε charged to `dataset`'s ledger, in total and by `researcher`, not counting run
+    /// `exclude`.
+    fn dp_spent(
+        &self,
+        dataset: &str,
+        researcher: &PartyId,
+        exclude: Option<&str>,
+    ) -> Result<crate::dp::Spent, Self::Error>;
     /// Runs admitted under the grant with `grant_digest` on `dataset`, by any researcher,
     /// not counting run `exclude`.
     fn grant_runs(
@@ -68,6 +77,8 @@ pub struct AdmissionRequest<'a> {
     pub now: u64,
     /// When re-deciding at run start: the run itself, which its grant already counts.
     pub run: Option<&'a str>,
+    /// What the run asks to spend of DP budgets.
+    pub dp: Option<&'a DpRun>,
 }
 
 /// The decision.
@@ -88,6 +99,8 @@ pub struct Admitted {
     pub rules: OutputRules,
     /// Who must review before anything is released.
     pub review: ReviewRoute,
+    /// The ε the run spends on each input that requires DP (`None`: no input does).
+    pub epsilon: Option<Epsilon>,
 }
 
 impl Admitted {
@@ -116,6 +129,8 @@ pub struct AdmittedInput {
     pub hidden_columns: Vec<String>,
     /// Columns never released, caught by name and by value.
     pub identifier_columns: Vec<String>,
+    /// The owner's differential-privacy terms, if the dataset requires DP.
+    pub dp: Option<DpRequirement>,
 }
 
 /// Who must release a run's outputs before they leave.
@@ -358,14 +373,65 @@ pub fn admit<F: Facts>(facts: &F, req: &AdmissionRequest<'_>) -> Result<Decision
                 owner: signed.owner,
                 hidden_columns: policy.hidden_columns.clone(),
                 identifier_columns: policy.identifier_columns.clone(),
+                dp: policy.dp.clone(),
             });
         }
     }
+    let epsilon = match dp_terms(facts, req, &inputs)? {
+        Ok(epsilon) => epsilon,
+        Err(reason) => return Ok(Decision::Deny(reason)),
+    };
     Ok(Decision::Allow(Admitted {
         inputs,
         rules: OutputRules::strictest(rules.iter()),
         review,
+        epsilon,
     }))
+}
+
+/// The ε a run spends if any input requires DP, after checking every such input's budget.
+fn dp_terms<F: Facts>(
+    facts: &F,
+    req: &AdmissionRequest<'_>,
+    inputs: &[AdmittedInput],
+) -> Result<Result<Option<Epsilon>, Reason>, F::Error> {
+    let private: BTreeMap<&str, (&DpRequirement, bool)> = inputs
+        .iter()
+        .filter_map(|i| {
+            let dp = i.dp.as_ref()?;
+            Some((i.receipt.dataset.as_str(), (dp, i.receipt.via.is_some())))
+        })
+        .collect();
+    if private.is_empty() {
+        return Ok(Ok(None));
+    }
+    let required = |message: String| Ok(Err(Reason::new(Code::DpRequired, message)));
+    let Some(run) = req.dp.filter(|run| run.epsilon > Epsilon::ZERO) else {
+        let (dataset, (dp, _)) = private.first_key_value().expect("not empty");
+        return required(format!(
+            "dataset {dataset} requires differential privacy: the run must say how much ε it              spends (at most {} per run) and use the aggregate interface or sample and              aggregate",
+            dp.max_epsilon_per_run
+        ));
+    };
+    if let Some(sa) = &run.sample_aggregate
+        && let Err(why) = sa.validate()
+    {
+        return required(why);
+    }
+    for (dataset, (dp, derived)) in private {
+        if derived {
+            return required(format!(
+                "a derived input comes from dataset {dataset}, which now requires differential                  privacy: its rows cannot be read by a pipeline's tables"
+            ));
+        }
+        let spent = facts.dp_spent(dataset, req.researcher, req.run)?;
+        if let Some(reason) =
+            crate::dp::budget_refusal(dataset, dp, spent, run.epsilon, req.researcher)
+        {
+            return Ok(Err(reason));
+        }
+    }
+    Ok(Ok(Some(run.epsilon)))
 }
 
 /// Whether `policy` still allows the pipeline run that produced a derived dataset: a grant
@@ -455,5 +521,10 @@ fn terms_digest(grant: &Grant, policy: &cleanroom_proto::policy::Policy) -> Stri
     let mut h = sha2::Sha256::new();
     h.update(b"cleanroom/terms/v1\n");
     h.update(&bytes);
+    // DP terms are part of the terms when present (appended, so digests of policies without
+    // them are unchanged).
+    if let Some(dp) = &policy.dp {
+        h.update(serde_json::to_vec(dp).expect("policy types always serialise"));
+    }
     hex::encode(h.finalize())
 }

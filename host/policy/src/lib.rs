@@ -17,6 +17,8 @@
 #![deny(missing_docs)]
 
 pub mod admission;
+pub mod aggregate;
+pub mod dp;
 pub mod egress;
 pub mod identifiers;
 

@@ -3,7 +3,9 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+use cleanroom_policy::dp::Spent;
 use cleanroom_policy::{AdmissionRequest, DatasetFacts, Decision, Facts, admit};
+use cleanroom_proto::dp::{DpRun, Epsilon};
 use cleanroom_proto::policy::{Grant, OutputRules, Policy, Researchers, SignedPolicy};
 use cleanroom_proto::{Code, Identity, PartyId, params_digest};
 use rstest::rstest;
@@ -15,6 +17,7 @@ struct World {
     owner: Identity,
     stored: RefCell<Option<SignedPolicy>>,
     runs: u64,
+    spent: Spent,
 }
 
 impl Facts for World {
@@ -37,6 +40,10 @@ impl Facts for World {
 
     fn grant_runs(&self, _: &str, _: &str, _: Option<&str>) -> Result<u64, Self::Error> {
         Ok(self.runs)
+    }
+
+    fn dp_spent(&self, _: &str, _: &PartyId, _: Option<&str>) -> Result<Spent, Self::Error> {
+        Ok(self.spent)
     }
 }
 
@@ -65,6 +72,7 @@ fn policy(grants: Vec<Grant>, output: OutputRules) -> Policy {
         hidden_columns: vec![],
         identifier_columns: vec!["patient_id".into()],
         output,
+        dp: None,
         issued_at: NOW - 10,
     }
 }
@@ -146,6 +154,7 @@ fn decide(case: Case) -> Decision {
         owner,
         stored: RefCell::new((!matches!(case, Case::NoPolicy)).then_some(signed)),
         runs,
+        spent: Spent::default(),
     };
     ask(
         &world,
@@ -174,6 +183,7 @@ fn ask(
         researcher_hpke: key,
         now: NOW,
         run: None,
+        dp: None,
     };
     match admit(world, &request) {
         Ok(d) => d,
@@ -242,6 +252,7 @@ fn several_grants_for_one_module_each_pin_their_params() {
         ))),
         owner,
         runs: 0,
+        spent: Spent::default(),
     };
     let inputs = BTreeMap::from([("t".to_string(), DATASET.to_string())]);
     let key = "ab".repeat(32);
@@ -262,4 +273,59 @@ fn an_any_grant_without_a_run_limit_must_say_unlimited() {
     assert!(p.validate().unwrap_err().contains("max_runs"));
     p.grants[0].unlimited = true;
     p.validate().unwrap();
+}
+
+/// A dataset that requires DP admits only runs that say what they spend, within the per-run
+/// limit and what is left of the total; the researcher cannot skip the ledger by leaving ε
+/// out.
+#[test]
+fn a_dp_dataset_admits_only_runs_within_its_budget() {
+    let owner = Identity::generate();
+    let researcher = Identity::generate().party();
+    let mut p = policy(vec![grant(Researchers::Any)], OutputRules::default());
+    p.dp = Some(
+        serde_json::from_value(serde_json::json!({
+            "unit_column": "patient_id", "epsilon": 1.0, "max_epsilon_per_run": 0.5
+        }))
+        .unwrap(),
+    );
+    let world = World {
+        stored: RefCell::new(Some(SignedPolicy::sign(p, &owner))),
+        owner,
+        runs: 0,
+        spent: Spent {
+            total: Epsilon::from_micros(700_000),
+            researcher: Epsilon::ZERO,
+        },
+    };
+    let inputs = BTreeMap::from([("patients".to_string(), DATASET.to_string())]);
+    let key = "ab".repeat(32);
+    let digest = "cd".repeat(32);
+    let module = module_id(1);
+    let with = |epsilon: Option<u64>| {
+        let run = epsilon.map(|e| DpRun {
+            epsilon: Epsilon::from_micros(e),
+            sample_aggregate: None,
+        });
+        let request = AdmissionRequest {
+            module: &module,
+            researcher: &researcher,
+            params_digest: &digest,
+            inputs: &inputs,
+            researcher_hpke: &key,
+            now: NOW,
+            run: None,
+            dp: run.as_ref(),
+        };
+        match admit(&world, &request) {
+            Ok(Decision::Deny(r)) => Err(r.code),
+            Ok(Decision::Allow(a)) => Ok(a.epsilon),
+            Err(never) => match never {},
+        }
+    };
+    assert_eq!(with(None), Err(Code::DpRequired));
+    assert_eq!(with(Some(0)), Err(Code::DpRequired));
+    assert_eq!(with(Some(600_000)), Err(Code::DpRunLimit));
+    assert_eq!(with(Some(400_000)), Err(Code::DpBudgetExhausted));
+    assert_eq!(with(Some(300_000)), Ok(Some(Epsilon::from_micros(300_000))));
 }

@@ -46,6 +46,13 @@ pub enum Code {
     /// An input is a derived dataset, and an owner upstream of it no longer allows the
     /// pipeline that produced it.
     DerivedRevoked,
+    /// An input requires differential privacy and the run asks to spend no ε (or is not of a
+    /// kind that can be made private).
+    DpRequired,
+    /// The run asks for more ε than an input allows per run.
+    DpRunLimit,
+    /// The run would exceed an input's total budget or the researcher's share of it.
+    DpBudgetExhausted,
 
     // --- how a run ended ---
     /// The wall-clock limit was reached.
@@ -100,6 +107,15 @@ pub enum Code {
     BadCountColumn,
     /// The module's logs and error text are withheld by the owners' rules.
     LogsWithheld,
+    /// A run on a dataset that requires differential privacy released only what was made
+    /// private: this output was not.
+    NotPrivate,
+    /// Made differentially private by the host (noise added, budget charged).
+    DpNoised,
+    /// Computed by the host's aggregation with the owners' disclosure rules applied to each cell.
+    HostAggregated,
+    /// A cell was suppressed because one or two contributors dominate it (p% or n-k rule).
+    DominantContributors,
 
     // --- review and revocation ---
     /// A reviewer withheld the outputs.

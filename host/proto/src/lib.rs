@@ -45,6 +45,7 @@
 //!     hidden_columns: vec![],
 //!     identifier_columns: vec!["patient_id".into()],
 //!     output: OutputRules::default(),
+//!     dp: None,
 //!     issued_at: 1_700_000_000,
 //! };
 //! let signed = SignedPolicy::sign(policy, &owner);
@@ -82,6 +83,7 @@ pub mod api;
 pub mod audit;
 mod canonical;
 pub mod codes;
+pub mod dp;
 pub mod error;
 mod fields;
 pub mod httpsig;

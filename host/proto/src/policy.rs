@@ -41,6 +41,10 @@ pub struct Policy {
     /// Limits on released outputs.
     #[serde(default)]
     pub output: OutputRules,
+    /// If set, everything released from the dataset must be differentially private, within
+    /// this budget (see [`crate::dp`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp: Option<crate::dp::DpRequirement>,
     /// When the owner issued this version (Unix seconds).
     pub issued_at: u64,
 }
@@ -169,6 +173,12 @@ impl Policy {
                     "grant {i}: the pinned input set does not include this dataset ({})",
                     self.dataset
                 ));
+            }
+        }
+        if let Some(dp) = &self.dp {
+            dp.validate()?;
+            if self.hidden_columns.contains(&dp.unit_column) {
+                return Err("dp.unit_column cannot be a hidden column".into());
             }
         }
         self.output.validate()

@@ -25,6 +25,9 @@ pub struct RunRequest {
     /// A note for the data owners who review the outputs.
     #[serde(default)]
     pub review_note: Option<String>,
+    /// What the run spends of the budgets of inputs that require differential privacy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp: Option<crate::dp::DpRun>,
 }
 
 impl RunRequest {

@@ -30,6 +30,7 @@ fn policy(grants: Vec<Grant>) -> Policy {
         hidden_columns: vec!["name".into()],
         identifier_columns: vec!["patient_id".into()],
         output: OutputRules::default(),
+        dp: None,
         issued_at: NOW - 10,
     }
 }

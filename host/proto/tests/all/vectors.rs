@@ -34,6 +34,7 @@ fn policy() -> Policy {
         hidden_columns: vec!["name".into()],
         identifier_columns: vec!["patient_id".into(), "mrn".into()],
         output: OutputRules::default(),
+        dp: None,
         issued_at: 1_700_000_000,
     }
 }
