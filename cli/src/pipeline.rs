@@ -428,7 +428,10 @@ pub(crate) fn run_local(args: RunLocalArgs) -> Result<()> {
 
 fn write_final(dir: &Path, candidate: &Candidate) -> Result<String> {
     match &candidate.content {
-        Content::Table { schema, batches } => {
+        Content::Table { schema, batches }
+        | Content::Checked {
+            schema, batches, ..
+        } => {
             crate::tables::write_copies(dir, &candidate.name, schema, batches)?;
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             Ok(format!("table, {rows} rows"))

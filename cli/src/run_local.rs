@@ -392,6 +392,14 @@ fn write_outputs(dir: &Path, output: &RunOutput) -> Result<BTreeMap<String, Stri
             format!("table, {} rows", table.num_rows()),
         );
     }
+    for a in &output.outputs.aggregates {
+        let schema = a.batch.schema();
+        crate::tables::write_copies(dir, &a.name, &schema, std::slice::from_ref(&a.batch))?;
+        written.insert(
+            a.name.clone(),
+            format!("aggregate, {} rows", a.batch.num_rows()),
+        );
+    }
     for (name, text) in &output.outputs.json {
         std::fs::write(dir.join(format!("{name}.json")), text)?;
         written.insert(name.clone(), "json".into());
@@ -442,6 +450,19 @@ fn print_summary(dir: &Path, module_id: &str, output: &RunOutput) {
         human(stats.bytes_read),
         human(stats.bytes_published),
     );
+    for a in &output.outputs.aggregates {
+        println!(
+            "  aggregate {:<21} {} groups (computed by the host)",
+            a.name,
+            a.batch.num_rows()
+        );
+        if let Ok(text) = arrow_cast::pretty::pretty_format_batches(std::slice::from_ref(&a.batch))
+        {
+            for line in text.to_string().lines() {
+                println!("         {line}");
+            }
+        }
+    }
     for table in &output.outputs.tables {
         println!(
             "  table  {:<24} {} rows × {} columns",

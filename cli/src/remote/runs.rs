@@ -10,6 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use cleanroom_proto::PartyId;
 use cleanroom_proto::api::{CancelAccepted, RunAccepted};
+use cleanroom_proto::dp::{DpRun, Epsilon, Finite, SampleAggregate};
 use cleanroom_proto::receipt::LoggedReceipt;
 use cleanroom_proto::run::{
     HeldBundle, OutputKind, OutputReport, ResultBundle, RunRequest, RunState, RunStatus,
@@ -63,6 +64,61 @@ pub(crate) struct SubmitArgs {
     /// Wait for the run to finish and print its outcome.
     #[arg(long)]
     wait: bool,
+    /// The ε this run spends of the budgets of inputs that require differential privacy.
+    #[arg(long)]
+    epsilon: Option<f64>,
+    /// Run by sample and aggregate: BLOCKS:OUTPUT:LO..HI[,LO..HI...], e.g.
+    /// `20:estimate:0..120,0..1` (20 blocks; each publishes JSON `estimate`, a 2-number array
+    /// clamped to those ranges). Needs --epsilon.
+    #[arg(long, value_name = "BLOCKS:OUTPUT:BOUNDS", requires = "epsilon")]
+    sample_aggregate: Option<String>,
+}
+
+/// `--epsilon` and `--sample-aggregate` as the request's DP terms.
+fn dp_terms(epsilon: Option<f64>, sample: Option<&str>) -> Result<Option<DpRun>> {
+    let Some(epsilon) = epsilon else {
+        return Ok(None);
+    };
+    let epsilon = Epsilon::from_f64(epsilon).with_context(|| {
+        format!("--epsilon {epsilon}: a positive number with at most six decimals")
+    })?;
+    let sample_aggregate = match sample {
+        None => None,
+        Some(text) => {
+            let bad = || {
+                format!("--sample-aggregate {text:?}: expected BLOCKS:OUTPUT:LO..HI[,LO..HI...]")
+            };
+            let mut parts = text.splitn(3, ':');
+            let (Some(blocks), Some(output), Some(bounds)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                bail!(bad());
+            };
+            let bounds = bounds
+                .split(',')
+                .map(|b| {
+                    let (lo, hi) = b.split_once("..")?;
+                    Some((
+                        Finite::new(lo.trim().parse().ok()?)?,
+                        Finite::new(hi.trim().parse().ok()?)?,
+                    ))
+                })
+                .collect::<Option<Vec<_>>>()
+                .with_context(bad)?;
+            let sa = SampleAggregate {
+                blocks: blocks.parse().with_context(bad)?,
+                output: output.to_string(),
+                bounds,
+            };
+            sa.validate()
+                .map_err(|e| anyhow!("--sample-aggregate: {e}"))?;
+            Some(sa)
+        }
+    };
+    Ok(Some(DpRun {
+        epsilon,
+        sample_aggregate,
+    }))
 }
 
 pub(crate) fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
@@ -82,7 +138,7 @@ pub(crate) fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
         params,
         researcher_hpke: hex::encode(identity.hpke_public()),
         review_note: None,
-        dp: None,
+        dp: dp_terms(args.epsilon, args.sample_aggregate.as_deref())?,
     };
     let answer: RunAccepted = client.signed("POST", "/v1/runs", &serde_json::to_vec(&request)?)?;
     let id = answer.run.clone();

@@ -61,6 +61,18 @@ pub enum Content {
     },
     /// Bytes: JSON text, a file, log text, error text.
     Bytes(Vec<u8>),
+    /// A table the host computed with the owners' rules (or DP noise) already applied per
+    /// cell ([`crate::aggregate`]): checked, not re-suppressed.
+    Checked {
+        /// Its schema.
+        schema: SchemaRef,
+        /// Its batches.
+        batches: Vec<RecordBatch>,
+        /// What the aggregation applied.
+        codes: Vec<Code>,
+        /// Whether the owners' rules refuse it.
+        refused: bool,
+    },
 }
 
 /// Everything [`decide`] needs.
@@ -186,6 +198,34 @@ fn decide_one(index: u32, candidate: Candidate, input: &EgressInput<'_>) -> Deci
                 (disposition, checked.ipc, checked.text)
             }
         },
+        Content::Checked {
+            schema,
+            batches,
+            codes: applied,
+            refused,
+        } => {
+            codes.extend(applied);
+            let disposition = if refused {
+                Disposition::Refuse
+            } else if input.reviewed {
+                Disposition::Hold
+            } else {
+                Disposition::Release
+            };
+            if schema.fields().iter().any(|f| {
+                input
+                    .identifier_columns
+                    .contains(&f.name().to_ascii_lowercase())
+            }) {
+                codes.push(Code::IdentifierColumn);
+                reviewable = false;
+                (Disposition::Refuse, Vec::new(), Vec::new())
+            } else {
+                let text = cell_text(&schema, &batches);
+                let ipc = encode(&schema, &batches).unwrap_or_default();
+                (disposition, ipc, text)
+            }
+        }
         Content::Bytes(bytes) => {
             let disposition = match kind {
                 OutputKind::Log | OutputKind::Error => {
@@ -353,19 +393,7 @@ fn table(
             out_batches = rounded;
         }
     }
-    let mut text = Vec::new();
-    for f in out_schema.fields() {
-        text.extend_from_slice(f.name().as_bytes());
-        text.push(b'\n');
-    }
-    for batch in &out_batches {
-        for col in batch.columns() {
-            for_each_cell(col.as_ref(), |cell| {
-                text.extend_from_slice(cell.as_bytes());
-                text.push(b'\n');
-            });
-        }
-    }
+    let text = cell_text(&out_schema, &out_batches);
     let ipc = encode(&out_schema, &out_batches).map_err(|_| Code::Internal)?;
     Ok(Checked {
         checked,
@@ -374,6 +402,24 @@ fn table(
         ipc,
         text,
     })
+}
+
+/// Column names and cell text, newline-separated, for the identifier scan.
+fn cell_text(schema: &Schema, batches: &[RecordBatch]) -> Vec<u8> {
+    let mut text = Vec::new();
+    for f in schema.fields() {
+        text.extend_from_slice(f.name().as_bytes());
+        text.push(b'\n');
+    }
+    for batch in batches {
+        for col in batch.columns() {
+            for_each_cell(col.as_ref(), |cell| {
+                text.extend_from_slice(cell.as_bytes());
+                text.push(b'\n');
+            });
+        }
+    }
+    text
 }
 
 fn residual_df(schema: &Schema) -> Option<i128> {

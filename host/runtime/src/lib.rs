@@ -20,6 +20,8 @@
 
 #![deny(missing_docs)]
 
+pub mod aggregate;
+pub mod blocks;
 pub mod error;
 pub mod limits;
 pub mod log;
@@ -31,6 +33,7 @@ mod state;
 pub mod tables;
 pub mod world;
 
+pub use aggregate::{Aggregation, TableMode, TableTerms};
 pub use error::{LoadError, RunError};
 pub use limits::Limits;
 pub use output::Outputs;

@@ -53,6 +53,8 @@ pub struct Outputs {
     pub json: Vec<(String, String)>,
     /// Published files.
     pub files: Vec<(String, Vec<u8>)>,
+    /// Aggregates the host computed and checked.
+    pub aggregates: Vec<crate::aggregate::AggregateOutput>,
 }
 
 /// Per-run state of the `output` capability.
@@ -108,7 +110,11 @@ impl OutputCtx {
     }
 
     /// Check name and budget, and charge; the error is a WIT error or a trap.
-    fn admit(&mut self, name: &str, size: usize) -> wasmtime::Result<Result<(), OutputError>> {
+    pub(crate) fn admit(
+        &mut self,
+        name: &str,
+        size: usize,
+    ) -> wasmtime::Result<Result<(), OutputError>> {
         if let Err(e) = validate_name(name) {
             return Ok(Err(OutputError::InvalidName(e)));
         }

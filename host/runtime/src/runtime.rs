@@ -13,6 +13,7 @@ use wasmtime::{
     UpdateDeadline,
 };
 
+use crate::aggregate::Aggregation;
 use crate::error::{LoadError, LoadResult, RunError, RunResult};
 use crate::limits::{DEFAULT_MAX_MEMORY_BYTES, Limits};
 use crate::log::LogLine;
@@ -141,6 +142,18 @@ impl RunOutput {
                 },
             });
         }
+        for a in self.outputs.aggregates {
+            out.push(Candidate {
+                name: a.name,
+                kind: OutputKind::Table,
+                content: Content::Checked {
+                    schema: a.batch.schema(),
+                    batches: vec![a.batch],
+                    codes: a.codes,
+                    refused: a.refused,
+                },
+            });
+        }
         for (name, text) in self.outputs.json {
             out.push(Candidate {
                 name,
@@ -232,6 +245,7 @@ impl Runtime {
         crate::state::add_capped_clock(&mut linker).map_err(engine_err)?;
         crate::tables::add_to_linker(&mut linker).map_err(engine_err)?;
         crate::output::add_to_linker(&mut linker).map_err(engine_err)?;
+        crate::aggregate::add_to_linker(&mut linker).map_err(engine_err)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let weak = engine.weak();
@@ -344,6 +358,28 @@ impl Runtime {
         limits: &Limits,
         cancel: Option<&CancelToken>,
     ) -> RunResult<RunOutput> {
+        self.run_with(
+            module,
+            grants,
+            params,
+            limits,
+            cancel,
+            Aggregation::default(),
+        )
+    }
+
+    /// [`Runtime::run`] under the aggregation terms of the run's policies: which tables only
+    /// the host may read, who each row is about, the disclosure rules or DP terms of each
+    /// table's aggregates, and the run's ε.
+    pub fn run_with(
+        &self,
+        module: &Module,
+        grants: Grants,
+        params: &str,
+        limits: &Limits,
+        cancel: Option<&CancelToken>,
+        aggregation: Aggregation,
+    ) -> RunResult<RunOutput> {
         if params.len() > limits.max_params_bytes {
             return Err(RunError::ParamsTooLarge {
                 size: params.len(),
@@ -359,7 +395,13 @@ impl Runtime {
         let start = Instant::now();
         let mut store = Store::new(
             &self.engine,
-            RunState::new(grants, limits, start + limits.timeout, cancel.cloned()),
+            RunState::new(
+                grants,
+                limits,
+                start + limits.timeout,
+                cancel.cloned(),
+                aggregation,
+            ),
         );
         store.limiter(|state| &mut state.limiter);
         let timeout = limits.timeout;
@@ -388,8 +430,10 @@ impl Runtime {
                     bytes_read: state.tables.bytes_read(),
                     bytes_published: state.output.bytes_used(),
                 };
+                let mut outputs = state.output.take();
+                outputs.aggregates = std::mem::take(&mut state.aggregate.published);
                 Ok(RunOutput {
-                    outputs: state.output.take(),
+                    outputs,
                     logs: state.log.finish(),
                     stats,
                 })

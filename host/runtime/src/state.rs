@@ -7,6 +7,7 @@ use wasmtime::component::{Linker, Resource, ResourceTable};
 use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use crate::aggregate::{AggregateCtx, AggregateCtxView, AggregateView, Aggregation};
 use crate::limits::{Limits, MemoryLimiter};
 use crate::log::{LogBuffer, LogSource};
 use crate::output::{OutputCtx, OutputCtxView, OutputView};
@@ -26,6 +27,7 @@ pub struct RunState {
     pub(crate) tables: TablesCtx,
     pub(crate) output: OutputCtx,
     pub(crate) log: LogBuffer,
+    pub(crate) aggregate: AggregateCtx,
 }
 
 impl RunState {
@@ -34,19 +36,27 @@ impl RunState {
         limits: &Limits,
         deadline: Instant,
         cancel: Option<CancelToken>,
+        aggregation: Aggregation,
     ) -> Self {
         let log = LogBuffer::new(limits.max_log_bytes);
         let clock_origin = Instant::now();
+        let tables = TablesCtx::new(grants, limits, &aggregation);
+        let aggregate = AggregateCtx::new(aggregation);
+        let clock = RunClock {
+            origin: clock_origin,
+            hidden: aggregate.hidden.clone(),
+        };
         RunState {
-            wasi: sandboxed_wasi(&log, clock_origin),
+            wasi: sandboxed_wasi(&log, clock),
             resources: ResourceTable::new(),
             clock_origin,
             deadline,
             cancel,
             limiter: MemoryLimiter::new(limits.max_memory_bytes),
-            tables: TablesCtx::new(grants, limits),
+            tables,
             output: OutputCtx::new(limits.max_output_bytes, limits.max_outputs, log.clone()),
             log,
+            aggregate,
         }
     }
 }
@@ -64,9 +74,16 @@ impl std::fmt::Debug for RunState {
 /// lookups, no environment, empty args and stdin (the builder's defaults,
 /// stated here so a reader need not know them). Clocks and randomness are
 /// the host's. stdout and stderr go to the bounded log.
-fn sandboxed_wasi(log: &LogBuffer, clock_origin: Instant) -> WasiCtx {
+fn sandboxed_wasi(log: &LogBuffer, clock: RunClock) -> WasiCtx {
+    let wall = WallClock {
+        start: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
+        run: clock.clone(),
+    };
     WasiCtxBuilder::new()
-        .monotonic_clock(RunClock(clock_origin))
+        .monotonic_clock(clock)
+        .wall_clock(wall)
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
@@ -90,6 +107,16 @@ impl TablesView for RunState {
         TablesCtxView {
             ctx: &mut self.tables,
             table: &mut self.resources,
+        }
+    }
+}
+
+impl AggregateView for RunState {
+    fn aggregate(&mut self) -> AggregateCtxView<'_> {
+        AggregateCtxView {
+            ctx: &mut self.aggregate,
+            tables: &self.tables,
+            output: &mut self.output,
         }
     }
 }
@@ -170,7 +197,13 @@ pub(crate) fn add_capped_clock(linker: &mut Linker<RunState>) -> wasmtime::Resul
 }
 
 /// The guest's monotonic clock: nanoseconds since the run's store was made.
-struct RunClock(Instant);
+/// The guest's monotonic clock: time since the run started, minus the time the host spent
+/// in aggregates (see `aggregate`).
+#[derive(Clone)]
+struct RunClock {
+    origin: Instant,
+    hidden: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
 
 impl wasmtime_wasi::HostMonotonicClock for RunClock {
     fn resolution(&self) -> u64 {
@@ -178,6 +211,25 @@ impl wasmtime_wasi::HostMonotonicClock for RunClock {
     }
 
     fn now(&self) -> u64 {
-        self.0.elapsed().as_nanos() as u64
+        (self.origin.elapsed().as_nanos() as u64)
+            .saturating_sub(self.hidden.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// The guest's wall clock: the time the run started plus its [`RunClock`], so that it, too,
+/// stands still while the host aggregates.
+struct WallClock {
+    start: Duration,
+    run: RunClock,
+}
+
+impl wasmtime_wasi::HostWallClock for WallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+
+    fn now(&self) -> Duration {
+        use wasmtime_wasi::HostMonotonicClock;
+        self.start + Duration::from_nanos(self.run.now())
     }
 }

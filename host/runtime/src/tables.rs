@@ -73,6 +73,8 @@ pub type Grants = BTreeMap<String, Arc<dyn TableSource>>;
 #[derive(Debug)]
 pub struct TablesCtx {
     granted: Grants,
+    /// Tables only the host may read (they require differential privacy).
+    unreadable: std::collections::BTreeSet<String>,
     max_open: u32,
     opened: u32,
     bytes_read: u64,
@@ -83,8 +85,17 @@ pub struct TablesCtx {
 }
 
 impl TablesCtx {
-    pub(crate) fn new(granted: Grants, limits: &crate::Limits) -> Self {
+    pub(crate) fn new(
+        granted: Grants,
+        limits: &crate::Limits,
+        aggregation: &crate::aggregate::Aggregation,
+    ) -> Self {
         TablesCtx {
+            unreadable: granted
+                .keys()
+                .filter(|name| !aggregation.readable(name))
+                .cloned()
+                .collect(),
             granted,
             max_open: limits.max_open_tables,
             opened: 0,
@@ -94,6 +105,11 @@ impl TablesCtx {
             rewinds: 0,
             max_rewinds: limits.max_rewinds,
         }
+    }
+
+    /// A granted table, for the host's own reads (aggregates).
+    pub(crate) fn source(&self, name: &str) -> Option<Arc<dyn TableSource>> {
+        self.granted.get(name).cloned()
     }
 
     /// Bytes handed to the guest so far (IPC and raw column reads).
@@ -199,6 +215,12 @@ impl tables::Host for TablesCtxView<'_> {
         let Some(source) = self.ctx.granted.get(&name).cloned() else {
             return Ok(Err(TableError::NotFound(name)));
         };
+        if self.ctx.unreadable.contains(&name) {
+            return Ok(Err(TableError::ReadFailed(format!(
+                "table {name} requires differential privacy: its rows are read only by the \
+                 host, through the aggregate interface (or by sample and aggregate)"
+            ))));
+        }
         if self.ctx.opened >= self.ctx.max_open {
             return Ok(Err(TableError::TooManyOpen(self.ctx.max_open)));
         }

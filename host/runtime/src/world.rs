@@ -17,4 +17,4 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use cleanroom::analysis::{output, tables};
+pub use cleanroom::analysis::{aggregate, output, tables};

@@ -13,9 +13,10 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use cleanroom_policy::{
-    AdmissionRequest, Admitted, Candidate, DatasetFacts, Decided, Decision, EgressInput, Facts,
-    IdentifierCollector,
+    AdmissionRequest, Admitted, Candidate, Content, DatasetFacts, Decided, Decision, EgressInput,
+    Facts, IdentifierCollector,
 };
+use cleanroom_proto::dp::SampleAggregate;
 use cleanroom_proto::policy::SignedPolicy;
 use cleanroom_proto::receipt::{Receipt, ReceiptOutput, SignedReceipt};
 use cleanroom_proto::run::{
@@ -23,8 +24,11 @@ use cleanroom_proto::run::{
     RunState, SealedOutput, output_context, seal_output,
 };
 use cleanroom_proto::{Code, PartyId, Reason};
+use cleanroom_runtime::blocks::BlockPlan;
 use cleanroom_runtime::tables::Tapped;
-use cleanroom_runtime::{CancelToken, Grants, Limits, RunError, TableSource};
+use cleanroom_runtime::{
+    Aggregation, CancelToken, Grants, Limits, RunError, TableMode, TableSource, TableTerms,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -35,7 +39,7 @@ use cleanroom_trust::Purpose;
 use crate::app::{Metrics, Service};
 use crate::error::{ApiError, ApiResult};
 use crate::events::Audience;
-use crate::store::{ReviewGroupRow, RunRow};
+use crate::store::{DpCharge, ReviewGroupRow, RunRow};
 use crate::tables::EnvelopeTable;
 
 /// Outputs held for review are host state, sealed under the state subkey
@@ -81,6 +85,17 @@ impl Facts for StoreFacts<'_> {
     fn grant_runs(&self, dataset: &str, grant: &str, exclude: Option<&str>) -> ApiResult<u64> {
         self.0.storage.grant_runs(dataset, grant, exclude)
     }
+
+    fn dp_spent(
+        &self,
+        dataset: &str,
+        researcher: &PartyId,
+        exclude: Option<&str>,
+    ) -> ApiResult<cleanroom_policy::dp::Spent> {
+        self.0
+            .storage
+            .dp_spent(dataset, &researcher.to_string(), exclude)
+    }
 }
 
 /// The one admission function: at submission (`run = None`), at start, before release and
@@ -92,7 +107,7 @@ pub fn admission(
     run: Option<&str>,
 ) -> ApiResult<Decision> {
     let digest = request.params_digest();
-    cleanroom_policy::admit(
+    let decision = cleanroom_policy::admit(
         &StoreFacts(service),
         &AdmissionRequest {
             module: &request.module,
@@ -102,8 +117,146 @@ pub fn admission(
             researcher_hpke: &request.researcher_hpke,
             now: service.clock.now(),
             run,
+            dp: request.dp.as_ref(),
         },
-    )
+    )?;
+    let Decision::Allow(admitted) = &decision else {
+        return Ok(decision);
+    };
+    let sample_aggregate = request
+        .dp
+        .as_ref()
+        .is_some_and(|dp| dp.sample_aggregate.is_some());
+    let refuse = |message: &str| Ok(Decision::Deny(Reason::new(Code::DpRequired, message)));
+    if admitted.epsilon.is_none() && sample_aggregate {
+        return refuse(
+            "sample and aggregate splits the people of an input that requires differential \
+             privacy, and no input of this run does",
+        );
+    }
+    if admitted.epsilon.is_some() && service.storage.pipeline(&request.module)?.is_some() {
+        return refuse(
+            "an input requires differential privacy, and a pipeline's steps read their tables \
+             row by row: run a module with the aggregate interface or sample and aggregate",
+        );
+    }
+    Ok(decision)
+}
+
+/// The aggregation terms of an admitted run: per input, who a row is about (the DP unit
+/// column, else the first identifier column) and its disclosure rules or DP terms.
+fn aggregation(admitted: &Admitted) -> Aggregation {
+    let mut tables = BTreeMap::new();
+    for input in &admitted.inputs {
+        let unit = match &input.dp {
+            Some(dp) => Some(dp.unit_column.clone()),
+            None => input.identifier_columns.first().cloned(),
+        };
+        let mode = match &input.dp {
+            Some(dp) => TableMode::Private(dp.clone()),
+            None => TableMode::Disclosure(admitted.rules.clone()),
+        };
+        // A derived input has several roots: the private one wins.
+        let private = matches!(mode, TableMode::Private(_));
+        tables
+            .entry(input.receipt.name.clone())
+            .and_modify(|t: &mut TableTerms| {
+                if private {
+                    t.mode = mode.clone();
+                    t.unit_column = unit.clone();
+                }
+            })
+            .or_insert(TableTerms {
+                unit_column: unit,
+                mode,
+            });
+    }
+    Aggregation {
+        tables,
+        epsilon: admitted.epsilon.unwrap_or_default(),
+    }
+}
+
+/// Run a sample-and-aggregate analysis and release its noisy vector as a checked table.
+fn sample_aggregate(
+    service: &Service,
+    run: &RunRow,
+    admitted: &Admitted,
+    grants: &Grants,
+    limits: &Limits,
+    token: &CancelToken,
+    sa: &SampleAggregate,
+) -> Result<Vec<Candidate>, RunError> {
+    let mut key = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);
+    let units = admitted
+        .inputs
+        .iter()
+        .filter_map(|i| Some((i.receipt.name.clone(), i.dp.as_ref()?.unit_column.clone())))
+        .collect();
+    let plan = BlockPlan {
+        blocks: sa.blocks,
+        key,
+        units,
+        output: sa.output.clone(),
+        dimensions: sa.bounds.len(),
+    };
+    let module = crate::modules::load(service, &run.request.module)
+        .map_err(|e| RunError::Internal(e.to_string()))?;
+    let blocks = service.runtime.run_blocks(
+        &module,
+        grants,
+        &run.request.params,
+        limits,
+        Some(token),
+        &plan,
+    )?;
+    let bounds: Vec<(f64, f64)> = sa.bounds.iter().map(|(l, h)| (l.get(), h.get())).collect();
+    let epsilon = admitted.epsilon.unwrap_or_default();
+    let values = cleanroom_policy::dp::sample_aggregate_release(&blocks, &bounds, epsilon)
+        .map_err(|e| RunError::Internal(e.to_string()))?;
+    let batch = sample_aggregate_table(&values, epsilon, sa.blocks)
+        .map_err(|e| RunError::Internal(e.to_string()))?;
+    Ok(vec![Candidate {
+        name: sa.output.clone(),
+        kind: cleanroom_proto::run::OutputKind::Table,
+        content: Content::Checked {
+            schema: batch.schema(),
+            batches: vec![batch],
+            codes: vec![Code::DpNoised],
+            refused: false,
+        },
+    }])
+}
+
+/// The released vector: one row per coordinate.
+fn sample_aggregate_table(
+    values: &[f64],
+    epsilon: cleanroom_proto::dp::Epsilon,
+    blocks: u32,
+) -> Result<arrow_array::RecordBatch, arrow_schema::ArrowError> {
+    use arrow_array::{ArrayRef, Float64Array, Int64Array};
+    let schema = arrow_schema::Schema::new(vec![
+        arrow_schema::Field::new("coordinate", arrow_schema::DataType::Int64, false),
+        arrow_schema::Field::new("value", arrow_schema::DataType::Float64, false),
+    ])
+    .with_metadata(
+        [
+            (
+                "cleanroom:aggregate".to_string(),
+                "sample_aggregate".to_string(),
+            ),
+            ("cleanroom:epsilon".to_string(), epsilon.to_string()),
+            ("cleanroom:blocks".to_string(), blocks.to_string()),
+        ]
+        .into_iter()
+        .collect::<std::collections::HashMap<String, String>>(),
+    );
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(0..values.len() as i64)),
+        Arc::new(Float64Array::from(values.to_vec())),
+    ];
+    arrow_array::RecordBatch::try_new(Arc::new(schema), columns)
 }
 
 /// A new run row for an admitted request.
@@ -136,6 +289,7 @@ pub fn new_row(
         outputs: vec![],
         receipt: None,
         steps: vec![],
+        charge: None,
         created: now,
         updated: now,
     }
@@ -257,6 +411,19 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
         match admission(service, &run.researcher, &run.request, Some(id))? {
             Decision::Allow(admitted) => {
                 run.inputs = admitted.inputs.iter().map(|i| i.receipt.clone()).collect();
+                // The charge is written with the start, before any guest code runs: a crash
+                // or a failure later never gives ε back.
+                run.charge = admitted.epsilon.map(|epsilon| DpCharge {
+                    epsilon,
+                    datasets: admitted
+                        .inputs
+                        .iter()
+                        .filter(|i| i.dp.is_some())
+                        .map(|i| i.receipt.dataset.clone())
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .collect(),
+                });
                 set_state(service, &mut run, RunState::Running, None, "run.started")?;
                 admitted
             }
@@ -278,15 +445,30 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
         timeout: Duration::from_secs(service.config.run_timeout_secs),
         ..defaults
     };
-    let result = match &pipeline {
-        None => {
+    let sample = run
+        .request
+        .dp
+        .as_ref()
+        .and_then(|dp| dp.sample_aggregate.clone());
+    let result = match (&pipeline, sample) {
+        (None, Some(sa)) => {
+            sample_aggregate(service, &run, &admitted, &grants, &limits, &token, &sa)
+        }
+        (None, None) => {
             let module = crate::modules::load(service, &run.request.module)?;
             service
                 .runtime
-                .run(&module, grants, &run.request.params, &limits, Some(&token))
+                .run_with(
+                    &module,
+                    grants,
+                    &run.request.params,
+                    &limits,
+                    Some(&token),
+                    aggregation(&admitted),
+                )
                 .map(cleanroom_runtime::RunOutput::candidates)
         }
-        Some(row) => {
+        (Some(row), _) => {
             let mut steps =
                 crate::pipelines::EnclaveSteps::new(service, &run, &admitted, collector.clone())?;
             let chain = cleanroom_runtime::pipeline::run_chain(

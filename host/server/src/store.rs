@@ -139,6 +139,16 @@ impl ModuleRow {
     }
 }
 
+/// A run's charge to DP ledgers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpCharge {
+    /// What the run spends.
+    pub epsilon: cleanroom_proto::dp::Epsilon,
+    /// The datasets whose ledgers it is charged to.
+    pub datasets: Vec<String>,
+}
+
 /// A stored run: every field typed, nothing a module wrote.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,6 +178,9 @@ pub struct RunRow {
     /// A pipeline run's steps, once they ran.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<cleanroom_proto::ReceiptStep>,
+    /// The ε charged to the ledgers of the inputs that require DP, written with the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charge: Option<DpCharge>,
     /// Submission time.
     pub created: u64,
     /// Last change.
@@ -294,6 +307,14 @@ pub trait Storage: Send + Sync {
     fn runs(&self) -> ApiResult<Vec<RunRow>>;
     /// Runs admitted under grant `grant` (its digest) on `dataset`, except `exclude`.
     fn grant_runs(&self, dataset: &str, grant: &str, exclude: Option<&str>) -> ApiResult<u64>;
+    /// The ε charged to `dataset`'s ledger by every run, and by `researcher`'s, not counting
+    /// run `exclude`.
+    fn dp_spent(
+        &self,
+        dataset: &str,
+        researcher: &str,
+        exclude: Option<&str>,
+    ) -> ApiResult<cleanroom_policy::dp::Spent>;
     /// Append an audit entry with its hash, and store `write` (if given) in the same
     /// transaction with its digest: one durable write per state change, and the log says
     /// which version of the row is current.
@@ -422,6 +443,8 @@ CREATE TABLE IF NOT EXISTS derived (id TEXT PRIMARY KEY, body TEXT NOT NULL, mac
 CREATE TABLE IF NOT EXISTS policies (dataset TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (dataset, version));
 CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, created INTEGER NOT NULL, body TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS run_grants (run TEXT NOT NULL, dataset TEXT NOT NULL, grant_digest TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dp_charges (run TEXT NOT NULL, dataset TEXT NOT NULL, researcher TEXT NOT NULL, micros INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS dp_charges_by_dataset ON dp_charges (dataset);
 CREATE INDEX IF NOT EXISTS run_grants_by_grant ON run_grants (dataset, grant_digest);
 CREATE INDEX IF NOT EXISTS run_grants_by_run ON run_grants (run);
 CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, hash TEXT NOT NULL, row TEXT, row_digest TEXT, mac TEXT NOT NULL);
@@ -579,6 +602,25 @@ impl Storage for SqliteStorage {
             |r| r.get(0),
         )?;
         Ok(n as u64)
+    }
+
+    fn dp_spent(
+        &self,
+        dataset: &str,
+        researcher: &str,
+        exclude: Option<&str>,
+    ) -> ApiResult<cleanroom_policy::dp::Spent> {
+        let (total, mine): (i64, i64) = self.conn().query_row(
+            "SELECT COALESCE(SUM(micros), 0), COALESCE(SUM(CASE WHEN researcher = ?2 THEN micros ELSE 0 END), 0) \
+             FROM dp_charges WHERE dataset = ?1 AND run != ?3",
+            params![dataset, researcher, exclude.unwrap_or("")],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        use cleanroom_proto::dp::Epsilon;
+        Ok(cleanroom_policy::dp::Spent {
+            total: Epsilon::from_micros(total as u64),
+            researcher: Epsilon::from_micros(mine as u64),
+        })
     }
 
     fn append_audit(
@@ -740,13 +782,9 @@ impl Storage for SqliteStorage {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute("DELETE FROM run_grants", [])?;
+        tx.execute("DELETE FROM dp_charges", [])?;
         for run in &runs {
-            for input in &run.inputs {
-                tx.execute(
-                    "INSERT INTO run_grants (run, dataset, grant_digest) VALUES (?1, ?2, ?3)",
-                    params![run.id, input.dataset, input.grant_digest],
-                )?;
-            }
+            index_run(&tx, run)?;
         }
         tx.commit()?;
         Ok(())
@@ -818,14 +856,34 @@ fn put_run_tx(tx: &rusqlite::Transaction<'_>, run: &RunRow, rows: &RowKey) -> Ap
     // inputs change only at submission and at start (the one write with state `running`).
     if new || run.state == RunState::Running {
         tx.execute("DELETE FROM run_grants WHERE run = ?1", params![run.id])?;
-        for input in &run.inputs {
+        tx.execute("DELETE FROM dp_charges WHERE run = ?1", params![run.id])?;
+        index_run(tx, run)?;
+    }
+    Ok(body)
+}
+
+/// The rows derived from a run: its grant counters and its DP charges (the ledger).
+fn index_run(tx: &rusqlite::Transaction<'_>, run: &RunRow) -> ApiResult<()> {
+    for input in &run.inputs {
+        tx.execute(
+            "INSERT INTO run_grants (run, dataset, grant_digest) VALUES (?1, ?2, ?3)",
+            params![run.id, input.dataset, input.grant_digest],
+        )?;
+    }
+    if let Some(charge) = &run.charge {
+        for dataset in &charge.datasets {
             tx.execute(
-                "INSERT INTO run_grants (run, dataset, grant_digest) VALUES (?1, ?2, ?3)",
-                params![run.id, input.dataset, input.grant_digest],
+                "INSERT INTO dp_charges (run, dataset, researcher, micros) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    run.id,
+                    dataset,
+                    run.researcher.to_string(),
+                    charge.epsilon.micros() as i64
+                ],
             )?;
         }
     }
-    Ok(body)
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {

@@ -1,0 +1,183 @@
+//! Sample and aggregate (GUPT, Mohan et al., SIGMOD 2012): the privacy units of every table
+//! that requires differential privacy are split into disjoint blocks by a keyed hash with a
+//! per-run secret, and the module runs once per block in a fresh instance that sees only its
+//! block's rows. Nothing a block publishes leaves except its numeric vector, which the
+//! policy crate clamps, averages and noises (`cleanroom_policy::dp::sample_aggregate_release`).
+//!
+//! A row whose unit is null belongs to no block (it cannot be attributed to one person).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_array::{Array as _, BooleanArray, RecordBatch};
+use arrow_cast::display::{ArrayFormatter, FormatOptions};
+use arrow_schema::SchemaRef;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::Limits;
+use crate::aggregate::Aggregation;
+use crate::error::{RunError, RunResult};
+use crate::runtime::{CancelToken, Module, Runtime};
+use crate::tables::{Grants, TableSource};
+
+/// How a sample-and-aggregate run is split.
+#[derive(Clone)]
+pub struct BlockPlan {
+    /// Number of blocks.
+    pub blocks: u32,
+    /// The per-run secret of the block assignment (never leaves the host).
+    pub key: [u8; 32],
+    /// Per granted table that is split: its unit column. Other tables are given whole.
+    pub units: BTreeMap<String, String>,
+    /// The JSON output each block publishes.
+    pub output: String,
+    /// How many numbers it must hold.
+    pub dimensions: usize,
+}
+
+impl std::fmt::Debug for BlockPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockPlan")
+            .field("blocks", &self.blocks)
+            .field("units", &self.units)
+            .field("output", &self.output)
+            .field("dimensions", &self.dimensions)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The block a unit falls in.
+pub fn block_of(key: &[u8; 32], unit: &str, blocks: u32) -> u32 {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(unit.as_bytes());
+    let tag = mac.finalize().into_bytes();
+    let head = u64::from_le_bytes(tag[..8].try_into().expect("8 bytes"));
+    (head % u64::from(blocks)) as u32
+}
+
+/// One block's view of a table.
+#[derive(Debug)]
+struct BlockTable {
+    inner: Arc<dyn TableSource>,
+    unit: String,
+    key: [u8; 32],
+    blocks: u32,
+    block: u32,
+    rows: u64,
+}
+
+fn mask(
+    batch: &RecordBatch,
+    unit: &str,
+    key: &[u8; 32],
+    blocks: u32,
+    block: u32,
+) -> Result<BooleanArray, String> {
+    let col = batch
+        .column_by_name(unit)
+        .ok_or_else(|| format!("the unit column {unit} is missing"))?;
+    let fmt = ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default())
+        .map_err(|e| e.to_string())?;
+    Ok((0..batch.num_rows())
+        .map(|i| Some(col.is_valid(i) && block_of(key, &fmt.value(i).to_string(), blocks) == block))
+        .collect())
+}
+
+impl BlockTable {
+    fn new(
+        inner: Arc<dyn TableSource>,
+        unit: String,
+        key: [u8; 32],
+        blocks: u32,
+        block: u32,
+    ) -> Result<Self, String> {
+        let mut table = BlockTable {
+            inner,
+            unit,
+            key,
+            blocks,
+            block,
+            rows: 0,
+        };
+        for batch in table.batches() {
+            table.rows += batch?.num_rows() as u64;
+        }
+        Ok(table)
+    }
+}
+
+impl TableSource for BlockTable {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn num_rows(&self) -> u64 {
+        self.rows
+    }
+
+    fn batches(&self) -> Box<dyn Iterator<Item = Result<RecordBatch, String>> + Send> {
+        let (unit, key, blocks, block) = (self.unit.clone(), self.key, self.blocks, self.block);
+        Box::new(self.inner.batches().map(move |batch| {
+            let batch = batch?;
+            let keep = mask(&batch, &unit, &key, blocks, block)?;
+            arrow_select::filter::filter_record_batch(&batch, &keep).map_err(|e| e.to_string())
+        }))
+    }
+}
+
+impl Runtime {
+    /// Run `module` once per block of `plan`, each in a fresh instance on its block's rows,
+    /// with `limits` except that the wall-clock limit is shared out between the blocks. A
+    /// block that fails, or publishes no vector of the right shape, gives `None`. Only a
+    /// cancellation or a host failure ends the whole run.
+    pub fn run_blocks(
+        &self,
+        module: &Module,
+        grants: &Grants,
+        params: &str,
+        limits: &Limits,
+        cancel: Option<&CancelToken>,
+        plan: &BlockPlan,
+    ) -> RunResult<Vec<Option<Vec<f64>>>> {
+        let per_block = Limits {
+            timeout: (limits.timeout / plan.blocks).max(std::time::Duration::from_secs(1)),
+            ..limits.clone()
+        };
+        let mut out = Vec::with_capacity(plan.blocks as usize);
+        for block in 0..plan.blocks {
+            let mut view = Grants::new();
+            for (name, source) in grants {
+                let source = match plan.units.get(name) {
+                    Some(unit) => Arc::new(
+                        BlockTable::new(source.clone(), unit.clone(), plan.key, plan.blocks, block)
+                            .map_err(RunError::Internal)?,
+                    ) as Arc<dyn TableSource>,
+                    None => source.clone(),
+                };
+                view.insert(name.clone(), source);
+            }
+            let result = self.run_with(
+                module,
+                view,
+                params,
+                &per_block,
+                cancel,
+                Aggregation::default(),
+            );
+            out.push(match result {
+                Ok(run) => run
+                    .outputs
+                    .json
+                    .iter()
+                    .find(|(name, _)| *name == plan.output)
+                    .and_then(|(_, text)| serde_json::from_str::<Vec<f64>>(text).ok())
+                    .filter(|v| v.len() == plan.dimensions),
+                Err(RunError::Cancelled) => return Err(RunError::Cancelled),
+                Err(RunError::Internal(e)) => return Err(RunError::Internal(e)),
+                Err(_) => None,
+            });
+        }
+        Ok(out)
+    }
+}
