@@ -196,6 +196,13 @@ enum DatasetCmd {
         #[command(flatten)]
         conn: remote::Conn,
     },
+    /// Show a dataset's differential-privacy budget: total, spent, left (and your share).
+    Budget {
+        #[command(flatten)]
+        conn: remote::Conn,
+        /// The dataset id.
+        dataset: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -411,6 +418,9 @@ where
         Command::Dataset(DatasetCmd::Push { conn, args }) => remote::dataset::push(&conn, args),
         Command::Dataset(DatasetCmd::Seal { conn, args }) => remote::dataset::seal(&conn, args),
         Command::Dataset(DatasetCmd::List { conn }) => remote::dataset::list(&conn),
+        Command::Dataset(DatasetCmd::Budget { conn, dataset }) => {
+            remote::dataset::budget(&conn, &dataset)
+        }
         Command::Policy(PolicyCmd::Grant { conn, args }) => remote::policy::grant(&conn, *args),
         Command::Policy(PolicyCmd::Revoke { conn, args }) => remote::policy::revoke(&conn, args),
         Command::Policy(PolicyCmd::Show { conn, args }) => remote::policy::show(&conn, args),

@@ -2,6 +2,7 @@
 
 mod cli;
 mod crash;
+mod dp;
 mod egress;
 mod examples;
 mod guide;

@@ -388,3 +388,163 @@ fn publish_params() {
     let out = run(PUBLISH_PARAMS, text, &tight_limits()).unwrap();
     assert_eq!(out.outputs.json[0].1, text);
 }
+
+/// `n` people with three rows each: `patient_id`, `sex` (F/M alternating by person), `age`.
+fn patients(n: usize) -> cleanroom_runtime::MemTable {
+    use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
+    let rows: Vec<usize> = (0..n).flat_map(|p| [p, p, p]).collect();
+    let cols: Vec<ArrayRef> = vec![
+        std::sync::Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|p| format!("P{p}")),
+        )),
+        std::sync::Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|p| if p % 2 == 0 { "F" } else { "M" }),
+        )),
+        std::sync::Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|p| 20.0 + (p % 60) as f64),
+        )),
+    ];
+    let batch =
+        RecordBatch::try_from_iter(["patient_id", "sex", "age"].into_iter().zip(cols)).unwrap();
+    cleanroom_runtime::MemTable::new(batch.schema(), vec![batch])
+}
+
+fn private_terms(epsilon: f64) -> cleanroom_runtime::Aggregation {
+    let dp: cleanroom_proto::dp::DpRequirement = serde_json::from_value(serde_json::json!({
+        "unit_column": "patient_id", "epsilon": 10.0, "max_epsilon_per_run": 10.0,
+        "columns": {"sex": {"categories": ["F", "M", "X"]}, "age": {"numeric": {"lower": 0.0, "upper": 100.0}}}
+    }))
+    .unwrap();
+    cleanroom_runtime::Aggregation {
+        tables: [(
+            "data".to_string(),
+            cleanroom_runtime::TableTerms {
+                unit_column: Some("patient_id".into()),
+                mode: cleanroom_runtime::TableMode::Private(dp),
+            },
+        )]
+        .into(),
+        epsilon: cleanroom_proto::dp::Epsilon::from_f64(epsilon).unwrap(),
+    }
+}
+
+/// The host computes the aggregate; under DP it adds noise, every declared group is there
+/// (including the empty one), people count once although they have three rows, a second
+/// aggregate beyond the run's ε is refused, and the guest's clock stood still meanwhile.
+#[test]
+fn aggregate_stats() {
+    let module = load(AGGREGATE_STATS);
+    let run = |params: &str, terms| {
+        runtime().run_with(
+            &module,
+            grants(&[("data", patients(30_000))]),
+            params,
+            &Limits::default(),
+            None,
+            terms,
+        )
+    };
+    let out = run(r#"{"epsilon": 1.0}"#, private_terms(1.0)).unwrap();
+    let agg = &out.outputs.aggregates[0];
+    assert_eq!(agg.name, "by_group");
+    assert_eq!(agg.codes, vec![cleanroom_proto::Code::DpNoised]);
+    assert_eq!(agg.batch.num_rows(), 3, "F, M and the empty X");
+    let counts = agg.batch.column_by_name("count").unwrap();
+    let counts = arrow_array::cast::AsArray::as_primitive::<arrow_array::types::Int64Type>(counts);
+    for (i, c) in counts.values().iter().enumerate().take(2) {
+        assert!(
+            (*c - 15_000).abs() < 100,
+            "group {i}: {c} is about 15,000 people, not 45,000 rows"
+        );
+    }
+    // The host's work on 90,000 rows is most of the run; the guest's stopwatch around it sees
+    // only its own few microseconds of marshalling, which do not depend on the rows.
+    let seen = json(&out, 0).as_u64().unwrap();
+    let run_ns = out.stats.elapsed.as_nanos() as u64;
+    assert!(
+        seen * 4 < run_ns,
+        "the guest timed the aggregate at {seen} ns of a {run_ns} ns run: its clock ran"
+    );
+
+    let err = run(r#"{"epsilon": 0.6, "again": 0.6}"#, private_terms(1.0)).unwrap_err();
+    assert!(
+        matches!(&err, RunError::Failed(m) if m.contains("ε = 0.4 left")),
+        "{err:?}"
+    );
+    // Without DP terms the same request is disclosure-controlled: exact, people counted once.
+    let out = run("{}", cleanroom_runtime::Aggregation::default()).unwrap();
+    assert!(
+        out.outputs.aggregates[0]
+            .codes
+            .contains(&cleanroom_proto::Code::HostAggregated)
+    );
+}
+
+/// A table whose rows only the host may read cannot be opened by the guest at all.
+#[test]
+fn dp_peek() {
+    let err = runtime()
+        .run_with(
+            &load(DP_PEEK),
+            grants(&[("data", patients(10))]),
+            "",
+            &Limits::default(),
+            None,
+            private_terms(1.0),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, RunError::Failed(m) if m.contains("requires differential privacy")),
+        "{err:?}"
+    );
+    assert_next_run_works();
+}
+
+/// Sample and aggregate: every block runs in its own instance on its own people; the blocks
+/// are disjoint and together cover everyone, and no block sees the whole table.
+#[test]
+fn block_estimate() {
+    let plan = cleanroom_runtime::blocks::BlockPlan {
+        blocks: 10,
+        key: [9; 32],
+        units: [("data".to_string(), "patient_id".to_string())].into(),
+        output: "estimate".into(),
+        dimensions: 2,
+    };
+    let blocks = runtime()
+        .run_blocks(
+            &load(BLOCK_ESTIMATE),
+            &grants(&[("data", patients(1000))]),
+            r#"{"column": "age"}"#,
+            &Limits::default(),
+            None,
+            &plan,
+        )
+        .unwrap();
+    let rows: Vec<f64> = blocks.iter().map(|b| b.as_ref().unwrap()[0]).collect();
+    assert_eq!(
+        rows.iter().sum::<f64>(),
+        3000.0,
+        "blocks cover every row once"
+    );
+    assert!(
+        rows.iter().all(|r| *r < 600.0 && r % 3.0 == 0.0),
+        "{rows:?}: whole people, one block each"
+    );
+    // A different per-run key splits people differently.
+    let other = cleanroom_runtime::blocks::BlockPlan {
+        key: [8; 32],
+        ..plan
+    };
+    let again = runtime()
+        .run_blocks(
+            &load(BLOCK_ESTIMATE),
+            &grants(&[("data", patients(1000))]),
+            r#"{"column": "age"}"#,
+            &Limits::default(),
+            None,
+            &other,
+        )
+        .unwrap();
+    assert_ne!(blocks, again);
+}

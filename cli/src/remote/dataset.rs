@@ -118,6 +118,37 @@ pub(crate) fn push(conn: &Conn, args: PushArgs) -> Result<()> {
     Ok(())
 }
 
+pub(crate) fn budget(conn: &Conn, dataset: &str) -> Result<()> {
+    if dataset.is_empty()
+        || !dataset
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        anyhow::bail!("{dataset:?} is not a dataset id (lowercase hex)");
+    }
+    let budget: cleanroom_proto::dp::DpBudget =
+        conn.client()?
+            .signed("GET", &format!("/v1/datasets/{dataset}/budget"), b"")?;
+    conn.print(&budget, || {
+        let mut out = format!(
+            "dataset {}: ε = {} spent of {}, {} left (at most {} per run)",
+            budget.dataset,
+            budget.spent,
+            budget.epsilon,
+            budget.remaining,
+            budget.max_epsilon_per_run
+        );
+        if let Some(yours) = &budget.yours {
+            out.push_str(&format!(
+                "\nyou: ε = {} spent, {} left to you",
+                yours.spent, yours.remaining
+            ));
+        }
+        out
+    });
+    Ok(())
+}
+
 pub(crate) fn list(conn: &Conn) -> Result<()> {
     let list: cleanroom_proto::run::DatasetList =
         conn.client()?.signed("GET", "/v1/datasets", b"")?;

@@ -314,6 +314,19 @@ fn describe(signed: &SignedPolicy) -> String {
             p.identifier_columns.join(", ")
         ));
     }
+    if let Some(dp) = &p.dp {
+        out.push_str(&format!(
+            "\n  differential privacy: person = {}, ε = {} in total, at most {} per run{}, at \
+             most {} row(s) per person",
+            dp.unit_column,
+            dp.epsilon,
+            dp.max_epsilon_per_run,
+            dp.max_epsilon_per_researcher
+                .map(|e| format!(", {e} per researcher"))
+                .unwrap_or_default(),
+            dp.max_rows_per_unit
+        ));
+    }
     out
 }
 
@@ -439,7 +452,8 @@ pub(crate) fn grant(conn: &Conn, args: GrantArgs) -> Result<()> {
             hidden_columns: hidden,
             identifier_columns: identifiers,
             output: rules,
-            dp: None,
+            // A new grant never drops the owner's DP requirement.
+            dp: prev.as_ref().and_then(|p| p.policy.dp.clone()),
             issued_at: now,
         },
     )

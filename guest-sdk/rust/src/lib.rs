@@ -52,7 +52,9 @@ pub mod bindings {
     });
 }
 
-use bindings::cleanroom::analysis::{output, tables};
+use bindings::cleanroom::analysis::{aggregate, output, tables};
+
+pub use bindings::cleanroom::analysis::aggregate::{Aggregated, Cell, Comparison, Statistic};
 
 pub use bindings::cleanroom::analysis::tables::{Column, DataType, RawColumn};
 
@@ -107,6 +109,19 @@ impl From<output::OutputError> for Error {
             output::OutputError::DuplicateName(n) => format!("output {n:?} was already published"),
             output::OutputError::InvalidName(m) => format!("invalid output name: {m}"),
             output::OutputError::InvalidPayload(m) => format!("invalid output: {m}"),
+        })
+    }
+}
+
+impl From<aggregate::AggregateError> for Error {
+    fn from(e: aggregate::AggregateError) -> Self {
+        use aggregate::AggregateError as E;
+        Error(match e {
+            E::NotFound(name) => format!("table {name:?} was not granted to this run"),
+            E::Invalid(m) => format!("invalid aggregate: {m}"),
+            E::NotAllowed(m) => format!("aggregate not allowed: {m}"),
+            E::BudgetExceeded(left) => format!("the run has only ε = {left} left"),
+            E::Rejected(m) => format!("the aggregate could not be published: {m}"),
         })
     }
 }
@@ -680,5 +695,124 @@ mod typed_view_tests {
         let huge = column(DataType::Uint64, u64::MAX.to_le_bytes().to_vec(), None);
         assert!(huge.to_i64().is_err());
         assert_eq!(huge.to_f64().unwrap(), vec![u64::MAX as f64]);
+    }
+}
+
+/// An aggregate the host computes: counts, sums, means and quantiles per group of a granted
+/// table, with the owners' disclosure rules applied per cell (distinct people, dominance,
+/// rounding) or, on a table that requires differential privacy, with noise charged to the
+/// run's ε. The result is published as a checked output and returned as released.
+///
+/// ```ignore
+/// let by_sex = Aggregate::table("patients")
+///     .group_by(&["sex"])
+///     .value("sbp")
+///     .count()
+///     .mean()
+///     .bounds(60.0, 250.0)
+///     .epsilon(0.2)
+///     .publish("sbp_by_sex")?;
+/// ```
+#[derive(Debug, Clone)]
+pub struct Aggregate {
+    request: aggregate::Request,
+}
+
+impl Aggregate {
+    /// Aggregate the granted table `name`.
+    pub fn table(name: &str) -> Self {
+        Aggregate {
+            request: aggregate::Request {
+                table: name.to_string(),
+                group_by: vec![],
+                value: None,
+                filter: vec![],
+                computed: None,
+                statistics: vec![],
+                bounds: None,
+                epsilon: None,
+            },
+        }
+    }
+
+    /// Group by these columns of the table.
+    pub fn group_by(mut self, columns: &[&str]) -> Self {
+        self.request.group_by = columns.iter().map(|c| c.to_string()).collect();
+        self
+    }
+
+    /// The numeric column that sums, means and quantiles are of.
+    pub fn value(mut self, column: &str) -> Self {
+        self.request.value = Some(column.to_string());
+        self
+    }
+
+    /// Keep only rows where `column op value` holds.
+    pub fn filter(mut self, column: &str, op: Comparison, value: impl fmt::Display) -> Self {
+        self.request.filter.push(aggregate::Condition {
+            column: column.to_string(),
+            op,
+            value: value.to_string(),
+        });
+        self
+    }
+
+    /// Aggregate entries computed here instead of columns (not on DP tables): per entry, the
+    /// table row it is about (the host takes the contributor from it), its keys and value.
+    pub fn computed(
+        mut self,
+        key_names: &[&str],
+        rows: Vec<u64>,
+        keys: Vec<Vec<String>>,
+        values: Vec<f64>,
+    ) -> Self {
+        self.request.computed = Some(aggregate::Computed {
+            key_names: key_names.iter().map(|c| c.to_string()).collect(),
+            rows,
+            keys,
+            values,
+        });
+        self
+    }
+
+    /// Count rows per group.
+    pub fn count(mut self) -> Self {
+        self.request.statistics.push(Statistic::Count);
+        self
+    }
+
+    /// Sum the values per group.
+    pub fn sum(mut self) -> Self {
+        self.request.statistics.push(Statistic::Sum);
+        self
+    }
+
+    /// Mean of the values per group.
+    pub fn mean(mut self) -> Self {
+        self.request.statistics.push(Statistic::Mean);
+        self
+    }
+
+    /// The `p`-quantile (0 to 1) of the values per group.
+    pub fn quantile(mut self, p: f64) -> Self {
+        self.request.statistics.push(Statistic::Quantile(p));
+        self
+    }
+
+    /// Clamp values to `[lower, upper]`.
+    pub fn bounds(mut self, lower: f64, upper: f64) -> Self {
+        self.request.bounds = Some((lower, upper));
+        self
+    }
+
+    /// Spend `epsilon` of the run's ε (tables that require differential privacy).
+    pub fn epsilon(mut self, epsilon: f64) -> Self {
+        self.request.epsilon = Some(epsilon);
+        self
+    }
+
+    /// Compute, publish as output `name`, and return the aggregate as released.
+    pub fn publish(self, name: &str) -> Result<Aggregated> {
+        Ok(aggregate::aggregate(name, &self.request)?)
     }
 }

@@ -200,6 +200,44 @@ pub(super) async fn policy(service: &Service, id: &str, req: Req) -> ApiResult<R
     }
 }
 
+/// The DP ledger of a dataset, to its owner and the researchers its policy grants: what the
+/// whole budget is, what every run spent, and (for a researcher) their own share.
+pub(super) async fn budget(service: &Service, id: &str, req: Req) -> ApiResult<Response<Body>> {
+    let party = crate::auth::signed_get(service, &req)?;
+    let visible = match service.storage.dataset(id)? {
+        Some(d) => may_see_schema(service, &d.owner, id, &party)?,
+        None => false,
+    };
+    let policy = service.storage.policy(id)?.filter(|_| visible);
+    let Some(dp) = policy.and_then(|p| p.policy.dp) else {
+        return Err(ApiError::NotFound(format!(
+            "dataset {id} has no differential-privacy budget you may read"
+        )));
+    };
+    let spent = service.storage.dp_spent(id, &party.to_string(), None)?;
+    let remaining = dp.epsilon.minus(spent.total);
+    let owner = service
+        .storage
+        .dataset(id)?
+        .is_some_and(|d| d.owner == party.to_string());
+    let yours = (!owner).then(|| cleanroom_proto::dp::DpShare {
+        spent: spent.researcher,
+        remaining: match dp.max_epsilon_per_researcher {
+            Some(share) => share.minus(spent.researcher).min(remaining),
+            None => remaining,
+        },
+    });
+    let answer = cleanroom_proto::dp::DpBudget {
+        dataset: id.to_string(),
+        epsilon: dp.epsilon,
+        spent: spent.total,
+        remaining,
+        max_epsilon_per_run: dp.max_epsilon_per_run,
+        yours,
+    };
+    Ok(typed_response(StatusCode::OK, &answer))
+}
+
 pub(super) async fn put_policy(
     service: Arc<Service>,
     id: &str,

@@ -87,6 +87,7 @@ fn routes() -> OpenApiRouter<Arc<Service>> {
         .routes(routes!(list_datasets))
         .routes(routes!(upload_dataset))
         .routes(routes!(get_policy, put_policy))
+        .routes(routes!(get_budget))
         .routes(routes!(upload_module))
         .routes(routes!(module_info))
         .routes(routes!(get_module_source, put_module_source))
@@ -187,6 +188,15 @@ async fn upload_dataset(State(s): Svc, Path(id): Path<String>, req: Req) -> Answ
         (status = "4XX", description = "refused", body = ErrorBody)))]
 async fn get_policy(State(s): Svc, Path(id): Path<String>, req: Req) -> Answer {
     datasets::policy(&s, &id, req).await
+}
+
+#[utoipa::path(get, path = "/v1/datasets/{id}/budget", tag = "datasets", security(("httpsig" = [])),
+    params(("id" = String, Path, description = "dataset id")),
+    responses(
+        (status = 200, description = "the differential-privacy budget: total, spent, left, and the asking researcher's share", body = cleanroom_proto::dp::DpBudget),
+        (status = "4XX", description = "refused, or the dataset does not require differential privacy", body = ErrorBody)))]
+async fn get_budget(State(s): Svc, Path(id): Path<String>, req: Req) -> Answer {
+    datasets::budget(&s, &id, req).await
 }
 
 #[utoipa::path(put, path = "/v1/datasets/{id}/policy", tag = "datasets", security(("httpsig" = [])),

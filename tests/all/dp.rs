@@ -1,0 +1,229 @@
+//! Differential privacy through cleanroomd, tried as the adversaries would: a researcher who
+//! leaves ε out, asks for more than a run may spend, reads the rows of a private table, keeps
+//! asking after the budget is spent, or counts "the whole table" under sample and aggregate;
+//! an operator who restarts the server hoping the ledger forgets.
+
+use cleanroom_tests::*;
+use serde_json::{Value, json};
+
+use crate::server::{Study, err_text, push_module, read, signed_get};
+
+/// `people` patients, every fifth with a second row: patient_id, age, sex.
+fn cohort(people: usize) -> String {
+    let mut csv = String::from("patient_id,age,sex\n");
+    for p in 0..people {
+        let (age, sex) = (20 + p % 70, if p % 2 == 0 { "F" } else { "M" });
+        let rows = if p % 5 == 0 { 2 } else { 1 };
+        for _ in 0..rows {
+            csv.push_str(&format!("PAT-{p:05},{age},{sex}\n"));
+        }
+    }
+    csv
+}
+
+/// St Mary's grants `module` to any researcher and then requires DP with `terms`.
+fn require_dp(st: &Study, module: &str, terms: Value) {
+    st.grant("st_marys", &st.a, module, &["--identifier", "patient_id"])
+        .unwrap();
+    let shown =
+        st.s.cli(Some("st_marys"), &["policy", "show", "--dataset", &st.a])
+            .unwrap();
+    let mut policy = shown["policy"].clone();
+    policy["version"] = json!(policy["version"].as_u64().unwrap() + 1);
+    policy["dp"] = terms;
+    let file = st.s.path("dp-policy.json");
+    std::fs::write(&file, policy.to_string()).unwrap();
+    st.s.cli(
+        Some("st_marys"),
+        &["policy", "sign", "--from-file", file.to_str().unwrap()],
+    )
+    .unwrap();
+}
+
+/// Submit `module` on St Mary's table alone, as `key`, with extra flags.
+fn submit(
+    st: &Study,
+    key: &str,
+    module: &str,
+    params: &str,
+    extra: &[&str],
+) -> anyhow::Result<String> {
+    let input = format!("st_marys={}", st.a);
+    let mut args = vec![
+        "run", "submit", "--module", module, "--input", &input, "--params", params,
+    ];
+    args.extend(extra);
+    Ok(st.s.cli(Some(key), &args)?["run"]
+        .as_str()
+        .unwrap()
+        .to_string())
+}
+
+fn budget(st: &Study, key: &str) -> Value {
+    signed_get(&st.s, key, &format!("/v1/datasets/{}/budget", st.a))
+}
+
+fn wait(st: &Study, key: &str, run: &str) -> Value {
+    let _ = st.s.cli(Some(key), &["run", "watch", run]);
+    signed_get(&st.s, key, &format!("/v1/runs/{run}"))
+}
+
+#[test]
+fn dp_runs_spend_a_ledger_that_refuses_before_running() {
+    let st = Study::with_data(&cohort(2000), SITE_B_CSV);
+    let stats = push_module(&st.s, AGGREGATE_STATS);
+    let peek = push_module(&st.s, DP_PEEK);
+    require_dp(
+        &st,
+        &stats,
+        json!({
+            "unit_column": "patient_id", "epsilon": 1.0, "max_epsilon_per_run": 0.5,
+            "max_epsilon_per_researcher": 0.9,
+            "columns": {"sex": {"categories": ["F", "M"]}, "age": {"numeric": {"lower": 0.0, "upper": 110.0}}}
+        }),
+    );
+    st.grant("st_marys", &st.a, &peek, &["--identifier", "patient_id"])
+        .unwrap();
+    let params =
+        json!({"table": "st_marys", "group": "sex", "value": "age", "epsilon": 0.5}).to_string();
+
+    // Leaving ε out, or asking beyond the per-run limit, is refused at submission.
+    let e = err_text(submit(&st, "researcher", &stats, &params, &[]));
+    assert!(e.contains("dp_required"), "{e}");
+    let e = err_text(submit(
+        &st,
+        "researcher",
+        &stats,
+        &params,
+        &["--epsilon", "0.6"],
+    ));
+    assert!(e.contains("dp_run_limit"), "{e}");
+
+    // Reading the rows is impossible; the attempt still spends what the run asked for.
+    let run = submit(&st, "researcher", &peek, "", &["--epsilon", "0.1"]).unwrap();
+    let status = wait(&st, "researcher", &run);
+    assert_eq!(status["state"], "failed", "{status}");
+    assert!(!status.to_string().contains("PAT-"), "{status}");
+
+    // A DP aggregate is released without review: noisy counts of people, not rows.
+    let run = submit(&st, "researcher", &stats, &params, &["--epsilon", "0.5"]).unwrap();
+    let status = wait(&st, "researcher", &run);
+    assert_eq!(status["state"], "released", "{status}");
+    let out = st.fetch(&run).unwrap();
+    let table = read(&out.join("by_group.csv"));
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines[0], "sex,count,mean,q50", "{table}");
+    for (line, sex) in lines[1..].iter().zip(["F", "M"]) {
+        let cells: Vec<&str> = line.split(',').collect();
+        assert_eq!(cells[0], sex);
+        let count: i64 = cells[1].parse().unwrap();
+        assert!(
+            (count - 1000).abs() < 60,
+            "{sex}: {count} people (2,400 rows)"
+        );
+    }
+    assert!(
+        !out.join("elapsed_ns.json").exists(),
+        "unchecked outputs do not leave"
+    );
+    let codes = status["outputs"].to_string();
+    assert!(codes.contains("dp_noised"), "{codes}");
+
+    let b = budget(&st, "researcher");
+    assert_eq!(b["spent"], 0.6, "{b}");
+    assert_eq!(b["remaining"], 0.4, "{b}");
+    assert_eq!(b["yours"]["remaining"], 0.3, "{b}");
+    assert!(budget(&st, "st_marys").get("yours").is_none());
+
+    // Beyond the researcher's share: refused before it runs, nothing charged.
+    let e = err_text(submit(
+        &st,
+        "researcher",
+        &stats,
+        &params,
+        &["--epsilon", "0.4"],
+    ));
+    assert!(e.contains("dp_budget_exhausted"), "{e}");
+    assert_eq!(budget(&st, "researcher")["spent"], 0.6);
+
+    // Another researcher spends the rest of the dataset's budget; then it is exhausted.
+    let rest = json!({"table": "st_marys", "group": "sex", "value": "age", "epsilon": 0.4})
+        .to_string();
+    let run = submit(&st, "stranger", &stats, &rest, &["--epsilon", "0.4"]).unwrap();
+    assert_eq!(wait(&st, "stranger", &run)["state"], "released");
+    let e = err_text(submit(
+        &st,
+        "stranger",
+        &stats,
+        &params,
+        &["--epsilon", "0.000001"],
+    ));
+    assert!(e.contains("dp_budget_exhausted"), "{e}");
+
+    // The ledger is the runs' (MAC'd, logged) rows: a restart does not forget it.
+    let st = st.restart(|_| {});
+    assert_eq!(budget(&st, "st_marys")["remaining"], 0.0);
+    let e = err_text(submit(
+        &st,
+        "researcher",
+        &stats,
+        &params,
+        &["--epsilon", "0.1"],
+    ));
+    assert!(e.contains("dp_budget_exhausted"), "{e}");
+}
+
+/// Sample and aggregate: the module sees one block of people per instance; what leaves is
+/// the clamped, averaged, noised vector. A module counting "the whole table" gets a block's
+/// count, about a tenth of it.
+#[test]
+fn sample_and_aggregate_releases_one_noisy_vector() {
+    let st = Study::with_data(&cohort(2000), SITE_B_CSV);
+    let module = push_module(&st.s, BLOCK_ESTIMATE);
+    require_dp(
+        &st,
+        &module,
+        json!({"unit_column": "patient_id", "epsilon": 1000.0, "max_epsilon_per_run": 1000.0}),
+    );
+    let params = json!({"table": "st_marys", "column": "age"}).to_string();
+    let e = err_text(submit(
+        &st,
+        "researcher",
+        &module,
+        &params,
+        &[
+            "--epsilon",
+            "100",
+            "--sample-aggregate",
+            "1:estimate:0..3000,0..110",
+        ],
+    ));
+    assert!(e.contains("blocks must be 2"), "{e}");
+    let run = submit(
+        &st,
+        "researcher",
+        &module,
+        &params,
+        &[
+            "--epsilon",
+            "100",
+            "--sample-aggregate",
+            "10:estimate:0..3000,0..110",
+        ],
+    )
+    .unwrap();
+    let status = wait(&st, "researcher", &run);
+    assert_eq!(status["state"], "released", "{status}");
+    let out = st.fetch(&run).unwrap();
+    let table = read(&out.join("estimate.csv"));
+    let values: Vec<f64> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        (150.0..350.0).contains(&values[0]),
+        "a block holds about 240 of the 2,400 rows, not all: {values:?}"
+    );
+    assert!((values[1] - 54.5).abs() < 5.0, "the mean age: {values:?}");
+}
