@@ -196,6 +196,22 @@ enum DatasetCmd {
         #[command(flatten)]
         conn: remote::Conn,
     },
+    /// Fetch a dataset's DP preview: summaries, and a synthetic table to develop against
+    /// with `run-local` (written to --out).
+    Preview {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::dataset::PreviewArgs,
+    },
+    /// Publish a DP preview of your dataset, computed in the enclave and charged once to its
+    /// budget.
+    PublishPreview {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::dataset::PublishPreviewArgs,
+    },
     /// Show a dataset's differential-privacy budget: total, spent, left (and your share).
     Budget {
         #[command(flatten)]
@@ -418,6 +434,12 @@ where
         Command::Dataset(DatasetCmd::Push { conn, args }) => remote::dataset::push(&conn, args),
         Command::Dataset(DatasetCmd::Seal { conn, args }) => remote::dataset::seal(&conn, args),
         Command::Dataset(DatasetCmd::List { conn }) => remote::dataset::list(&conn),
+        Command::Dataset(DatasetCmd::Preview { conn, args }) => {
+            remote::dataset::preview(&conn, args)
+        }
+        Command::Dataset(DatasetCmd::PublishPreview { conn, args }) => {
+            remote::dataset::publish_preview(&conn, args)
+        }
         Command::Dataset(DatasetCmd::Budget { conn, dataset }) => {
             remote::dataset::budget(&conn, &dataset)
         }

@@ -147,8 +147,8 @@ fn dp_runs_spend_a_ledger_that_refuses_before_running() {
     assert_eq!(budget(&st, "researcher")["spent"], 0.6);
 
     // Another researcher spends the rest of the dataset's budget; then it is exhausted.
-    let rest = json!({"table": "st_marys", "group": "sex", "value": "age", "epsilon": 0.4})
-        .to_string();
+    let rest =
+        json!({"table": "st_marys", "group": "sex", "value": "age", "epsilon": 0.4}).to_string();
     let run = submit(&st, "stranger", &stats, &rest, &["--epsilon", "0.4"]).unwrap();
     assert_eq!(wait(&st, "stranger", &run)["state"], "released");
     let e = err_text(submit(
@@ -226,4 +226,95 @@ fn sample_and_aggregate_releases_one_noisy_vector() {
         "a block holds about 240 of the 2,400 rows, not all: {values:?}"
     );
     assert!((values[1] - 54.5).abs() < 5.0, "the mean age: {values:?}");
+}
+
+/// A preview is computed once, charged once, served to anyone without spending again, and its
+/// synthetic table has the dataset's schema and runs under `run-local`; nobody but the owner
+/// can publish one, and never beyond the budget.
+#[test]
+fn previews_spend_once_and_their_synthetic_rows_run_locally() {
+    let st = Study::with_data(&cohort(2000), SITE_B_CSV);
+    let module = push_module(&st.s, AGGREGATE_STATS);
+    require_dp(
+        &st,
+        &module,
+        json!({
+            "unit_column": "patient_id", "epsilon": 2.0, "max_epsilon_per_run": 1.0,
+            "columns": {"sex": {"categories": ["F", "M"]}, "age": {"numeric": {"lower": 0.0, "upper": 100.0}}}
+        }),
+    );
+    let publish = |key: &str, epsilon: &str| {
+        st.s.cli(
+            Some(key),
+            &[
+                "dataset",
+                "publish-preview",
+                &st.a,
+                "--epsilon",
+                epsilon,
+                "--rows",
+                "500",
+            ],
+        )
+    };
+    let e = err_text(publish("researcher", "0.5"));
+    assert!(e.contains("owner"), "{e}");
+    let e = err_text(publish("st_marys", "2.5"));
+    assert!(e.contains("dp_budget_exhausted"), "{e}");
+    publish("st_marys", "0.5").unwrap();
+    assert_eq!(budget(&st, "st_marys")["spent"], 0.5);
+
+    let dir = st.s.path("preview");
+    let dir_s = dir.display().to_string();
+    for key in ["researcher", "stranger", "researcher"] {
+        st.s.cli(Some(key), &["dataset", "preview", &st.a, "--out", &dir_s])
+            .unwrap();
+    }
+    assert_eq!(
+        budget(&st, "st_marys")["spent"],
+        0.5,
+        "fetching spends nothing"
+    );
+    let preview: Value = serde_json::from_str(&read(&dir.join("preview.json"))).unwrap();
+    let people = preview["people"].as_u64().unwrap();
+    assert!(
+        (1800..2200).contains(&people),
+        "{people} people (2,400 rows)"
+    );
+    assert!(
+        !preview.to_string().contains("PAT-"),
+        "no identifier leaves"
+    );
+    let sex = &preview["columns"][2]["summary"]["categories"];
+    let f = sex[0][1].as_u64().unwrap();
+    assert!((850..1150).contains(&f), "{sex}");
+    let synthetic = read(&dir.join("synthetic.csv"));
+    assert_eq!(synthetic.lines().next().unwrap(), "patient_id,age,sex");
+    assert_eq!(synthetic.lines().count(), 501);
+
+    // A researcher develops against the synthetic table exactly as against the real one.
+    let out = st.s.path("local");
+    let table = format!("st_marys={}", dir.join("synthetic.arrow").display());
+    cleanroom_cli::run([
+        "cleanroom",
+        "run-local",
+        AGGREGATE_STATS,
+        "--table",
+        &table,
+        "--params",
+        r#"{"table": "st_marys", "group": "sex", "value": "age"}"#,
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert!(read(&out.join("by_group.csv")).starts_with("sex,count,mean,q50"));
+
+    // The ledger keeps the preview's charge across a restart, and the preview stays cached.
+    let st = st.restart(|_| {});
+    assert_eq!(budget(&st, "st_marys")["spent"], 0.5);
+    st.s.cli(
+        Some("researcher"),
+        &["dataset", "preview", &st.a, "--out", &dir_s],
+    )
+    .unwrap();
 }

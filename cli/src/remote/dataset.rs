@@ -118,7 +118,7 @@ pub(crate) fn push(conn: &Conn, args: PushArgs) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn budget(conn: &Conn, dataset: &str) -> Result<()> {
+fn check_dataset_id(dataset: &str) -> Result<()> {
     if dataset.is_empty()
         || !dataset
             .bytes()
@@ -126,6 +126,141 @@ pub(crate) fn budget(conn: &Conn, dataset: &str) -> Result<()> {
     {
         anyhow::bail!("{dataset:?} is not a dataset id (lowercase hex)");
     }
+    Ok(())
+}
+
+/// `cleanroom dataset preview`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PreviewArgs {
+    /// The dataset id.
+    dataset: String,
+    /// Where to write `preview.json` and the synthetic table (`synthetic.arrow`, `.csv`,
+    /// `.parquet`).
+    #[arg(long, default_value = "preview")]
+    out: PathBuf,
+}
+
+pub(crate) fn preview(conn: &Conn, args: PreviewArgs) -> Result<()> {
+    check_dataset_id(&args.dataset)?;
+    let preview: cleanroom_proto::dp::Preview = conn.client()?.signed(
+        "GET",
+        &format!("/v1/datasets/{}/preview", args.dataset),
+        b"",
+    )?;
+    write_preview(&args.out, &preview)?;
+    conn.print(&preview, || describe_preview(&preview, &args.out));
+    Ok(())
+}
+
+/// `cleanroom dataset publish-preview`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PublishPreviewArgs {
+    /// The dataset id.
+    dataset: String,
+    /// The ε the preview spends, once, from the dataset's budget.
+    #[arg(long)]
+    epsilon: f64,
+    /// Synthetic rows to draw.
+    #[arg(long, default_value_t = 1000)]
+    rows: u32,
+}
+
+pub(crate) fn publish_preview(conn: &Conn, args: PublishPreviewArgs) -> Result<()> {
+    check_dataset_id(&args.dataset)?;
+    let epsilon = cleanroom_proto::dp::Epsilon::from_f64(args.epsilon).with_context(|| {
+        format!(
+            "--epsilon {}: a positive number with at most six decimals",
+            args.epsilon
+        )
+    })?;
+    let request = cleanroom_proto::dp::PreviewRequest {
+        epsilon,
+        synthetic_rows: args.rows,
+    };
+    let preview: cleanroom_proto::dp::Preview = conn.client()?.signed(
+        "PUT",
+        &format!("/v1/datasets/{}/preview", args.dataset),
+        &serde_json::to_vec(&request)?,
+    )?;
+    let summary = serde_json::json!({
+        "dataset": preview.dataset, "epsilon": preview.epsilon, "people": preview.people
+    });
+    conn.print(&summary, || {
+        format!(
+            "published the preview of {} (ε = {}, about {} people); researchers fetch it with \
+             `cleanroom dataset preview {}`",
+            preview.dataset, preview.epsilon, preview.people, preview.dataset
+        )
+    });
+    Ok(())
+}
+
+/// `preview.json` and the synthetic table, as Arrow IPC, CSV and Parquet.
+fn write_preview(dir: &Path, preview: &cleanroom_proto::dp::Preview) -> Result<()> {
+    use base64::Engine;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(
+        dir.join("preview.json"),
+        serde_json::to_vec_pretty(preview)?,
+    )?;
+    let ipc = base64::engine::general_purpose::STANDARD
+        .decode(&preview.synthetic)
+        .context("the preview's synthetic table is not base64")?;
+    let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(&ipc), None)
+        .context("the preview's synthetic table is not Arrow IPC")?;
+    let schema = reader.schema();
+    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    let mut file = std::fs::File::create(dir.join("synthetic.arrow"))?;
+    let mut writer = arrow_ipc::writer::FileWriter::try_new(&mut file, &schema)?;
+    for b in &batches {
+        writer.write(b)?;
+    }
+    writer.finish()?;
+    crate::tables::write_copies(dir, "synthetic", &schema, &batches)
+}
+
+fn describe_preview(p: &cleanroom_proto::dp::Preview, dir: &Path) -> String {
+    use cleanroom_proto::dp::ColumnSummary;
+    let mut out = format!(
+        "preview of {} (ε = {}): about {} people\n",
+        p.dataset, p.epsilon, p.people
+    );
+    for c in &p.columns {
+        let ty = p
+            .schema
+            .iter()
+            .find(|(n, _)| n == &c.name)
+            .map_or("?", |(_, t)| t.as_str());
+        out.push_str(&format!("  {} ({ty})", c.name));
+        match &c.summary {
+            ColumnSummary::Undeclared => out.push_str(": no public domain declared"),
+            ColumnSummary::Categories(counts) => {
+                let parts: Vec<String> = counts
+                    .iter()
+                    .map(|(k, n)| format!("{}={n}", k.as_deref().unwrap_or("(other)")))
+                    .collect();
+                out.push_str(&format!(": {}", parts.join(" ")));
+            }
+            ColumnSummary::Numeric { quantiles, .. } => {
+                let parts: Vec<String> = quantiles
+                    .iter()
+                    .map(|(q, v)| format!("q{}={v:.1}", q * 100.0))
+                    .collect();
+                out.push_str(&format!(": {}", parts.join(" ")));
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "synthetic table: {} (develop with `cleanroom run-local --table NAME={}`)",
+        dir.join("synthetic.csv").display(),
+        dir.join("synthetic.arrow").display()
+    ));
+    out
+}
+
+pub(crate) fn budget(conn: &Conn, dataset: &str) -> Result<()> {
+    check_dataset_id(dataset)?;
     let budget: cleanroom_proto::dp::DpBudget =
         conn.client()?
             .signed("GET", &format!("/v1/datasets/{dataset}/budget"), b"")?;

@@ -83,6 +83,33 @@ pub fn noisy_values(
     m.invoke(&values).map_err(opendp_err)
 }
 
+/// The exponential mechanism (OpenDP's report-noisy-max with Gumbel noise): the index of a
+/// high score, each score having sensitivity `sensitivity`, costing at most `epsilon`.
+pub fn noisy_argmax(
+    scores: Vec<f64>,
+    sensitivity: f64,
+    epsilon: Epsilon,
+) -> Result<usize, NoiseError> {
+    use opendp::measurements::make_noisy_max;
+    use opendp::measures::MaxDivergence;
+    use opendp::metrics::LInfDistance;
+    let make = |scale: f64| {
+        make_noisy_max(
+            VectorDomain::new(AtomDomain::<f64>::new_non_nan()),
+            LInfDistance::<f64>::default(),
+            MaxDivergence,
+            scale,
+            false,
+        )
+        .map_err(opendp_err)
+    };
+    // The privacy map is linear in 1 / scale: one probe gives the scale for `epsilon`.
+    let probe = make(sensitivity)?.map(&sensitivity).map_err(opendp_err)?;
+    let m = make(scale(sensitivity * probe, epsilon)?)?;
+    check_cost(m.map(&sensitivity).map_err(opendp_err)?, epsilon)?;
+    m.invoke(&scores).map_err(opendp_err)
+}
+
 fn check_cost(cost: f64, epsilon: Epsilon) -> Result<(), NoiseError> {
     if cost <= epsilon.as_f64() * (1.0 + 1e-6) {
         Ok(())

@@ -21,6 +21,7 @@ pub mod aggregate;
 pub mod dp;
 pub mod egress;
 pub mod identifiers;
+pub mod preview;
 
 pub use admission::{
     AdmissionRequest, Admitted, AdmittedInput, DatasetFacts, Decision, DerivedFacts, Facts,

@@ -339,3 +339,73 @@ mod tests {
         assert!(r.validate().is_err());
     }
 }
+
+/// An owner's request to publish a preview of a dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PreviewRequest {
+    /// The ε the preview spends, once, from the dataset's budget.
+    pub epsilon: Epsilon,
+    /// How many synthetic rows to draw (1 to 100,000).
+    pub synthetic_rows: u32,
+}
+
+impl PreviewRequest {
+    /// Most synthetic rows.
+    pub const MAX_ROWS: u32 = 100_000;
+}
+
+/// A dataset's preview, computed inside the enclave under differential privacy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Preview {
+    /// The dataset.
+    pub dataset: String,
+    /// The ε it spent.
+    pub epsilon: Epsilon,
+    /// When it was computed (Unix seconds, enclave clock).
+    pub created: u64,
+    /// Every column a guest would see, with its Arrow type.
+    pub schema: Vec<(String, String)>,
+    /// The number of people, with noise.
+    pub people: u64,
+    /// Per column: a DP summary, or why there is none.
+    pub columns: Vec<PreviewColumn>,
+    /// The pairs of columns whose joint distribution was measured (a spanning tree).
+    pub pairs: Vec<(String, String)>,
+    /// The synthetic table, an Arrow IPC stream (base64), with the dataset's schema.
+    pub synthetic: String,
+}
+
+/// One column of a preview.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PreviewColumn {
+    /// The column.
+    pub name: String,
+    /// Its summary.
+    pub summary: ColumnSummary,
+}
+
+/// A column's DP summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ColumnSummary {
+    /// Noisy counts per declared category (`null` counts everything else).
+    Categories(Vec<(Option<String>, u64)>),
+    /// A noisy histogram over the declared bounds and quantiles read from it.
+    Numeric {
+        /// `(lower, upper, count)` per bin; values outside the bounds were clamped.
+        bins: Vec<(f64, f64, u64)>,
+        /// Nulls, with noise.
+        nulls: u64,
+        /// `(p, value)` for p = 0.25, 0.5, 0.75.
+        quantiles: Vec<(f64, f64)>,
+    },
+    /// Not summarised: the owner declared no domain for it (or it is the privacy unit).
+    Undeclared,
+}

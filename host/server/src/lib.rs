@@ -30,6 +30,7 @@ pub mod events;
 mod http;
 pub mod modules;
 pub mod pipelines;
+pub mod previews;
 pub mod runs;
 pub mod store;
 pub mod tables;

@@ -914,7 +914,7 @@ fn release(
 }
 
 /// The transition lock; a panic elsewhere does not wedge every later transition.
-fn transitions(service: &Service) -> std::sync::MutexGuard<'_, ()> {
+pub(crate) fn transitions(service: &Service) -> std::sync::MutexGuard<'_, ()> {
     service
         .transitions
         .lock()

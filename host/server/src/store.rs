@@ -31,6 +31,8 @@ pub enum RowWrite<'a> {
     Pipeline(&'a PipelineRow),
     /// A table a pipeline kept inside, with its provenance.
     Derived(&'a DerivedRow),
+    /// A dataset's DP preview.
+    Preview(&'a PreviewRow),
 }
 
 impl RowWrite<'_> {
@@ -43,6 +45,7 @@ impl RowWrite<'_> {
             RowWrite::Module(m) => format!("modules/{}", m.module),
             RowWrite::Pipeline(p) => format!("pipelines/{}", p.id),
             RowWrite::Derived(d) => format!("derived/{}", d.id),
+            RowWrite::Preview(p) => format!("previews/{}", p.preview.dataset),
         }
     }
 }
@@ -108,6 +111,16 @@ pub struct PipelineRow {
 }
 
 /// A derived dataset: a table a pipeline step kept inside. Its content is a sealed blob
+/// A dataset's current preview (`previews/<dataset>`), with every ε its previews ever spent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewRow {
+    /// The preview.
+    pub preview: cleanroom_proto::dp::Preview,
+    /// ε spent by this and every earlier preview of the dataset (one ledger charge).
+    pub spent: cleanroom_proto::dp::Epsilon,
+}
+
 /// (`derived/<id>`); the row says where it came from and which rules follow it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -293,6 +306,8 @@ pub trait Storage: Send + Sync {
     fn pipeline(&self, id: &str) -> ApiResult<Option<PipelineRow>>;
     /// A derived dataset by id.
     fn derived(&self, id: &str) -> ApiResult<Option<DerivedRow>>;
+    /// A dataset's current preview.
+    fn preview(&self, dataset: &str) -> ApiResult<Option<PreviewRow>>;
     /// Every derived dataset.
     fn derived_all(&self) -> ApiResult<Vec<DerivedRow>>;
     /// Whether the module was uploaded.
@@ -440,6 +455,7 @@ CREATE TABLE IF NOT EXISTS datasets (id TEXT PRIMARY KEY, body TEXT NOT NULL, ma
 CREATE TABLE IF NOT EXISTS module_rows (id TEXT PRIMARY KEY, body TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pipelines (id TEXT PRIMARY KEY, body TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS derived (id TEXT PRIMARY KEY, body TEXT NOT NULL, mac TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS previews (id TEXT PRIMARY KEY, body TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS policies (dataset TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (dataset, version));
 CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, created INTEGER NOT NULL, body TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS run_grants (run TEXT NOT NULL, dataset TEXT NOT NULL, grant_digest TEXT NOT NULL);
@@ -559,6 +575,10 @@ impl Storage for SqliteStorage {
         self.all("derived", "id")
     }
 
+    fn preview(&self, dataset: &str) -> ApiResult<Option<PreviewRow>> {
+        self.one("previews", dataset)
+    }
+
     /// Existence only, without decoding the row and its source bundle (admission asks this on
     /// every run). A row inserted on disk gains nothing: the component is loaded by its hash
     /// and checked against it, and start-up refuses rows the audit log never wrote.
@@ -661,6 +681,11 @@ impl Storage for SqliteStorage {
                     RowWrite::Module(m) => put("module_rows", &m.module, to_json(m)?, true)?,
                     RowWrite::Pipeline(p) => put("pipelines", &p.id, to_json(p)?, false)?,
                     RowWrite::Derived(d) => put("derived", &d.id, to_json(d)?, false)?,
+                    RowWrite::Preview(p) => {
+                        let body = put("previews", &p.preview.dataset, to_json(p)?, true)?;
+                        index_preview(&tx, p)?;
+                        body
+                    }
                 };
                 (write.row(), body_digest(&body))
             }
@@ -738,6 +763,7 @@ impl Storage for SqliteStorage {
                 ("modules", "SELECT id, body FROM module_rows"),
                 ("pipelines", "SELECT id, body FROM pipelines"),
                 ("derived", "SELECT id, body FROM derived"),
+                ("previews", "SELECT id, body FROM previews"),
                 (
                     "policies",
                     "SELECT p.dataset, p.body FROM policies p WHERE p.version = \
@@ -779,12 +805,16 @@ impl Storage for SqliteStorage {
         // The grant counters are derived from the (now verified) runs: rebuild them rather
         // than trust their rows.
         let runs: Vec<RunRow> = self.all("runs", "created, id")?;
+        let previews: Vec<PreviewRow> = self.all("previews", "id")?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute("DELETE FROM run_grants", [])?;
         tx.execute("DELETE FROM dp_charges", [])?;
         for run in &runs {
             index_run(&tx, run)?;
+        }
+        for preview in &previews {
+            index_preview(&tx, preview)?;
         }
         tx.commit()?;
         Ok(())
@@ -860,6 +890,17 @@ fn put_run_tx(tx: &rusqlite::Transaction<'_>, run: &RunRow, rows: &RowKey) -> Ap
         index_run(tx, run)?;
     }
     Ok(body)
+}
+
+/// A dataset's previews as one ledger charge, charged to no researcher.
+fn index_preview(tx: &rusqlite::Transaction<'_>, row: &PreviewRow) -> ApiResult<()> {
+    let id = format!("preview:{}", row.preview.dataset);
+    tx.execute("DELETE FROM dp_charges WHERE run = ?1", params![id])?;
+    tx.execute(
+        "INSERT INTO dp_charges (run, dataset, researcher, micros) VALUES (?1, ?2, '', ?3)",
+        params![id, row.preview.dataset, row.spent.micros() as i64],
+    )?;
+    Ok(())
 }
 
 /// The rows derived from a run: its grant counters and its DP charges (the ledger).

@@ -238,6 +238,35 @@ pub(super) async fn budget(service: &Service, id: &str, req: Req) -> ApiResult<R
     Ok(typed_response(StatusCode::OK, &answer))
 }
 
+/// `GET /v1/datasets/{id}/preview`: previews are differentially private and meant for anyone
+/// deciding whether to ask for access, so any party with a key may read one.
+pub(super) async fn preview(service: &Service, id: &str, req: Req) -> ApiResult<Response<Body>> {
+    crate::auth::signed_get(service, &req)?;
+    match service.storage.preview(id)? {
+        Some(row) => Ok(typed_response(StatusCode::OK, &row.preview)),
+        None => Err(ApiError::NotFound(format!(
+            "dataset {id} has no preview; its owner may publish one"
+        ))),
+    }
+}
+
+/// `PUT /v1/datasets/{id}/preview`: the owner publishes (or replaces) the preview.
+pub(super) async fn put_preview(
+    service: Arc<Service>,
+    id: &str,
+    req: Req,
+) -> ApiResult<Response<Body>> {
+    let (signer, request): (_, cleanroom_proto::dp::PreviewRequest) =
+        crate::auth::signed_json(&service, req, "preview request").await?;
+    let dataset = id.to_string();
+    let preview = tokio::task::spawn_blocking(move || {
+        crate::previews::publish(&service, signer, &dataset, &request)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(typed_response(StatusCode::OK, &preview))
+}
+
 pub(super) async fn put_policy(
     service: Arc<Service>,
     id: &str,

@@ -88,6 +88,7 @@ fn routes() -> OpenApiRouter<Arc<Service>> {
         .routes(routes!(upload_dataset))
         .routes(routes!(get_policy, put_policy))
         .routes(routes!(get_budget))
+        .routes(routes!(get_preview, put_preview))
         .routes(routes!(upload_module))
         .routes(routes!(module_info))
         .routes(routes!(get_module_source, put_module_source))
@@ -197,6 +198,25 @@ async fn get_policy(State(s): Svc, Path(id): Path<String>, req: Req) -> Answer {
         (status = "4XX", description = "refused, or the dataset does not require differential privacy", body = ErrorBody)))]
 async fn get_budget(State(s): Svc, Path(id): Path<String>, req: Req) -> Answer {
     datasets::budget(&s, &id, req).await
+}
+
+#[utoipa::path(get, path = "/v1/datasets/{id}/preview", tag = "datasets", security(("httpsig" = [])),
+    params(("id" = String, Path, description = "dataset id")),
+    responses(
+        (status = 200, description = "the dataset's DP preview (schema, summaries, synthetic rows); to any party, at no cost to the budget", body = cleanroom_proto::dp::Preview),
+        (status = "4XX", description = "refused, or no preview was published", body = ErrorBody)))]
+async fn get_preview(State(s): Svc, Path(id): Path<String>, req: Req) -> Answer {
+    datasets::preview(&s, &id, req).await
+}
+
+#[utoipa::path(put, path = "/v1/datasets/{id}/preview", tag = "datasets", security(("httpsig" = [])),
+    params(("id" = String, Path, description = "dataset id")),
+    request_body = cleanroom_proto::dp::PreviewRequest,
+    responses(
+        (status = 200, description = "the preview, computed and charged once to the dataset's budget", body = cleanroom_proto::dp::Preview),
+        (status = "4XX", description = "refused: not the owner, no DP terms, or not enough budget", body = ErrorBody)))]
+async fn put_preview(State(s): Svc, Path(id): Path<String>, req: Req) -> Answer {
+    datasets::put_preview(s, &id, req).await
 }
 
 #[utoipa::path(put, path = "/v1/datasets/{id}/policy", tag = "datasets", security(("httpsig" = [])),
