@@ -548,3 +548,35 @@ fn block_estimate() {
         .unwrap();
     assert_ne!(blocks, again);
 }
+
+/// The Python SDK's `cleanroom.aggregate` reaches the same host aggregation: under DP terms
+/// the table cannot be read, the aggregate is noised and people count once.
+#[test]
+fn python_aggregate_through_the_host() {
+    let module = runtime()
+        .load(&python_program("py_aggregate_stats"))
+        .expect("the Python guest loads");
+    let out = runtime()
+        .run_with(
+            &module,
+            grants(&[("data", patients(1000))]),
+            r#"{"epsilon": 1.0}"#,
+            &Limits::default(),
+            None,
+            private_terms(1.0),
+        )
+        .unwrap();
+    let agg = &out.outputs.aggregates[0];
+    assert_eq!(agg.codes, vec![cleanroom_proto::Code::DpNoised]);
+    let names: Vec<String> = agg
+        .batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["sex", "count", "mean", "q50"]);
+    let counts = agg.batch.column_by_name("count").unwrap();
+    let counts = arrow_array::cast::AsArray::as_primitive::<arrow_array::types::Int64Type>(counts);
+    assert!((counts.value(0) - 500).abs() < 60, "{counts:?}");
+}

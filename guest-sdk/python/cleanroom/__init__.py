@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 from componentize_py_types import Err
 
 import wit_world
+from wit_world.imports import aggregate as _aggregate
 from wit_world.imports import output as _output
 from wit_world.imports import tables as _tables
 
@@ -33,6 +34,7 @@ from .groups import GroupStats, group_stats
 
 __all__ = [
     "AnalysisError",
+    "aggregate",
     "Batch",
     "Column",
     "GroupStats",
@@ -398,3 +400,99 @@ def warn(message: str) -> None:
 
 def debug(message: str) -> None:
     _output.log(_output.Level.DEBUG, message)
+
+
+_OPS = {
+    "=": _aggregate.Comparison.EQ,
+    "==": _aggregate.Comparison.EQ,
+    "!=": _aggregate.Comparison.NE,
+    "<": _aggregate.Comparison.LT,
+    "<=": _aggregate.Comparison.LE,
+    ">": _aggregate.Comparison.GT,
+    ">=": _aggregate.Comparison.GE,
+    "is null": _aggregate.Comparison.IS_NULL,
+    "not null": _aggregate.Comparison.NOT_NULL,
+}
+
+
+def _statistic(s: Any) -> Any:
+    if s == "count":
+        return _aggregate.Statistic_Count()
+    if s == "sum":
+        return _aggregate.Statistic_Sum()
+    if s == "mean":
+        return _aggregate.Statistic_Mean()
+    if s == "median":
+        return _aggregate.Statistic_Quantile(0.5)
+    if isinstance(s, tuple) and len(s) == 2 and s[0] == "quantile":
+        return _aggregate.Statistic_Quantile(float(s[1]))
+    raise AnalysisError(
+        f"unknown statistic {s!r}: use 'count', 'sum', 'mean', 'median' or ('quantile', p)"
+    )
+
+
+def aggregate(
+    name: str,
+    table: str,
+    *,
+    statistics: Sequence[Any] = ("count",),
+    group_by: Sequence[str] = (),
+    value: Optional[str] = None,
+    where: Sequence[Tuple[str, str, Any]] = (),
+    bounds: Optional[Tuple[float, float]] = None,
+    epsilon: Optional[float] = None,
+    computed: Optional[Dict[str, Any]] = None,
+) -> List[Dict[str, Any]]:
+    """Have the host aggregate a granted table, publish the result as output ``name`` and
+    return it as released: one dict per group, keys then statistics (``None`` where a
+    rule suppressed the cell).
+
+    The host knows who each row is about and applies the owners' rules per cell (distinct
+    people, dominance, rounding) or, on a table that requires differential privacy, adds
+    noise and charges ``epsilon`` to the run's budget::
+
+        rows = cleanroom.aggregate(
+            "sbp_by_sex", "patients", group_by=["sex"], value="sbp",
+            statistics=["count", "mean", "median"], bounds=(60, 250), epsilon=0.2)
+
+    ``where`` keeps rows by ``(column, op, value)`` with op one of ``= != < <= > >= "is
+    null" "not null"``. ``computed`` (disclosure control only) aggregates entries computed
+    here: ``{"key_names": [...], "rows": [table row per entry], "keys": [[...]],
+    "values": [...]}``.
+    """
+    try:
+        filters = [
+            _aggregate.Condition(column=c, op=_OPS[op], value=str(v)) for (c, op, v) in where
+        ]
+    except KeyError as e:
+        raise AnalysisError(f"unknown comparison {e}: use one of {sorted(_OPS)}")
+    comp = None
+    if computed is not None:
+        comp = _aggregate.Computed(
+            key_names=list(computed.get("key_names", [])),
+            rows=[int(r) for r in computed.get("rows", [])],
+            keys=[[str(k) for k in ks] for ks in computed.get("keys", [])],
+            values=[float(v) for v in computed.get("values", [])],
+        )
+    request = _aggregate.Request(
+        table=table,
+        group_by=list(group_by),
+        value=value,
+        filter=filters,
+        computed=comp,
+        statistics=[_statistic(s) for s in statistics],
+        bounds=(float(bounds[0]), float(bounds[1])) if bounds is not None else None,
+        epsilon=float(epsilon) if epsilon is not None else None,
+    )
+    try:
+        result = _aggregate.aggregate(name, request)
+    except Err as e:
+        v = e.value
+        kind = type(v).__name__.split("_", 1)[-1]
+        raise AnalysisError(f"aggregate refused ({kind}): {v.value}")
+    rows = []
+    for cell in result.cells:
+        row: Dict[str, Any] = dict(zip(result.key_names, cell.keys))
+        row.update(zip(result.statistic_names, cell.values))
+        rows.append(row)
+    return rows
