@@ -580,3 +580,55 @@ fn python_aggregate_through_the_host() {
     let counts = arrow_array::cast::AsArray::as_primitive::<arrow_array::types::Int64Type>(counts);
     assert!((counts.value(0) - 500).abs() < 60, "{counts:?}");
 }
+
+/// Sample and aggregate takes a one-row numeric table as a block's vector, so a SQL query
+/// (the SQL engine, unchanged) can be the analysis.
+#[test]
+fn sql_query_under_sample_and_aggregate() {
+    let engine = runtime()
+        .load(&std::fs::read(sql_engine()).expect("the SQL engine is built"))
+        .expect("the SQL engine loads");
+    let plan = cleanroom_runtime::blocks::BlockPlan {
+        blocks: 5,
+        key: [3; 32],
+        units: [("data".to_string(), "patient_id".to_string())].into(),
+        output: "estimate".into(),
+        dimensions: 2,
+    };
+    let params = serde_json::json!({
+        "sql": "SELECT COUNT(*) AS n, AVG(age) AS mean_age FROM data",
+        "output": "estimate"
+    })
+    .to_string();
+    let blocks = runtime()
+        .run_blocks(
+            &engine,
+            &grants(&[("data", patients(500))]),
+            &params,
+            &Limits::default(),
+            None,
+            &plan,
+        )
+        .unwrap();
+    let rows: f64 = blocks
+        .iter()
+        .map(|b| b.as_ref().expect("a vector")[0])
+        .sum();
+    assert_eq!(rows, 1500.0, "{blocks:?}");
+}
+
+/// The OLS fit the sample-and-aggregate benchmark runs: exact on a line (y = x).
+#[test]
+fn block_regression() {
+    let out = runtime()
+        .run(
+            &load(BLOCK_REGRESSION),
+            grants(&[("data", patients(200))]),
+            r#"{"x": "age", "y": "age"}"#,
+            &Limits::default(),
+            None,
+        )
+        .unwrap();
+    let c: Vec<f64> = serde_json::from_str(&out.outputs.json[0].1).unwrap();
+    assert!(c[0].abs() < 1e-9 && (c[1] - 1.0).abs() < 1e-12, "{c:?}");
+}

@@ -42,6 +42,8 @@ pub const DOMINANCE_P_PERCENT: f64 = 10.0;
 pub const DOMINANCE_K_PERCENT: f64 = 90.0;
 /// Bins of the histograms DP quantiles are read from.
 pub const QUANTILE_BINS: usize = 64;
+/// Bins of a numeric group-by column under DP (a histogram over its declared bounds).
+pub const HISTOGRAM_BINS: usize = 10;
 /// Most cells one aggregate may have.
 pub const MAX_CELLS: usize = 10_000;
 
@@ -529,16 +531,24 @@ fn private(
     dp: &DpRequirement,
     epsilon: Epsilon,
 ) -> Result<Aggregate, AggregateError> {
-    // Groups: the cartesian product of public domains.
-    let mut domains = Vec::new();
+    // Groups: the cartesian product of public domains (declared categories, or the bins of a
+    // numeric column's declared bounds: a histogram).
+    let mut domains: Vec<Vec<String>> = Vec::new();
+    let mut binning: Vec<Option<(f64, f64)>> = Vec::new();
     for name in &rows.key_names {
-        let Some(values) = dp.categories(name) else {
+        if let Some(values) = dp.categories(name) {
+            domains.push(values.to_vec());
+            binning.push(None);
+        } else if let Some((lo, hi)) = dp.bounds(name) {
+            domains.push((0..HISTOGRAM_BINS).map(|b| bin_label(lo, hi, b)).collect());
+            binning.push(Some((lo, hi)));
+        } else {
             return Err(AggregateError::NotAllowed(format!(
-                "column {name} has no declared categories in the dataset's DP terms: groups \
-                 must come from a public domain, or a group's presence would reveal someone"
+                "column {name} has no declared categories or bounds in the dataset's DP terms: \
+                 groups must come from a public domain, or a group's presence would reveal \
+                 someone"
             )));
-        };
-        domains.push(values);
+        }
     }
     let cells_n = domains
         .iter()
@@ -565,6 +575,27 @@ fn private(
     for (i, k) in cells.iter().enumerate() {
         index.insert(k.clone(), i);
     }
+    // A numeric key is replaced by the label of its bin (values outside are clamped).
+    let rows = Rows {
+        keys: rows
+            .keys
+            .into_iter()
+            .map(|keys| {
+                keys.into_iter()
+                    .zip(&binning)
+                    .map(|(k, bins)| match bins {
+                        None => k,
+                        Some((lo, hi)) => k.and_then(|t| t.parse::<f64>().ok()).map(|v| {
+                            let x = (v.clamp(*lo, *hi) - lo) / (hi - lo);
+                            let b = ((x * HISTOGRAM_BINS as f64) as usize).min(HISTOGRAM_BINS - 1);
+                            bin_label(*lo, *hi, b)
+                        }),
+                    })
+                    .collect()
+            })
+            .collect(),
+        ..rows
+    };
     let valued = needs_values(&spec.statistics);
     let bounds = match (
         spec.bounds,
@@ -667,6 +698,17 @@ fn private(
         refused: false,
         spent,
     })
+}
+
+/// The label of bin `b` of `[lo, hi]`: `[lower, upper)`, the last one closed.
+fn bin_label(lo: f64, hi: f64, b: usize) -> String {
+    let w = (hi - lo) / HISTOGRAM_BINS as f64;
+    let (a, z) = (lo + w * b as f64, lo + w * (b + 1) as f64);
+    if b + 1 == HISTOGRAM_BINS {
+        format!("[{a}, {z}]")
+    } else {
+        format!("[{a}, {z})")
+    }
 }
 
 /// The p-quantile read off a (noisy) histogram over `[lo, hi]`, interpolating inside a bin.

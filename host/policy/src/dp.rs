@@ -178,36 +178,40 @@ pub fn budget_refusal(
 
 /// The sample-and-aggregate release (GUPT, Mohan et al., SIGMOD 2012): each block's vector
 /// (`None` where a block failed or published no valid vector: the midpoint stands in for it,
-/// so failure reveals nothing) is clamped to `bounds`, the blocks are averaged, and Laplace
-/// noise with L1 sensitivity `Σ (upper − lower) / blocks` is added: one person is in one
-/// block, so they move one block's clamped vector by at most the width of the box.
+/// so failure reveals nothing) is clamped to `bounds`, the blocks are averaged, and each
+/// coordinate gets Laplace noise for its own sensitivity `(upper − lower) / blocks` with an
+/// equal share of `epsilon` (basic composition): one person is in one block, so they move
+/// one block's clamped vector, and so each average by at most its width over the blocks.
+/// (One vector-valued Laplace with the summed sensitivity would give a narrow coordinate the
+/// noise of the widest.)
 pub fn sample_aggregate_release(
     blocks: &[Option<Vec<f64>>],
     bounds: &[(f64, f64)],
     epsilon: Epsilon,
 ) -> Result<Vec<f64>, NoiseError> {
     let b = blocks.len();
-    if b == 0 {
-        return Err(NoiseError("no blocks".into()));
+    if b == 0 || bounds.is_empty() {
+        return Err(NoiseError("no blocks or no coordinates".into()));
     }
-    let mut mean = vec![0.0; bounds.len()];
-    for block in blocks {
-        for (i, &(lo, hi)) in bounds.iter().enumerate() {
-            let v = block
-                .as_ref()
-                .and_then(|v| v.get(i).copied())
-                .filter(|v| v.is_finite())
-                .unwrap_or((lo + hi) / 2.0);
-            mean[i] += v.clamp(lo, hi) / b as f64;
-        }
+    let each = split(epsilon, bounds.len());
+    let mut out = Vec::with_capacity(bounds.len());
+    for (i, &(lo, hi)) in bounds.iter().enumerate() {
+        let mean: f64 = blocks
+            .iter()
+            .map(|block| {
+                block
+                    .as_ref()
+                    .and_then(|v| v.get(i).copied())
+                    .filter(|v| v.is_finite())
+                    .unwrap_or((lo + hi) / 2.0)
+                    .clamp(lo, hi)
+            })
+            .sum::<f64>()
+            / b as f64;
+        let noisy = noisy_values(vec![mean], (hi - lo) / b as f64, each)?[0];
+        out.push(noisy.clamp(lo, hi));
     }
-    let sensitivity: f64 = bounds.iter().map(|(lo, hi)| (hi - lo) / b as f64).sum();
-    let noisy = noisy_values(mean, sensitivity, epsilon)?;
-    Ok(noisy
-        .into_iter()
-        .zip(bounds)
-        .map(|(v, &(lo, hi))| v.clamp(lo, hi))
-        .collect())
+    Ok(out)
 }
 
 #[cfg(test)]

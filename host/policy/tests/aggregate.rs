@@ -195,3 +195,38 @@ fn dp_refuses_groups_without_a_public_domain() {
     .unwrap_err();
     assert!(matches!(err, AggregateError::NotAllowed(_)), "{err:?}");
 }
+
+/// Grouping by a numeric column with declared bounds is a DP histogram: ten bins, every one
+/// present, values outside the bounds clamped into the end bins.
+#[test]
+fn dp_histogram_over_declared_bounds() {
+    let rows: Vec<(String, &str, f64)> = (0..300)
+        .map(|i| (format!("p{i}"), "x", (i % 300) as f64 * 0.7))
+        .collect();
+    let rows: Vec<(&str, &str, f64)> = rows.iter().map(|(a, b, c)| (a.as_str(), *b, *c)).collect();
+    let t = table(&rows);
+    let s = Spec {
+        group_by: vec!["sbp".into()],
+        statistics: vec![Statistic::Count],
+        ..Spec::default()
+    };
+    let r = rows_of(batches(&t), &s, Some("patient_id")).unwrap();
+    let dp = dp_terms();
+    let agg = compute(
+        r,
+        &s,
+        Mode::Private {
+            dp: &dp,
+            epsilon: Epsilon::from_micros(10_000_000_000),
+        },
+    )
+    .unwrap();
+    assert_eq!(agg.batch.num_rows(), 10);
+    let labels = agg.batch.column(0).as_string::<i32>();
+    assert_eq!(labels.value(0), "[0, 20)");
+    assert_eq!(labels.value(9), "[180, 200]");
+    // 0.7 i for i < 300 spans 0..209.3: 29 values per bin of 20, the rest clamped into the last.
+    let c = counts(&agg.batch, "count");
+    assert_eq!(c[0], Some(29));
+    assert_eq!(c.iter().map(|c| c.unwrap()).sum::<i64>(), 300);
+}

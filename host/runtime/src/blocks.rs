@@ -56,54 +56,83 @@ pub fn block_of(key: &[u8; 32], unit: &str, blocks: u32) -> u32 {
     (head % u64::from(blocks)) as u32
 }
 
+/// A block's vector: the JSON output `plan.output` holding an array of numbers, or a table
+/// output of that name with one row of numeric columns (what a SQL query publishes).
+fn block_vector(outputs: &crate::Outputs, plan: &BlockPlan) -> Option<Vec<f64>> {
+    let vector = if let Some((_, text)) = outputs.json.iter().find(|(n, _)| *n == plan.output) {
+        serde_json::from_str::<Vec<f64>>(text).ok()?
+    } else {
+        let table = outputs.tables.iter().find(|t| t.name == plan.output)?;
+        let batch = arrow_select::concat::concat_batches(&table.schema, &table.batches).ok()?;
+        if batch.num_rows() != 1 {
+            return None;
+        }
+        batch
+            .columns()
+            .iter()
+            .map(|c| {
+                let c = arrow_cast::cast(c, &arrow_schema::DataType::Float64).ok()?;
+                let c =
+                    arrow_array::cast::AsArray::as_primitive::<arrow_array::types::Float64Type>(&c);
+                c.is_valid(0).then(|| c.value(0))
+            })
+            .collect::<Option<Vec<f64>>>()?
+    };
+    (vector.len() == plan.dimensions).then_some(vector)
+}
+
+/// Which block each row of a table is in (`None`: no unit), per batch: computed once per run
+/// and shared by every block's view.
+type Assignment = Arc<Vec<Vec<Option<u32>>>>;
+
+fn assign(
+    table: &dyn TableSource,
+    unit: &str,
+    key: &[u8; 32],
+    blocks: u32,
+) -> Result<Assignment, String> {
+    let mut out = Vec::new();
+    for batch in table.batches() {
+        let batch = batch?;
+        let col = batch
+            .column_by_name(unit)
+            .ok_or_else(|| format!("the unit column {unit} is missing"))?;
+        let fmt = ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default())
+            .map_err(|e| e.to_string())?;
+        out.push(
+            (0..batch.num_rows())
+                .map(|i| {
+                    col.is_valid(i)
+                        .then(|| block_of(key, &fmt.value(i).to_string(), blocks))
+                })
+                .collect(),
+        );
+    }
+    Ok(Arc::new(out))
+}
+
 /// One block's view of a table.
 #[derive(Debug)]
 struct BlockTable {
     inner: Arc<dyn TableSource>,
-    unit: String,
-    key: [u8; 32],
-    blocks: u32,
+    assignment: Assignment,
     block: u32,
     rows: u64,
 }
 
-fn mask(
-    batch: &RecordBatch,
-    unit: &str,
-    key: &[u8; 32],
-    blocks: u32,
-    block: u32,
-) -> Result<BooleanArray, String> {
-    let col = batch
-        .column_by_name(unit)
-        .ok_or_else(|| format!("the unit column {unit} is missing"))?;
-    let fmt = ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default())
-        .map_err(|e| e.to_string())?;
-    Ok((0..batch.num_rows())
-        .map(|i| Some(col.is_valid(i) && block_of(key, &fmt.value(i).to_string(), blocks) == block))
-        .collect())
-}
-
 impl BlockTable {
-    fn new(
-        inner: Arc<dyn TableSource>,
-        unit: String,
-        key: [u8; 32],
-        blocks: u32,
-        block: u32,
-    ) -> Result<Self, String> {
-        let mut table = BlockTable {
+    fn new(inner: Arc<dyn TableSource>, assignment: Assignment, block: u32) -> Self {
+        let rows = assignment
+            .iter()
+            .flatten()
+            .filter(|b| **b == Some(block))
+            .count() as u64;
+        BlockTable {
             inner,
-            unit,
-            key,
-            blocks,
+            assignment,
             block,
-            rows: 0,
-        };
-        for batch in table.batches() {
-            table.rows += batch?.num_rows() as u64;
+            rows,
         }
-        Ok(table)
     }
 }
 
@@ -117,10 +146,14 @@ impl TableSource for BlockTable {
     }
 
     fn batches(&self) -> Box<dyn Iterator<Item = Result<RecordBatch, String>> + Send> {
-        let (unit, key, blocks, block) = (self.unit.clone(), self.key, self.blocks, self.block);
-        Box::new(self.inner.batches().map(move |batch| {
+        let (assignment, block) = (self.assignment.clone(), self.block);
+        Box::new(self.inner.batches().enumerate().map(move |(i, batch)| {
             let batch = batch?;
-            let keep = mask(&batch, &unit, &key, blocks, block)?;
+            let rows = assignment
+                .get(i)
+                .filter(|r| r.len() == batch.num_rows())
+                .ok_or("the table changed between reads")?;
+            let keep: BooleanArray = rows.iter().map(|b| Some(*b == Some(block))).collect();
             arrow_select::filter::filter_record_batch(&batch, &keep).map_err(|e| e.to_string())
         }))
     }
@@ -144,15 +177,21 @@ impl Runtime {
             timeout: (limits.timeout / plan.blocks).max(std::time::Duration::from_secs(1)),
             ..limits.clone()
         };
+        let mut assignments = BTreeMap::new();
+        for (name, unit) in &plan.units {
+            if let Some(source) = grants.get(name) {
+                let a = assign(source.as_ref(), unit, &plan.key, plan.blocks)
+                    .map_err(RunError::Internal)?;
+                assignments.insert(name.clone(), a);
+            }
+        }
         let mut out = Vec::with_capacity(plan.blocks as usize);
         for block in 0..plan.blocks {
             let mut view = Grants::new();
             for (name, source) in grants {
-                let source = match plan.units.get(name) {
-                    Some(unit) => Arc::new(
-                        BlockTable::new(source.clone(), unit.clone(), plan.key, plan.blocks, block)
-                            .map_err(RunError::Internal)?,
-                    ) as Arc<dyn TableSource>,
+                let source = match assignments.get(name) {
+                    Some(a) => Arc::new(BlockTable::new(source.clone(), a.clone(), block))
+                        as Arc<dyn TableSource>,
                     None => source.clone(),
                 };
                 view.insert(name.clone(), source);
@@ -166,13 +205,7 @@ impl Runtime {
                 Aggregation::default(),
             );
             out.push(match result {
-                Ok(run) => run
-                    .outputs
-                    .json
-                    .iter()
-                    .find(|(name, _)| *name == plan.output)
-                    .and_then(|(_, text)| serde_json::from_str::<Vec<f64>>(text).ok())
-                    .filter(|v| v.len() == plan.dimensions),
+                Ok(run) => block_vector(&run.outputs, plan),
                 Err(RunError::Cancelled) => return Err(RunError::Cancelled),
                 Err(RunError::Internal(e)) => return Err(RunError::Internal(e)),
                 Err(_) => None,
