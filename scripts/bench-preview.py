@@ -45,7 +45,8 @@ def domains(df):
         if col in CUTS:
             doms[col] = CUTS[col][1]
         elif col == "lncoins":
-            doms[col] = ["0.0", "2.3", "3.2", "3.9", "4.6"]
+            # log(coinsurance + 1) of the plans' rates 0, 25, 50 and 95 %.
+            doms[col] = ["0.0", "3.3", "3.9", "4.6"]
         else:
             doms[col] = ["0", "1"]
     return doms
@@ -109,6 +110,9 @@ def main():
     args = ap.parse_args()
     real = real_table()
     doms = domains(real)
+    for col, values in doms.items():
+        outside = set(real[col]) - set(values)
+        assert not outside, f"{col}: values {outside} outside the declared domain"
     print(f"RAND HIE (statsmodels randhie): {len(real)} rows, {len(real.columns)} columns")
     print()
     print("| ε | ours: 1-way TVD | ours: 2-way TVD | ours: time | MST: 1-way TVD | MST: 2-way TVD | MST: time |")

@@ -491,14 +491,14 @@ fn the_cli_signs_only_policies_it_verified_and_catches_a_rollback() {
 }
 
 /// Run `sql` on the stopped server's database.
-fn edit_db(blobs: &std::path::Path, sql: &str) {
+pub(crate) fn edit_db(blobs: &std::path::Path, sql: &str) {
     let db = rusqlite::Connection::open(blobs.parent().unwrap().join("state.db")).unwrap();
     let changed = db.execute(sql, []).unwrap();
     assert!(changed > 0, "{sql} changed nothing");
 }
 
 /// Start a server on `dir` and return why it refused.
-fn start_error(dir: &tempfile::TempDir) -> String {
+pub(crate) fn start_error(dir: &tempfile::TempDir) -> String {
     let (_rt, started) = TestServer::try_start(dir);
     format!("{:#}", started.unwrap_err())
 }

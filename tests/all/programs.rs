@@ -632,3 +632,51 @@ fn block_regression() {
     let c: Vec<f64> = serde_json::from_str(&out.outputs.json[0].1).unwrap();
     assert!(c[0].abs() < 1e-9 && (c[1] - 1.0).abs() < 1e-12, "{c:?}");
 }
+
+/// SQL over a table that requires DP: the engine hands a grouped aggregate to the host, which
+/// noises it; a query of another shape gets a clear error, and the plain SQL path cannot read
+/// the table.
+#[test]
+fn sql_query_as_a_dp_aggregate() {
+    let engine = runtime()
+        .load(&std::fs::read(sql_engine()).expect("the SQL engine is built"))
+        .expect("the SQL engine loads");
+    let run = |params: serde_json::Value| {
+        runtime().run_with(
+            &engine,
+            grants(&[("data", patients(1200))]),
+            &params.to_string(),
+            &Limits::default(),
+            None,
+            private_terms(1.0),
+        )
+    };
+    let out = run(serde_json::json!({
+        "sql": "SELECT sex, COUNT(*) AS n, AVG(age) FROM data WHERE age >= 30 GROUP BY sex",
+        "epsilon": 1.0,
+        "output": "by_sex"
+    }))
+    .unwrap();
+    let agg = &out.outputs.aggregates[0];
+    assert_eq!(agg.name, "by_sex");
+    assert_eq!(agg.codes, vec![cleanroom_proto::Code::DpNoised]);
+    let counts = agg.batch.column_by_name("count").unwrap();
+    let counts = arrow_array::cast::AsArray::as_primitive::<arrow_array::types::Int64Type>(counts);
+    // 1,200 people, 5 in 6 aged 30 or more, half of them F: 500 (not 1,500 rows).
+    assert!((counts.value(0) - 500).abs() < 40, "{counts:?}");
+
+    let err = run(serde_json::json!({
+        "sql": "SELECT a.sex, COUNT(*) FROM data a JOIN data b ON a.patient_id = b.patient_id GROUP BY a.sex",
+        "epsilon": 1.0
+    }))
+    .unwrap_err();
+    assert!(
+        matches!(&err, RunError::Failed(m) if m.contains("no joins")),
+        "{err:?}"
+    );
+    let err = run(serde_json::json!({"sql": "SELECT COUNT(*) FROM data"})).unwrap_err();
+    assert!(
+        matches!(&err, RunError::Failed(m) if m.contains("requires differential privacy")),
+        "{err:?}"
+    );
+}

@@ -232,10 +232,9 @@ pub fn compute(
             edges.push((i, j));
         }
         for &(i, j) in &edges {
-            measured.push(noisy_histogram(
-                joint(&columns[i], &columns[j]),
-                measure_each,
-            )?);
+            let noisy = noisy_histogram(joint(&columns[i], &columns[j]), measure_each)?;
+            let (rows, cols) = (columns[i].buckets, columns[j].buckets);
+            measured.push(consistent(noisy, rows, cols, &one_way[i], &one_way[j]));
         }
     }
     let synthetic = sample(
@@ -274,6 +273,34 @@ pub fn compute(
             .collect(),
         synthetic,
     })
+}
+
+/// Post-processing: fit a noisy 2-way table to the noisy 1-way marginals of its two columns by
+/// iterative proportional fitting, so that sampling down the tree reproduces each column's own
+/// (more precisely measured) distribution. A pseudo-count keeps cells the noise zeroed alive.
+fn consistent(mut t: Vec<f64>, rows: usize, cols: usize, ri: &[f64], cj: &[f64]) -> Vec<f64> {
+    let total = (ri.iter().sum::<f64>() + cj.iter().sum::<f64>()) / 2.0;
+    let (pr, pc) = (normalise(ri), normalise(cj));
+    for v in &mut t {
+        *v += 0.5;
+    }
+    for _ in 0..20 {
+        for a in 0..rows {
+            let sum: f64 = t[a * cols..(a + 1) * cols].iter().sum();
+            if sum > 0.0 {
+                let f = pr[a] * total / sum;
+                t[a * cols..(a + 1) * cols].iter_mut().for_each(|v| *v *= f);
+            }
+        }
+        for b in 0..cols {
+            let sum: f64 = (0..rows).map(|a| t[a * cols + b]).sum();
+            if sum > 0.0 {
+                let f = pc[b] * total / sum;
+                (0..rows).for_each(|a| t[a * cols + b] *= f);
+            }
+        }
+    }
+    t
 }
 
 /// The true 2-way counts of two columns, row-major (`a * b.buckets + b`).

@@ -230,3 +230,44 @@ fn dp_histogram_over_declared_bounds() {
     assert_eq!(c[0], Some(29));
     assert_eq!(c.iter().map(|c| c.unwrap()).sum::<i64>(), 300);
 }
+
+/// A DP aggregate is released as noised: a cell whose (noisy) count is below the owners'
+/// small-group threshold is not suppressed, because suppressing on the true count would
+/// reveal it; `decide` adds no small-group rule to a checked aggregate.
+#[test]
+fn dp_cells_are_never_suppressed_on_their_true_counts() {
+    use cleanroom_policy::{Candidate, Content, EgressInput, IdentifierCollector, decide};
+    use cleanroom_proto::run::{Disposition, OutputKind};
+    let t = table(&[("p1", "x", 100.0), ("p2", "x", 110.0), ("p3", "y", 120.0)]);
+    let s = spec(vec![Statistic::Count]);
+    let r = rows_of(batches(&t), &s, Some("patient_id")).unwrap();
+    let dp = dp_terms();
+    let agg = compute(
+        r,
+        &s,
+        Mode::Private {
+            dp: &dp,
+            epsilon: Epsilon::from_micros(10_000_000_000),
+        },
+    )
+    .unwrap();
+    let decided = decide(EgressInput {
+        outputs: vec![Candidate {
+            name: "by_site".into(),
+            kind: OutputKind::Table,
+            content: Content::Checked {
+                schema: agg.batch.schema(),
+                batches: vec![agg.batch.clone()],
+                codes: agg.codes.clone(),
+                refused: agg.refused,
+            },
+        }],
+        rules: &rules(10),
+        identifier_columns: &Default::default(),
+        identifiers: &IdentifierCollector::new().build(),
+        reviewed: false,
+    });
+    assert_eq!(decided[0].report.disposition, Disposition::Release);
+    assert_eq!(decided[0].report.codes, vec![Code::DpNoised]);
+    assert_eq!(counts(&agg.batch, "count"), vec![Some(2), Some(1), Some(0)]);
+}

@@ -142,6 +142,8 @@ pub struct Service {
     pub refusals: crate::auth::RefusalMeter,
     /// Upload slots, in total and per party.
     pub uploads: UploadSlots,
+    /// Every DP charge, in enclave memory.
+    pub ledger: crate::ledger::Ledger,
 }
 
 /// Concurrent uploads allowed in total.
@@ -253,6 +255,7 @@ impl Service {
         let (audit, logged) = AuditLog::load(storage.as_ref())?;
         // Every row the enclave acts on must be the version the log last wrote.
         storage.check_logged_rows(&logged)?;
+        let ledger = crate::ledger::Ledger::load(storage.as_ref())?;
         let clock = crate::clock::TrustedClock::load(dir.join("clock.sealed"), &sealer)?;
         let runtime = Runtime::new(RuntimeConfig {
             max_concurrent_runs: (config.workers as u32).max(1) * 2,
@@ -292,6 +295,7 @@ impl Service {
             revoked: Mutex::new(HashSet::new()),
             refusals: Default::default(),
             uploads: Default::default(),
+            ledger,
         };
         Ok((Arc::new(service), rx))
     }

@@ -28,6 +28,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 mod http;
+pub mod ledger;
 pub mod modules;
 pub mod pipelines;
 pub mod previews;

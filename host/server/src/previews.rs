@@ -57,7 +57,7 @@ pub fn publish(
     };
     // Check and charge under the transition lock, so no run starts on the same budget between.
     let _guard = crate::runs::transitions(service);
-    let spent = service.storage.dp_spent(dataset, "", None)?;
+    let spent = service.ledger.spent(dataset, "", None);
     if spent.total.plus(request.epsilon) > dp.epsilon {
         return Err(ApiError::Forbidden(format!(
             "dataset {dataset} has ε = {} left of its {}; the preview asks for {} \
@@ -124,5 +124,6 @@ pub fn publish(
         json!({ "epsilon": request.epsilon, "synthetic_rows": request.synthetic_rows }),
         RowWrite::Preview(&row),
     )?;
+    service.ledger.record_preview(&row);
     Ok(row.preview)
 }

@@ -92,9 +92,10 @@ impl Facts for StoreFacts<'_> {
         researcher: &PartyId,
         exclude: Option<&str>,
     ) -> ApiResult<cleanroom_policy::dp::Spent> {
-        self.0
-            .storage
-            .dp_spent(dataset, &researcher.to_string(), exclude)
+        Ok(self
+            .0
+            .ledger
+            .spent(dataset, &researcher.to_string(), exclude))
     }
 }
 
@@ -425,6 +426,8 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
                         .collect(),
                 });
                 set_state(service, &mut run, RunState::Running, None, "run.started")?;
+                // Durable first, then in the enclave's ledger (still under the lock).
+                service.ledger.record_run(&run);
                 admitted
             }
             Decision::Deny(reason) => {

@@ -308,6 +308,8 @@ pub trait Storage: Send + Sync {
     fn derived(&self, id: &str) -> ApiResult<Option<DerivedRow>>;
     /// A dataset's current preview.
     fn preview(&self, dataset: &str) -> ApiResult<Option<PreviewRow>>;
+    /// Every dataset's current preview.
+    fn previews(&self) -> ApiResult<Vec<PreviewRow>>;
     /// Every derived dataset.
     fn derived_all(&self) -> ApiResult<Vec<DerivedRow>>;
     /// Whether the module was uploaded.
@@ -322,14 +324,7 @@ pub trait Storage: Send + Sync {
     fn runs(&self) -> ApiResult<Vec<RunRow>>;
     /// Runs admitted under grant `grant` (its digest) on `dataset`, except `exclude`.
     fn grant_runs(&self, dataset: &str, grant: &str, exclude: Option<&str>) -> ApiResult<u64>;
-    /// The ε charged to `dataset`'s ledger by every run, and by `researcher`'s, not counting
-    /// run `exclude`.
-    fn dp_spent(
-        &self,
-        dataset: &str,
-        researcher: &str,
-        exclude: Option<&str>,
-    ) -> ApiResult<cleanroom_policy::dp::Spent>;
+
     /// Append an audit entry with its hash, and store `write` (if given) in the same
     /// transaction with its digest: one durable write per state change, and the log says
     /// which version of the row is current.
@@ -459,8 +454,6 @@ CREATE TABLE IF NOT EXISTS previews (id TEXT PRIMARY KEY, body TEXT NOT NULL, ma
 CREATE TABLE IF NOT EXISTS policies (dataset TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (dataset, version));
 CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, created INTEGER NOT NULL, body TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS run_grants (run TEXT NOT NULL, dataset TEXT NOT NULL, grant_digest TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS dp_charges (run TEXT NOT NULL, dataset TEXT NOT NULL, researcher TEXT NOT NULL, micros INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS dp_charges_by_dataset ON dp_charges (dataset);
 CREATE INDEX IF NOT EXISTS run_grants_by_grant ON run_grants (dataset, grant_digest);
 CREATE INDEX IF NOT EXISTS run_grants_by_run ON run_grants (run);
 CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, hash TEXT NOT NULL, row TEXT, row_digest TEXT, mac TEXT NOT NULL);
@@ -579,6 +572,10 @@ impl Storage for SqliteStorage {
         self.one("previews", dataset)
     }
 
+    fn previews(&self) -> ApiResult<Vec<PreviewRow>> {
+        self.all("previews", "id")
+    }
+
     /// Existence only, without decoding the row and its source bundle (admission asks this on
     /// every run). A row inserted on disk gains nothing: the component is loaded by its hash
     /// and checked against it, and start-up refuses rows the audit log never wrote.
@@ -624,25 +621,6 @@ impl Storage for SqliteStorage {
         Ok(n as u64)
     }
 
-    fn dp_spent(
-        &self,
-        dataset: &str,
-        researcher: &str,
-        exclude: Option<&str>,
-    ) -> ApiResult<cleanroom_policy::dp::Spent> {
-        let (total, mine): (i64, i64) = self.conn().query_row(
-            "SELECT COALESCE(SUM(micros), 0), COALESCE(SUM(CASE WHEN researcher = ?2 THEN micros ELSE 0 END), 0) \
-             FROM dp_charges WHERE dataset = ?1 AND run != ?3",
-            params![dataset, researcher, exclude.unwrap_or("")],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        use cleanroom_proto::dp::Epsilon;
-        Ok(cleanroom_policy::dp::Spent {
-            total: Epsilon::from_micros(total as u64),
-            researcher: Epsilon::from_micros(mine as u64),
-        })
-    }
-
     fn append_audit(
         &self,
         entry: &AuditEntry,
@@ -681,11 +659,7 @@ impl Storage for SqliteStorage {
                     RowWrite::Module(m) => put("module_rows", &m.module, to_json(m)?, true)?,
                     RowWrite::Pipeline(p) => put("pipelines", &p.id, to_json(p)?, false)?,
                     RowWrite::Derived(d) => put("derived", &d.id, to_json(d)?, false)?,
-                    RowWrite::Preview(p) => {
-                        let body = put("previews", &p.preview.dataset, to_json(p)?, true)?;
-                        index_preview(&tx, p)?;
-                        body
-                    }
+                    RowWrite::Preview(p) => put("previews", &p.preview.dataset, to_json(p)?, true)?,
                 };
                 (write.row(), body_digest(&body))
             }
@@ -805,16 +779,11 @@ impl Storage for SqliteStorage {
         // The grant counters are derived from the (now verified) runs: rebuild them rather
         // than trust their rows.
         let runs: Vec<RunRow> = self.all("runs", "created, id")?;
-        let previews: Vec<PreviewRow> = self.all("previews", "id")?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute("DELETE FROM run_grants", [])?;
-        tx.execute("DELETE FROM dp_charges", [])?;
         for run in &runs {
             index_run(&tx, run)?;
-        }
-        for preview in &previews {
-            index_preview(&tx, preview)?;
         }
         tx.commit()?;
         Ok(())
@@ -886,43 +855,18 @@ fn put_run_tx(tx: &rusqlite::Transaction<'_>, run: &RunRow, rows: &RowKey) -> Ap
     // inputs change only at submission and at start (the one write with state `running`).
     if new || run.state == RunState::Running {
         tx.execute("DELETE FROM run_grants WHERE run = ?1", params![run.id])?;
-        tx.execute("DELETE FROM dp_charges WHERE run = ?1", params![run.id])?;
         index_run(tx, run)?;
     }
     Ok(body)
 }
 
-/// A dataset's previews as one ledger charge, charged to no researcher.
-fn index_preview(tx: &rusqlite::Transaction<'_>, row: &PreviewRow) -> ApiResult<()> {
-    let id = format!("preview:{}", row.preview.dataset);
-    tx.execute("DELETE FROM dp_charges WHERE run = ?1", params![id])?;
-    tx.execute(
-        "INSERT INTO dp_charges (run, dataset, researcher, micros) VALUES (?1, ?2, '', ?3)",
-        params![id, row.preview.dataset, row.spent.micros() as i64],
-    )?;
-    Ok(())
-}
-
-/// The rows derived from a run: its grant counters and its DP charges (the ledger).
+/// The rows derived from a run: its grant counters.
 fn index_run(tx: &rusqlite::Transaction<'_>, run: &RunRow) -> ApiResult<()> {
     for input in &run.inputs {
         tx.execute(
             "INSERT INTO run_grants (run, dataset, grant_digest) VALUES (?1, ?2, ?3)",
             params![run.id, input.dataset, input.grant_digest],
         )?;
-    }
-    if let Some(charge) = &run.charge {
-        for dataset in &charge.datasets {
-            tx.execute(
-                "INSERT INTO dp_charges (run, dataset, researcher, micros) VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    run.id,
-                    dataset,
-                    run.researcher.to_string(),
-                    charge.epsilon.micros() as i64
-                ],
-            )?;
-        }
     }
     Ok(())
 }

@@ -214,7 +214,7 @@ pub(super) async fn budget(service: &Service, id: &str, req: Req) -> ApiResult<R
             "dataset {id} has no differential-privacy budget you may read"
         )));
     };
-    let spent = service.storage.dp_spent(id, &party.to_string(), None)?;
+    let spent = service.ledger.spent(id, &party.to_string(), None);
     let remaining = dp.epsilon.minus(spent.total);
     let owner = service
         .storage
