@@ -186,32 +186,13 @@ fn sample_and_aggregate_releases_one_noisy_vector() {
         json!({"unit_column": "patient_id", "epsilon": 1000.0, "max_epsilon_per_run": 1000.0}),
     );
     let params = json!({"table": "st_marys", "column": "age"}).to_string();
-    let e = err_text(submit(
-        &st,
-        "researcher",
-        &module,
-        &params,
-        &[
-            "--epsilon",
-            "100",
-            "--sample-aggregate",
-            "1:estimate:0..3000,0..110",
-        ],
-    ));
+    let with_blocks = |spec: &str| {
+        let flags = ["--epsilon", "100", "--sample-aggregate", spec];
+        submit(&st, "researcher", &module, &params, &flags)
+    };
+    let e = err_text(with_blocks("1:estimate:0..3000,0..110"));
     assert!(e.contains("blocks must be 2"), "{e}");
-    let run = submit(
-        &st,
-        "researcher",
-        &module,
-        &params,
-        &[
-            "--epsilon",
-            "100",
-            "--sample-aggregate",
-            "10:estimate:0..3000,0..110",
-        ],
-    )
-    .unwrap();
+    let run = with_blocks("10:estimate:0..3000,0..110").unwrap();
     let status = wait(&st, "researcher", &run);
     assert_eq!(status["state"], "released", "{status}");
     let out = st.fetch(&run).unwrap();

@@ -502,25 +502,39 @@ fn dp_peek() {
 
 /// Sample and aggregate: every block runs in its own instance on its own people; the blocks
 /// are disjoint and together cover everyone, and no block sees the whole table.
-#[test]
-fn block_estimate() {
+/// `module` under sample and aggregate: `blocks` blocks of `people` patients by `key`,
+/// each publishing a `dimensions`-number `estimate`.
+fn blocks_of(
+    module: &cleanroom_runtime::Module,
+    people: usize,
+    blocks: u32,
+    key: u8,
+    dimensions: usize,
+    params: &str,
+) -> Vec<Option<Vec<f64>>> {
     let plan = cleanroom_runtime::blocks::BlockPlan {
-        blocks: 10,
-        key: [9; 32],
+        blocks,
+        key: [key; 32],
         units: [("data".to_string(), "patient_id".to_string())].into(),
         output: "estimate".into(),
-        dimensions: 2,
+        dimensions,
     };
-    let blocks = runtime()
+    runtime()
         .run_blocks(
-            &load(BLOCK_ESTIMATE),
-            &grants(&[("data", patients(1000))]),
-            r#"{"column": "age"}"#,
+            module,
+            &grants(&[("data", patients(people))]),
+            params,
             &Limits::default(),
             None,
             &plan,
         )
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn block_estimate() {
+    let module = load(BLOCK_ESTIMATE);
+    let blocks = blocks_of(&module, 1000, 10, 9, 2, r#"{"column": "age"}"#);
     let rows: Vec<f64> = blocks.iter().map(|b| b.as_ref().unwrap()[0]).collect();
     assert_eq!(
         rows.iter().sum::<f64>(),
@@ -532,21 +546,10 @@ fn block_estimate() {
         "{rows:?}: whole people, one block each"
     );
     // A different per-run key splits people differently.
-    let other = cleanroom_runtime::blocks::BlockPlan {
-        key: [8; 32],
-        ..plan
-    };
-    let again = runtime()
-        .run_blocks(
-            &load(BLOCK_ESTIMATE),
-            &grants(&[("data", patients(1000))]),
-            r#"{"column": "age"}"#,
-            &Limits::default(),
-            None,
-            &other,
-        )
-        .unwrap();
-    assert_ne!(blocks, again);
+    assert_ne!(
+        blocks,
+        blocks_of(&module, 1000, 10, 8, 2, r#"{"column": "age"}"#)
+    );
 }
 
 /// The Python SDK's `cleanroom.aggregate` reaches the same host aggregation: under DP terms
@@ -588,28 +591,12 @@ fn sql_query_under_sample_and_aggregate() {
     let engine = runtime()
         .load(&std::fs::read(sql_engine()).expect("the SQL engine is built"))
         .expect("the SQL engine loads");
-    let plan = cleanroom_runtime::blocks::BlockPlan {
-        blocks: 5,
-        key: [3; 32],
-        units: [("data".to_string(), "patient_id".to_string())].into(),
-        output: "estimate".into(),
-        dimensions: 2,
-    };
     let params = serde_json::json!({
         "sql": "SELECT COUNT(*) AS n, AVG(age) AS mean_age FROM data",
         "output": "estimate"
     })
     .to_string();
-    let blocks = runtime()
-        .run_blocks(
-            &engine,
-            &grants(&[("data", patients(500))]),
-            &params,
-            &Limits::default(),
-            None,
-            &plan,
-        )
-        .unwrap();
+    let blocks = blocks_of(&engine, 500, 5, 3, 2, &params);
     let rows: f64 = blocks
         .iter()
         .map(|b| b.as_ref().expect("a vector")[0])

@@ -14,6 +14,7 @@
 //!   `max_rows_per_unit` rows (later rows are dropped), values are clamped to declared bounds,
 //!   groups are the cartesian product of the declared categories (a group's absence never
 //!   reveals anything), and counts, sums and histograms get Laplace noise from [`crate::dp`].
+//!   With a value column, rows without a value are left out, counts included.
 //!   Means and quantiles are computed from the noisy counts, sums and histograms
 //!   (post-processing, free). Small-cell suppression is *not* applied to the true counts of a
 //!   DP release: whether a cell is suppressed would depend on its exact count and leak it.
@@ -623,6 +624,11 @@ fn private(
         let Some(&cell) = index.get(&keys) else {
             continue;
         };
+        // With a value column, a row without a value is left out (so that a mean's count and
+        // sum are of the same rows) and does not use up its person's quota.
+        if spec.value.is_some() && !value.is_some_and(f64::is_finite) {
+            continue;
+        }
         let used = taken.entry(unit).or_default();
         if *used >= k {
             continue;

@@ -424,15 +424,16 @@ fn sample(
             }
         }
     }
-    let mut codes = vec![vec![0usize; n]; d];
-    for row in 0..n {
+    let mut codes: Vec<Vec<usize>> = vec![Vec::with_capacity(n); d];
+    let mut current = vec![0usize; d];
+    for _ in 0..n {
         for &(c, parent) in &order {
             let weights: Vec<f64> = match parent {
                 None => one_way[c].clone(),
                 Some((p, e)) => {
                     let (i, j) = edges[e];
                     let t = &measured[e];
-                    let pv = codes[p][row];
+                    let pv = current[p];
                     let w: Vec<f64> = if i == p {
                         (0..columns[j].buckets)
                             .map(|b| t[pv * columns[j].buckets + b])
@@ -449,7 +450,10 @@ fn sample(
                     }
                 }
             };
-            codes[c][row] = draw(&weights, rng);
+            current[c] = draw(&weights, rng);
+        }
+        for (column, &code) in codes.iter_mut().zip(&current) {
+            column.push(code);
         }
     }
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());

@@ -51,6 +51,27 @@ fn dp_terms() -> DpRequirement {
     .unwrap()
 }
 
+/// A DP aggregate of `t` under [`dp_terms`], spending `micros` millionths of ε.
+fn private(
+    t: &RecordBatch,
+    s: &Spec,
+    micros: u64,
+) -> Result<cleanroom_policy::aggregate::Aggregate, AggregateError> {
+    let r = rows_of(batches(t), s, Some("patient_id")).unwrap();
+    let dp = dp_terms();
+    compute(
+        r,
+        s,
+        Mode::Private {
+            dp: &dp,
+            epsilon: Epsilon::from_micros(micros),
+        },
+    )
+}
+
+/// Almost no noise: ε = 10,000, so counts come out exact.
+const EXACT: u64 = 10_000_000_000;
+
 fn counts(batch: &RecordBatch, col: &str) -> Vec<Option<i64>> {
     batch
         .column_by_name(col)
@@ -139,17 +160,7 @@ fn dp_bounds_each_persons_contribution() {
     rows.push(("stranger", "w", 100.0));
     let t = table(&rows);
     let s = spec(vec![Statistic::Count, Statistic::Sum]);
-    let r = rows_of(batches(&t), &s, Some("patient_id")).unwrap();
-    let dp = dp_terms();
-    let agg = compute(
-        r,
-        &s,
-        Mode::Private {
-            dp: &dp,
-            epsilon: Epsilon::from_micros(10_000_000_000),
-        },
-    )
-    .unwrap();
+    let agg = private(&t, &s, EXACT).unwrap();
     assert_eq!(counts(&agg.batch, "count"), vec![Some(1), Some(1), Some(0)]);
     let sums: Vec<f64> = agg
         .batch
@@ -182,17 +193,7 @@ fn dp_refuses_groups_without_a_public_domain() {
         statistics: vec![Statistic::Count],
         ..Spec::default()
     };
-    let r = rows_of(batches(&t), &s, Some("patient_id")).unwrap();
-    let dp = dp_terms();
-    let err = compute(
-        r,
-        &s,
-        Mode::Private {
-            dp: &dp,
-            epsilon: Epsilon::from_micros(100_000),
-        },
-    )
-    .unwrap_err();
+    let err = private(&t, &s, 100_000).unwrap_err();
     assert!(matches!(err, AggregateError::NotAllowed(_)), "{err:?}");
 }
 
@@ -210,17 +211,7 @@ fn dp_histogram_over_declared_bounds() {
         statistics: vec![Statistic::Count],
         ..Spec::default()
     };
-    let r = rows_of(batches(&t), &s, Some("patient_id")).unwrap();
-    let dp = dp_terms();
-    let agg = compute(
-        r,
-        &s,
-        Mode::Private {
-            dp: &dp,
-            epsilon: Epsilon::from_micros(10_000_000_000),
-        },
-    )
-    .unwrap();
+    let agg = private(&t, &s, EXACT).unwrap();
     assert_eq!(agg.batch.num_rows(), 10);
     let labels = agg.batch.column(0).as_string::<i32>();
     assert_eq!(labels.value(0), "[0, 20)");
@@ -240,17 +231,7 @@ fn dp_cells_are_never_suppressed_on_their_true_counts() {
     use cleanroom_proto::run::{Disposition, OutputKind};
     let t = table(&[("p1", "x", 100.0), ("p2", "x", 110.0), ("p3", "y", 120.0)]);
     let s = spec(vec![Statistic::Count]);
-    let r = rows_of(batches(&t), &s, Some("patient_id")).unwrap();
-    let dp = dp_terms();
-    let agg = compute(
-        r,
-        &s,
-        Mode::Private {
-            dp: &dp,
-            epsilon: Epsilon::from_micros(10_000_000_000),
-        },
-    )
-    .unwrap();
+    let agg = private(&t, &s, EXACT).unwrap();
     let decided = decide(EgressInput {
         outputs: vec![Candidate {
             name: "by_site".into(),

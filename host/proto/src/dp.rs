@@ -36,7 +36,7 @@ impl Epsilon {
 
     /// From a float with at most six decimals (`None` for negative, non-finite or finer values).
     pub fn from_f64(value: f64) -> Option<Self> {
-        if !value.is_finite() || value < 0.0 || value > 1e9 {
+        if !value.is_finite() || !(0.0..=1e9).contains(&value) {
             return None;
         }
         let micros = (value * MICROS).round();

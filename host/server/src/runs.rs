@@ -715,9 +715,17 @@ fn set_state(
         .collect();
     // A final state's entry names the receipt, so the receipt's inclusion proof covers it.
     let receipt = run.receipt.as_ref().map(|r| r.digest());
-    let detail = json!({
+    // The start of a run that spends ε is the ledger's entry: the log says what was charged.
+    let charged = (state == RunState::Running)
+        .then_some(run.charge.as_ref())
+        .flatten()
+        .map(|c| json!({ "epsilon": c.epsilon, "datasets": c.datasets }));
+    let mut detail = json!({
         "state": state, "code": reason.map(|r| r.code), "policies": policies, "receipt": receipt,
     });
+    if let Some(charged) = charged {
+        detail["dp_charge"] = charged;
+    }
     service.record_run(run, audience(run), None, action, detail)
 }
 
