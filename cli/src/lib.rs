@@ -244,6 +244,14 @@ enum PolicyCmd {
         #[command(flatten)]
         args: remote::policy::ShowArgs,
     },
+    /// Require differential privacy on your dataset (a new signed policy version): the
+    /// privacy unit, the budget and the columns' public domains.
+    Dp {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::policy::DpArgs,
+    },
     /// Sign and publish a policy you wrote (JSON), without building on the server's copy.
     Sign {
         #[command(flatten)]
@@ -447,6 +455,7 @@ where
         Command::Policy(PolicyCmd::Revoke { conn, args }) => remote::policy::revoke(&conn, args),
         Command::Policy(PolicyCmd::Show { conn, args }) => remote::policy::show(&conn, args),
         Command::Policy(PolicyCmd::Sign { conn, args }) => remote::policy::sign(&conn, args),
+        Command::Policy(PolicyCmd::Dp { conn, args }) => remote::policy::dp(&conn, args),
         Command::Review(ReviewCmd::Show { conn, args }) => remote::runs::review(&conn, args, None),
         Command::Review(ReviewCmd::Release { conn, args }) => {
             remote::runs::review(&conn, args, Some("release"))

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use arrow_array::RecordBatch;
 use cleanroom_policy::{Candidate, EgressInput, IdentifierCollector};
+use cleanroom_proto::dp::Epsilon;
 use cleanroom_proto::policy::{Policy, SignedPolicy};
 use cleanroom_proto::run::{Disposition, OutputReport};
 use cleanroom_runtime::limits::{
@@ -15,7 +16,10 @@ use cleanroom_runtime::limits::{
 };
 use cleanroom_runtime::output::TableOutput;
 use cleanroom_runtime::tables::Tapped;
-use cleanroom_runtime::{Grants, Limits, MemTable, RunOutput, Runtime, RuntimeConfig, TableSource};
+use cleanroom_runtime::{
+    Aggregation, Grants, Limits, MemTable, RunOutput, Runtime, RuntimeConfig, TableMode,
+    TableSource, TableTerms,
+};
 use sha2::{Digest, Sha256};
 
 use crate::{input, progress};
@@ -62,6 +66,41 @@ pub(crate) struct Args {
     /// review or refused, with the codes of the rules that fired.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// With a policy that requires differential privacy: the ε this run may spend on
+    /// aggregates (default: the policy's per-run maximum). The tables are then readable only
+    /// through the aggregate interface, as in the enclave.
+    #[arg(long, requires = "policy")]
+    epsilon: Option<f64>,
+}
+
+/// The aggregation terms the enclave would give every table under `policy`: its DP terms, or
+/// its disclosure rules with the first identifier column naming each row's person.
+fn aggregation(policy: &Policy, epsilon: Option<f64>, tables: &Grants) -> Result<Aggregation> {
+    let (mode, unit) = match &policy.dp {
+        Some(dp) => (TableMode::Private(dp.clone()), Some(dp.unit_column.clone())),
+        None => (
+            TableMode::Disclosure(policy.output.clone()),
+            policy.identifier_columns.first().cloned(),
+        ),
+    };
+    let epsilon = match (epsilon, &policy.dp) {
+        (Some(e), _) => Epsilon::from_f64(e).with_context(|| {
+            format!("--epsilon {e}: a positive number with at most six decimals")
+        })?,
+        (None, Some(dp)) => dp.max_epsilon_per_run,
+        (None, None) => Epsilon::ZERO,
+    };
+    let terms = TableTerms {
+        unit_column: unit,
+        mode,
+    };
+    Ok(Aggregation {
+        tables: tables
+            .keys()
+            .map(|name| (name.clone(), terms.clone()))
+            .collect(),
+        epsilon,
+    })
 }
 
 /// Read a policy file: a `SignedPolicy` (as `cleanroom policy show --json` prints) or a bare
@@ -190,7 +229,11 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let module = load_cached(&runtime, &bytes)
         .with_context(|| format!("cannot load {}", module_path.display()))?;
     bar.set_message(format!("running {}", module_path.display()));
-    let result = runtime.run(&module, grants, &params, &limits, None);
+    let aggregation = match &policy {
+        Some(p) => aggregation(p, args.epsilon, &grants)?,
+        None => Aggregation::default(),
+    };
+    let result = runtime.run_with(&module, grants, &params, &limits, None, aggregation);
     bar.finish_and_clear();
     let output = match (result, &policy) {
         (Ok(output), _) => output,

@@ -216,14 +216,26 @@ fn sample_and_aggregate_releases_one_noisy_vector() {
 fn previews_spend_once_and_their_synthetic_rows_run_locally() {
     let st = Study::with_data(&cohort(2000), SITE_B_CSV);
     let module = push_module(&st.s, AGGREGATE_STATS);
-    require_dp(
-        &st,
-        &module,
-        json!({
-            "unit_column": "patient_id", "epsilon": 2.0, "max_epsilon_per_run": 1.0,
-            "columns": {"sex": {"categories": ["F", "M"]}, "age": {"numeric": {"lower": 0.0, "upper": 100.0}}}
-        }),
-    );
+    // This owner uses the command line instead of writing the DP terms as JSON.
+    st.grant("st_marys", &st.a, &module, &["--identifier", "patient_id"])
+        .unwrap();
+    let dp = [
+        "policy",
+        "dp",
+        "--dataset",
+        &st.a,
+        "--unit",
+        "patient_id",
+        "--epsilon",
+        "2",
+        "--per-run",
+        "1",
+        "--categories",
+        "sex=F,M",
+        "--bounds",
+        "age=0..100",
+    ];
+    st.s.cli(Some("st_marys"), &dp).unwrap();
     let publish = |key: &str, epsilon: &str| {
         st.s.cli(
             Some(key),
@@ -289,6 +301,35 @@ fn previews_spend_once_and_their_synthetic_rows_run_locally() {
     ])
     .unwrap();
     assert!(read(&out.join("by_group.csv")).starts_with("sex,count,mean,q50"));
+    // ... and under the owner's policy, as the enclave would run it: rows only through the
+    // host's aggregates, noised, within the ε given.
+    let shown =
+        st.s.cli(Some("st_marys"), &["policy", "show", "--dataset", &st.a])
+            .unwrap();
+    let policy = st.s.path("policy.json");
+    std::fs::write(&policy, shown.to_string()).unwrap();
+    let local = |params: &str| {
+        cleanroom_cli::run([
+            "cleanroom",
+            "run-local",
+            AGGREGATE_STATS,
+            "--table",
+            &table,
+            "--params",
+            params,
+            "--policy",
+            policy.to_str().unwrap(),
+            "--epsilon",
+            "0.5",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    local(r#"{"table": "st_marys", "epsilon": 0.5}"#).unwrap();
+    let decisions = read(&out.join("policy.json"));
+    assert!(decisions.contains("dp_noised"), "{decisions}");
+    let e = err_text(local(r#"{"table": "st_marys", "epsilon": 0.6}"#));
+    assert!(e.contains("left"), "{e}");
 
     // The ledger keeps the preview's charge across a restart, and the preview stays cached.
     let st = st.restart(|_| {});

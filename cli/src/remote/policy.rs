@@ -124,6 +124,93 @@ pub(crate) struct RevokeArgs {
     module: Option<String>,
 }
 
+/// `cleanroom policy dp`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DpArgs {
+    /// Your dataset.
+    #[arg(long)]
+    dataset: String,
+    /// The column identifying a person: the privacy unit.
+    #[arg(long, required_unless_present = "remove")]
+    unit: Option<String>,
+    /// The dataset's total ε, over every run and preview, ever.
+    #[arg(long, required_unless_present = "remove")]
+    epsilon: Option<f64>,
+    /// The most one run may spend.
+    #[arg(long, required_unless_present = "remove")]
+    per_run: Option<f64>,
+    /// The most one researcher may spend in total.
+    #[arg(long)]
+    per_researcher: Option<f64>,
+    /// How many rows of one person enter an aggregate at most.
+    #[arg(long, default_value_t = 1)]
+    rows_per_person: u32,
+    /// A column's public categories, COLUMN=A,B,C (repeat): the groups it may be grouped by.
+    #[arg(long = "categories", value_name = "COLUMN=A,B,...")]
+    categories: Vec<String>,
+    /// A numeric column's public bounds, COLUMN=LO..HI (repeat): values are clamped to them.
+    #[arg(long = "bounds", value_name = "COLUMN=LO..HI")]
+    bounds: Vec<String>,
+    /// Stop requiring differential privacy.
+    #[arg(long, conflicts_with_all = ["unit", "epsilon", "per_run"])]
+    remove: bool,
+}
+
+pub(crate) fn dp(conn: &Conn, args: DpArgs) -> Result<()> {
+    use cleanroom_proto::dp::{ColumnDomain, DpRequirement, Epsilon, Finite};
+    let Some(prev) = current(conn, &args.dataset)? else {
+        bail!(
+            "dataset {} has no policy yet: grant a module first (`cleanroom policy grant`)",
+            args.dataset
+        );
+    };
+    let eps = |flag: &str, v: f64| {
+        Epsilon::from_f64(v)
+            .with_context(|| format!("--{flag} {v}: a positive number with at most six decimals"))
+    };
+    let mut policy = prev.policy;
+    policy.dp = if args.remove {
+        None
+    } else {
+        let mut columns = std::collections::BTreeMap::new();
+        for spec in &args.categories {
+            let (column, values) = spec
+                .split_once('=')
+                .with_context(|| format!("--categories takes COLUMN=A,B,..., got {spec:?}"))?;
+            let values = values.split(',').map(str::to_string).collect();
+            columns.insert(column.to_string(), ColumnDomain::Categories(values));
+        }
+        for spec in &args.bounds {
+            let parsed = spec.split_once('=').and_then(|(column, range)| {
+                let (lo, hi) = range.split_once("..")?;
+                let lower = Finite::new(lo.trim().parse().ok()?)?;
+                let upper = Finite::new(hi.trim().parse().ok()?)?;
+                Some((column.to_string(), ColumnDomain::Numeric { lower, upper }))
+            });
+            let (column, domain) =
+                parsed.with_context(|| format!("--bounds takes COLUMN=LO..HI, got {spec:?}"))?;
+            columns.insert(column, domain);
+        }
+        Some(DpRequirement {
+            unit_column: args.unit.clone().unwrap_or_default(),
+            epsilon: eps("epsilon", args.epsilon.unwrap_or_default())?,
+            max_epsilon_per_run: eps("per-run", args.per_run.unwrap_or_default())?,
+            max_epsilon_per_researcher: args
+                .per_researcher
+                .map(|v| eps("per-researcher", v))
+                .transpose()?,
+            max_rows_per_unit: args.rows_per_person,
+            columns,
+        })
+    };
+    policy.version += 1;
+    policy.issued_at = crate::remote::runs::now();
+    policy
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid policy: {e}"))?;
+    publish(conn, policy)
+}
+
 /// The highest policy version this key signed per dataset, kept beside the key file
 /// (`<key>.signed-policies.json`): a server that serves an older version back (a rollback)
 /// is caught, and a new version never goes below it.
