@@ -142,7 +142,7 @@ pub struct Service {
     pub refusals: crate::auth::RefusalMeter,
     /// Upload slots, in total and per party.
     pub uploads: UploadSlots,
-    /// Every DP charge, in enclave memory.
+    /// Grant run counts and DP charges, in enclave memory.
     pub ledger: crate::ledger::Ledger,
 }
 
@@ -335,7 +335,10 @@ impl Service {
         detail: serde_json::Value,
     ) -> crate::error::ApiResult<()> {
         let write = crate::store::RowWrite::Run(run);
-        self.record_with(audience, actor, action, &run.id, detail, Some(write))
+        self.record_with(audience, actor, action, &run.id, detail, Some(write))?;
+        // Durable first, then counted in the enclave's own books.
+        self.ledger.record_run(run);
+        Ok(())
     }
 
     fn record_with(

@@ -1,9 +1,11 @@
-//! The DP ledger, kept in enclave memory: rebuilt at start from the run and preview rows (each
+//! What runs have used, kept in enclave memory: each grant's runs (for `max_runs`) and each
+//! dataset's DP charges (its ε ledger). Rebuilt at start from the run and preview rows (each
 //! MAC-checked, and checked against the audit log before this runs), then updated by the
-//! enclave itself as it writes each charge. It is never read back from the database, which
-//! the operator could edit underneath a running server.
+//! enclave itself as it writes each run. Never read back from the database, which the
+//! operator could edit underneath a running server (deleting a counter row to get runs or ε
+//! back).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use cleanroom_policy::dp::Spent;
@@ -12,18 +14,28 @@ use cleanroom_proto::dp::Epsilon;
 use crate::error::ApiResult;
 use crate::store::{PreviewRow, RunRow, Storage};
 
-#[derive(Debug, Clone)]
+/// One charge to a dataset's budget.
+#[derive(Debug, Clone, Copy)]
 struct Charge {
-    dataset: String,
-    /// The researcher charged (`None`: a preview, charged to nobody's share).
-    researcher: Option<String>,
+    /// Whether it is charged to the researcher's share (previews are nobody's).
+    researcher: bool,
     epsilon: Epsilon,
 }
 
-/// Every charge to every dataset's budget, by charge id (a run id, or `preview:DATASET`).
+#[derive(Debug, Default)]
+struct Books {
+    /// Per (dataset, grant digest), the runs admitted under it.
+    grants: BTreeMap<(String, String), BTreeSet<String>>,
+    /// Per dataset, per charge id (a run id or `preview:DATASET`), the charging party and ε.
+    charges: BTreeMap<String, BTreeMap<String, (Option<String>, Charge)>>,
+    /// Per run, what it is counted under, so a rewrite replaces it.
+    runs: BTreeMap<String, (Vec<(String, String)>, Vec<String>)>,
+}
+
+/// Grant run counts and DP charges.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    charges: Mutex<BTreeMap<String, Vec<Charge>>>,
+    books: Mutex<Books>,
 }
 
 impl Ledger {
@@ -39,50 +51,98 @@ impl Ledger {
         Ok(ledger)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<Charge>>> {
-        self.charges
+    fn lock(&self) -> std::sync::MutexGuard<'_, Books> {
+        self.books
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Record a run's charge (a run without one charges nothing).
+    /// Count a run as written: under the grants its inputs were (last) admitted under, and
+    /// its DP charge if it has one. Called after every durable write of a run.
     pub fn record_run(&self, run: &RunRow) {
-        let Some(charge) = &run.charge else { return };
-        let charges = charge
-            .datasets
+        let mut books = self.lock();
+        if let Some((grants, charged)) = books.runs.remove(&run.id) {
+            for key in grants {
+                if let Some(runs) = books.grants.get_mut(&key) {
+                    runs.remove(&run.id);
+                }
+            }
+            for dataset in charged {
+                if let Some(charges) = books.charges.get_mut(&dataset) {
+                    charges.remove(&run.id);
+                }
+            }
+        }
+        let grants: Vec<(String, String)> = run
+            .inputs
             .iter()
-            .map(|dataset| Charge {
-                dataset: dataset.clone(),
-                researcher: Some(run.researcher.to_string()),
-                epsilon: charge.epsilon,
-            })
+            .map(|i| (i.dataset.clone(), i.grant_digest.clone()))
             .collect();
-        self.lock().insert(run.id.clone(), charges);
+        for key in &grants {
+            books
+                .grants
+                .entry(key.clone())
+                .or_default()
+                .insert(run.id.clone());
+        }
+        let mut charged = Vec::new();
+        if let Some(charge) = &run.charge {
+            for dataset in &charge.datasets {
+                let entry = (
+                    Some(run.researcher.to_string()),
+                    Charge {
+                        researcher: true,
+                        epsilon: charge.epsilon,
+                    },
+                );
+                books
+                    .charges
+                    .entry(dataset.clone())
+                    .or_default()
+                    .insert(run.id.clone(), entry);
+                charged.push(dataset.clone());
+            }
+        }
+        books.runs.insert(run.id.clone(), (grants, charged));
     }
 
     /// Record a dataset's previews (their total replaces the previous one).
     pub fn record_preview(&self, row: &PreviewRow) {
         let charge = Charge {
-            dataset: row.preview.dataset.clone(),
-            researcher: None,
+            researcher: false,
             epsilon: row.spent,
         };
         self.lock()
-            .insert(format!("preview:{}", row.preview.dataset), vec![charge]);
+            .charges
+            .entry(row.preview.dataset.clone())
+            .or_default()
+            .insert(format!("preview:{}", row.preview.dataset), (None, charge));
+    }
+
+    /// Runs admitted under `grant` on `dataset`, by any researcher, not counting `exclude`.
+    pub fn grant_runs(&self, dataset: &str, grant: &str, exclude: Option<&str>) -> u64 {
+        let books = self.lock();
+        let Some(runs) = books.grants.get(&(dataset.to_string(), grant.to_string())) else {
+            return 0;
+        };
+        let excluded = exclude.is_some_and(|run| runs.contains(run));
+        (runs.len() - usize::from(excluded)) as u64
     }
 
     /// What `dataset` spent, in total and by `researcher`, not counting charge `exclude`.
     pub fn spent(&self, dataset: &str, researcher: &str, exclude: Option<&str>) -> Spent {
         let mut spent = Spent::default();
-        for (id, charges) in self.lock().iter() {
+        let books = self.lock();
+        let Some(charges) = books.charges.get(dataset) else {
+            return spent;
+        };
+        for (id, (party, charge)) in charges {
             if Some(id.as_str()) == exclude {
                 continue;
             }
-            for c in charges.iter().filter(|c| c.dataset == dataset) {
-                spent.total = spent.total.plus(c.epsilon);
-                if c.researcher.as_deref() == Some(researcher) {
-                    spent.researcher = spent.researcher.plus(c.epsilon);
-                }
+            spent.total = spent.total.plus(charge.epsilon);
+            if charge.researcher && party.as_deref() == Some(researcher) {
+                spent.researcher = spent.researcher.plus(charge.epsilon);
             }
         }
         spent

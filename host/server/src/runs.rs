@@ -83,7 +83,7 @@ impl Facts for StoreFacts<'_> {
     }
 
     fn grant_runs(&self, dataset: &str, grant: &str, exclude: Option<&str>) -> ApiResult<u64> {
-        self.0.storage.grant_runs(dataset, grant, exclude)
+        Ok(self.0.ledger.grant_runs(dataset, grant, exclude))
     }
 
     fn dp_spent(
@@ -426,8 +426,6 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
                         .collect(),
                 });
                 set_state(service, &mut run, RunState::Running, None, "run.started")?;
-                // Durable first, then in the enclave's ledger (still under the lock).
-                service.ledger.record_run(&run);
                 admitted
             }
             Decision::Deny(reason) => {

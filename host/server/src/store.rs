@@ -322,8 +322,6 @@ pub trait Storage: Send + Sync {
     fn run(&self, id: &str) -> ApiResult<Option<RunRow>>;
     /// All runs, newest first.
     fn runs(&self) -> ApiResult<Vec<RunRow>>;
-    /// Runs admitted under grant `grant` (its digest) on `dataset`, except `exclude`.
-    fn grant_runs(&self, dataset: &str, grant: &str, exclude: Option<&str>) -> ApiResult<u64>;
 
     /// Append an audit entry with its hash, and store `write` (if given) in the same
     /// transaction with its digest: one durable write per state change, and the log says
@@ -339,7 +337,7 @@ pub trait Storage: Send + Sync {
     /// The last audit entry that wrote `row` (`table/key`).
     fn last_write(&self, row: &str) -> ApiResult<Option<AuditEntry>>;
     /// Check every stored dataset, current policy and run against the version the audit log
-    /// wrote last (`logged`), and rebuild what is derived from runs (the grant counters).
+    /// wrote last (`logged`).
     /// A row edited, restored from an older copy, inserted or deleted outside the enclave
     /// fails with `Tampered` naming it.
     fn check_logged_rows(&self, logged: &crate::audit::LoggedRows) -> ApiResult<()>;
@@ -453,9 +451,7 @@ CREATE TABLE IF NOT EXISTS derived (id TEXT PRIMARY KEY, body TEXT NOT NULL, mac
 CREATE TABLE IF NOT EXISTS previews (id TEXT PRIMARY KEY, body TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS policies (dataset TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (dataset, version));
 CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, created INTEGER NOT NULL, body TEXT NOT NULL, mac TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS run_grants (run TEXT NOT NULL, dataset TEXT NOT NULL, grant_digest TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS run_grants_by_grant ON run_grants (dataset, grant_digest);
-CREATE INDEX IF NOT EXISTS run_grants_by_run ON run_grants (run);
+DROP TABLE IF EXISTS run_grants;
 CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, hash TEXT NOT NULL, row TEXT, row_digest TEXT, mac TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_by_row ON audit (row, seq);
 CREATE TABLE IF NOT EXISTS nonces (party TEXT NOT NULL, nonce TEXT NOT NULL, created INTEGER NOT NULL, PRIMARY KEY (party, nonce));
@@ -610,15 +606,6 @@ impl Storage for SqliteStorage {
 
     fn runs(&self) -> ApiResult<Vec<RunRow>> {
         self.all("runs", "created DESC, id")
-    }
-
-    fn grant_runs(&self, dataset: &str, grant: &str, exclude: Option<&str>) -> ApiResult<u64> {
-        let n: i64 = self.conn().query_row(
-            "SELECT COUNT(DISTINCT run) FROM run_grants WHERE dataset = ?1 AND grant_digest = ?2 AND run != ?3",
-            params![dataset, grant, exclude.unwrap_or("")],
-            |r| r.get(0),
-        )?;
-        Ok(n as u64)
     }
 
     fn append_audit(
@@ -776,16 +763,8 @@ impl Storage for SqliteStorage {
                 "{row} was deleted outside the enclave (the audit log wrote it)"
             )));
         }
-        // The grant counters are derived from the (now verified) runs: rebuild them rather
-        // than trust their rows.
-        let runs: Vec<RunRow> = self.all("runs", "created, id")?;
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute("DELETE FROM run_grants", [])?;
-        for run in &runs {
-            index_run(&tx, run)?;
-        }
-        tx.commit()?;
+        // What runs used (grant counts, DP charges) is counted in enclave memory from the now
+        // verified rows (`crate::ledger`), never kept in a table of its own.
         Ok(())
     }
 
@@ -850,25 +829,7 @@ fn put_run_tx(tx: &rusqlite::Transaction<'_>, run: &RunRow, rows: &RowKey) -> Ap
             params![run.id, &body, mac],
         )?;
     }
-    // Every admitted run counts against the grants it was (last) admitted under: a run that
-    // starts under another grant than it was submitted under counts against that one. The
-    // inputs change only at submission and at start (the one write with state `running`).
-    if new || run.state == RunState::Running {
-        tx.execute("DELETE FROM run_grants WHERE run = ?1", params![run.id])?;
-        index_run(tx, run)?;
-    }
     Ok(body)
-}
-
-/// The rows derived from a run: its grant counters.
-fn index_run(tx: &rusqlite::Transaction<'_>, run: &RunRow) -> ApiResult<()> {
-    for input in &run.inputs {
-        tx.execute(
-            "INSERT INTO run_grants (run, dataset, grant_digest) VALUES (?1, ?2, ?3)",
-            params![run.id, input.dataset, input.grant_digest],
-        )?;
-    }
-    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
