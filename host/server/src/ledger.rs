@@ -22,6 +22,9 @@ struct Charge {
     epsilon: Epsilon,
 }
 
+/// What one run is counted under: its (dataset, grant digest) pairs and its charged datasets.
+type Counted = (Vec<(String, String)>, Vec<String>);
+
 #[derive(Debug, Default)]
 struct Books {
     /// Per (dataset, grant digest), the runs admitted under it.
@@ -29,7 +32,7 @@ struct Books {
     /// Per dataset, per charge id (a run id or `preview:DATASET`), the charging party and ε.
     charges: BTreeMap<String, BTreeMap<String, (Option<String>, Charge)>>,
     /// Per run, what it is counted under, so a rewrite replaces it.
-    runs: BTreeMap<String, (Vec<(String, String)>, Vec<String>)>,
+    runs: BTreeMap<String, Counted>,
 }
 
 /// Grant run counts and DP charges.
