@@ -18,6 +18,10 @@ if ! "$venv/bin/python" -c 'import snsynth.mst, statsmodels' 2>/dev/null; then
     'disjoint-set==0.9.0' statsmodels==0.15.0 PyYAML==6.0.4 SQLAlchemy==2.1.9 \
     antlr4-python3-runtime==4.9.3 graphviz==0.21 opendp==0.14.2
 fi
-cargo bench --locked -p cleanroom-tests --bench dp --no-run 2>/dev/null
-bench=$(find "$CARGO_TARGET_DIR/release/deps" -maxdepth 1 -type f -executable -name 'dp-*' -newer Cargo.lock -print0 | xargs -0 ls -t | sed -n 1p)
+# The bench binary's path, from cargo itself (the consumer reads every line: no closed pipe).
+bench=$(cargo bench --locked -p cleanroom-tests --bench dp --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json, sys
+paths = [m["executable"] for m in map(json.loads, sys.stdin)
+         if m.get("executable") and m["target"]["name"] == "dp"]
+print(paths[-1])')
 "$venv/bin/python" scripts/bench-preview.py --bench "$bench" --epsilons "${@:-0.5 1 4}"
