@@ -123,8 +123,9 @@ impl Cert {
         })
     }
 
-    /// The certificate's P-384 ECDSA public key (VCEK/VLEK).
-    pub(crate) fn ecdsa_key(&self) -> Result<p384::ecdsa::VerifyingKey> {
+    /// The certificate's P-384 ECDSA public key (VCEK/VLEK) as an uncompressed SEC1 point,
+    /// checked to lie on the curve.
+    pub(crate) fn ecdsa_key(&self) -> Result<Vec<u8>> {
         let spki = self
             .cert
             .tbs_certificate
@@ -136,7 +137,7 @@ impl Cert {
                 format!("endorsement key is not P-384: {e}"),
             )
         })?;
-        Ok(key.into())
+        Ok(p384::EncodedPoint::from(key).as_bytes().to_vec())
     }
 
     /// The value of extension `oid`, if present.

@@ -2,7 +2,10 @@
 //! of a chip at the TCB it claims? Shared by the raw-report and the full-evidence paths, and by
 //! real and simulated evidence alike (only the anchor that matches differs).
 
-use p384::ecdsa::signature::Verifier as _;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use sha2::Digest as _;
 
 use crate::certs::Cert;
 use crate::error::{Check, Error, Result};
@@ -35,6 +38,135 @@ pub(crate) fn verify(
         SigningKey::Vcek => "VCEK",
         SigningKey::Vlek => "VLEK",
     };
+    let endorsed = endorsed(signing_key, role, certs, anchors)?;
+    if let Some(cpu) = report.cpuid_generation()
+        && cpu != endorsed.generation
+    {
+        return Err(Error::check(
+            Check::CertChain,
+            format!(
+                "the report's CPUID says {cpu} but the {role} is for {}",
+                endorsed.generation
+            ),
+        ));
+    }
+    let simulated = endorsed.simulated || report.chip_id().starts_with(SIMULATION_CHIP_ID_PREFIX);
+    if simulated && !accept_simulation {
+        return Err(Error::check(
+            Check::Simulation,
+            "the evidence comes from the INSECURE simulation backend; \
+             accept it only in development with the explicit accept-insecure flag",
+        ));
+    }
+
+    verify_signature(report, &endorsed.key, role)?;
+    check_tcb(report, &endorsed.vek, role)?;
+    if signing_key == SigningKey::Vcek {
+        check_hwid(&endorsed.vek, &report.chip_id())?;
+    }
+    if report.debug_allowed() {
+        return Err(Error::check(
+            Check::Debug,
+            "the guest policy allows debugging",
+        ));
+    }
+    if report.migration_agent_allowed() {
+        return Err(Error::check(
+            Check::MigrationAgent,
+            "the guest policy allows a migration agent",
+        ));
+    }
+    Ok(VerifiedClaims {
+        generation: endorsed.generation,
+        signing_key,
+        simulated,
+        report_version: report.version(),
+        measurement: Measurement(report.measurement()),
+        guest_policy: report.policy(),
+        vmpl: report.vmpl(),
+        reported_tcb: report.reported_tcb(),
+        chip_id: report.chip_id(),
+        report_data: report.report_data(),
+        host_data: report.host_data(),
+        enclave_keys: None,
+    })
+}
+
+/// An endorsement key whose certificate chains to a pinned root: what checking a report
+/// needs from its certificates, decoded and verified once.
+#[derive(Debug)]
+struct Endorsed {
+    vek: Cert,
+    generation: Generation,
+    /// The anchor that vouched is the simulation PKI.
+    simulated: bool,
+    /// The P-384 key as an uncompressed SEC1 point.
+    key: Vec<u8>,
+}
+
+/// Chains already verified, by a digest of the exact certificate bytes, the report's key kind
+/// and the anchors they were checked against. Whether a chain verifies is a fact about those
+/// bytes alone (no clock or revocation list is consulted), so a hit is as good as verifying
+/// again; only successes are kept. A client sees one or two VCEKs, so the map stays tiny; a
+/// peer sending fresh certificates every time only makes it start over.
+static ENDORSED: LazyLock<Mutex<HashMap<[u8; 32], Arc<Endorsed>>>> =
+    LazyLock::new(Default::default);
+const ENDORSED_CAPACITY: usize = 64;
+
+/// Empties the cache of verified chains, so the next verification checks the whole chain
+/// again (benchmarks measure both paths with it).
+pub fn forget_verified_chains() {
+    ENDORSED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clear();
+}
+
+fn endorsed(
+    signing_key: SigningKey,
+    role: &str,
+    certs: Certs<'_>,
+    anchors: &[Anchor],
+) -> Result<Arc<Endorsed>> {
+    let mut h = sha2::Sha256::new();
+    h.update([signing_key as u8]);
+    for der in [Some(certs.vek), certs.ask, certs.ark] {
+        match der {
+            Some(der) => {
+                h.update([1]);
+                h.update((der.len() as u64).to_le_bytes());
+                h.update(der);
+            }
+            None => h.update([0]),
+        }
+    }
+    for anchor in anchors {
+        h.update(anchor.digest);
+    }
+    let key: [u8; 32] = h.finalize().into();
+    let cache = || {
+        ENDORSED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    };
+    if let Some(hit) = cache().get(&key) {
+        return Ok(Arc::clone(hit));
+    }
+    let verified = Arc::new(verify_endorsement(signing_key, role, certs, anchors)?);
+    let mut map = cache();
+    if map.len() >= ENDORSED_CAPACITY {
+        map.clear();
+    }
+    map.insert(key, Arc::clone(&verified));
+    Ok(verified)
+}
+
+fn verify_endorsement(
+    signing_key: SigningKey,
+    role: &str,
+    certs: Certs<'_>,
+    anchors: &[Anchor],
+) -> Result<Endorsed> {
     let vek = Cert::from_der(certs.vek, role)?;
     if !vek.subject().contains(&format!("CN=SEV-{role}")) {
         return Err(Error::check(
@@ -55,54 +187,13 @@ pub(crate) fn verify(
                 format!("the {role} names no known product (Milan, Genoa, Turin)"),
             )
         })?;
-    if let Some(cpu) = report.cpuid_generation()
-        && cpu != generation
-    {
-        return Err(Error::check(
-            Check::CertChain,
-            format!("the report's CPUID says {cpu} but the {role} is for {generation}"),
-        ));
-    }
     let anchor = verify_chain(&vek, signing_key, generation, certs, anchors)?;
-    let simulated = anchor.simulated || report.chip_id().starts_with(SIMULATION_CHIP_ID_PREFIX);
-    if simulated && !accept_simulation {
-        return Err(Error::check(
-            Check::Simulation,
-            "the evidence comes from the INSECURE simulation backend; \
-             accept it only in development with the explicit accept-insecure flag",
-        ));
-    }
-
-    verify_signature(report, &vek, role)?;
-    check_tcb(report, &vek, role)?;
-    if signing_key == SigningKey::Vcek {
-        check_hwid(&vek, &report.chip_id())?;
-    }
-    if report.debug_allowed() {
-        return Err(Error::check(
-            Check::Debug,
-            "the guest policy allows debugging",
-        ));
-    }
-    if report.migration_agent_allowed() {
-        return Err(Error::check(
-            Check::MigrationAgent,
-            "the guest policy allows a migration agent",
-        ));
-    }
-    Ok(VerifiedClaims {
+    let key = vek.ecdsa_key()?;
+    Ok(Endorsed {
+        vek,
         generation,
-        signing_key,
-        simulated,
-        report_version: report.version(),
-        measurement: Measurement(report.measurement()),
-        guest_policy: report.policy(),
-        vmpl: report.vmpl(),
-        reported_tcb: report.reported_tcb(),
-        chip_id: report.chip_id(),
-        report_data: report.report_data(),
-        host_data: report.host_data(),
-        enclave_keys: None,
+        simulated: anchor.simulated,
+        key,
     })
 }
 
@@ -178,12 +269,16 @@ fn verify_chain_to(
     vek.verify_signed_by(intermediate, "VCEK/VLEK")
 }
 
-/// The report signature (ECDSA P-384, SHA-384) over the raw signed bytes.
-pub(crate) fn verify_signature(report: &Report, vek: &Cert, role: &str) -> Result<()> {
+/// The report signature (ECDSA P-384, SHA-384) over the raw signed bytes; `key` is the
+/// endorsement key as an uncompressed SEC1 point ([`Cert::ecdsa_key`]).
+pub(crate) fn verify_signature(report: &Report, key: &[u8], role: &str) -> Result<()> {
+    use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
     let (r, s) = report.signature_scalars();
-    let signature = p384::ecdsa::Signature::from_scalars(r, s)
-        .map_err(|e| Error::check(Check::Signature, format!("malformed report signature: {e}")))?;
-    vek.ecdsa_key()?
+    let mut signature = [0u8; 2 * crate::report::SCALAR_LEN];
+    let (r_half, s_half) = signature.split_at_mut(crate::report::SCALAR_LEN);
+    r_half.copy_from_slice(&r);
+    s_half.copy_from_slice(&s);
+    UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, key)
         .verify(report.signed_bytes(), &signature)
         .map_err(|_| {
             Error::check(

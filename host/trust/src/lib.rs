@@ -67,7 +67,7 @@ mod verifier;
 #[cfg(test)]
 mod tests;
 
-pub use endorsement::SIMULATION_CHIP_ID_PREFIX;
+pub use endorsement::{SIMULATION_CHIP_ID_PREFIX, forget_verified_chains};
 pub use error::{Check, Error, Result};
 pub use evidence::{EVIDENCE_FORMAT_VERSION, EnclaveKeys, Evidence};
 pub use identity::{EnclaveIdentity, IDENTITY_FILE};

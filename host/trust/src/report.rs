@@ -19,7 +19,7 @@ const KNOWN_VERSIONS: [u32; 4] = [2, 3, 4, 5];
 /// The only signature algorithm SNP uses: ECDSA P-384 with SHA-384.
 const SIG_ALGO_ECDSA_P384_SHA384: u32 = 1;
 /// P-384 scalars are 48 bytes; the report stores each in a 72-byte little-endian field.
-const SCALAR_LEN: usize = 48;
+pub(crate) const SCALAR_LEN: usize = 48;
 const SCALAR_FIELD_LEN: usize = 72;
 
 /// Which key signed a report (the report's KEY_INFO.SIGNING_KEY).

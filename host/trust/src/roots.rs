@@ -23,6 +23,8 @@ pub(crate) struct Anchor {
     pub(crate) ask: Cert,
     /// True for the insecure simulation PKI.
     pub(crate) simulated: bool,
+    /// SHA-256 over everything above: what a cached chain verification was checked against.
+    pub(crate) digest: [u8; 32],
 }
 
 impl Anchor {
@@ -37,11 +39,23 @@ impl Anchor {
         let ask = Cert::from_pem(ask, "ASK")?;
         ark.verify_signed_by(&ark, "ARK")?;
         ask.verify_signed_by(&ark, "ASK")?;
+        let digest = {
+            use sha2::Digest as _;
+            let mut h = sha2::Sha256::new();
+            h.update(generation.to_string().as_bytes());
+            h.update([u8::from(simulated)]);
+            for der in [ark.der(), ask.der()] {
+                h.update((der.len() as u64).to_le_bytes());
+                h.update(der);
+            }
+            h.finalize().into()
+        };
         Ok(Self {
             generation,
             ark,
             ask,
             simulated,
+            digest,
         })
     }
 }

@@ -51,11 +51,12 @@ fn genuine_vlek_report_signature_and_tcb_verify() {
     let vlek = Cert::from_der(VLEK_DER, "VLEK").expect("VLEK decodes");
     assert!(vlek.subject().contains("CN=SEV-VLEK"));
     assert!(vlek.hwid().is_none(), "a VLEK has no hwID");
-    endorsement::verify_signature(&report, &vlek, "VLEK").expect("VLEK signed the report");
+    let key = vlek.ecdsa_key().expect("P-384 key");
+    endorsement::verify_signature(&report, &key, "VLEK").expect("VLEK signed the report");
     endorsement::check_tcb(&report, &vlek, "VLEK").expect("VLEK TCB matches");
     let tampered = Report::from_bytes(&flip(VLEK_REPORT, 0x90, 0)).expect("still parses");
     assert_check(
-        endorsement::verify_signature(&tampered, &vlek, "VLEK"),
+        endorsement::verify_signature(&tampered, &key, "VLEK"),
         Check::Signature,
     );
 }
@@ -169,6 +170,46 @@ fn the_simulation_root_cannot_vouch_for_real_evidence() {
         endorsement::verify(&report, smuggled_ask, roots::pinned(), true),
         Check::CertChain,
     );
+}
+
+/// A verified chain is remembered, but only for the exact certificate bytes and anchors it was
+/// verified with: an adversary replaying a once-good VCEK with a tampered report, a tampered
+/// VCEK, or asking a verifier that trusts other roots gets no benefit from the cache.
+#[test]
+fn a_cached_chain_vouches_only_for_what_it_verified() {
+    let report = Report::from_bytes(VCEK_REPORT).expect("genuine report parses");
+    let certs = Certs {
+        vek: VCEK_DER,
+        ask: None,
+        ark: None,
+    };
+    for _ in 0..2 {
+        endorsement::verify(&report, certs, roots::pinned(), false).expect("genuine chain");
+    }
+    let tampered = Report::from_bytes(&flip(VCEK_REPORT, 0x90, 0)).expect("still parses");
+    assert_check(
+        endorsement::verify(&tampered, certs, roots::pinned(), false),
+        Check::Signature,
+    );
+    let forged_vcek = flip(VCEK_DER, VCEK_DER.len() - 10, 0);
+    let forged = Certs {
+        vek: &forged_vcek,
+        ..certs
+    };
+    assert_check(
+        endorsement::verify(&report, forged, roots::pinned(), false),
+        Check::CertChain,
+    );
+    let simulation_only: Vec<_> = roots::pinned()
+        .iter()
+        .filter(|a| a.simulated)
+        .cloned()
+        .collect();
+    assert_check(
+        endorsement::verify(&report, certs, &simulation_only, true),
+        Check::CertChain,
+    );
+    endorsement::verify(&report, certs, roots::pinned(), false).expect("still genuine");
 }
 
 #[test]
