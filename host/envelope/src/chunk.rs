@@ -16,6 +16,68 @@ pub const TAG_LEN: usize = 16;
 /// Length of a chunk AAD: domain, dataset id, index (u32), final flag (u8).
 const AAD_LEN: usize = CHUNK_AAD_DOMAIN.len() + 16 + 4 + 1;
 
+/// How a format version digests each chunk's ciphertext for the signed manifest: the only
+/// difference between versions 1 and 2 (the AEAD layer and its AAD are the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChunkHash {
+    /// Version 1: SHA-256 (about 1.8 GB/s on one core with SHA-NI; it bounded opening).
+    Sha256,
+    /// Version 2: BLAKE3-256 (about 6 GB/s on one core with AVX-512).
+    Blake3,
+}
+
+impl ChunkHash {
+    /// The chunk digest of format `version`, if this code reads that version.
+    pub(crate) fn of_version(version: u16) -> Option<Self> {
+        match version {
+            1 => Some(Self::Sha256),
+            2 => Some(Self::Blake3),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn digest(self, ciphertext: &[u8]) -> [u8; 32] {
+        let mut hasher = self.hasher();
+        hasher.update(ciphertext);
+        hasher.finalize()
+    }
+
+    /// An incremental hasher, so that an opener can hash each piece of a chunk as it reads
+    /// it, while the piece is still in cache.
+    pub(crate) fn hasher(self) -> ChunkHasher {
+        match self {
+            Self::Sha256 => ChunkHasher::Sha256(sha2::Sha256::default()),
+            Self::Blake3 => ChunkHasher::Blake3(Box::default()),
+        }
+    }
+}
+
+/// The running digest of one chunk.
+pub(crate) enum ChunkHasher {
+    Sha256(sha2::Sha256),
+    Blake3(Box<blake3::Hasher>),
+}
+
+impl ChunkHasher {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        use sha2::Digest as _;
+        match self {
+            Self::Sha256(h) => h.update(bytes),
+            Self::Blake3(h) => {
+                h.update(bytes);
+            }
+        }
+    }
+
+    pub(crate) fn finalize(self) -> [u8; 32] {
+        use sha2::Digest as _;
+        match self {
+            Self::Sha256(h) => h.finalize().into(),
+            Self::Blake3(h) => h.finalize().into(),
+        }
+    }
+}
+
 /// A 32-byte data key, erased from memory on drop.
 pub(crate) type DataKey = Zeroizing<[u8; 32]>;
 

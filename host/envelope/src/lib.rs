@@ -11,8 +11,8 @@
 //! - The data key is HPKE-sealed (RFC 9180 base mode, X25519/HKDF-SHA256/AES-256-GCM) to the
 //!   enclave's attested X25519 key, with the dataset id and the owner key in `info`.
 //! - The owner signs (Ed25519) a [`Manifest`]: version, dataset id, owner key, schema, row
-//!   count, per-chunk SHA-256 digests, the wrapped key and the creation time. It is written
-//!   after the chunks, so sealing streams to any [`std::io::Write`] with bounded memory.
+//!   count, per-chunk digests (BLAKE3 in format 2, SHA-256 in format 1), the wrapped key and
+//!   the creation time. It is written after the chunks, so sealing streams to any [`std::io::Write`] with bounded memory.
 //! - Opening needs [`std::io::Read`] + [`std::io::Seek`]: the manifest signature and owner
 //!   are checked first, then the key is unwrapped, then chunks are decrypted lazily.
 //!
@@ -64,7 +64,10 @@ pub use chunk::{CHUNK_AAD_DOMAIN, TAG_LEN};
 pub use error::{Error, Result};
 pub use id::DatasetId;
 pub use keywrap::{ENCAPSULATED_KEY_LEN, WRAP_INFO_DOMAIN, WRAPPED_KEY_LEN, hpke_public_key};
-pub use layout::{FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_MANIFEST_LEN};
+pub use layout::{
+    FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_MANIFEST_LEN,
+    READABLE_VERSIONS,
+};
 pub use manifest::{ChunkEntry, MANIFEST_DOMAIN, Manifest, SIGNATURE_LEN};
 pub use reader::{Batches, EnvelopeReader};
 pub use writer::{DEFAULT_CHUNK_SIZE, EnvelopeWriter, MAX_CHUNK_LEN, WriterOptions};

@@ -21,7 +21,7 @@ const MAX_SCHEMA_LEN: usize = 16 << 20;
 pub struct ChunkEntry {
     /// Length of the chunk on the wire: ciphertext plus the 16-byte tag.
     pub len: u32,
-    /// SHA-256 of those bytes.
+    /// Digest of those bytes: BLAKE3-256 in format 2, SHA-256 in format 1.
     pub digest: [u8; 32],
 }
 

@@ -8,10 +8,9 @@ use arrow_ipc::writer::StreamWriter;
 use arrow_schema::Schema;
 use ed25519_dalek::SigningKey;
 use rand_core::{CryptoRng, OsRng, RngCore};
-use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
-use crate::chunk::{ChunkCipher, TAG_LEN};
+use crate::chunk::{ChunkCipher, ChunkHash, TAG_LEN};
 use crate::error::{Error, Result};
 use crate::id::DatasetId;
 use crate::keywrap;
@@ -49,6 +48,7 @@ pub struct EnvelopeWriter<W: Write> {
     out: W,
     ipc: StreamWriter<Vec<u8>>,
     cipher: ChunkCipher,
+    chunk_hash: ChunkHash,
     owner: SigningKey,
     body: ManifestBody,
     chunk_size: usize,
@@ -102,11 +102,14 @@ impl<W: Write> EnvelopeWriter<W> {
             owner,
             enclave_hpke_pk,
             options,
+            FORMAT_VERSION,
             &mut rng,
         )
     }
 
-    /// The constructor behind the others; tests pass a fixed generator for test vectors.
+    /// The constructor behind the others; tests pass a fixed generator for test vectors and
+    /// an older format version to check that it still opens.
+    #[allow(clippy::too_many_arguments)] // crate-private; the public constructors take fewer
     pub(crate) fn with_rng<R: CryptoRng + RngCore>(
         mut out: W,
         schema: &Schema,
@@ -114,8 +117,13 @@ impl<W: Write> EnvelopeWriter<W> {
         owner: &SigningKey,
         enclave_hpke_pk: &[u8; 32],
         options: WriterOptions,
+        version: u16,
         rng: &mut R,
     ) -> Result<Self> {
+        let chunk_hash = ChunkHash::of_version(version).ok_or(Error::UnsupportedVersion {
+            found: version,
+            expected: FORMAT_VERSION,
+        })?;
         let mut data_key = Zeroizing::new([0u8; 32]);
         rng.try_fill_bytes(&mut data_key[..])
             .map_err(|e| Error::Random(e.to_string()))?;
@@ -131,14 +139,15 @@ impl<W: Write> EnvelopeWriter<W> {
         let mut ipc = StreamWriter::try_new(Vec::new(), schema)
             .map_err(|e| Error::arrow("encoding the schema", e))?;
         let schema_ipc = std::mem::take(ipc.get_mut());
-        out.write_all(&header())?;
+        out.write_all(&header(version))?;
         Ok(Self {
             out,
             ipc,
             cipher: ChunkCipher::new(&data_key, dataset_id),
+            chunk_hash,
             owner: owner.clone(),
             body: ManifestBody {
-                version: FORMAT_VERSION,
+                version,
                 dataset_id,
                 owner: owner_pk,
                 created_at,
@@ -223,7 +232,7 @@ impl<W: Write> EnvelopeWriter<W> {
         self.out.write_all(&buf)?;
         self.body.chunks.push(ChunkEntry {
             len: len as u32,
-            digest: Sha256::digest(&buf).into(),
+            digest: self.chunk_hash.digest(&buf),
         });
         buf.clear();
         *self.ipc.get_mut() = buf;

@@ -185,12 +185,12 @@ fn resigned_wrong_row_count_is_refused_after_the_last_chunk() {
 #[test]
 fn bad_magic_and_unknown_version_are_refused() {
     let mut bytes = parts(ID).join();
-    bytes[9] = 2;
+    bytes[9] = 3;
     assert!(matches!(
         open_err(&bytes),
         Error::UnsupportedVersion {
-            found: 2,
-            expected: 1
+            found: 3,
+            expected: 2
         }
     ));
     bytes[0] = b'X';
@@ -198,5 +198,24 @@ fn bad_magic_and_unknown_version_are_refused() {
     assert!(matches!(
         open_err(b"PAR1 not an envelope at all"),
         Error::BadMagic
+    ));
+}
+
+/// The operator relabels a version-2 envelope as version 1 (so that chunk digests would be
+/// checked as SHA-256) or the reverse: the header alone disagrees with the signed manifest, and
+/// a manifest re-signed with the other version lists digests the chunks do not have.
+#[test]
+fn a_relabelled_format_version_is_refused() {
+    let mut bytes = parts(ID).join();
+    assert_eq!(bytes[9], 2, "sealers write version 2");
+    bytes[9] = 1;
+    assert!(matches!(open_err(&bytes), Error::Malformed { .. }));
+
+    let mut p = parts(ID);
+    p.header[9] = 1;
+    p.resign(|b| b.version = 1);
+    assert!(matches!(
+        open_err(&p.join()),
+        Error::ChunkDigest { index: 0 }
     ));
 }

@@ -91,8 +91,8 @@ fn key_wrap_vector() {
     assert_eq!(*unwrapped, counting_key());
 }
 
-#[test]
-fn envelope_vector() {
+/// Seals the three-row vector table in format `version` with the deterministic sealer.
+fn seal_vector(version: u16) -> (RecordBatch, crate::Manifest, Vec<u8>) {
     let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int32, false)]));
     let batch = RecordBatch::try_new(
         schema.clone(),
@@ -111,6 +111,7 @@ fn envelope_vector() {
         &owner(),
         &enclave_pk(),
         options,
+        version,
         &mut CountingRng(0),
     )
     .unwrap();
@@ -121,25 +122,59 @@ fn envelope_vector() {
         hex::encode(manifest.encapsulated_key()),
         "693658254630f73ad8da78fb331bf976cd42f90e0e9c9e83f40c51072a6f7417"
     );
-    assert_eq!(
-        hex::encode(manifest.digest()),
-        "2bb85bf46d0afaeb3435a34140b6bb1191d2791656b288e1c91b821de355d790"
-    );
-    assert_eq!(
-        hex::encode(manifest.signature()),
-        "8fefada8f7d31c825ef34bfcf943efe9b99ccd8f7b959e4ee6350b22e358b173e0e5fd5a144432748c39b9ec15db51c9a304d3f2b205a8681d39d218cd2d550a"
-    );
+    (batch, manifest, out)
+}
+
+/// Asserts one whole-envelope vector and that docs/formats.md lists its bytes.
+fn assert_envelope_vector(version: u16, digest: &str, signature: &str, file_sha256: &str) {
+    let (batch, manifest, out) = seal_vector(version);
+    assert_eq!(manifest.version(), version);
+    assert_eq!(hex::encode(manifest.digest()), digest);
+    assert_eq!(hex::encode(manifest.signature()), signature);
     assert_eq!(out.len(), 690);
-    assert_eq!(
-        hex::encode(Sha256::digest(&out)),
-        "dcd95da7bb35e094b9caddced9fbd518a8a2af5e7e54cba72754541ae5742d40"
-    );
+    assert_eq!(hex::encode(Sha256::digest(&out)), file_sha256);
     assert_eq!(open(&out).unwrap(), vec![batch]);
     let spec: String = SPEC.split_whitespace().collect();
     assert!(
         spec.contains(&hex::encode(&out)),
-        "docs/formats.md has another envelope vector"
+        "docs/formats.md has another version {version} envelope vector"
     );
+}
+
+#[test]
+fn envelope_vector() {
+    assert_envelope_vector(
+        crate::FORMAT_VERSION,
+        "9f40ed4987a89ebb9b387fbee298e3800189de98e3d8075fd21044701d4a710c",
+        "7ba750ee8770365ff22d567d5ed995493f103381a1386c639c15136e9b46065548f6d3ef47e1d88813df0cc4bd12d5abd156be321a32689d0dfa7bfe407f110e",
+        "008964ba43c78f52c2c663fd8557961d5b89539b8a9afd1580c26faf7bcc14f9",
+    );
+}
+
+/// Version 1 (SHA-256 chunk digests) is still read: envelopes sealed before version 2 open.
+#[test]
+fn version_1_envelope_vector_still_opens() {
+    assert_envelope_vector(
+        1,
+        "2bb85bf46d0afaeb3435a34140b6bb1191d2791656b288e1c91b821de355d790",
+        "8fefada8f7d31c825ef34bfcf943efe9b99ccd8f7b959e4ee6350b22e358b173e0e5fd5a144432748c39b9ec15db51c9a304d3f2b205a8681d39d218cd2d550a",
+        "dcd95da7bb35e094b9caddced9fbd518a8a2af5e7e54cba72754541ae5742d40",
+    );
+}
+
+/// Printing aid for regenerating the vectors after a format change:
+/// `cargo test -p cleanroom-envelope print_vectors -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn print_vectors() {
+    for version in crate::READABLE_VERSIONS {
+        let (_, manifest, out) = seal_vector(version);
+        println!("version {version}");
+        println!("manifest digest {}", hex::encode(manifest.digest()));
+        println!("signature {}", hex::encode(manifest.signature()));
+        println!("file sha256 {}", hex::encode(Sha256::digest(&out)));
+        println!("file {}", hex::encode(&out));
+    }
 }
 
 /// The specification, whose vectors must be the ones asserted here.
@@ -154,6 +189,8 @@ fn spec_lists_these_vectors() {
         "f62308b854a010d426a7046161ddc83a0c34da9fe1690fc211aef7e378e2d637a7f6cc1a4e6dc12278f658c43f4b9911",
         "2bb85bf46d0afaeb3435a34140b6bb1191d2791656b288e1c91b821de355d790",
         "dcd95da7bb35e094b9caddced9fbd518a8a2af5e7e54cba72754541ae5742d40",
+        "9f40ed4987a89ebb9b387fbee298e3800189de98e3d8075fd21044701d4a710c",
+        "008964ba43c78f52c2c663fd8557961d5b89539b8a9afd1580c26faf7bcc14f9",
     ] {
         assert!(spec.contains(vector), "docs/formats.md lacks {vector}");
     }
