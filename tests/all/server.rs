@@ -802,6 +802,33 @@ fn review_holds_outputs_until_every_reviewer_releases() {
     );
 }
 
+/// `GET /v1/runs/{id}?wait=N` answers when the run leaves the state it was in, so clients
+/// follow a run without polling; a stranger waiting on someone else's run learns nothing.
+#[test]
+fn a_status_request_waits_for_the_run_to_change() {
+    let st = Study::new();
+    st.grant_both(&["--review", "--min-group", "3"]);
+    let run = st.submit(&st.module, "{}").unwrap();
+    assert_eq!(st.watch(&run).0, "held_for_review");
+    // A stranger's wait is refused at once, like any look at another party's run.
+    let seen = signed_get(&st.s, "stranger", &format!("/v1/runs/{run}?wait=30"));
+    assert_eq!(seen["type"], "not-found");
+    // Unknown parameters are refused, not ignored.
+    let seen = signed_get(&st.s, "researcher", &format!("/v1/runs/{run}?wiat=30"));
+    assert_eq!(seen["type"], "bad-request", "{seen}");
+    let after_review = std::thread::scope(|scope| {
+        let waiting =
+            scope.spawn(|| signed_get(&st.s, "researcher", &format!("/v1/runs/{run}?wait=30")));
+        // The first release changes the run's row but not its state: the wait goes on.
+        st.s.cli(Some("st_marys"), &["review", "release", &run])
+            .unwrap();
+        st.s.cli(Some("northfield"), &["review", "release", &run])
+            .unwrap();
+        waiting.join().unwrap()
+    });
+    assert_eq!(after_review["state"], "released", "{after_review}");
+}
+
 #[test]
 fn another_party_cannot_see_or_fetch_a_run() {
     let st = Study::new();

@@ -2,7 +2,8 @@
 //!
 //!     cargo bench -p cleanroom-tests --bench service [-- SECTION...]
 //!
-//! SECTION is any of `evidence`, `envelope`, `tls`, `api` (all when none is named).
+//! SECTION is any of `evidence`, `envelope`, `tls`, `api` (all when none is named);
+//! `api-sessions` is `api` without the one-CLI-process-per-run half.
 //!
 //! - evidence verification (real AMD-signed report, pinned chain);
 //! - sealed envelope → lazy open + IPC decode → guest sum, vs the same table in memory;
@@ -34,8 +35,8 @@ fn main() {
     if wanted("tls") {
         tls_handshake();
     }
-    if wanted("api") {
-        api_runs();
+    if wanted("api") || wanted("api-sessions") {
+        api_runs(wanted("api"));
     }
 }
 
@@ -241,7 +242,7 @@ where
 
 /// A trivial analysis through the API: submit (signed), admission, queue,
 /// run, rules, encryption, receipt, audit — until released.
-fn api_runs() {
+fn api_runs(cli_per_run: bool) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -312,23 +313,25 @@ fn api_runs() {
     let n_per_thread = 50;
     let threads = 8;
     let total = threads * n_per_thread;
-    let (per_sec, p50, p99) = load(
-        threads,
-        n_per_thread,
-        || (),
-        |()| {
-            let run = cli(
-                &researcher,
-                &[
-                    "run", "submit", "--module", &module, "--input", &input, "--wait",
-                ],
-            );
-            assert_eq!(run["state"], "released");
-        },
-    );
-    println!(
-        "| trivial analysis through the API, {total} runs at concurrency {threads}, submit → released, one CLI session (attested) per run | {per_sec:.0} runs/s, p50 {p50:.1} ms, p99 {p99:.1} ms | ≥ 500 runs/s |"
-    );
+    if cli_per_run {
+        let (per_sec, p50, p99) = load(
+            threads,
+            n_per_thread,
+            || (),
+            |()| {
+                let run = cli(
+                    &researcher,
+                    &[
+                        "run", "submit", "--module", &module, "--input", &input, "--wait",
+                    ],
+                );
+                assert_eq!(run["state"], "released");
+            },
+        );
+        println!(
+            "| trivial analysis through the API, {total} runs at concurrency {threads}, submit → released, one CLI session (attested) per run | {per_sec:.0} runs/s, p50 {p50:.1} ms, p99 {p99:.1} ms | ≥ 500 runs/s |"
+        );
+    }
 
     // The same runs from long-lived clients: one attested TLS session per thread.
     let id = Identity::load(std::path::Path::new(&researcher)).expect("key");
@@ -353,15 +356,12 @@ fn api_runs() {
     let session = || cleanroom_cli::attested_agent(&url, &measurement, true).expect("session");
     let (per_sec, p50, p99) = load(threads, n_per_thread, session, |agent| {
         let run = signed(agent, "POST", "/v1/runs", &body);
-        let path = format!("/v1/runs/{}", run["run"].as_str().expect("id"));
-        let mut delay = Duration::from_millis(2);
-        while signed(agent, "GET", &path, b"")["state"] != "released" {
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_millis(50));
-        }
+        // As `cleanroom run watch` follows a run: the server answers when the state changes.
+        let path = format!("/v1/runs/{}?wait=20", run["run"].as_str().expect("id"));
+        while signed(agent, "GET", &path, b"")["state"] != "released" {}
     });
     println!(
-        "| the same, one attested session per client thread (signed submit + status polls) | {per_sec:.0} runs/s, p50 {p50:.1} ms, p99 {p99:.1} ms | ≥ 500 runs/s |"
+        "| the same, one attested session per client thread (signed submit + status requests held until the state changes) | {per_sec:.0} runs/s, p50 {p50:.1} ms, p99 {p99:.1} ms | ≥ 2,000 runs/s, p99 ≤ 20 ms |"
     );
     rt.block_on(server.shutdown()).expect("shutdown");
 }

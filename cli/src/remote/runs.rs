@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine;
@@ -189,13 +188,11 @@ fn follow(conn: &Conn, client: &super::client::Client, run: &str) -> Result<()> 
     let args = WatchArgs {
         run: run.to_string(),
     };
-    let path = format!("/v1/runs/{}", args.run);
+    // The server holds each request until the run leaves the state it is in (up to the wait),
+    // so following a run costs one request per state change, not a poll every few ms.
+    let path = format!("/v1/runs/{}?wait={FOLLOW_WAIT_SECS}", args.run);
     let mut last = None;
     let bar = crate::progress::spinner(format!("run {}", args.run));
-    // Poll every 2 ms for the first 50 ms (most runs finish in
-    // milliseconds), then back off to 200 ms.
-    let mut delay = Duration::from_millis(2);
-    let started = std::time::Instant::now();
     loop {
         let status: RunStatus = client.signed("GET", &path, b"")?;
         let state = status.state;
@@ -231,12 +228,11 @@ fn follow(conn: &Conn, client: &super::client::Client, run: &str) -> Result<()> 
             }
             return Ok(());
         }
-        std::thread::sleep(delay);
-        if started.elapsed() > Duration::from_millis(50) {
-            delay = (delay * 2).min(Duration::from_millis(200));
-        }
     }
 }
+
+/// How long each status request of `run watch` / `run submit --wait` may be held by the server.
+const FOLLOW_WAIT_SECS: u64 = 20;
 
 /// `cleanroom run cancel`.
 #[derive(Debug, clap::Args)]

@@ -221,8 +221,35 @@ impl SignedPolicy {
     /// check.
     pub fn verify(&self) -> Result<()> {
         let sig = decode_signature(&self.signature)?;
-        verify_signature(&self.owner, &self.policy.canonical_bytes(), &sig)
-            .map_err(|_| Error::BadSignature { what: "policy" })
+        let message = self.policy.canonical_bytes();
+        // Admission checks the stored policy of every input on every run (the store is the
+        // operator's), so the same few signatures are checked over and over. A signature's
+        // validity is a fact about (key, message, signature) alone: remember the triples that
+        // verified, by their digest, and skip the curve arithmetic when one comes back.
+        let key = {
+            use sha2::Digest as _;
+            let mut h = sha2::Sha256::new();
+            h.update(self.owner.0);
+            h.update(sig);
+            h.update(&message);
+            <[u8; 32]>::from(h.finalize())
+        };
+        let verified = || {
+            VERIFIED_POLICIES
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if verified().contains(&key) {
+            return Ok(());
+        }
+        verify_signature(&self.owner, &message, &sig)
+            .map_err(|_| Error::BadSignature { what: "policy" })?;
+        let mut set = verified();
+        if set.len() >= VERIFIED_POLICIES_CAPACITY {
+            set.clear();
+        }
+        set.insert(key);
+        Ok(())
     }
 
     /// SHA-256 (hex) of the signed bytes: names this exact policy version in receipts and logs.
@@ -230,6 +257,13 @@ impl SignedPolicy {
         sha256_hex(&self.policy.canonical_bytes())
     }
 }
+
+/// Policy signatures that verified, by SHA-256 of (owner, signature, signed bytes).
+static VERIFIED_POLICIES: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
+> = std::sync::LazyLock::new(Default::default);
+/// A few policy versions per dataset; starting over when full only costs re-verification.
+const VERIFIED_POLICIES_CAPACITY: usize = 4096;
 
 /// Decodes a 128-hex-character Ed25519 signature.
 pub(crate) fn decode_signature(hex_sig: &str) -> Result<[u8; 64]> {

@@ -124,6 +124,9 @@ pub struct Service {
     pub audit: AuditLog,
     /// Live events.
     pub events: EventBus,
+    /// The id of every run whose row just changed (after the change is durable): what a
+    /// status request that waits for a change listens to.
+    pub run_changes: tokio::sync::broadcast::Sender<String>,
     /// Counters.
     pub metrics: Metrics,
     /// Queue of run ids to execute.
@@ -145,6 +148,9 @@ pub struct Service {
     /// Grant run counts and DP charges, in enclave memory.
     pub ledger: crate::ledger::Ledger,
 }
+
+/// Run changes a waiting status request may fall behind by before it re-reads its run anyway.
+const RUN_CHANGES_BACKLOG: usize = 1024;
 
 /// Concurrent uploads allowed in total.
 pub const MAX_UPLOADS: usize = 8;
@@ -286,6 +292,7 @@ impl Service {
             measurement,
             audit,
             events: EventBus::default(),
+            run_changes: tokio::sync::broadcast::channel(RUN_CHANGES_BACKLOG).0,
             metrics: Metrics::default(),
             queue: tx,
             cancels: Mutex::new(HashMap::new()),
@@ -338,6 +345,8 @@ impl Service {
         self.record_with(audience, actor, action, &run.id, detail, Some(write))?;
         // Durable first, then counted in the enclave's own books.
         self.ledger.record_run(run);
+        // No one waiting is fine.
+        let _ = self.run_changes.send(run.id.clone());
         Ok(())
     }
 

@@ -54,6 +54,9 @@ fn sign_verify_and_digest() {
 fn tampered_policy_fails() {
     let owner = Identity::generate();
     let signed = SignedPolicy::sign(policy(vec![grant(Researchers::Only(vec![]))]), &owner);
+    // Verified (and so remembered) first: what is remembered must not vouch for any change.
+    signed.verify().unwrap();
+    signed.verify().unwrap();
 
     let mut t = signed.clone();
     t.policy.grants[0].researchers = Researchers::Any;

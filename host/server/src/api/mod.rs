@@ -310,7 +310,8 @@ async fn list_runs(State(s): Svc, req: Req) -> Answer {
 }
 
 #[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", security(("httpsig" = [])),
-    params(("id" = String, Path, description = "run id")),
+    params(("id" = String, Path, description = "run id"),
+        ("wait" = Option<u64>, Query, description = "seconds (at most 30) to hold the answer until the run leaves the state it is in")),
     responses(
         (status = 200, description = "the run, to its researcher, input owners and reviewers", body = RunStatus),
         (status = "4XX", description = "refused", body = ErrorBody)))]

@@ -110,10 +110,42 @@ fn visible_run(service: &Service, id: &str, party: &PartyId) -> ApiResult<RunRow
     }
 }
 
+/// The longest a status request may wait for its run to change.
+pub(crate) const MAX_STATUS_WAIT_SECS: u64 = 30;
+
+/// The query of `GET /v1/runs/{id}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusQuery {
+    /// Seconds to wait for the run to leave the state it is in (at most 30).
+    wait: Option<u64>,
+}
+
+/// A run's status; with `?wait=N`, answered as soon as the run leaves the state it was in when
+/// the request arrived (or at once if that state is final, or after N seconds), so a client
+/// follows a run with one request per change instead of polling.
 pub(super) async fn status(service: Arc<Service>, id: &str, req: Req) -> ApiResult<Response<Body>> {
     let party = crate::auth::signed_get(&service, &req)?;
+    let StatusQuery { wait } = super::info::query(&req)?;
+    let wait = std::time::Duration::from_secs(wait.unwrap_or(0).min(MAX_STATUS_WAIT_SECS));
+    // Listen before reading, so a change between the read and the wait is not missed.
+    let mut changes = service.run_changes.subscribe();
     let run = visible_run(&service, id, &party)?;
-    Ok(typed_response(StatusCode::OK, &run.status_for(&party)))
+    let started = run.state;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut current = run;
+    while !current.state.is_final() && current.state == started {
+        match tokio::time::timeout_at(deadline, changes.recv()).await {
+            Err(_elapsed) => break,
+            Ok(Ok(changed)) if changed != id => continue,
+            // This run changed, or changes were missed: read it again.
+            Ok(Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                current = visible_run(&service, id, &party)?;
+            }
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
+        }
+    }
+    Ok(typed_response(StatusCode::OK, &current.status_for(&party)))
 }
 
 pub(super) async fn list(service: Arc<Service>, req: Req) -> ApiResult<Response<Body>> {
