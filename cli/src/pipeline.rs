@@ -34,7 +34,7 @@ use cleanroom_proto::pipeline::{Pipeline, Step};
 use cleanroom_proto::run::RunRequest;
 use cleanroom_runtime::output::TableOutput;
 use cleanroom_runtime::pipeline::{Plan, Steps, run_chain};
-use cleanroom_runtime::{Grants, Limits, MemTable, RunError, Runtime, RuntimeConfig, TableSource};
+use cleanroom_runtime::{Grants, Limits, MemTable, RunError, Runtime, TableSource};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -379,10 +379,7 @@ pub(crate) fn run_local(args: RunLocalArgs) -> Result<()> {
         }
     }
     let limits = Limits::default();
-    let runtime = Runtime::new(RuntimeConfig {
-        max_memory_bytes: limits.max_memory_bytes,
-        max_concurrent_runs: 1,
-    })?;
+    let runtime = crate::run_local::local_runtime(&limits)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let mut steps = LocalSteps {

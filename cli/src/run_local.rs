@@ -222,10 +222,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let bytes = std::fs::read(&module_path)
         .with_context(|| format!("cannot read {}", module_path.display()))?;
     let bar = progress::spinner(format!("compiling {}", module_path.display()));
-    let runtime = Runtime::new(RuntimeConfig {
-        max_memory_bytes: limits.max_memory_bytes,
-        max_concurrent_runs: 1,
-    })?;
+    let runtime = local_runtime(&limits)?;
     let module = load_cached(&runtime, &bytes)
         .with_context(|| format!("cannot load {}", module_path.display()))?;
     bar.set_message(format!("running {}", module_path.display()));
@@ -337,6 +334,25 @@ fn describe(reports: &[(String, OutputReport)], dir: &Path) -> String {
     out
 }
 
+/// The user's cache directory for cleanroom (`$XDG_CACHE_HOME/cleanroom` or `~/.cache/cleanroom`).
+fn user_cache() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("cleanroom"))
+}
+
+/// The sandbox on the researcher's machine: one run at a time, and Cranelift's incremental
+/// cache in the user's cache directory, so a rebuilt analysis recompiles only the functions
+/// that changed (a Python analysis is mostly the same CPython every time).
+pub(crate) fn local_runtime(limits: &Limits) -> Result<Runtime> {
+    Ok(Runtime::new(RuntimeConfig {
+        max_memory_bytes: limits.max_memory_bytes,
+        max_concurrent_runs: 1,
+        compile_cache: user_cache().map(|d| d.join("functions")),
+    })?)
+}
+
 /// Compile `bytes`, reusing native code cached under the user's cache
 /// directory (keyed by the component's SHA-256 and the engine's
 /// compatibility key). This is the researcher's own machine; the enclave
@@ -346,10 +362,7 @@ pub(crate) fn load_cached(
     bytes: &[u8],
 ) -> Result<Arc<cleanroom_runtime::Module>> {
     let digest: [u8; 32] = Sha256::digest(bytes).into();
-    let dir = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .map(|d| d.join("cleanroom").join("compiled"));
+    let dir = user_cache().map(|d| d.join("compiled"));
     let path = dir.as_ref().map(|d| {
         d.join(format!(
             "{}-{}.cwasm",

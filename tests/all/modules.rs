@@ -191,3 +191,52 @@ fn a_sql_module_verifies_against_the_engine_and_python_fails_closed() {
     );
     assert_eq!(cleanroom_cli::failure::exit_code(&err), 6);
 }
+
+/// The researcher's compile cache (Cranelift's compiled functions, on their own disk) is only
+/// ever a shortcut: an entry that is corrupt or cut short is compiled again, never run.
+#[test]
+fn a_corrupt_compile_cache_entry_is_compiled_again() {
+    use cleanroom_runtime::{Limits, Runtime, RuntimeConfig};
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = || {
+        Runtime::new(RuntimeConfig {
+            compile_cache: Some(cache.path().to_path_buf()),
+            ..RuntimeConfig::default()
+        })
+        .unwrap()
+    };
+    let sum = |runtime: &Runtime| {
+        let module = runtime.load(&program(SUM_COLUMN)).unwrap();
+        let out = runtime
+            .run(
+                &module,
+                crate::grants(&[("data", f64_table(1000, 100))]),
+                r#"{"table":"data","column":"x"}"#,
+                &Limits::default(),
+                None,
+            )
+            .unwrap();
+        serde_json::from_str::<serde_json::Value>(&out.outputs.json[0].1).unwrap()
+    };
+    let expected = sum(&runtime());
+    let mut entries = 0;
+    for shard in std::fs::read_dir(cache.path()).unwrap() {
+        for entry in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            // Half the entries garbled, half cut short.
+            let damaged = if entries % 2 == 0 {
+                bytes.iter().map(|b| b ^ 0x5a).collect()
+            } else {
+                bytes[..bytes.len() / 2].to_vec()
+            };
+            std::fs::write(&path, damaged).unwrap();
+            entries += 1;
+        }
+    }
+    assert!(
+        entries > 10,
+        "the first compile filled the cache ({entries} entries)"
+    );
+    assert_eq!(sum(&runtime()), expected);
+}

@@ -22,6 +22,7 @@
 
 pub mod aggregate;
 pub mod blocks;
+mod compile_cache;
 pub mod error;
 pub mod limits;
 pub mod log;

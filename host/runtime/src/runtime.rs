@@ -34,6 +34,10 @@ pub struct RuntimeConfig {
     pub max_memory_bytes: u64,
     /// Runs instantiated at once (slots in the pooling allocator).
     pub max_concurrent_runs: u32,
+    /// A directory for Cranelift's incremental compilation cache (compiled functions by the
+    /// digest of their IR), or `None`. Only for a disk the user owns: entries are native code.
+    /// The CLI sets it; the enclave never does.
+    pub compile_cache: Option<std::path::PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -41,6 +45,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
             max_concurrent_runs: DEFAULT_MAX_CONCURRENT_RUNS,
+            compile_cache: None,
         }
     }
 }
@@ -476,6 +481,11 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         .max_component_instance_size(16 << 20)
         .max_memory_size(config.max_memory_bytes as usize);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if let Some(dir) = &config.compile_cache {
+        let store = std::sync::Arc::new(crate::compile_cache::FileCacheStore::new(dir.clone()));
+        c.enable_incremental_compilation(store)
+            .unwrap_or_else(|e| unreachable!("invariant: Cranelift is the compiler: {e}"));
+    }
     c
 }
 

@@ -265,6 +265,8 @@ impl Service {
         let clock = crate::clock::TrustedClock::load(dir.join("clock.sealed"), &sealer)?;
         let runtime = Runtime::new(RuntimeConfig {
             max_concurrent_runs: (config.workers as u32).max(1) * 2,
+            // No compile cache: native code read from the operator's disk would be trusted.
+            compile_cache: None,
             ..RuntimeConfig::default()
         })?;
         let upgrade_statement = match &config.upgrade_statement {
