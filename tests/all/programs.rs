@@ -584,6 +584,36 @@ fn python_aggregate_through_the_host() {
     assert!((counts.value(0) - 500).abs() < 60, "{counts:?}");
 }
 
+/// numpy (built for WASI by scripts/build-numpy.sh) inside the sandbox: columns arrive as
+/// numpy views of their Arrow buffers, batch by batch and whole, and numpy's arithmetic and
+/// bundled LAPACK give the exact answers.
+#[test]
+fn python_numpy_over_arrow_buffers() {
+    let module = runtime()
+        .load(&python_program("py_numpy_stats"))
+        .expect("the numpy guest loads");
+    let out = runtime()
+        .run(
+            &module,
+            grants(&[("data", f64_table(1000, 100))]),
+            r#"{"column": "x"}"#,
+            &Limits::default(),
+            None,
+        )
+        .unwrap();
+    let stats = json(&out, 0);
+    assert_eq!(stats["rows"], 1000);
+    assert_eq!(stats["sum"], 499_500.0);
+    assert_eq!(stats["mean"], 499.5);
+    // Population standard deviation of 0..999: sqrt((n² − 1) / 12).
+    let std = stats["std"].as_f64().unwrap();
+    assert!((std - (999_999.0f64 / 12.0).sqrt()).abs() < 1e-9, "{stats}");
+    // y = 2x + 1, recovered by least squares.
+    assert!((stats["slope"].as_f64().unwrap() - 2.0).abs() < 1e-9, "{stats}");
+    assert!((stats["intercept"].as_f64().unwrap() - 1.0).abs() < 1e-6, "{stats}");
+    assert_eq!(stats["version"], "2.4.6");
+}
+
 /// Sample and aggregate takes a one-row numeric table as a block's vector, so a SQL query
 /// (the SQL engine, unchanged) can be the analysis.
 #[test]

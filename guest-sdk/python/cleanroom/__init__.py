@@ -196,6 +196,34 @@ class Column:
         return out
 
 
+    def numpy(self) -> Any:
+        """The column as a numpy array over the batch's Arrow buffer, without a copy.
+
+        Needs an analysis that imports numpy at module level (``scripts/build-python.sh``
+        then bundles numpy for WASI). Fixed-width columns only (dates as int32 days since
+        1970-01-01, timestamps as int64); booleans are unpacked (a copy). A column with nulls
+        comes back as a ``numpy.ma.MaskedArray`` whose mask marks them.
+        """
+        import numpy  # the analysis imported it at module level, so this is a lookup
+
+        raw = self._raw
+        kind = type(raw.data_type)
+        if kind is _tables.DataType_Boolean:
+            bits = numpy.frombuffer(raw.values, dtype=numpy.uint8)
+            values = numpy.unpackbits(bits, bitorder="little")[: raw.len].astype(bool)
+        else:
+            code = _CODES.get(kind)
+            if code is None:
+                raise AnalysisError(
+                    f"a {self.type} column has no numpy view; use to_list() for text and binary"
+                )
+            values = numpy.frombuffer(raw.values, dtype=numpy.dtype(code).newbyteorder("<"), count=raw.len)
+        if raw.validity is None or not raw.null_count:
+            return values
+        valid = numpy.unpackbits(numpy.frombuffer(raw.validity, dtype=numpy.uint8), bitorder="little")
+        return numpy.ma.masked_array(values, mask=~valid[: raw.len].astype(bool))
+
+
 class Batch:
     """One record batch; read its columns by name or index."""
 
@@ -266,6 +294,19 @@ class Table:
             out.extend(batch.column(index).to_list())
         return out
 
+    def numpy(self, name: str) -> Any:
+        """A whole column as one numpy array: the batch's own buffer when the table has one
+        batch, else one concatenation (see ``Column.numpy``; ``numpy_columns`` streams)."""
+        import numpy
+
+        index = self.index(name)
+        parts = [batch.column(index).numpy() for batch in self.batches()]
+        if len(parts) == 1:
+            return parts[0]
+        if any(isinstance(p, numpy.ma.MaskedArray) for p in parts):
+            return numpy.ma.concatenate(parts)
+        return numpy.concatenate(parts) if parts else numpy.empty(0)
+
     def rows(self, columns: Optional[Sequence[str]] = None) -> Iterator[Dict[str, Any]]:
         """Rows as dicts, batch by batch (only `columns`, if given)."""
         names = list(columns) if columns is not None else self.column_names
@@ -274,6 +315,16 @@ class Table:
             cols = [batch.column(i).to_list() for i in indices]
             for values in zip(*cols):
                 yield dict(zip(names, values))
+
+
+def numpy_columns(table: Any, columns: Optional[Sequence[str]] = None) -> Iterator[Dict[str, Any]]:
+    """Batch by batch, ``{column: numpy array}`` over each batch's Arrow buffers (no copies;
+    see ``Column.numpy``). ``table`` is a ``Table`` or a granted table's name."""
+    t = table if isinstance(table, Table) else open(table)
+    names = list(columns) if columns is not None else t.column_names
+    indices = [t.index(n) for n in names]
+    for batch in t.batches():
+        yield {n: batch.column(i).numpy() for n, i in zip(names, indices)}
 
 
 def open(name: str) -> Table:  # noqa: A001 - mirrors the WIT function
