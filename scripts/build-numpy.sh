@@ -172,7 +172,7 @@ case "\$(basename "\$0")" in
        CXXLIBS=("\$S/dylibs/libc++.so" "\$S/dylibs/libc++abi.so");;
   *)   CL=(clang-19); CXXLIBS=();;
 esac
-COMMON=(--target=wasm32-wasip2 --sysroot="\$S" -resource-dir="\$S/clang-resource" -fPIC)
+COMMON=(--target=wasm32-wasip2 --sysroot="\$S" -resource-dir="\$S/clang-resource" -fPIC -msimd128)
 link=1 shared=0 args=()
 for a in "\$@"; do
   case "\$a" in

@@ -22,8 +22,10 @@ say "building the SQL engine component (DataFusion; the first build takes severa
 # Reproducible: built through a fixed link with remapped paths (`cleanroom module verify`
 # rebuilds the engine and compares the hash).
 reproducible_flags "$out/src" "$out/build"
-CC_wasm32_wasip2="$cc" AR_wasm32_wasip2=llvm-ar CFLAGS_wasm32_wasip2="$REMAP_CFLAGS" \
-  CARGO_ENCODED_RUSTFLAGS="$REMAP_RUSTFLAGS" \
+# CARGO_ENCODED_RUSTFLAGS replaces .cargo/config.toml's target rustflags: repeat +simd128 here
+# (without it DataFusion's kernels were scalar in the sandbox).
+CC_wasm32_wasip2="$cc" AR_wasm32_wasip2=llvm-ar CFLAGS_wasm32_wasip2="$REMAP_CFLAGS -msimd128" \
+  CARGO_ENCODED_RUSTFLAGS="$REMAP_RUSTFLAGS"$'\x1f'"-Ctarget-feature=+simd128" \
   cargo build --release --locked --target wasm32-wasip2 \
   --manifest-path "$out/src/guest-sdk/sql/Cargo.toml" --target-dir "$out/build"
 cp "$out/build/wasm32-wasip2/release/cleanroom_sql.wasm" "$out/cleanroom_sql.wasm"

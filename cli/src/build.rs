@@ -236,10 +236,13 @@ fn build_rust(dir: &Path, out: Option<&Path>, target_dir: Option<&Path>) -> Resu
     remaps.push((cargo_home(), "/cargo".into()));
     remaps.push((target.clone(), "/target".into()));
     remaps.sort_by_key(|(from, _)| from.as_os_str().len());
-    let flags: Vec<String> = remaps
+    let mut flags: Vec<String> = remaps
         .iter()
         .map(|(from, to)| format!("--remap-path-prefix={}={to}", from.display()))
         .collect();
+    // These flags replace any target rustflags of a config file, so the one feature every
+    // cleanroom guest is built with is repeated here: wasm SIMD (wasmtime compiles it to SSE/AVX).
+    flags.push("-Ctarget-feature=+simd128".into());
     let status = Command::new(cargo())
         .args([
             "build",

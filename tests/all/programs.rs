@@ -609,8 +609,14 @@ fn python_numpy_over_arrow_buffers() {
     let std = stats["std"].as_f64().unwrap();
     assert!((std - (999_999.0f64 / 12.0).sqrt()).abs() < 1e-9, "{stats}");
     // y = 2x + 1, recovered by least squares.
-    assert!((stats["slope"].as_f64().unwrap() - 2.0).abs() < 1e-9, "{stats}");
-    assert!((stats["intercept"].as_f64().unwrap() - 1.0).abs() < 1e-6, "{stats}");
+    assert!(
+        (stats["slope"].as_f64().unwrap() - 2.0).abs() < 1e-9,
+        "{stats}"
+    );
+    assert!(
+        (stats["intercept"].as_f64().unwrap() - 1.0).abs() < 1e-6,
+        "{stats}"
+    );
     assert_eq!(stats["version"], "2.4.6");
 }
 

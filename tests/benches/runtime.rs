@@ -1,6 +1,8 @@
 //! Sandbox runtime benchmarks; results and the machine go in docs/benchmarks.md.
 //!
-//!     CLEANROOM_PYTHON_GUESTS=... cargo bench -p cleanroom-tests --bench runtime
+//!     CLEANROOM_PYTHON_GUESTS=... cargo bench -p cleanroom-tests --bench runtime [-- SECTION...]
+//!
+//! SECTION is any of `empty`, `sum`, `python`, `numpy` (all when none is named).
 //!
 //! Every guest measurement is paired with a native baseline in the same run.
 
@@ -20,12 +22,26 @@ const BATCH_ROWS: usize = 64 * 1024;
 
 fn main() {
     let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime starts");
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |section: &str| named.is_empty() || named.iter().any(|n| n == section);
     println!("| benchmark | result | goal |");
     println!("|---|---|---|");
-    empty_rust(&runtime);
+    if wanted("empty") {
+        empty_rust(&runtime);
+    }
     let table = f64_table(SUM_ROWS, BATCH_ROWS);
-    sum_rust(&runtime, &table);
-    python(&runtime, &table);
+    if wanted("sum") {
+        sum_rust(&runtime, &table);
+    }
+    if wanted("python") {
+        python(&runtime, &table);
+    }
+    if wanted("numpy") {
+        numpy_sum(&runtime, &table, &Limits::default());
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -211,4 +227,70 @@ fn python(runtime: &Runtime, table: &MemTable) {
         native_secs * 1e3,
         guest.as_secs_f64() / native_secs
     );
+}
+
+/// The same sum with numpy: in the guest over numpy views of each batch's Arrow buffer
+/// (`cleanroom.numpy_columns`), natively over numpy arrays of the same batches. The native
+/// baseline is numpy 2.4.6 (the version built for the guest) from `CLEANROOM_NUMPY_PYTHON`,
+/// default the project venv (`~/.cache/cleanroom-venv/bin/pip install numpy==2.4.6`).
+fn numpy_sum(runtime: &Runtime, table: &MemTable, limits: &Limits) {
+    let module = runtime
+        .load(&python_program("py_numpy_stats"))
+        .expect("numpy guest compiles");
+    let (guest, out) = best_of(5, || {
+        runtime
+            .run(
+                &module,
+                grants(table),
+                r#"{"table":"data","column":"x","fit":false}"#,
+                limits,
+                None,
+            )
+            .expect("numpy sum run")
+    });
+    let published: serde_json::Value =
+        serde_json::from_str(&out.outputs.json[0].1).expect("published JSON parses");
+    assert_eq!(published["rows"], SUM_ROWS);
+    let python = std::env::var("CLEANROOM_NUMPY_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/cleanroom-venv/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let script = format!(
+        "import numpy as np, time\n\
+         batches=[np.arange(s,min(s+{BATCH_ROWS},{SUM_ROWS}),dtype=np.float64) for s in range(0,{SUM_ROWS},{BATCH_ROWS})]\n\
+         best=1e9\n\
+         for _ in range(5):\n t=time.perf_counter(); total=0.0\n for b in batches: total+=float(b.sum())\n best=min(best,time.perf_counter()-t)\n\
+         print(best, np.__version__)"
+    );
+    let native = Command::new(&python).arg("-c").arg(&script).output();
+    let text = native
+        .as_ref()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    let mut words = text.split_whitespace();
+    match (
+        words.next().and_then(|s| s.parse::<f64>().ok()),
+        words.next(),
+    ) {
+        (Some(native_secs), Some(version)) => {
+            let compute = published["compute_seconds"].as_f64().expect("compute time");
+            println!(
+                "| sum 10M f64 column with numpy (numpy 2.4.6 for WASI over views of the Arrow batches) vs native numpy {version}, best of 5: numpy's own work | guest {:.1} ms, native {:.1} ms, ratio {:.2}× | ≤ 1.5× |",
+                compute * 1e3,
+                native_secs * 1e3,
+                compute / native_secs
+            );
+            println!(
+                "| the same, whole run (instantiation, 80 MB handed to the guest, Python objects per batch) | guest {:.1} ms, ratio {:.2}× to native numpy | report |",
+                guest.as_secs_f64() * 1e3,
+                guest.as_secs_f64() / native_secs
+            );
+        }
+        _ => println!(
+            "| sum 10M f64 column with numpy, guest | {:.1} ms (no native numpy in {python}: pip install numpy==2.4.6 there) | ≤ 1.5× |",
+            guest.as_secs_f64() * 1e3
+        ),
+    }
 }
