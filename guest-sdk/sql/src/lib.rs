@@ -11,13 +11,13 @@
 //! one request to the host's `aggregate` interface, which reads the rows, applies the owners'
 //! rules per cell or adds DP noise, and publishes the result.
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use std::collections::HashSet;
 
 use datafusion::arrow::datatypes::{Field, Schema};
-use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::buffer::Buffer;
+use datafusion::arrow::ipc::reader::StreamDecoder;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
@@ -388,22 +388,29 @@ fn declare_counts(schema: &Schema, counts: &HashSet<String>) -> Schema {
 fn read_table(
     name: &str,
 ) -> Result<(datafusion::arrow::datatypes::SchemaRef, Vec<RecordBatch>), String> {
+    let fail = |e: &dyn std::fmt::Display| format!("table {name}: {e}");
     let table = tables::open(name).map_err(|e| format!("table {name}: {e:?}"))?;
-    let mut stream = table.schema_ipc();
-    loop {
-        match table
-            .next_batch()
-            .map_err(|e| format!("table {name}: {e:?}"))?
-        {
-            Some(batch) => stream.extend_from_slice(&batch.ipc()),
-            None => break,
+    // Each batch's IPC message is decoded in place: its arrays are views of the bytes the host
+    // handed over (no concatenated stream, no second decode buffer).
+    let mut decoder = StreamDecoder::new();
+    let mut schema = Buffer::from_vec(table.schema_ipc());
+    if decoder.decode(&mut schema).map_err(|e| fail(&e))?.is_some() {
+        return Err(fail(&"the schema message carried a batch"));
+    }
+    let mut batches = Vec::new();
+    while let Some(batch) = table
+        .next_batch()
+        .map_err(|e| format!("table {name}: {e:?}"))?
+    {
+        let mut message = Buffer::from_vec(batch.ipc());
+        while !message.is_empty() {
+            if let Some(decoded) = decoder.decode(&mut message).map_err(|e| fail(&e))? {
+                batches.push(decoded);
+            }
         }
     }
-    let reader = StreamReader::try_new(Cursor::new(stream), None)
-        .map_err(|e| format!("table {name}: {e}"))?;
-    let schema = reader.schema();
-    let batches = reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("table {name}: {e}"))?;
+    let schema = decoder
+        .schema()
+        .ok_or_else(|| fail(&"the host sent no schema"))?;
     Ok((schema, batches))
 }
