@@ -350,6 +350,7 @@ pub(crate) fn local_runtime(limits: &Limits) -> Result<Runtime> {
         max_memory_bytes: limits.max_memory_bytes,
         max_concurrent_runs: 1,
         compile_cache: user_cache().map(|d| d.join("functions")),
+        perf_map: false,
     })?)
 }
 

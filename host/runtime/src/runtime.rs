@@ -38,6 +38,9 @@ pub struct RuntimeConfig {
     /// digest of their IR), or `None`. Only for a disk the user owns: entries are native code.
     /// The CLI sets it; the enclave never does.
     pub compile_cache: Option<std::path::PathBuf>,
+    /// Write `/tmp/perf-PID.map` so `perf` names the guests' functions (benchmarks' profiles;
+    /// cleanroomd never sets it).
+    pub perf_map: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -46,6 +49,7 @@ impl Default for RuntimeConfig {
             max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
             max_concurrent_runs: DEFAULT_MAX_CONCURRENT_RUNS,
             compile_cache: None,
+            perf_map: false,
         }
     }
 }
@@ -481,6 +485,9 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         .max_component_instance_size(16 << 20)
         .max_memory_size(config.max_memory_bytes as usize);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if config.perf_map {
+        c.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if let Some(dir) = &config.compile_cache {
         let store = std::sync::Arc::new(crate::compile_cache::FileCacheStore::new(dir.clone()));
         c.enable_incremental_compilation(store)
