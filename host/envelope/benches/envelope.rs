@@ -10,7 +10,6 @@ use arrow_array::{Float64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use cleanroom_envelope::{DatasetId, EnvelopeReader, EnvelopeWriter, hpke_public_key};
 use ed25519_dalek::SigningKey;
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use sha2::{Digest as _, Sha256};
 
 const CHUNK: usize = 4 << 20;
@@ -21,31 +20,48 @@ fn main() -> anyhow::Result<()> {
     println!("| operation | size | GB/s (one core) |");
     println!("| --- | --- | --- |");
 
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7; 32]).expect("32-byte key"));
     let mut buf = vec![0x5a_u8; CHUNK];
-    let nonce = || Nonce::assume_unique_for_key([0; 12]);
-    let rate = measure(CHUNK, || {
-        let tag = key
-            .seal_in_place_separate_tag(nonce(), Aad::from(b"aad"), &mut buf)
-            .expect("seal");
-        let _ = std::hint::black_box(tag);
-    });
-    row("AES-256-GCM seal (ring)", "4 MiB chunk", rate);
-
-    // Open needs fresh ciphertext each time: time seal-then-open of one buffer, subtract seal.
-    let pair = measure(CHUNK, || {
-        let tag = key
-            .seal_in_place_separate_tag(nonce(), Aad::from(b"aad"), &mut buf)
-            .expect("seal");
-        buf.extend_from_slice(tag.as_ref());
-        let len = key
-            .open_in_place(nonce(), Aad::from(b"aad"), &mut buf)
-            .expect("open what was just sealed")
-            .len();
-        buf.truncate(len);
-    });
-    let open = 1.0 / (1.0 / pair - 1.0 / rate);
-    row("AES-256-GCM open (ring)", "4 MiB chunk", open);
+    // The same AES-256-GCM with both libraries (the envelope uses aws-lc since format 2).
+    macro_rules! aes_rows {
+        ($name:literal, $aead:path) => {{
+            use $aead as aead;
+            let key = aead::LessSafeKey::new(
+                aead::UnboundKey::new(&aead::AES_256_GCM, &[7; 32]).expect("32-byte key"),
+            );
+            let nonce = || aead::Nonce::assume_unique_for_key([0; 12]);
+            let rate = measure(CHUNK, || {
+                let tag = key
+                    .seal_in_place_separate_tag(nonce(), aead::Aad::from(b"aad"), &mut buf)
+                    .expect("seal");
+                let _ = std::hint::black_box(tag);
+            });
+            row(
+                concat!("AES-256-GCM seal (", $name, ")"),
+                "4 MiB chunk",
+                rate,
+            );
+            // Open needs fresh ciphertext each time: time seal-then-open, subtract seal.
+            let pair = measure(CHUNK, || {
+                let tag = key
+                    .seal_in_place_separate_tag(nonce(), aead::Aad::from(b"aad"), &mut buf)
+                    .expect("seal");
+                buf.extend_from_slice(tag.as_ref());
+                let len = key
+                    .open_in_place(nonce(), aead::Aad::from(b"aad"), &mut buf)
+                    .expect("open what was just sealed")
+                    .len();
+                buf.truncate(len);
+            });
+            let open = 1.0 / (1.0 / pair - 1.0 / rate);
+            row(
+                concat!("AES-256-GCM open (", $name, ")"),
+                "4 MiB chunk",
+                open,
+            );
+        }};
+    }
+    aes_rows!("ring", ring::aead);
+    aes_rows!("aws-lc", aws_lc_rs::aead);
 
     let rate = measure(CHUNK, || {
         std::hint::black_box(Sha256::digest(&buf));
