@@ -288,17 +288,16 @@ fn previews_spend_once_and_their_synthetic_rows_run_locally() {
     // A researcher develops against the synthetic table exactly as against the real one.
     let out = st.s.path("local");
     let table = format!("st_marys={}", dir.join("synthetic.arrow").display());
-    cleanroom_cli::run([
-        "cleanroom",
-        "run-local",
-        AGGREGATE_STATS,
-        "--table",
-        &table,
-        "--params",
+    let run_local = |params: &str, extra: &[&str]| {
+        let mut argv = vec!["cleanroom", "run-local", AGGREGATE_STATS, "--table", &table];
+        argv.extend(["--params", params, "--out", out.to_str().unwrap()]);
+        argv.extend(extra);
+        cleanroom_cli::run(argv)
+    };
+    run_local(
         r#"{"table": "st_marys", "group": "sex", "value": "age"}"#,
-        "--out",
-        out.to_str().unwrap(),
-    ])
+        &[],
+    )
     .unwrap();
     assert!(read(&out.join("by_group.csv")).starts_with("sex,count,mean,q50"));
     // ... and under the owner's policy, as the enclave would run it: rows only through the
@@ -309,21 +308,10 @@ fn previews_spend_once_and_their_synthetic_rows_run_locally() {
     let policy = st.s.path("policy.json");
     std::fs::write(&policy, shown.to_string()).unwrap();
     let local = |params: &str| {
-        cleanroom_cli::run([
-            "cleanroom",
-            "run-local",
-            AGGREGATE_STATS,
-            "--table",
-            &table,
-            "--params",
+        run_local(
             params,
-            "--policy",
-            policy.to_str().unwrap(),
-            "--epsilon",
-            "0.5",
-            "--out",
-            out.to_str().unwrap(),
-        ])
+            &["--policy", policy.to_str().unwrap(), "--epsilon", "0.5"],
+        )
     };
     local(r#"{"table": "st_marys", "epsilon": 0.5}"#).unwrap();
     let decisions = read(&out.join("policy.json"));

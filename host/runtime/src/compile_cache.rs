@@ -60,9 +60,13 @@ impl CacheStore for FileCacheStore {
         }
         let mut file = checksum(key, &value).to_vec();
         file.extend_from_slice(&value);
-        // Written whole, then renamed: a concurrent reader sees the old entry or the new one.
+        // Written whole under a name no other writer uses (Cranelift compiles functions in
+        // parallel, and identical functions share a key), then renamed: a reader sees the old
+        // entry or the new one.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut tmp = path.clone().into_os_string();
-        tmp.push(format!(".{}.tmp", std::process::id()));
+        tmp.push(format!(".{}-{n}.tmp", std::process::id()));
         std::fs::write(&tmp, file).is_ok() && std::fs::rename(&tmp, &path).is_ok()
     }
 }
