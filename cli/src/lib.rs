@@ -5,6 +5,7 @@
 //! ```
 
 mod build;
+mod console;
 pub mod failure;
 mod image;
 mod input;
@@ -43,6 +44,7 @@ pub fn attested_agent(
 }
 
 use clap::{Parser, Subcommand};
+use cleanroom_proto::run::ReviewDecision;
 
 /// Confidential analyses over hospital data: develop locally, run in the clean room.
 #[derive(Debug, Parser)]
@@ -93,6 +95,9 @@ enum Command {
     /// Researchers: fetch, decrypt and verify results.
     #[command(subcommand)]
     Result(ResultCmd),
+    /// Owners: approve, watch, review and audit in your browser (a console on loopback,
+    /// talking to the attested server with your key).
+    Console(console::Args),
     /// Everyone: verify the audit log offline, watch it live.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -314,6 +319,14 @@ enum ModuleCmd {
 
 #[derive(Debug, Subcommand)]
 enum RunCmd {
+    /// Ask the owners of the inputs to grant a module (they approve in the console or with
+    /// `policy grant`).
+    Request {
+        #[command(flatten)]
+        conn: remote::Conn,
+        #[command(flatten)]
+        args: remote::runs::RequestArgs,
+    },
     /// Submit a run.
     Submit {
         #[command(flatten)]
@@ -458,18 +471,20 @@ where
         Command::Policy(PolicyCmd::Dp { conn, args }) => remote::policy::dp(&conn, args),
         Command::Review(ReviewCmd::Show { conn, args }) => remote::runs::review(&conn, args, None),
         Command::Review(ReviewCmd::Release { conn, args }) => {
-            remote::runs::review(&conn, args, Some("release"))
+            remote::runs::review(&conn, args, Some(ReviewDecision::Release))
         }
         Command::Review(ReviewCmd::Withhold { conn, args }) => {
-            remote::runs::review(&conn, args, Some("withhold"))
+            remote::runs::review(&conn, args, Some(ReviewDecision::Withhold))
         }
         Command::Module(ModuleCmd::Push { conn, args }) => remote::modules::push(&conn, args),
         Command::Module(ModuleCmd::Show { conn, args }) => remote::modules::show(&conn, args),
         Command::Module(ModuleCmd::Verify { conn, args }) => remote::modules::verify(&conn, args),
+        Command::Run(RunCmd::Request { conn, args }) => remote::runs::request(&conn, args),
         Command::Run(RunCmd::Submit { conn, args }) => remote::runs::submit(&conn, args),
         Command::Run(RunCmd::Watch { conn, args }) => remote::runs::watch(&conn, args),
         Command::Run(RunCmd::Cancel { conn, args }) => remote::runs::cancel(&conn, args),
         Command::Result(ResultCmd::Fetch { conn, args }) => remote::runs::fetch(&conn, args),
+        Command::Console(args) => console::run(args),
         Command::Audit(AuditCmd::Verify { conn, args }) => remote::audit::verify(&conn, args),
         Command::Audit(AuditCmd::Watch { conn }) => remote::audit::watch(&conn),
         Command::Receipt(ReceiptCmd::Verify { conn, args }) => {

@@ -29,13 +29,13 @@ pub(crate) struct VerifyArgs {
 
 /// A party's view of the whole log: every link, the entries that concern it.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct SavedLog {
-    items: Vec<AuditItem>,
-    head: SignedHead,
+pub(crate) struct SavedLog {
+    pub(crate) items: Vec<AuditItem>,
+    pub(crate) head: SignedHead,
 }
 
 /// Fetch the whole log, page by page, as the signer may see it.
-fn fetch_log(client: &super::client::Client) -> Result<SavedLog> {
+pub(crate) fn fetch_log(client: &super::client::Client) -> Result<SavedLog> {
     let mut items: Vec<AuditItem> = Vec::new();
     loop {
         let page: AuditPage =
@@ -123,7 +123,7 @@ fn heads_path(conn: &Conn) -> Option<PathBuf> {
 /// prove (an RFC 6962 consistency proof) that its current log extends the last head this
 /// party verified, or its state was truncated, rewritten or forked. Then the new head is
 /// remembered.
-fn check_against_last_head(
+pub(crate) fn check_against_last_head(
     conn: &Conn,
     client: &super::client::Client,
     enclave: &PartyId,

@@ -246,7 +246,15 @@ fn remember(conn: &Conn, dataset: &str, version: u64) -> Result<()> {
 /// dataset, and not older than the last version this key signed. Whoever answers over the
 /// network cannot slip a grant into the next version, nor serve back an old one.
 fn current(conn: &Conn, dataset: &str) -> Result<Option<SignedPolicy>> {
-    let client = conn.client()?;
+    current_on(conn, &conn.client()?, dataset)
+}
+
+/// [`current`] over an existing session (the console keeps one).
+pub(crate) fn current_on(
+    conn: &Conn,
+    client: &super::client::Client,
+    dataset: &str,
+) -> Result<Option<SignedPolicy>> {
     let me = client.identity()?.party();
     let last = ledger(conn)?.get(dataset).copied().unwrap_or(0);
     match client.signed::<SignedPolicy>("GET", &format!("/v1/datasets/{dataset}/policy"), b"") {
@@ -301,6 +309,22 @@ pub(crate) fn sign(conn: &Conn, args: SignArgs) -> Result<()> {
     policy
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid policy: {e}"))?;
+    publish(conn, policy)
+}
+
+fn publish(conn: &Conn, policy: Policy) -> Result<()> {
+    let (signed, answer) = sign_and_put(conn, &conn.client()?, policy)?;
+    conn.print(&answer, || describe(&signed));
+    Ok(())
+}
+
+/// Sign `policy` with the session's key, store it on the server and remember its version in
+/// the ledger beside the key.
+pub(crate) fn sign_and_put(
+    conn: &Conn,
+    client: &super::client::Client,
+    policy: Policy,
+) -> Result<(SignedPolicy, cleanroom_proto::api::PolicyStored)> {
     let last = ledger(conn)?.get(&policy.dataset).copied().unwrap_or(0);
     if policy.version <= last {
         bail!(
@@ -308,11 +332,6 @@ pub(crate) fn sign(conn: &Conn, args: SignArgs) -> Result<()> {
             policy.dataset
         );
     }
-    publish(conn, policy)
-}
-
-fn publish(conn: &Conn, policy: Policy) -> Result<()> {
-    let client = conn.client()?;
     let signed = SignedPolicy::sign(policy, client.identity()?);
     let body = serde_json::to_vec(&signed)?;
     let answer: cleanroom_proto::api::PolicyStored = client.signed(
@@ -321,11 +340,10 @@ fn publish(conn: &Conn, policy: Policy) -> Result<()> {
         &body,
     )?;
     remember(conn, &signed.policy.dataset, signed.policy.version)?;
-    conn.print(&answer, || describe(&signed));
-    Ok(())
+    Ok((signed, answer))
 }
 
-fn describe(signed: &SignedPolicy) -> String {
+pub(crate) fn describe(signed: &SignedPolicy) -> String {
     let p = &signed.policy;
     let mut out = format!(
         "dataset {} policy v{} signed ({})\n",

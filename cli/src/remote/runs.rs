@@ -8,12 +8,12 @@ use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use cleanroom_proto::PartyId;
-use cleanroom_proto::api::{CancelAccepted, RunAccepted};
+use cleanroom_proto::api::{AccessRequest, AccessRequested, CancelAccepted, RunAccepted};
 use cleanroom_proto::dp::{DpRun, Epsilon, Finite, SampleAggregate};
 use cleanroom_proto::receipt::LoggedReceipt;
 use cleanroom_proto::run::{
-    HeldBundle, OutputKind, OutputReport, ResultBundle, RunRequest, RunState, RunStatus,
-    SealedOutput, open_output, output_context,
+    HeldBundle, OutputKind, OutputReport, PlainOutput, ResultBundle, Review, ReviewDecision,
+    RunRequest, RunState, RunStatus, SealedOutput, open_output, output_context,
 };
 use sha2::{Digest, Sha256};
 
@@ -120,17 +120,75 @@ fn dp_terms(epsilon: Option<f64>, sample: Option<&str>) -> Result<Option<DpRun>>
     }))
 }
 
-pub(crate) fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
-    let client = conn.client()?;
-    let identity = client.identity()?;
-    let inputs = parse_inputs(&args.inputs)?;
-    let params = match (&args.sql, args.params.strip_prefix('@')) {
+/// The params text of `--params` (JSON, or @FILE) or `--sql`.
+fn params_text(params: &str, sql: Option<&str>) -> Result<String> {
+    Ok(match (sql, params.strip_prefix('@')) {
         (Some(sql), _) => crate::run_local::sql_params(sql),
         (None, Some(path)) => {
             std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?
         }
-        (None, None) => args.params.clone(),
+        (None, None) => params.to_string(),
+    })
+}
+
+/// `cleanroom run request`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RequestArgs {
+    /// Module hash (or pipeline digest) you ask the owners to grant.
+    #[arg(long)]
+    module: String,
+    /// The run's input as NAME=DATASET; repeat. Every owner among them is asked.
+    #[arg(long = "input", value_name = "NAME=DATASET", required = true)]
+    inputs: Vec<String>,
+    /// The exact params the run will send (JSON text, or @FILE).
+    #[arg(long, default_value = "", conflicts_with = "sql")]
+    params: String,
+    /// The SQL query the run will send (the module must be the SQL engine).
+    #[arg(long)]
+    sql: Option<String>,
+    /// What the analysis is for, to the owners.
+    #[arg(long)]
+    note: Option<String>,
+}
+
+/// Ask the owners of the inputs to grant a module: an audit entry they see in `audit watch`
+/// and the console. It grants nothing by itself.
+pub(crate) fn request(conn: &Conn, args: RequestArgs) -> Result<()> {
+    let client = conn.client()?;
+    let request = AccessRequest {
+        module: args.module,
+        inputs: parse_inputs(&args.inputs)?,
+        params: params_text(&args.params, args.sql.as_deref())?,
+        note: args.note,
     };
+    request
+        .validate()
+        .map_err(|e| anyhow!("cannot ask for this: {e}"))?;
+    let answer: AccessRequested =
+        client.signed("POST", "/v1/requests", &serde_json::to_vec(&request)?)?;
+    conn.print(&answer, || {
+        format!(
+            "asked the owners of {} to grant module {}… (params {}…); they see it in their \
+             audit log and console",
+            answer
+                .request
+                .inputs
+                .values()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            &answer.request.module[..12],
+            &answer.params_digest[..12]
+        )
+    });
+    Ok(())
+}
+
+pub(crate) fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
+    let client = conn.client()?;
+    let identity = client.identity()?;
+    let inputs = parse_inputs(&args.inputs)?;
+    let params = params_text(&args.params, args.sql.as_deref())?;
     let request = RunRequest {
         module: args.module.clone(),
         inputs,
@@ -279,27 +337,24 @@ pub(crate) fn fetch(conn: &Conn, args: FetchArgs) -> Result<()> {
         bail!("the receipt is for another run or researcher");
     }
     std::fs::create_dir_all(&args.out)?;
-    let lines = write_outputs(
-        conn,
-        &args.run,
-        "result",
-        identity,
-        &bundle.outputs,
-        &args.out,
-        |index, sealed| {
-            let listed = receipt
-                .receipt
-                .outputs
-                .iter()
-                .find(|r| r.index == index)
-                .ok_or_else(|| anyhow!("output {index} is not in the receipt"))?;
-            let ciphertext = B64.decode(sealed)?;
-            if listed.ciphertext_sha256 != hex::encode(Sha256::digest(&ciphertext)) {
-                bail!("output {index} does not match the digest in the receipt");
-            }
-            Ok(())
-        },
-    )?;
+    let mut plain = Vec::new();
+    for o in &bundle.outputs {
+        let listed = receipt
+            .receipt
+            .outputs
+            .iter()
+            .find(|r| r.index == o.index)
+            .ok_or_else(|| anyhow!("output {} is not in the receipt", o.index))?;
+        let ciphertext = B64.decode(&o.sealed)?;
+        if listed.ciphertext_sha256 != hex::encode(Sha256::digest(&ciphertext)) {
+            bail!(
+                "output {} does not match the digest in the receipt",
+                o.index
+            );
+        }
+        plain.push(open_one(identity, &args.run, "result", o)?);
+    }
+    let lines = write_outputs(conn, &plain, &args.out)?;
     std::fs::write(
         args.out.join("receipt.json"),
         serde_json::to_vec_pretty(&logged)?,
@@ -384,26 +439,16 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
-/// Decrypt sealed outputs into `dir` (tables as `.arrows` and `.csv`, JSON, log, error text,
-/// files); `check` vets each ciphertext first. Returns a line per output for people.
+/// Write decrypted outputs into `dir` (tables as `.arrows` and `.csv`, JSON, log, error text,
+/// files). Returns a line per output for people.
 fn write_outputs(
     conn: &Conn,
-    run: &str,
-    purpose: &str,
-    identity: &cleanroom_proto::Identity,
-    outputs: &[SealedOutput],
+    outputs: &[PlainOutput],
     dir: &std::path::Path,
-    check: impl Fn(u32, &str) -> Result<()>,
 ) -> Result<Vec<String>> {
     let mut lines = Vec::new();
-    for o in outputs {
-        check(o.index, &o.sealed)?;
-        let sealed = B64.decode(&o.sealed)?;
-        let plain = open_output(identity, &output_context(run, purpose, o.index), &sealed)
-            .with_context(|| format!("cannot decrypt output {}", o.index))?;
+    for plain in outputs {
         let name = plain.name.as_str();
-        cleanroom_runtime::output::validate_name(name)
-            .map_err(|e| anyhow!("server sent a bad output name: {e}"))?;
         let bytes = &plain.bytes;
         match plain.kind {
             OutputKind::Table => {
@@ -449,6 +494,66 @@ fn write_outputs(
     Ok(lines)
 }
 
+/// Decrypt one output sealed to `identity` for `run` and check its name.
+fn open_one(
+    identity: &cleanroom_proto::Identity,
+    run: &str,
+    purpose: &str,
+    o: &SealedOutput,
+) -> Result<PlainOutput> {
+    let sealed = B64.decode(&o.sealed)?;
+    let plain = open_output(identity, &output_context(run, purpose, o.index), &sealed)
+        .with_context(|| format!("cannot decrypt output {}", o.index))?;
+    cleanroom_runtime::output::validate_name(&plain.name)
+        .map_err(|e| anyhow!("server sent a bad output name: {e}"))?;
+    Ok(plain)
+}
+
+/// A held run's outputs, sealed to this reviewer's own key (named in the signed query),
+/// shown only if the attested enclave signed them; with the policy's decision per output.
+pub(crate) fn open_held(
+    client: &super::client::Client,
+    trust: &super::attest::Trust,
+    run: &str,
+) -> Result<(Vec<OutputReport>, Vec<PlainOutput>)> {
+    let identity = client.identity()?;
+    let path = format!(
+        "/v1/runs/{run}/held?hpke={}",
+        hex::encode(identity.hpke_public())
+    );
+    let held: HeldBundle = client.signed("GET", &path, b"")?;
+    // Anyone can seal to this key: only outputs the attested enclave signed are shown.
+    let verified = verify_server(client, trust)?;
+    held.verify(&PartyId(verified.keys.signing_public_key))
+        .context(Failure::verification(
+            "the held outputs are not signed by the attested enclave",
+        ))?;
+    if held.run != run {
+        bail!("the server answered with another run's held outputs");
+    }
+    let plain = held
+        .outputs
+        .iter()
+        .map(|o| open_one(identity, run, "review", o))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((held.reports, plain))
+}
+
+/// Record a reviewer's decision on a held run.
+pub(crate) fn decide(
+    client: &super::client::Client,
+    run: &str,
+    decision: ReviewDecision,
+    reason: Option<String>,
+) -> Result<RunStatus> {
+    let body = Review { decision, reason };
+    client.signed(
+        "POST",
+        &format!("/v1/runs/{run}/review"),
+        &serde_json::to_vec(&body)?,
+    )
+}
+
 /// `cleanroom review show|release|withhold`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ReviewArgs {
@@ -462,55 +567,34 @@ pub(crate) struct ReviewArgs {
     out: PathBuf,
 }
 
-pub(crate) fn review(conn: &Conn, args: ReviewArgs, decision: Option<&str>) -> Result<()> {
+pub(crate) fn review(
+    conn: &Conn,
+    args: ReviewArgs,
+    decision: Option<ReviewDecision>,
+) -> Result<()> {
     let client = conn.client()?;
     let Some(decision) = decision else {
-        // Held outputs come sealed to this reviewer's own key, named in the signed query.
-        let identity = client.identity()?;
-        let path = format!(
-            "/v1/runs/{}/held?hpke={}",
-            args.run,
-            hex::encode(identity.hpke_public())
-        );
-        let held: HeldBundle = client.signed("GET", &path, b"")?;
-        // Anyone can seal to this key: only outputs the attested enclave signed are shown.
-        let verified = verify_server(&client, &conn.trust)?;
-        held.verify(&PartyId(verified.keys.signing_public_key))
-            .context(Failure::verification(
-                "the held outputs are not signed by the attested enclave",
-            ))?;
-        if held.run != args.run {
-            bail!("the server answered with another run's held outputs");
-        }
+        let (reports, plain) = open_held(&client, &conn.trust, &args.run)?;
         std::fs::create_dir_all(&args.out)?;
-        let lines = write_outputs(
-            conn,
-            &args.run,
-            "review",
-            identity,
-            &held.outputs,
-            &args.out,
-            |_, _| Ok(()),
-        )?;
-        conn.print(&serde_json::to_value(&held.reports)?, || {
+        let lines = write_outputs(conn, &plain, &args.out)?;
+        conn.print(&serde_json::to_value(&reports)?, || {
             format!(
                 "run {} awaits your review\n{}\n{}\ndecrypted outputs in {}",
                 args.run,
-                describe_outputs(&held.reports),
+                describe_outputs(&reports),
                 lines.join("\n"),
                 args.out.display()
             )
         });
         return Ok(());
     };
-    let body = serde_json::json!({ "decision": decision, "reason": args.reason });
-    let answer: RunStatus = client.signed(
-        "POST",
-        &format!("/v1/runs/{}/review", args.run),
-        &serde_json::to_vec(&body)?,
-    )?;
+    let answer = decide(&client, &args.run, decision, args.reason)?;
+    let verb = match decision {
+        ReviewDecision::Release => "released",
+        ReviewDecision::Withhold => "withheld",
+    };
     conn.print(&answer, || {
-        format!("run {}: {decision}d; now {}", args.run, answer.state)
+        format!("run {}: {verb}; now {}", args.run, answer.state)
     });
     Ok(())
 }

@@ -226,6 +226,65 @@ pub struct RunList {
     pub runs: Vec<RunStatus>,
 }
 
+/// `POST /v1/requests`: a researcher asks the owners of `inputs` to grant `module` (with these
+/// exact params). Nothing is granted by it: it is an audit entry (`access.requested`) that the
+/// owners see in their log and console, where approving it means signing a new policy version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AccessRequest {
+    /// The module (or pipeline) id to be granted.
+    pub module: String,
+    /// The run's inputs, name → dataset id (every owner among them is asked).
+    pub inputs: BTreeMap<String, String>,
+    /// The exact params text the run will send (for the SQL engine: the query's params);
+    /// owners pin its digest when they grant.
+    #[serde(default)]
+    pub params: String,
+    /// What the analysis is for, to the owners (at most 1,000 characters).
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+impl AccessRequest {
+    /// The most params text a request may carry.
+    pub const MAX_PARAMS: usize = 16 * 1024;
+    /// The longest note.
+    pub const MAX_NOTE: usize = 1000;
+
+    /// Refuse a request no owner could act on.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.module.len() != 64 || !self.module.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("module must be a SHA-256 in hex".into());
+        }
+        if self.inputs.is_empty() {
+            return Err("name at least one input dataset".into());
+        }
+        if self.params.len() > Self::MAX_PARAMS {
+            return Err(format!("params are over {} bytes", Self::MAX_PARAMS));
+        }
+        if self
+            .note
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > Self::MAX_NOTE)
+        {
+            return Err(format!("the note is over {} characters", Self::MAX_NOTE));
+        }
+        Ok(())
+    }
+}
+
+/// The detail of an `access.requested` audit entry, as owners read it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AccessRequested {
+    /// The request as the researcher sent it.
+    pub request: AccessRequest,
+    /// SHA-256 hex of its params (what a grant pins).
+    pub params_digest: String,
+}
+
 /// `POST /v1/runs/{id}/cancel`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -6,6 +6,7 @@ mod attestation;
 mod datasets;
 mod info;
 mod pipelines;
+mod requests;
 mod runs;
 
 use std::sync::{Arc, LazyLock};
@@ -22,8 +23,8 @@ use crate::app::Service;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{Body, Req};
 use cleanroom_proto::api::{
-    CancelAccepted, DerivedList, ErrorBody, Health, ModuleInfo, ModuleStored, PipelineStored,
-    PolicyStored, RunAccepted, RunList, SourceBundle,
+    AccessRequest, AccessRequested, CancelAccepted, DerivedList, ErrorBody, Health, ModuleInfo,
+    ModuleStored, PipelineStored, PolicyStored, RunAccepted, RunList, SourceBundle,
 };
 use cleanroom_proto::audit::{AuditPage, ConsistencyAnswer};
 use cleanroom_proto::pipeline::Pipeline;
@@ -95,6 +96,7 @@ fn routes() -> OpenApiRouter<Arc<Service>> {
         .routes(routes!(put_pipeline))
         .routes(routes!(get_pipeline))
         .routes(routes!(list_derived))
+        .routes(routes!(request_access))
         .routes(routes!(submit_run, list_runs))
         .routes(routes!(run_status))
         .routes(routes!(cancel_run))
@@ -227,6 +229,15 @@ async fn put_preview(State(s): Svc, Path(id): Path<String>, req: Req) -> Answer 
         (status = "4XX", description = "refused", body = ErrorBody)))]
 async fn put_policy(State(s): Svc, Path(id): Path<String>, req: Req) -> Answer {
     datasets::put_policy(s, &id, req).await
+}
+
+#[utoipa::path(post, path = "/v1/requests", tag = "runs", security(("httpsig" = [])),
+    request_body = AccessRequest,
+    responses(
+        (status = 201, description = "recorded (`access.requested`) for the researcher and the owners of the inputs; it grants nothing", body = AccessRequested),
+        (status = "4XX", description = "refused: malformed, unknown module or dataset", body = ErrorBody)))]
+async fn request_access(State(s): Svc, req: Req) -> Answer {
+    requests::file(s, req).await
 }
 
 #[utoipa::path(put, path = "/v1/modules", tag = "modules", security(("httpsig" = [])),
