@@ -57,6 +57,12 @@ for demo in demo demo-pipeline; do
   echo "scripts/$demo.sh passed (log: $log)"
 done
 
+say "the owners' console in headless Chromium (scripts/test-console.sh)"
+log="$CARGO_TARGET_DIR/test-console.log"
+CLEANROOM_DEMO_PROFILE=dev scripts/test-console.sh >"$log" 2>&1 \
+  || { tail -60 "$log"; echo "scripts/test-console.sh failed" >&2; exit 1; }
+echo "scripts/test-console.sh passed (log: $log; screenshots: $CARGO_TARGET_DIR/console-test/shots)"
+
 say "the host image: built twice (same bytes), booted in QEMU with the study run against it; the production variant refuses to start without SEV-SNP"
 scripts/test-image.sh >"$CARGO_TARGET_DIR/test-image.log" 2>&1 \
   || { tail -40 "$CARGO_TARGET_DIR/test-image.log"; echo "scripts/test-image.sh failed" >&2; exit 1; }

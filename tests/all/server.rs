@@ -971,3 +971,92 @@ fn live_events_reach_only_the_parties_concerned() {
         );
     }
 }
+
+#[test]
+fn access_requests_reach_only_the_owners_asked_and_grant_nothing() {
+    let st = Study::new();
+    let params = r#"{"group_by":"diagnosis"}"#;
+    let asked =
+        st.s.cli(
+            Some("researcher"),
+            &[
+                "run",
+                "request",
+                "--module",
+                &st.module,
+                "--input",
+                &format!("st_marys={}", st.a),
+                "--params",
+                params,
+                "--note",
+                "cohort statistics",
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        asked["params_digest"],
+        cleanroom_proto::run::params_digest(params)
+    );
+    // St Mary's (asked) reads the request in full; Northfield (not asked) and a stranger see
+    // only its hash.
+    let entry = |key: &str| -> Option<Value> {
+        let page = signed_get(&st.s, key, "/v1/audit?from=0");
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["entry"]["action"] == "access.requested")
+            .map(|i| i["entry"].clone())
+    };
+    let seen = entry("st_marys").expect("the owner asked sees the request");
+    assert_eq!(seen["detail"]["request"]["params"], params);
+    assert_eq!(seen["detail"]["request"]["note"], "cohort statistics");
+    assert_eq!(seen["subject"], st.module.as_str());
+    assert!(entry("northfield").is_none());
+    assert!(entry("stranger").is_none());
+    // Asking grants nothing: the run is still refused.
+    let refused = err_text(st.submit(&st.module, params));
+    assert!(refused.contains("no_policy"), "{refused}");
+
+    // Requests no owner could act on are refused, and nothing is recorded for them.
+    let before = st.s.service_audit_len();
+    let request = |body: Value| {
+        let resp = signed_request_raw(
+            &st.s,
+            "researcher",
+            "POST",
+            "/v1/requests",
+            body.to_string().as_bytes(),
+        );
+        let status = resp.status().as_u16();
+        (status, resp.into_body().read_to_string().unwrap())
+    };
+    let inputs = serde_json::json!({ "st_marys": st.a });
+    for (body, why) in [
+        (
+            serde_json::json!({ "module": "ab".repeat(32), "inputs": inputs }),
+            "not uploaded",
+        ),
+        (
+            serde_json::json!({ "module": st.module, "inputs": { "x": "00".repeat(16) } }),
+            "no dataset",
+        ),
+        (
+            serde_json::json!({ "module": st.module, "inputs": {} }),
+            "at least one input",
+        ),
+        (
+            serde_json::json!({ "module": st.module, "inputs": inputs, "note": "x".repeat(1001) }),
+            "note",
+        ),
+        (
+            serde_json::json!({ "module": st.module, "inputs": inputs, "grant": true }),
+            "unknown field",
+        ),
+    ] {
+        let (status, text) = request(body);
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains(why), "{why}: {text}");
+    }
+    assert_eq!(st.s.service_audit_len(), before);
+}

@@ -125,10 +125,12 @@ def main():
             page.screenshot(path=str(shots / "grants-pending.png"), full_page=True)
             pending.get_by_role("link", name="Review and approve").click()
             page.get_by_label("Most runs in total").fill("5")
+            page.get_by_label(re.compile("^Identifier columns")).fill("mrn")
             page.get_by_label("Hold outputs for my review before release (dataset-wide)").check()
             page.get_by_role("button", name="Check the change…").click()
             diff = page.locator("#policy-diff")
             expect(diff).to_contain_text(a.module)
+            expect(diff.locator("ins", has_text='"mrn"')).to_be_visible()
             expect(diff.locator("ins").first).to_be_visible()
             page.screenshot(path=str(shots / "confirm.png"), full_page=True)
             page.locator("#sign").click()
@@ -144,7 +146,8 @@ def main():
                       a.cleanroom, env)["run"]
             row = page.locator(f"#run-{run}")
             expect(row).to_be_visible()
-            expect(row.locator(".state")).to_have_text("held_for_review")
+            expect(row.locator(".state")).to_have_text("held for review")
+            expect(page.locator(".chart figcaption")).to_contain_text("1 run(s)")
             page.screenshot(path=str(shots / "runs-live.png"), full_page=True)
 
             # Review: decrypted here, with the rule outcomes; release with a reason.

@@ -1,11 +1,10 @@
 // Live updates for the runs page: cleanroom console's own script (no third-party code).
-// Each audit event the owner may see (relayed by the console from cleanroomd) triggers a
-// fresh render of the runs table's rows by the console itself.
+// Each run event the owner may see (relayed by the console from cleanroomd) triggers a fresh
+// render of the page's live region (chart, budgets, runs table) by the console itself.
 (function () {
   "use strict";
-  var table = document.querySelector("table[data-live]");
-  if (!table || !window.EventSource) return;
-  var rows = table.querySelector("tbody");
+  var region = document.querySelector("[data-live]");
+  if (!region || !window.EventSource) return;
   var status = document.getElementById("live");
   // One request at a time; an event during a request asks for one more render after it, so
   // the last change is never lost.
@@ -14,13 +13,13 @@
     if (pending) { again = true; return; }
     pending = true;
     again = false;
-    fetch(table.getAttribute("data-live"), { credentials: "same-origin" })
+    fetch(region.getAttribute("data-live"), { credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
       .then(function (html) {
         var before = {};
-        rows.querySelectorAll("tr").forEach(function (tr) { before[tr.id] = tr.textContent; });
-        rows.innerHTML = html;
-        rows.querySelectorAll("tr").forEach(function (tr) {
+        region.querySelectorAll("tbody tr").forEach(function (tr) { before[tr.id] = tr.textContent; });
+        region.innerHTML = html;
+        region.querySelectorAll("tbody tr").forEach(function (tr) {
           if (before[tr.id] !== tr.textContent) tr.classList.add("fresh");
         });
       })

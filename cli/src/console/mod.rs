@@ -343,7 +343,7 @@ fn router(console: Arc<Console>) -> Router {
         .route("/grants/revoke", post(revoke_preview))
         .route("/grants/sign", post(sign_policy))
         .route("/runs", get(runs_page))
-        .route("/runs/rows", get(runs_rows))
+        .route("/runs/live", get(runs_live))
         .route("/events", get(events))
         .route("/review", get(review_queue))
         .route("/review/{run}", get(review_page).post(review_decide))
@@ -623,6 +623,21 @@ pub(crate) struct GrantForm {
     review: Option<String>,
     #[serde(default)]
     min_group: String,
+    /// Identifier columns (dataset-wide), comma-separated: joinable inside, never released.
+    #[serde(default)]
+    identifiers: Option<String>,
+    /// Hidden columns (dataset-wide), comma-separated: never reach any analysis.
+    #[serde(default)]
+    hidden: Option<String>,
+}
+
+/// A comma-separated column list.
+fn columns(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 async fn grant_form(State(c): Shared, Query(form): Query<GrantForm>) -> Page {
@@ -729,6 +744,12 @@ fn proposed(prev: Option<&SignedPolicy>, form: &GrantForm) -> Result<Policy, Pro
         unlimited: false,
     });
     policy.output.review_required = form.review.is_some();
+    if let Some(list) = &form.identifiers {
+        policy.identifier_columns = columns(list);
+    }
+    if let Some(list) = &form.hidden {
+        policy.hidden_columns = columns(list);
+    }
     if let Some(k) = min_group {
         policy.output.min_group_count = k;
     }
@@ -820,10 +841,10 @@ async fn runs_page(State(c): Shared) -> Page {
     Ok(view::runs(&runs, &budgets, now()))
 }
 
-/// The runs table's rows alone, for the live update.
-async fn runs_rows(State(c): Shared) -> Page {
-    let (runs, _) = my_runs(&c).await?;
-    Ok(view::run_rows(&runs))
+/// The live part of the runs page alone (chart, budgets, table), for the live update.
+async fn runs_live(State(c): Shared) -> Page {
+    let (runs, budgets) = my_runs(&c).await?;
+    Ok(view::runs_live(&runs, &budgets, now()))
 }
 
 /// Server-sent events: each audit entry that concerns the owner, as it happens.
@@ -944,4 +965,98 @@ async fn audit_export(State(c): Shared) -> Result<Response, Problem> {
         HeaderValue::from_static("attachment; filename=\"audit-log.json\""),
     );
     Ok((headers, body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(module: &str) -> GrantForm {
+        GrantForm {
+            dataset: "d1".into(),
+            module: module.into(),
+            researchers: PartyId([7; 32]).to_string(),
+            ..Default::default()
+        }
+    }
+
+    fn current(policy: Policy) -> SignedPolicy {
+        SignedPolicy::sign(policy, &Identity::generate())
+    }
+
+    #[test]
+    fn a_grant_to_anyone_needs_a_run_limit() {
+        let mut f = form(&"ab".repeat(32));
+        f.researchers.clear();
+        let e = proposed(None, &f).unwrap_err();
+        assert!(e.detail.contains("most-runs limit"), "{}", e.detail);
+        f.max_runs = "5".into();
+        let p = proposed(None, &f).unwrap();
+        assert_eq!(p.grants[0].researchers, Researchers::Any);
+        assert_eq!(p.grants[0].max_runs, Some(5));
+    }
+
+    #[test]
+    fn params_that_do_not_match_their_digest_are_refused() {
+        let mut f = form(&"ab".repeat(32));
+        f.params = r#"{"group_by":"sex"}"#.into();
+        f.params_digest = cleanroom_proto::run::params_digest(r#"{"group_by":"age"}"#);
+        let e = proposed(None, &f).unwrap_err();
+        assert!(e.detail.contains("altered"), "{}", e.detail);
+        f.params_digest.clear();
+        let p = proposed(None, &f).unwrap();
+        assert_eq!(
+            p.grants[0].params_digest.as_deref(),
+            Some(cleanroom_proto::run::params_digest(&f.params).as_str())
+        );
+    }
+
+    #[test]
+    fn a_change_replaces_only_the_same_grant_and_bumps_the_version() {
+        let first = proposed(None, &form(&"ab".repeat(32))).unwrap();
+        let mut other = form(&"cd".repeat(32));
+        other.identifiers = Some("mrn, patient_id".into());
+        let second = proposed(Some(&current(first)), &other).unwrap();
+        assert_eq!(second.version, 2);
+        assert_eq!(second.grants.len(), 2);
+        assert_eq!(second.identifier_columns, ["mrn", "patient_id"]);
+        let mut changed = form(&"ab".repeat(32));
+        changed.max_runs = "3".into();
+        let third = proposed(Some(&current(second)), &changed).unwrap();
+        assert_eq!(third.version, 3);
+        assert_eq!(third.grants.len(), 2);
+        let ab = third
+            .grants
+            .iter()
+            .find(|g| g.module == "ab".repeat(32))
+            .unwrap();
+        assert_eq!(ab.max_runs, Some(3));
+        // Untouched by a form that does not name them.
+        assert_eq!(third.identifier_columns, ["mrn", "patient_id"]);
+    }
+
+    #[test]
+    fn only_the_exact_token_opens_a_session() {
+        let c = Console {
+            conn: <crate::remote::Conn as clap::FromArgMatches>::from_arg_matches(
+                &<crate::remote::Conn as clap::Args>::augment_args(clap::Command::new("t"))
+                    .get_matches_from(["t"]),
+            )
+            .unwrap(),
+            me: PartyId([1; 32]),
+            token: "ab".repeat(32),
+            hosts: vec![],
+            origins: vec![],
+            attested: Mutex::new(Attested {
+                client: None,
+                outcome: Err("x".into()),
+                checked: 0,
+            }),
+            events: tokio::sync::broadcast::channel(1).0,
+        };
+        assert!(token_matches(&c, &"ab".repeat(32)));
+        assert!(!token_matches(&c, &"ab".repeat(31)));
+        assert!(!token_matches(&c, &format!("{}ac", "ab".repeat(31))));
+        assert!(!token_matches(&c, ""));
+    }
 }

@@ -129,7 +129,7 @@ pub(super) fn enclave(c: &Console, outcome: &Result<Verified, String>, checked: 
                     } @else { "accepted through a signed manifest or author statement" }
                 }
                 dt { "CPU generation" } dd { (format!("{:?}", v.claims.generation)) }
-                dt { "TCB" } dd { (format!("{:?}", v.claims.reported_tcb)) }
+                dt { "TCB (security versions)" } dd { (tcb(&v.claims.reported_tcb)) }
                 dt { "Deployment" } dd { code { (v.deployment) } }
                 dt { "Enclave signing key" } dd { code { (hex::encode(v.keys.signing_public_key)) } }
                 @if let Some(s) = &v.statement { dt { "Author-signed release" } dd { "SVN " (s.svn) } }
@@ -141,6 +141,17 @@ pub(super) fn enclave(c: &Console, outcome: &Result<Verified, String>, checked: 
         }
     };
     layout("Enclave", "Enclave", body)
+}
+
+fn tcb(t: &cleanroom_trust::Tcb) -> String {
+    let mut text = format!(
+        "bootloader {}, TEE {}, SNP firmware {}, microcode {}",
+        t.bootloader, t.tee, t.snp, t.microcode
+    );
+    if let Some(fmc) = t.fmc {
+        text.push_str(&format!(", FMC {fmc}"));
+    }
+    text
 }
 
 fn schema_list(columns: &[(String, String)]) -> Markup {
@@ -377,6 +388,19 @@ pub(super) fn grant_form(form: &GrantForm, policy: Option<&SignedPolicy>) -> Mar
     } else {
         form.min_group.clone()
     };
+    let current = |pick: fn(&Policy) -> &Vec<String>| {
+        policy
+            .map(|p| pick(&p.policy).join(", "))
+            .unwrap_or_default()
+    };
+    let identifiers = form
+        .identifiers
+        .clone()
+        .unwrap_or_else(|| current(|p| &p.identifier_columns));
+    let hidden = form
+        .hidden
+        .clone()
+        .unwrap_or_else(|| current(|p| &p.hidden_columns));
     let body = html! {
         p { "Set the terms, then check the exact policy change before anything is signed." }
         form.grant method="post" action="/grants/preview" {
@@ -399,6 +423,10 @@ pub(super) fn grant_form(form: &GrantForm, policy: Option<&SignedPolicy>) -> Mar
                 input #expires_in_days name="expires_in_days" type="number" min="1" value=(form.expires_in_days); }
             div.field { label for="min_group" { "Smallest group released (dataset-wide)" }
                 input #min_group name="min_group" type="number" min="1" value=(min_group); }
+            div.field { label for="identifiers" { "Identifier columns (dataset-wide, comma-separated): joinable inside, never released" }
+                input #identifiers name="identifiers" value=(identifiers) spellcheck="false"; }
+            div.field { label for="hidden" { "Hidden columns (dataset-wide, comma-separated): never reach any analysis" }
+                input #hidden name="hidden" value=(hidden) spellcheck="false"; }
             div.field.check {
                 input #review name="review" type="checkbox" checked[review];
                 label for="review" { "Hold outputs for my review before release (dataset-wide)" }
@@ -463,12 +491,12 @@ fn state_class(s: RunState) -> &'static str {
     }
 }
 
-pub(super) fn run_rows(runs: &[RunStatus]) -> Markup {
+fn run_rows(runs: &[RunStatus]) -> Markup {
     html! {
         @for r in runs {
             tr id=(format!("run-{}", r.run)) {
                 td { code { (r.run) } }
-                td { span class=(format!("state {}", state_class(r.state))) { (r.state) } }
+                td { span class=(format!("state {}", state_class(r.state))) { (r.state.as_str().replace('_', " ")) } }
                 td { code { (r.researcher.short()) } }
                 td { code title=(r.module) { (short(&r.module)) } }
                 td {
@@ -515,16 +543,23 @@ fn chart(runs: &[RunStatus], now: u64) -> Markup {
     }
 }
 
+/// The part of the runs page that live updates replace: chart, budgets and the table.
+pub(super) fn runs_live(runs: &[RunStatus], budgets: &[DpBudget], now: u64) -> Markup {
+    html! {
+        (chart(runs, now))
+        @for b in budgets { (budget(b)) }
+        table #runs {
+            thead { tr { th scope="col" { "Run" } th scope="col" { "State" } th scope="col" { "Researcher" }
+                th scope="col" { "Module" } th scope="col" { "Inputs and rules" } th scope="col" { "Submitted" } th scope="col" { span.sr { "Action" } } } }
+            tbody { (run_rows(runs)) }
+        }
+    }
+}
+
 pub(super) fn runs(runs: &[RunStatus], budgets: &[DpBudget], now: u64) -> Markup {
     let body = html! {
         p #live role="status" aria-live="polite" { "Live: new runs and changes appear as they happen." }
-        (chart(runs, now))
-        @for b in budgets { (budget(b)) }
-        table #runs data-live="/runs/rows" {
-            thead { tr { th scope="col" { "Run" } th scope="col" { "State" } th scope="col" { "Researcher" }
-                th scope="col" { "Module" } th scope="col" { "Inputs and rules" } th scope="col" { "Submitted" } th scope="col" { span.sr { "Action" } } } }
-            tbody #run-rows { (run_rows(runs)) }
-        }
+        div #live-region data-live="/runs/live" { (runs_live(runs, budgets, now)) }
     };
     layout("Runs", "Runs", body)
 }
@@ -626,7 +661,7 @@ pub(super) fn review(
             dt { "Researcher" } dd { code { (status.researcher) } }
             dt { "Module" } dd { code { (status.module) } }
             dt { "Params digest" } dd { code { (status.params_digest) } }
-            dt { "State" } dd { (status.state) }
+            dt { "State" } dd { (status.state.as_str().replace('_', " ")) }
         }
         h2 { "What the rules decided" }
         table #rules {
