@@ -21,16 +21,14 @@ profile=${CLEANROOM_DEMO_PROFILE:-release}
 records=${CLEANROOM_DEMO_RECORDS:-2000}
 
 say "building cleanroomd, the CLI, the linkage engine and the SQL engine (first time: a while)"
-cargo build --profile "$profile" --locked -p cleanroomd -p cleanroom-cli --features cleanroomd/simulation
-cargo build --release --locked --target wasm32-wasip2 -p cleanroom-linkage --target-dir "$CARGO_TARGET_DIR/wasm-guests"
+build_demo_tools "$profile"
+build_guest cleanroom-linkage
 engine=${CLEANROOM_SQL_ENGINE:-$CARGO_TARGET_DIR/sql-engine/cleanroom_sql.wasm}
 [ -f "$engine" ] || scripts/build-sql.sh
-bin="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")"
-cleanroom="$bin/cleanroom"
 # The pipeline names the linkage engine beside it.
 mkdir -p "$work/pipeline"
 cp examples/linkage-pipeline/pipeline.toml "$work/pipeline/"
-cp "$CARGO_TARGET_DIR/wasm-guests/wasm32-wasip2/release/cleanroom_linkage.wasm" "$work/pipeline/"
+cp "$guest" "$work/pipeline/"
 pipeline="$work/pipeline/pipeline.toml"
 
 start_demo_server "$bin" "$work"

@@ -26,13 +26,9 @@ mkdir -p "$work"
 profile=${CLEANROOM_DEMO_PROFILE:-release}
 
 say "building cleanroomd, the cleanroom CLI and the analysis (first time: several minutes)"
-# Simulation is a cargo feature *and* a runtime flag: a release build without the feature
-# cannot be switched into it.
-cargo build --profile "$profile" --locked -p cleanroomd -p cleanroom-cli --features cleanroomd/simulation
-cargo build --release --locked --target wasm32-wasip2 -p cohort-stats --target-dir "$CARGO_TARGET_DIR/wasm-guests"
-bin="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")"
-cleanroom="$bin/cleanroom"
-analysis="$CARGO_TARGET_DIR/wasm-guests/wasm32-wasip2/release/cohort_stats.wasm"
+build_demo_tools "$profile"
+build_guest cohort-stats
+analysis=$guest
 
 start_demo_server "$bin" "$work"
 # Every command attests the server; these two variables say what to require of it.

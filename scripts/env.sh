@@ -62,6 +62,22 @@ json_get() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))
 for k in sys.argv[2:]: v=v[k]
 print(v)' "$@"; }
 
+# build_demo_tools PROFILE: cleanroomd (with the simulation feature: it is a cargo feature *and*
+# a runtime flag, so a release build without it cannot be switched into simulation) and the
+# CLI. Sets bin (their directory) and cleanroom (the CLI).
+build_demo_tools() {
+  cargo build --profile "$1" --locked -p cleanroomd -p cleanroom-cli --features cleanroomd/simulation
+  bin="$CARGO_TARGET_DIR/$([ "$1" = dev ] && echo debug || echo "$1")"
+  cleanroom="$bin/cleanroom"
+}
+
+# build_guest PACKAGE: a guest crate as a wasm32-wasip2 component (release, its own target
+# directory so host builds do not rebuild it). Sets guest (its path).
+build_guest() {
+  cargo build --release --locked --target wasm32-wasip2 -p "$1" --target-dir "$CARGO_TARGET_DIR/wasm-guests"
+  guest="$CARGO_TARGET_DIR/wasm-guests/wasm32-wasip2/release/${1//-/_}.wasm"
+}
+
 # start_demo_server BIN WORK: start cleanroomd from BIN with its data in WORK/server (simulation
 # attestation), or wait for the one already starting whose console is CLEANROOM_DEMO_CONSOLE
 # (scripts/test-image.sh boots the image in QEMU; it is reached at CLEANROOM_DEMO_SERVER).

@@ -52,6 +52,15 @@ def cli(args, cleanroom, env):
     return json.loads(out.stdout)
 
 
+def open_page(p, chromium):
+    """Headless Chromium (the system's) and a laptop-sized page that waits up to WAIT_MS."""
+    browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(WAIT_MS)
+    expect.set_options(timeout=WAIT_MS)
+    return browser, page
+
+
 def nav(page, section):
     """Follow a link of the console's navigation bar."""
     page.get_by_role("navigation").get_by_role("link", name=section, exact=True).click()
@@ -90,11 +99,7 @@ def main():
     console = Console(a.cleanroom, owner_key, env)
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=a.chromium, headless=True,
-                                        args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(WAIT_MS)
-            expect.set_options(timeout=WAIT_MS)
+            browser, page = open_page(p, a.chromium)
 
             # Without the session token, or with a wrong one, nothing is shown.
             resp = page.goto(console.base + "/grants")
@@ -122,6 +127,7 @@ def main():
             pending = page.locator("#pending")
             expect(pending).to_contain_text(a.module[:12])
             expect(pending).to_contain_text("group_by")
+            expect(pending).to_contain_text("uploaded by")
             page.screenshot(path=str(shots / "grants-pending.png"), full_page=True)
             pending.get_by_role("link", name="Review and approve").click()
             page.get_by_label("Most runs in total").fill("5")
@@ -199,10 +205,7 @@ def main():
     bad = Console(a.cleanroom, owner_key, bad_env)
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=a.chromium, headless=True,
-                                        args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(WAIT_MS)
+            browser, page = open_page(p, a.chromium)
             page.goto(bad.login)
             expect(page.locator("#attestation")).to_contain_text("Failed")
             expect(page.locator("#attestation")).to_contain_text("measurement")

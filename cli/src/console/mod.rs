@@ -20,12 +20,12 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, anyhow};
 use axum::Router;
 use axum::extract::{Form, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use cleanroom_proto::api::{AccessRequested, RunList};
+use cleanroom_proto::api::{AccessRequested, ModuleInfo, RunList};
 use cleanroom_proto::audit::{AuditEntry, verify_items};
 use cleanroom_proto::dp::DpBudget;
 use cleanroom_proto::policy::{Grant, Policy, Researchers, SignedPolicy};
@@ -385,25 +385,22 @@ async fn guard(State(c): Shared, req: Request, next: Next) -> Response {
     } else {
         next.run(req).await
     };
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
+    let headers = [
+        (
+            header::CONTENT_SECURITY_POLICY,
             "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
              connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    // Not `no-referrer`: with it, browsers send `Origin: null` on form posts, and the origin
-    // check above needs the real one. Nothing leaves this origin either way.
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        // Not `no-referrer`: with it, browsers send `Origin: null` on form posts, and the
+        // origin check above needs the real one. Nothing leaves this origin either way.
+        (header::REFERRER_POLICY, "same-origin"),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    for (name, value) in headers {
+        resp.headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
     resp
 }
 
@@ -552,7 +549,7 @@ fn my_entries(client: &Client) -> Result<Vec<AuditEntry>> {
 }
 
 async fn grants_page(State(c): Shared) -> Page {
-    let (datasets, pending) = c
+    let (datasets, pending, modules) = c
         .call(|c, client| {
             let datasets = c.my_datasets(client)?;
             let policies: BTreeMap<&str, Option<&SignedPolicy>> = datasets
@@ -590,10 +587,28 @@ async fn grants_page(State(c): Shared) -> Page {
                 }
             }
             pending.reverse();
-            Ok((datasets, pending))
+            // What is known of each module asked for or granted: size, uploader, source.
+            let ids: BTreeSet<String> = pending
+                .iter()
+                .map(|p| p.request.request.module.clone())
+                .chain(datasets.iter().flat_map(|(_, p)| {
+                    p.iter()
+                        .flat_map(|p| p.policy.grants.iter().map(|g| g.module.clone()))
+                }))
+                .collect();
+            let modules = ids
+                .into_iter()
+                .filter_map(|id| {
+                    client
+                        .signed::<ModuleInfo>("GET", &format!("/v1/modules/{id}"), b"")
+                        .ok()
+                        .map(|info| (id, info))
+                })
+                .collect();
+            Ok((datasets, pending, modules))
         })
         .await?;
-    Ok(view::grants(&datasets, &pending))
+    Ok(view::grants(&datasets, &pending, &modules))
 }
 
 /// The grant form's fields (prefilled from a request or an existing grant).
@@ -955,15 +970,13 @@ async fn audit_export(State(c): Shared) -> Result<Response, Problem> {
         .call(|_, client| crate::remote::audit::fetch_log(client))
         .await?;
     let body = serde_json::to_vec_pretty(&log).map_err(|e| Problem::bad_request(e.to_string()))?;
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"audit-log.json\""),
-    );
+    let headers = [
+        (header::CONTENT_TYPE, "application/json"),
+        (
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"audit-log.json\"",
+        ),
+    ];
     Ok((headers, body).into_response())
 }
 

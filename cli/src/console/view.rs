@@ -3,7 +3,9 @@
 
 use maud::{DOCTYPE, Markup, html};
 
-use cleanroom_proto::api::PolicyStored;
+use std::collections::BTreeMap;
+
+use cleanroom_proto::api::{ModuleInfo, PolicyStored};
 use cleanroom_proto::audit::AuditEntry;
 use cleanroom_proto::dp::DpBudget;
 use cleanroom_proto::policy::{Policy, Researchers, SignedPolicy};
@@ -216,9 +218,28 @@ fn budget(b: &DpBudget) -> Markup {
     }
 }
 
+/// A module's id with what the server knows of it: size, uploader, attached source.
+fn module_cell(id: &str, modules: &BTreeMap<String, ModuleInfo>) -> Markup {
+    html! {
+        code title=(id) { (short(id)) }
+        @if let Some(m) = modules.get(id) {
+            br;
+            span.muted {
+                (format!("{:.1} MiB", m.bytes as f64 / (1 << 20) as f64)) ", uploaded by "
+                code { (short(&m.uploader)) }
+                @match &m.source {
+                    Some(src) => { ", " (format!("{:?}", src.kind).to_lowercase()) " source attached" },
+                    None => ", no source attached",
+                }
+            }
+        }
+    }
+}
+
 pub(super) fn grants(
     datasets: &[(DatasetInfo, Option<SignedPolicy>)],
     pending: &[Pending],
+    modules: &BTreeMap<String, ModuleInfo>,
 ) -> Markup {
     let body = html! {
         section aria-labelledby="pending-h" {
@@ -237,7 +258,7 @@ pub(super) fn grants(
                                 td { (when(p.time)) br; span.muted { "entry #" (p.seq) } }
                                 td { code { (p.researcher.short()) } }
                                 td { code { (short(&p.dataset)) } }
-                                td { code title=(r.module) { (short(&r.module)) } }
+                                td { (module_cell(&r.module, modules)) }
                                 td { pre.params { (params_text(&r.params)) } }
                                 td { (r.note.clone().unwrap_or_default()) }
                                 td {
@@ -263,7 +284,7 @@ pub(super) fn grants(
                             tbody {
                                 @for g in &sp.policy.grants {
                                     tr {
-                                        td { code title=(g.module) { (short(&g.module)) } }
+                                        td { (module_cell(&g.module, modules)) }
                                         td { (researchers(&g.researchers)) }
                                         td { @if let Some(d) = &g.params_digest { "pinned " code { (short(d)) } } @else { "any" } }
                                         td {

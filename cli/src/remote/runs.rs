@@ -48,18 +48,8 @@ pub(crate) fn parse_inputs(specs: &[String]) -> Result<BTreeMap<String, String>>
 /// `cleanroom run submit`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct SubmitArgs {
-    /// Module hash to run.
-    #[arg(long)]
-    module: String,
-    /// An input as NAME=DATASET (the name the analysis opens); repeat.
-    #[arg(long = "input", value_name = "NAME=DATASET")]
-    inputs: Vec<String>,
-    /// The run's params (JSON text, or @FILE).
-    #[arg(long, default_value = "", conflicts_with = "sql")]
-    params: String,
-    /// Run this SQL query (the module must be the SQL engine).
-    #[arg(long)]
-    sql: Option<String>,
+    #[command(flatten)]
+    run: RunSpec,
     /// Wait for the run to finish and print its outcome.
     #[arg(long)]
     wait: bool,
@@ -120,32 +110,42 @@ fn dp_terms(epsilon: Option<f64>, sample: Option<&str>) -> Result<Option<DpRun>>
     }))
 }
 
-/// The params text of `--params` (JSON, or @FILE) or `--sql`.
-fn params_text(params: &str, sql: Option<&str>) -> Result<String> {
-    Ok(match (sql, params.strip_prefix('@')) {
-        (Some(sql), _) => crate::run_local::sql_params(sql),
-        (None, Some(path)) => {
-            std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?
-        }
-        (None, None) => params.to_string(),
-    })
-}
-
-/// `cleanroom run request`.
+/// What a run is: module, inputs and params (`run submit` runs it, `run request` asks for it).
 #[derive(Debug, clap::Args)]
-pub(crate) struct RequestArgs {
-    /// Module hash (or pipeline digest) you ask the owners to grant.
+pub(crate) struct RunSpec {
+    /// Module hash (or pipeline digest).
     #[arg(long)]
     module: String,
-    /// The run's input as NAME=DATASET; repeat. Every owner among them is asked.
-    #[arg(long = "input", value_name = "NAME=DATASET", required = true)]
+    /// An input as NAME=DATASET (the name the analysis opens); repeat.
+    #[arg(long = "input", value_name = "NAME=DATASET")]
     inputs: Vec<String>,
-    /// The exact params the run will send (JSON text, or @FILE).
+    /// The run's params (JSON text, or @FILE).
     #[arg(long, default_value = "", conflicts_with = "sql")]
     params: String,
-    /// The SQL query the run will send (the module must be the SQL engine).
+    /// The SQL query (the module must be the SQL engine).
     #[arg(long)]
     sql: Option<String>,
+}
+
+impl RunSpec {
+    /// The inputs and the params text.
+    fn resolve(&self) -> Result<(BTreeMap<String, String>, String)> {
+        let params = match (&self.sql, self.params.strip_prefix('@')) {
+            (Some(sql), _) => crate::run_local::sql_params(sql),
+            (None, Some(path)) => {
+                std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?
+            }
+            (None, None) => self.params.clone(),
+        };
+        Ok((parse_inputs(&self.inputs)?, params))
+    }
+}
+
+/// `cleanroom run request`: the run you ask the owners of its inputs to grant.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RequestArgs {
+    #[command(flatten)]
+    run: RunSpec,
     /// What the analysis is for, to the owners.
     #[arg(long)]
     note: Option<String>,
@@ -155,10 +155,11 @@ pub(crate) struct RequestArgs {
 /// and the console. It grants nothing by itself.
 pub(crate) fn request(conn: &Conn, args: RequestArgs) -> Result<()> {
     let client = conn.client()?;
+    let (inputs, params) = args.run.resolve()?;
     let request = AccessRequest {
-        module: args.module,
-        inputs: parse_inputs(&args.inputs)?,
-        params: params_text(&args.params, args.sql.as_deref())?,
+        module: args.run.module,
+        inputs,
+        params,
         note: args.note,
     };
     request
@@ -187,10 +188,9 @@ pub(crate) fn request(conn: &Conn, args: RequestArgs) -> Result<()> {
 pub(crate) fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
     let client = conn.client()?;
     let identity = client.identity()?;
-    let inputs = parse_inputs(&args.inputs)?;
-    let params = params_text(&args.params, args.sql.as_deref())?;
+    let (inputs, params) = args.run.resolve()?;
     let request = RunRequest {
-        module: args.module.clone(),
+        module: args.run.module.clone(),
         inputs,
         params,
         researcher_hpke: hex::encode(identity.hpke_public()),
