@@ -429,6 +429,7 @@ async fn session(State(c): Shared, req: Request, next: Next) -> Response {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct LoginQuery {
     token: Option<String>,
 }
@@ -613,6 +614,7 @@ async fn grants_page(State(c): Shared) -> Page {
 
 /// The grant form's fields (prefilled from a request or an existing grant).
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct GrantForm {
     dataset: String,
     module: String,
@@ -655,8 +657,23 @@ fn columns(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// A dataset id (lowercase hex): anything else never reaches a request path.
+fn dataset_id(dataset: &str) -> Result<String, Problem> {
+    if !dataset.is_empty()
+        && dataset
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        Ok(dataset.to_string())
+    } else {
+        Err(Problem::bad_request(format!(
+            "{dataset:?} is not a dataset id"
+        )))
+    }
+}
+
 async fn grant_form(State(c): Shared, Query(form): Query<GrantForm>) -> Page {
-    let dataset = form.dataset.clone();
+    let dataset = dataset_id(&form.dataset)?;
     let policy = c
         .call(move |c, client| crate::remote::policy::current_on(&c.conn, client, &dataset))
         .await?;
@@ -775,7 +792,7 @@ fn proposed(prev: Option<&SignedPolicy>, form: &GrantForm) -> Result<Policy, Pro
 }
 
 async fn grant_preview(State(c): Shared, Form(form): Form<GrantForm>) -> Page {
-    let dataset = form.dataset.clone();
+    let dataset = dataset_id(&form.dataset)?;
     let prev = c
         .call(move |c, client| crate::remote::policy::current_on(&c.conn, client, &dataset))
         .await?;
@@ -784,6 +801,7 @@ async fn grant_preview(State(c): Shared, Form(form): Form<GrantForm>) -> Page {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RevokeForm {
     dataset: String,
     module: String,
@@ -792,7 +810,7 @@ struct RevokeForm {
 }
 
 async fn revoke_preview(State(c): Shared, Form(form): Form<RevokeForm>) -> Page {
-    let dataset = form.dataset.clone();
+    let dataset = dataset_id(&form.dataset)?;
     let prev = c
         .call(move |c, client| crate::remote::policy::current_on(&c.conn, client, &dataset))
         .await?
@@ -807,6 +825,7 @@ async fn revoke_preview(State(c): Shared, Form(form): Form<RevokeForm>) -> Page 
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SignForm {
     /// The exact policy the confirmation page showed, as JSON.
     policy: String,
@@ -817,6 +836,7 @@ struct SignForm {
 async fn sign_policy(State(c): Shared, Form(form): Form<SignForm>) -> Page {
     let policy: Policy = serde_json::from_str(&form.policy)
         .map_err(|e| Problem::bad_request(format!("not a policy: {e}")))?;
+    dataset_id(&policy.dataset)?;
     let (signed, stored) = c
         .call(move |c, client| {
             let prev = crate::remote::policy::current_on(&c.conn, client, &policy.dataset)?;
@@ -891,8 +911,21 @@ async fn review_queue(State(c): Shared) -> Page {
     Ok(view::review_queue(&waiting))
 }
 
+/// A run id as the server makes them (`run-` and hex): anything else never reaches a request
+/// path.
+fn run_id(run: String) -> Result<String, Problem> {
+    let ok = run
+        .strip_prefix("run-")
+        .is_some_and(|hex| !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    if ok {
+        Ok(run)
+    } else {
+        Err(Problem::bad_request(format!("{run:?} is not a run id")))
+    }
+}
+
 async fn review_page(State(c): Shared, Path(run): Path<String>) -> Page {
-    let id = run.clone();
+    let id = run_id(run)?;
     let (status, reports, outputs) = c
         .call(move |c, client| {
             let status: RunStatus = client.signed("GET", &format!("/v1/runs/{id}"), b"")?;
@@ -904,6 +937,7 @@ async fn review_page(State(c): Shared, Path(run): Path<String>) -> Page {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DecisionForm {
     decision: String,
     #[serde(default)]
@@ -920,6 +954,7 @@ async fn review_decide(
         "withhold" => ReviewDecision::Withhold,
         other => return Err(Problem::bad_request(format!("unknown decision {other:?}"))),
     };
+    let run = run_id(run)?;
     let reason = Some(form.reason.trim().to_string()).filter(|r| !r.is_empty());
     let status = c
         .call(move |_, client| crate::remote::runs::decide(client, &run, decision, reason))
@@ -930,6 +965,7 @@ async fn review_decide(
 // ---- Audit ------------------------------------------------------------------------------
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AuditQuery {
     #[serde(default)]
     page: usize,
@@ -1071,5 +1107,19 @@ mod tests {
         assert!(!token_matches(&c, &"ab".repeat(31)));
         assert!(!token_matches(&c, &format!("{}ac", "ab".repeat(31))));
         assert!(!token_matches(&c, ""));
+    }
+
+    #[test]
+    fn only_run_ids_reach_a_request_path() {
+        assert!(run_id("run-00ff".into()).is_ok());
+        for bad in [
+            "run-",
+            "run-../../v1/datasets",
+            "x",
+            "run-00?wait=30",
+            "run-0/held",
+        ] {
+            assert!(run_id(bad.into()).is_err(), "{bad}");
+        }
     }
 }
