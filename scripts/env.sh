@@ -62,6 +62,15 @@ json_get() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))
 for k in sys.argv[2:]: v=v[k]
 print(v)' "$@"; }
 
+# Native GNU R (Debian's r-base-core), the reference the sandboxed R is compared with.
+ensure_native_r() {
+  command -v Rscript >/dev/null 2>&1 && return
+  say "installing Debian's r-base-core (native R, to compare the sandbox's R against)"
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends r-base-core >/dev/null
+}
+
 # build_demo_tools PROFILE: cleanroomd (with the simulation feature: it is a cargo feature *and*
 # a runtime flag, so a release build without it cannot be switched into simulation) and the
 # CLI. Sets bin (their directory) and cleanroom (the CLI).

@@ -33,6 +33,11 @@ say "building the SQL engine component"
 scripts/build-sql.sh
 export CLEANROOM_SQL_ENGINE="$CARGO_TARGET_DIR/sql-engine/cleanroom_sql.wasm"
 
+say "building the R engine (webR's GNU R, pinned from npm; cached) and installing native R to compare with"
+export CLEANROOM_R_ENGINE
+CLEANROOM_R_ENGINE=$(scripts/build-r.sh)
+ensure_native_r
+
 say "building the guest firmware (OVMF for SEV-SNP direct boot) and the reference measurement tool"
 export CLEANROOM_FIRMWARE
 CLEANROOM_FIRMWARE=$(scripts/build-firmware.sh)

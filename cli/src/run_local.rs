@@ -27,7 +27,8 @@ use crate::{input, progress};
 /// Arguments of `run-local`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The analysis component (.wasm). Not needed with --sql.
+    /// The analysis component (.wasm), or an R script (.R) run by the R engine. Not needed
+    /// with --sql.
     #[arg(required_unless_present = "sql")]
     module: Option<PathBuf>,
     /// Run this SQL query with the SQL engine component instead of a module;
@@ -38,6 +39,9 @@ pub(crate) struct Args {
     /// scripts/build-sql.sh built: under $CARGO_TARGET_DIR or ~/.cache/cleanroom-target.
     #[arg(long, env = "CLEANROOM_SQL_ENGINE")]
     engine: Option<PathBuf>,
+    /// The R engine's directory (what scripts/build-r.sh prints), for .R analyses.
+    #[arg(long, env = "CLEANROOM_R_ENGINE")]
+    r_engine: Option<PathBuf>,
     /// A table to grant, as NAME=FILE (or FILE, named after its stem). CSV,
     /// Parquet or Arrow IPC. Repeat for several tables.
     #[arg(long = "table", short = 't', value_name = "NAME=FILE")]
@@ -219,19 +223,48 @@ pub(crate) fn run(args: Args) -> Result<()> {
         grants.insert(name, source);
     }
 
-    let bytes = std::fs::read(&module_path)
-        .with_context(|| format!("cannot read {}", module_path.display()))?;
-    let bar = progress::spinner(format!("compiling {}", module_path.display()));
-    let runtime = local_runtime(&limits)?;
-    let module = load_cached(&runtime, &bytes)
-        .with_context(|| format!("cannot load {}", module_path.display()))?;
-    bar.set_message(format!("running {}", module_path.display()));
-    let aggregation = match &policy {
-        Some(p) => aggregation(p, args.epsilon, &grants)?,
-        None => Aggregation::default(),
+    let is_r = module_path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("r"));
+    let (module_id, params, result) = if is_r {
+        // An R script: the params are the script, the module is the R engine.
+        if !params.is_empty() {
+            bail!("an R analysis takes no --params: the script is what owners approve");
+        }
+        let script = std::fs::read_to_string(&module_path)
+            .with_context(|| format!("cannot read {}", module_path.display()))?;
+        let dir = args.r_engine.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "an R analysis needs the R engine: build it with scripts/build-r.sh (in the \
+                 cleanroom repository) and pass the directory it prints as --r-engine DIR or \
+                 CLEANROOM_R_ENGINE"
+            )
+        })?;
+        if policy.as_ref().is_some_and(|p| p.dp.is_some()) {
+            bail!("R analyses cannot run on a table that requires differential privacy yet");
+        }
+        let bar = progress::spinner("compiling the R engine".to_string());
+        let engine = cleanroom_runtime::r::REngine::load(&dir)?;
+        bar.set_message(format!("running {}", module_path.display()));
+        let result = engine.run(&grants, &script, &limits, None);
+        bar.finish_and_clear();
+        (engine.id().to_string(), script, result)
+    } else {
+        let bytes = std::fs::read(&module_path)
+            .with_context(|| format!("cannot read {}", module_path.display()))?;
+        let bar = progress::spinner(format!("compiling {}", module_path.display()));
+        let runtime = local_runtime(&limits)?;
+        let module = load_cached(&runtime, &bytes)
+            .with_context(|| format!("cannot load {}", module_path.display()))?;
+        bar.set_message(format!("running {}", module_path.display()));
+        let aggregation = match &policy {
+            Some(p) => aggregation(p, args.epsilon, &grants)?,
+            None => Aggregation::default(),
+        };
+        let result = runtime.run_with(&module, grants, &params, &limits, None, aggregation);
+        bar.finish_and_clear();
+        (module.id(), params, result)
     };
-    let result = runtime.run_with(&module, grants, &params, &limits, None, aggregation);
-    bar.finish_and_clear();
     let output = match (result, &policy) {
         (Ok(output), _) => output,
         (Err(e), None) => bail!("run failed ({}): {e}", e.kind()),
@@ -257,7 +290,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         None => None,
     };
     let summary = serde_json::json!({
-        "module": module.id(),
+        "module": module_id,
         "params_sha256": hex::encode(Sha256::digest(params.as_bytes())),
         "elapsed_ms": output.stats.elapsed.as_secs_f64() * 1e3,
         "bytes_read": output.stats.bytes_read,
@@ -273,7 +306,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        print_summary(&args.out, &module.id(), &output);
+        print_summary(&args.out, &module_id, &output);
         if let Some(reports) = &decisions {
             println!("{}", describe(reports, &args.out));
         }

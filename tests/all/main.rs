@@ -11,6 +11,7 @@ mod load;
 mod modules;
 mod pipelines;
 mod programs;
+mod r;
 mod server;
 mod sql;
 mod tls;

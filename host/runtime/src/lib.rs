@@ -28,6 +28,7 @@ pub mod limits;
 pub mod log;
 pub mod output;
 pub mod pipeline;
+pub mod r;
 mod raw;
 pub mod runtime;
 mod state;

@@ -84,7 +84,7 @@ impl LogBuffer {
         Ok(())
     }
 
-    fn stdio(&self, source: LogSource, bytes: &[u8]) -> Result<(), RunError> {
+    pub(crate) fn stdio(&self, source: LogSource, bytes: &[u8]) -> Result<(), RunError> {
         let mut inner = self.inner.lock().expect("log lock is never poisoned");
         self.charge(&mut inner, bytes.len() as u64)?;
         let inner = &mut *inner;
