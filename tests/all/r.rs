@@ -332,3 +332,113 @@ fn hostile_r_is_contained() {
     let bad = run(&none, "cleanroom::publish_json('../x', 1)", &quick).expect_err("a bad name");
     assert!(matches!(bad, RunError::Failed(_)), "{bad:?}");
 }
+
+/// An R analysis through cleanroomd: requested, granted (the R engine's id, the script
+/// pinned), run, held, reviewed, released, decrypted and its receipt verified; another
+/// script on the same grant is refused.
+#[test]
+fn an_r_analysis_runs_through_cleanroomd_end_to_end() {
+    use crate::server::{TestServer, push};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = std::env::var_os("CLEANROOM_R_ENGINE")
+        .map(PathBuf::from)
+        .unwrap();
+    let s = TestServer::start_configured(dir, |c| c.r_engine = Some(engine));
+    s.keygen("northfield");
+    let researcher = s.keygen("researcher");
+    let dataset = push(&s, "northfield", cleanroom_tests::SITE_A_CSV, "b.csv");
+    let script = s.path("analysis.R");
+    std::fs::write(
+        &script,
+        "d <- cleanroom::table('patients')\n\
+         counts <- as.data.frame(table(sex = d$sex), stringsAsFactors = FALSE)\n\
+         names(counts)[2] <- 'patients'\n\
+         cleanroom::publish_table('by_sex', counts)\n",
+    )
+    .unwrap();
+    let script = script.display().to_string();
+    let input = format!("patients={dataset}");
+    s.cli(
+        Some("researcher"),
+        &["run", "request", "--r", &script, "--input", &input],
+    )
+    .unwrap();
+    s.cli(
+        Some("northfield"),
+        &[
+            "policy",
+            "grant",
+            "--dataset",
+            &dataset,
+            "--r",
+            &script,
+            "--researcher",
+            &researcher,
+            "--max-runs",
+            "3",
+            "--review",
+            "--min-group",
+            "1",
+        ],
+    )
+    .unwrap();
+    let run = s
+        .cli(
+            Some("researcher"),
+            &["run", "submit", "--r", &script, "--input", &input],
+        )
+        .unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let watched = s.cli(Some("researcher"), &["run", "watch", &run]).unwrap();
+    assert_eq!(watched["state"], "held_for_review", "{watched}");
+    s.cli(
+        Some("northfield"),
+        &["review", "release", &run, "--reason", "counts by sex"],
+    )
+    .unwrap();
+    let out = s.path("results");
+    let fetched = s
+        .cli(
+            Some("researcher"),
+            &["result", "fetch", &run, "--out", out.to_str().unwrap()],
+        )
+        .unwrap();
+    assert_eq!(fetched["receipt"]["receipt"]["state"], "released");
+    let csv = std::fs::read_to_string(out.join("by_sex.csv")).unwrap();
+    assert!(csv.starts_with("sex,patients\n"), "{csv}");
+    s.cli(
+        None,
+        &[
+            "receipt",
+            "verify",
+            out.join("receipt.json").to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+
+    // The researcher with an approved R grant tries another script: refused, it never runs.
+    let other = s.path("other.R");
+    std::fs::write(
+        &other,
+        "cleanroom::publish_table('rows', cleanroom::table('patients'))\n",
+    )
+    .unwrap();
+    let err = format!(
+        "{:#}",
+        s.cli(
+            Some("researcher"),
+            &[
+                "run",
+                "submit",
+                "--r",
+                other.to_str().unwrap(),
+                "--input",
+                &input
+            ],
+        )
+        .expect_err("another script is not granted")
+    );
+    assert!(err.contains("params"), "{err}");
+}

@@ -19,8 +19,8 @@ pub(crate) struct GrantArgs {
     #[arg(long)]
     dataset: String,
     /// Module hash (SHA-256 hex) to allow.
-    #[arg(long)]
-    module: String,
+    #[arg(long, required_unless_present = "r")]
+    module: Option<String>,
     /// Researcher allowed (party id, hex); repeat. Say this or --any-researcher.
     #[arg(long = "researcher")]
     researchers: Vec<PartyId>,
@@ -34,6 +34,10 @@ pub(crate) struct GrantArgs {
     /// and records the query text in the grant for everyone to read.
     #[arg(long, conflicts_with_all = ["params", "params_digest"])]
     sql: Option<String>,
+    /// Approve this R script (for the R engine module, `--module` may then be omitted): pins
+    /// the script as the params and names it in the grant's note.
+    #[arg(long, value_name = "FILE.R", conflicts_with_all = ["params", "params_digest", "sql"])]
+    r: Option<std::path::PathBuf>,
     /// Pin the params by digest (SHA-256 hex).
     #[arg(long)]
     params_digest: Option<String>,
@@ -435,8 +439,12 @@ pub(crate) fn describe(signed: &SignedPolicy) -> String {
     out
 }
 
-pub(crate) fn grant(conn: &Conn, args: GrantArgs) -> Result<()> {
-    if args.module.len() != 64 || hex::decode(&args.module).is_err() {
+pub(crate) fn grant(conn: &Conn, mut args: GrantArgs) -> Result<()> {
+    let module = match (&args.module, &args.r) {
+        (Some(m), _) => m.clone(),
+        (None, _) => crate::remote::runs::r_engine(&conn.client()?)?,
+    };
+    if module.len() != 64 || hex::decode(&module).is_err() {
         bail!("--module must be a SHA-256 in hex (as `cleanroom module push` prints)");
     }
     let now = crate::remote::runs::now();
@@ -469,8 +477,19 @@ pub(crate) fn grant(conn: &Conn, args: GrantArgs) -> Result<()> {
             .ok_or_else(|| anyhow::anyhow!("--input takes NAME=DATASET, got {spec:?}"))?;
         pinned.insert(name.to_string(), dataset.to_string());
     }
-    let (params, note) = match &args.sql {
-        Some(sql) => {
+    let (params, note) = match (&args.sql, args.r.take()) {
+        (_, Some(script)) => {
+            let text = std::fs::read_to_string(&script)
+                .with_context(|| format!("cannot read {}", script.display()))?;
+            eprintln!(
+                "you are approving this R script, exactly:\n\n    {}\n",
+                text.trim_end().replace('\n', "\n    ")
+            );
+            let name = script.file_name().unwrap_or_default().to_string_lossy();
+            let note = args.note.clone().unwrap_or_else(|| format!("R: {name}"));
+            (Some(text), Some(note))
+        }
+        (Some(sql), None) => {
             eprintln!(
                 "you are approving this query, exactly:\n\n    {}\n",
                 sql.replace('\n', "\n    ")
@@ -480,14 +499,14 @@ pub(crate) fn grant(conn: &Conn, args: GrantArgs) -> Result<()> {
                 Some(format!("SQL: {sql}")),
             )
         }
-        None => (args.params.clone(), args.note.clone()),
+        (None, None) => (args.params.clone(), args.note.clone()),
     };
     let params_digest = params.as_deref().map(params_digest).or(args.params_digest);
     // One module may hold several grants with different pinned params (one approved SQL
     // query each); a new grant replaces only the module's grant with the same pin.
-    grants.retain(|g| !(g.module == args.module && g.params_digest == params_digest));
+    grants.retain(|g| !(g.module == module && g.params_digest == params_digest));
     grants.push(Grant {
-        module: args.module.clone(),
+        module,
         researchers,
         params_digest,
         expires_at: args.expires_in_days.map(|d| now + d * 86_400),

@@ -113,32 +113,52 @@ fn dp_terms(epsilon: Option<f64>, sample: Option<&str>) -> Result<Option<DpRun>>
 /// What a run is: module, inputs and params (`run submit` runs it, `run request` asks for it).
 #[derive(Debug, clap::Args)]
 pub(crate) struct RunSpec {
-    /// Module hash (or pipeline digest).
-    #[arg(long)]
-    module: String,
+    /// Module hash (or pipeline digest). With --r, by default the server's R engine.
+    #[arg(long, required_unless_present = "r")]
+    module: Option<String>,
     /// An input as NAME=DATASET (the name the analysis opens); repeat.
     #[arg(long = "input", value_name = "NAME=DATASET")]
     inputs: Vec<String>,
     /// The run's params (JSON text, or @FILE).
-    #[arg(long, default_value = "", conflicts_with = "sql")]
+    #[arg(long, default_value = "", conflicts_with_all = ["sql", "r"])]
     params: String,
     /// The SQL query (the module must be the SQL engine).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "r")]
     sql: Option<String>,
+    /// An R script: run by the server's R engine (the script is the run's params).
+    #[arg(long, value_name = "FILE.R")]
+    r: Option<PathBuf>,
 }
 
 impl RunSpec {
-    /// The inputs and the params text.
-    fn resolve(&self) -> Result<(BTreeMap<String, String>, String)> {
-        let params = match (&self.sql, self.params.strip_prefix('@')) {
-            (Some(sql), _) => crate::run_local::sql_params(sql),
-            (None, Some(path)) => {
+    /// The module, the inputs and the params text.
+    fn resolve(
+        &self,
+        client: &super::client::Client,
+    ) -> Result<(String, BTreeMap<String, String>, String)> {
+        let params = match (&self.sql, &self.r, self.params.strip_prefix('@')) {
+            (Some(sql), _, _) => crate::run_local::sql_params(sql),
+            (None, Some(script), _) => std::fs::read_to_string(script)
+                .with_context(|| format!("cannot read {}", script.display()))?,
+            (None, None, Some(path)) => {
                 std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?
             }
-            (None, None) => self.params.clone(),
+            (None, None, None) => self.params.clone(),
         };
-        Ok((parse_inputs(&self.inputs)?, params))
+        let module = match (&self.module, &self.r) {
+            (Some(m), _) => m.clone(),
+            (None, _) => r_engine(client)?,
+        };
+        Ok((module, parse_inputs(&self.inputs)?, params))
     }
+}
+
+/// The server's R engine module id (`GET /health`).
+pub(crate) fn r_engine(client: &super::client::Client) -> Result<String> {
+    let health: cleanroom_proto::api::Health = client.get_public("/health")?;
+    health.r_engine.ok_or_else(|| {
+        anyhow!("this server does not run R analyses (cleanroomd was started without --r-engine)")
+    })
 }
 
 /// `cleanroom run request`: the run you ask the owners of its inputs to grant.
@@ -155,9 +175,9 @@ pub(crate) struct RequestArgs {
 /// and the console. It grants nothing by itself.
 pub(crate) fn request(conn: &Conn, args: RequestArgs) -> Result<()> {
     let client = conn.client()?;
-    let (inputs, params) = args.run.resolve()?;
+    let (module, inputs, params) = args.run.resolve(&client)?;
     let request = AccessRequest {
-        module: args.run.module,
+        module,
         inputs,
         params,
         note: args.note,
@@ -188,9 +208,9 @@ pub(crate) fn request(conn: &Conn, args: RequestArgs) -> Result<()> {
 pub(crate) fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
     let client = conn.client()?;
     let identity = client.identity()?;
-    let (inputs, params) = args.run.resolve()?;
+    let (module, inputs, params) = args.run.resolve(&client)?;
     let request = RunRequest {
-        module: args.run.module.clone(),
+        module,
         inputs,
         params,
         researcher_hpke: hex::encode(identity.hpke_public()),

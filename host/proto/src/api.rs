@@ -19,6 +19,10 @@ pub struct Health {
     pub status: String,
     /// The server's version.
     pub version: String,
+    /// The R engine's module id, when the server runs R analyses (grant it, and pin the
+    /// script as the params).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r_engine: Option<String>,
 }
 
 /// Every refusal: `{"type", "message"}`, plus the stable `code` of a policy denial.

@@ -104,6 +104,8 @@ pub struct Service {
     pub storage: Arc<dyn Storage>,
     /// The sandbox.
     pub runtime: Runtime,
+    /// GNU R, when configured: runs whose module is its id are R scripts (the params).
+    pub r_engine: Option<cleanroom_runtime::r::REngine>,
     /// The enclave's keys.
     pub identity: EnclaveIdentity,
     /// Seals state at rest under keys only this enclave derives.
@@ -217,6 +219,11 @@ pub fn simulation_measurement() -> [u8; 48] {
 }
 
 impl Service {
+    /// Whether `module` is the R engine's id (a run of it is an R script).
+    pub fn is_r_engine(&self, module: &str) -> bool {
+        self.r_engine.as_ref().is_some_and(|r| r.id() == module)
+    }
+
     /// Open the data directory, unseal (or create) the enclave identity and
     /// resume the audit log. Returns the service and the queue's receiver.
     pub fn open(
@@ -269,6 +276,14 @@ impl Service {
             compile_cache: None,
             ..RuntimeConfig::default()
         })?;
+        let r_engine = match &config.r_engine {
+            Some(dir) => {
+                let engine = cleanroom_runtime::r::REngine::load(dir)?;
+                tracing::info!(module = engine.id(), "R analyses enabled");
+                Some(engine)
+            }
+            None => None,
+        };
         let upgrade_statement = match &config.upgrade_statement {
             Some(path) => Some(
                 serde_json::from_slice(
@@ -284,6 +299,7 @@ impl Service {
             config,
             storage,
             runtime,
+            r_engine,
             identity,
             sealer,
             attester,

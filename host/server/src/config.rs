@@ -71,6 +71,11 @@ pub struct Config {
     /// Per-run wall-clock limit, seconds.
     #[serde(default = "default_timeout")]
     pub run_timeout_secs: u64,
+    /// The R engine's directory (`scripts/build-r.sh`): R analyses run as this engine's module
+    /// id (the digest of its files, computed by the enclave when it loads them; owners grant
+    /// that id and pin the script by the params digest). None: no R.
+    #[serde(default)]
+    pub r_engine: Option<PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {

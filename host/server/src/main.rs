@@ -25,6 +25,9 @@ struct Args {
     /// INSECURE: serve plain HTTP instead of attested TLS (simulation on loopback only).
     #[arg(long)]
     plain_http: bool,
+    /// The R engine's directory (what scripts/build-r.sh prints): enables R analyses.
+    #[arg(long)]
+    r_engine: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -67,6 +70,9 @@ async fn main() -> Result<()> {
     }
     if args.plain_http {
         config.plain_http = true;
+    }
+    if let Some(dir) = args.r_engine {
+        config.r_engine = Some(dir);
     }
     if let Some(Command::Openapi) = &args.command {
         println!("{}", cleanroomd::openapi_document().to_pretty_json()?);

@@ -53,7 +53,7 @@ impl Facts for StoreFacts<'_> {
     type Error = ApiError;
 
     fn module_exists(&self, module: &str) -> ApiResult<bool> {
-        self.0.storage.has_module_or_pipeline(module)
+        Ok(self.0.is_r_engine(module) || self.0.storage.has_module_or_pipeline(module)?)
     }
 
     fn derived(&self, id: &str) -> ApiResult<Option<cleanroom_policy::DerivedFacts>> {
@@ -454,6 +454,17 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
     let result = match (&pipeline, sample) {
         (None, Some(sa)) => {
             sample_aggregate(service, &run, &admitted, &grants, &limits, &token, &sa)
+        }
+        (None, None) if service.is_r_engine(&run.request.module) => {
+            let r = service.r_engine.as_ref().expect("is_r_engine");
+            if admitted.epsilon.is_some() {
+                Err(RunError::Failed(
+                    "R analyses cannot read tables that require differential privacy yet".into(),
+                ))
+            } else {
+                r.run(&grants, &run.request.params, &limits, Some(&token))
+                    .map(cleanroom_runtime::RunOutput::candidates)
+            }
         }
         (None, None) => {
             let module = crate::modules::load(service, &run.request.module)?;

@@ -15,12 +15,13 @@ use cleanroom_proto::audit::{AuditItem, AuditPage};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{Body, Req, text_response, typed_response};
 
-pub(super) fn health() -> Response<Body> {
+pub(super) fn health(service: &Service) -> Response<Body> {
     typed_response(
         StatusCode::OK,
         &cleanroom_proto::api::Health {
             status: "ok".into(),
             version: env!("CARGO_PKG_VERSION").into(),
+            r_engine: service.r_engine.as_ref().map(|r| r.id().to_string()),
         },
     )
 }

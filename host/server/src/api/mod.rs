@@ -125,8 +125,8 @@ pub(crate) fn router(service: Arc<Service>) -> Router {
 
 #[utoipa::path(get, path = "/health", tag = "service",
     responses((status = 200, description = "the server is up", body = Health)))]
-async fn health() -> Response<Body> {
-    info::health()
+async fn health(State(s): Svc) -> Response<Body> {
+    info::health(&s)
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "service", security(("httpsig" = [])),

@@ -21,7 +21,9 @@ pub(super) async fn file(service: Arc<Service>, req: Req) -> ApiResult<Response<
     request
         .validate()
         .map_err(|e| ApiError::BadRequest(format!("access request: {e}")))?;
-    if !service.storage.has_module_or_pipeline(&request.module)? {
+    if !service.is_r_engine(&request.module)
+        && !service.storage.has_module_or_pipeline(&request.module)?
+    {
         return Err(ApiError::BadRequest(format!(
             "module {} was not uploaded; push it first",
             request.module
