@@ -11,21 +11,25 @@ use cleanroom_tests::*;
 use crate::{grants, runtime};
 
 fn fixture_run(module_bytes: &[u8], params: &str) -> Result<RunOutput, RunError> {
+    let module = runtime().load(module_bytes).expect("example loads");
+    runtime().run(&module, fixture(), params, &Limits::default(), None)
+}
+
+/// The two hospitals' fixture tables.
+pub(crate) fn fixture() -> cleanroom_runtime::Grants {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
     std::fs::write(&a, SITE_A_CSV).unwrap();
     std::fs::write(&b, SITE_B_CSV).unwrap();
-    let module = runtime().load(module_bytes).expect("example loads");
-    let grants = grants(&[
+    grants(&[
         ("st_marys", csv_table(Path::new(&a))),
         ("northfield", csv_table(Path::new(&b))),
-    ]);
-    runtime().run(&module, grants, params, &Limits::default(), None)
+    ])
 }
 
 type Row = (String, i64, f64, f64, f64);
 
-fn rows(out: &RunOutput) -> Vec<Row> {
+pub(crate) fn rows(out: &RunOutput) -> Vec<Row> {
     let table = out
         .outputs
         .tables
@@ -35,10 +39,17 @@ fn rows(out: &RunOutput) -> Vec<Row> {
     let mut rows = Vec::new();
     for batch in &table.batches {
         let group = batch.column_by_name("group").unwrap().as_string::<i32>();
-        let patients = batch
-            .column_by_name("patients")
-            .unwrap()
-            .as_primitive::<Int64Type>();
+        // Int64 from Rust and Python, Int32 (R's integers) from R.
+        let patients = batch.column_by_name("patients").unwrap();
+        let patients: Vec<i64> = match patients.data_type() {
+            arrow_schema::DataType::Int32 => patients
+                .as_primitive::<arrow_array::types::Int32Type>()
+                .values()
+                .iter()
+                .map(|v| i64::from(*v))
+                .collect(),
+            _ => patients.as_primitive::<Int64Type>().values().to_vec(),
+        };
         let f = |n| {
             batch
                 .column_by_name(n)
@@ -50,7 +61,7 @@ fn rows(out: &RunOutput) -> Vec<Row> {
         for i in 0..batch.num_rows() {
             rows.push((
                 group.value(i).to_string(),
-                patients.value(i),
+                patients[i],
                 age.value(i),
                 los.value(i),
                 mort.value(i),
@@ -60,7 +71,7 @@ fn rows(out: &RunOutput) -> Vec<Row> {
     rows
 }
 
-fn assert_by_diagnosis(out: &RunOutput) {
+pub(crate) fn assert_by_diagnosis(out: &RunOutput) {
     // I21: A1 A2 A3 B1 -> ages 60 70 50 70, stays 4 8 2 6, one death.
     // J18: A4 A5 B2 B3 -> ages 40 80 60 50, stays 5 10 3 7, two deaths.
     // E11: one patient, below min_group 3: suppressed.

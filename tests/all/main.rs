@@ -4,7 +4,7 @@ mod cli;
 mod crash;
 mod dp;
 mod egress;
-mod examples;
+pub(crate) mod examples;
 mod guide;
 mod image;
 mod load;

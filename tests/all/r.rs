@@ -442,3 +442,39 @@ fn an_r_analysis_runs_through_cleanroomd_end_to_end() {
     );
     assert!(err.contains("params"), "{err}");
 }
+
+/// The R twin of the cohort-statistics example gives the Rust example's numbers, and the
+/// logistic-regression example releases its coefficient table.
+#[test]
+fn r_examples_give_the_same_numbers_as_rust() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let twin = std::fs::read_to_string(root.join("examples/cohort-stats-r/analysis.R")).unwrap();
+    // The fixture's groups are small: the same suppression threshold as the Rust test.
+    let twin = twin.replace("min_group <- 10L", "min_group <- 3L");
+    let out = run(&crate::examples::fixture(), &twin, &Limits::default()).unwrap();
+    crate::examples::assert_by_diagnosis(&out);
+    let table = &out.outputs.tables[0];
+    assert_eq!(
+        table
+            .schema
+            .field_with_name("patients")
+            .unwrap()
+            .metadata()
+            .get("cleanroom:count"),
+        Some(&"true".to_string()),
+        "patients is a declared count column"
+    );
+    assert!(
+        out.logs
+            .iter()
+            .any(|l| l.message == "st_marys: 6 admissions"),
+        "{:?}",
+        out.logs
+    );
+
+    let glm = std::fs::read_to_string(root.join("examples/mortality-glm-r/analysis.R")).unwrap();
+    let out = run(&crate::examples::fixture(), &glm, &Limits::default()).unwrap();
+    let coefficients = &out.outputs.tables[0];
+    assert_eq!(coefficients.name, "coefficients");
+    assert_eq!(json(&out, "model")["admissions"], 9);
+}

@@ -54,9 +54,14 @@ local({
                    paste(sort(ls(tables)), collapse = ", ")), call. = FALSE)
     get(name, envir = tables, inherits = FALSE)
   }
-  ns$publish_table <- function(name, df) {
+  ns$publish_table <- function(name, df, counts = character()) {
     one_name(name, "publish_table")
     df <- as.data.frame(df, stringsAsFactors = FALSE)
+    counts <- as.character(counts)
+    unknown <- setdiff(counts, names(df))
+    if (length(unknown))
+      stop("publish_table: counts names columns the table does not have: ",
+           paste(unknown, collapse = ", "), call. = FALSE)
     cols <- lapply(df, function(col) {
       if (is.factor(col)) list("character", as.character(col))
       else if (inherits(col, "Date")) list("date", as.numeric(col))
@@ -67,7 +72,7 @@ local({
       else if (is.character(col)) list("character", col)
       else stop("publish_table: column of class ", class(col)[1L], " is not supported", call. = FALSE)
     })
-    publish("table", name, list(names(df), vapply(cols, `[[`, "", 1L), lapply(cols, `[[`, 2L)))
+    publish("table", name, list(names(df), vapply(cols, `[[`, "", 1L), lapply(cols, `[[`, 2L), counts))
   }
   ns$publish_json <- function(name, value) {
     one_name(name, "publish_json")

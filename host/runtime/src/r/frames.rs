@@ -341,11 +341,17 @@ pub(super) fn collect(r: &mut R, limits: &Limits) -> Result<Outputs> {
     Ok(outputs)
 }
 
-/// A published data frame (as `publish_table` prepared it: names, kinds, plain vectors).
+/// A published data frame (as `publish_table` prepared it: names, kinds, plain vectors, the
+/// declared count columns).
 fn table_of(r: &mut R, name: &str, value: i32) -> Result<TableOutput> {
     let names_v = r.c("VECTOR_ELT", &[value, 0])?;
     let kinds_v = r.c("VECTOR_ELT", &[value, 1])?;
     let cols = r.c("VECTOR_ELT", &[value, 2])?;
+    let counts_v = r.c("VECTOR_ELT", &[value, 3])?;
+    let mut counts = std::collections::BTreeSet::new();
+    for i in 0..r.c("Rf_length", &[counts_v])? {
+        counts.extend(r.string_elt(counts_v, i)?);
+    }
     let ncol = r.c("Rf_length", &[cols])?;
     let na_real = r.na_real()?.to_bits();
     let mut fields = Vec::new();
@@ -415,7 +421,20 @@ fn table_of(r: &mut R, name: &str, value: i32) -> Result<TableOutput> {
                 )));
             }
         };
-        fields.push(Field::new(col_name, array.data_type().clone(), true));
+        let mut field = Field::new(col_name.clone(), array.data_type().clone(), true);
+        if counts.contains(&col_name) {
+            // Declared count columns, as `output.declare-counts` marks them for the policy.
+            if !matches!(kind.as_str(), "integer" | "double") {
+                return Err(refuse(format!(
+                    "table {name}: count column {col_name} is not numeric"
+                )));
+            }
+            field = field.with_metadata(std::collections::HashMap::from([(
+                crate::output::COUNT_METADATA.to_string(),
+                "true".to_string(),
+            )]));
+        }
+        fields.push(field);
         arrays.push(array);
     }
     let schema = Arc::new(Schema::new(fields));
