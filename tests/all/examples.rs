@@ -58,10 +58,10 @@ pub(crate) fn rows(out: &RunOutput) -> Vec<Row> {
                 .clone()
         };
         let (age, los, mort) = (f("mean_age"), f("mean_los_days"), f("mortality_pct"));
-        for i in 0..batch.num_rows() {
+        for (i, patients) in patients.into_iter().enumerate() {
             rows.push((
                 group.value(i).to_string(),
-                patients[i],
+                patients,
                 age.value(i),
                 los.value(i),
                 mort.value(i),
