@@ -103,7 +103,10 @@ start_demo_server() {
   else
     say "starting cleanroomd (INSECURE simulation attestation, data in $work/server)"
     log="$work/cleanroomd.log"
-    "$bin/cleanroomd" --data-dir "$work/server" --listen "127.0.0.1:$port" --insecure-simulation 2>"$log" &
+    # CLEANROOM_DEMO_SERVER_ARGS: more cleanroomd flags (e.g. --r-engine DIR).
+    # shellcheck disable=SC2086
+    "$bin/cleanroomd" --data-dir "$work/server" --listen "127.0.0.1:$port" --insecure-simulation \
+      ${CLEANROOM_DEMO_SERVER_ARGS:-} 2>"$log" &
     DEMO_SERVER_PID=$!
     trap 'kill $DEMO_SERVER_PID 2>/dev/null || true; wait $DEMO_SERVER_PID 2>/dev/null || true' EXIT
     demo_server_alive() { kill -0 "$DEMO_SERVER_PID" 2>/dev/null; }

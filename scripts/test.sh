@@ -53,8 +53,8 @@ cargo test --workspace --locked
 say "cleanroomd without the simulation feature refuses to start outside SEV-SNP"
 cargo test --locked -p cleanroomd --no-default-features --lib
 
-# The README's main command, and the second demo (harmonise → link → analyse as a pipeline).
-for demo in demo demo-pipeline; do
+# The README's main command, the pipeline demo (harmonise → link → analyse) and the R demo.
+for demo in demo demo-pipeline demo-r; do
   say "scripts/$demo.sh (on the debug build the tests just made)"
   log="$CARGO_TARGET_DIR/$demo-in-tests.log"
   CLEANROOM_DEMO_PROFILE=dev CLEANROOM_DEMO_DIR="$CARGO_TARGET_DIR/$demo-in-tests" "scripts/$demo.sh" >"$log" 2>&1 \
