@@ -2,7 +2,8 @@
 //!
 //!     CLEANROOM_PYTHON_GUESTS=... cargo bench -p cleanroom-tests --bench runtime [-- SECTION...]
 //!
-//! SECTION is any of `empty`, `sum`, `python`, `numpy` (all when none is named).
+//! SECTION is any of `empty`, `sum`, `python`, `numpy`, `r` (all when none is named; `r` needs
+//! `CLEANROOM_R_ENGINE` from scripts/build-r.sh and native R's `Rscript`).
 //!
 //! Every guest measurement is paired with a native baseline in the same run.
 
@@ -42,6 +43,180 @@ fn main() {
     if wanted("numpy") {
         numpy_sum(&runtime, &table, &Limits::default());
     }
+    if wanted("r") {
+        r_engine();
+    }
+}
+
+/// GNU R in the sandbox: compiling the engine, start-up to the first statement, `lm` on 100k
+/// rows against native R (timed inside R on both sides, data already loaded), and handing a
+/// 1M-row table to R as a data frame against native R reading the same rows from CSV.
+fn r_engine() {
+    use arrow_array::{Float64Array, Int64Array, RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+    let Some(dir) = std::env::var_os("CLEANROOM_R_ENGINE") else {
+        println!("| R | skipped: set CLEANROOM_R_ENGINE (scripts/build-r.sh) | |");
+        return;
+    };
+    let start = Instant::now();
+    let engine = cleanroom_runtime::r::REngine::load(std::path::Path::new(&dir)).expect("R loads");
+    println!(
+        "| R engine: compile R.wasm (18 MB, Cranelift) | {:.2} s | once per process |",
+        start.elapsed().as_secs_f64()
+    );
+    let limits = Limits::default();
+    let (startup, _) = best_of(3, || {
+        engine
+            .run(&Grants::new(), "invisible(NULL)", &limits, None)
+            .expect("an empty R run")
+    });
+    println!(
+        "| R: start-up to the first statement (boot, side modules, cleanroom API) | {:.0} ms | tens of ms with a snapshot (not built) |",
+        startup.as_secs_f64() * 1e3
+    );
+
+    // lm on 100k rows.
+    let n = 100_000usize;
+    let x1: Vec<f64> = (0..n).map(|i| (i % 997) as f64 / 10.0).collect();
+    let x2: Vec<f64> = (0..n).map(|i| ((i * 7919) % 1013) as f64).collect();
+    let y: Vec<f64> = (0..n)
+        .map(|i| 3.0 + 0.5 * x1[i] - 0.01 * x2[i] + ((i * 31) % 17) as f64 / 17.0)
+        .collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("x1", DataType::Float64, false),
+        Field::new("x2", DataType::Float64, false),
+        Field::new("y", DataType::Float64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Float64Array::from(x1.clone())),
+            Arc::new(Float64Array::from(x2.clone())),
+            Arc::new(Float64Array::from(y.clone())),
+        ],
+    )
+    .unwrap();
+    let mut g = Grants::new();
+    g.insert(
+        "t".into(),
+        Arc::new(MemTable::new(schema, vec![batch])) as Arc<dyn TableSource>,
+    );
+    let fit = "d <- cleanroom::table('t')\n\
+        best <- Inf; for (k in 1:5) { t0 <- proc.time()[['elapsed']]; fit <- lm(y ~ x1 + x2, data = d); best <- min(best, proc.time()[['elapsed']] - t0) }\n\
+        cleanroom::publish_json('s', best)";
+    let out = engine.run(&g, fit, &limits, None).expect("lm runs");
+    let inside: f64 = out.outputs.json[0].1.parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("t.csv");
+    let mut text = String::from("x1,x2,y\n");
+    for i in 0..n {
+        text.push_str(&format!("{},{},{}\n", x1[i], x2[i], y[i]));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let native = Command::new("Rscript")
+        .arg("-e")
+        .arg(format!(
+            "d <- read.csv('{}'); best <- Inf; for (k in 1:5) {{ t0 <- proc.time()[['elapsed']]; fit <- lm(y ~ x1 + x2, data = d); best <- min(best, proc.time()[['elapsed']] - t0) }}; cat(best)",
+            csv.display()
+        ))
+        .output();
+    match native {
+        Ok(o) if o.status.success() => {
+            let native: f64 = String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(f64::NAN);
+            println!(
+                "| R: `lm(y ~ x1 + x2)` on 100k rows, best of 5 | {:.0} ms vs {:.0} ms native R ({:.1}×) | within 3× native |",
+                inside * 1e3,
+                native * 1e3,
+                inside / native
+            );
+        }
+        _ => println!(
+            "| R: lm on 100k rows | {:.0} ms (native R not installed) | |",
+            inside * 1e3
+        ),
+    }
+
+    // A 1M-row table (a float, an integer and a string column) as a data frame.
+    let rows = 1_000_000usize;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("value", DataType::Float64, false),
+        Field::new("count", DataType::Int64, false),
+        Field::new("code", DataType::Utf8, false),
+    ]));
+    let codes = ["I21", "J18", "I50", "E11", "K35"];
+    let batches: Vec<RecordBatch> = (0..rows)
+        .step_by(BATCH_ROWS)
+        .map(|from| {
+            let to = (from + BATCH_ROWS).min(rows);
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Float64Array::from_iter_values(
+                        (from..to).map(|i| i as f64 * 0.5),
+                    )),
+                    Arc::new(Int64Array::from_iter_values(
+                        (from..to).map(|i| (i % 1000) as i64),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        (from..to).map(|i| codes[i % 5]),
+                    )),
+                ],
+            )
+            .unwrap()
+        })
+        .collect();
+    let mut g = Grants::new();
+    g.insert(
+        "t".into(),
+        Arc::new(MemTable::new(schema, batches)) as Arc<dyn TableSource>,
+    );
+    let (with_table, _) = best_of(3, || {
+        engine
+            .run(
+                &g,
+                "stopifnot(nrow(cleanroom::table('t')) == 1e6)",
+                &limits,
+                None,
+            )
+            .expect("delivery")
+    });
+    let delivery = with_table.saturating_sub(startup);
+    let mut text = String::from("value,count,code\n");
+    for i in 0..rows {
+        text.push_str(&format!(
+            "{},{},{}\n",
+            i as f64 * 0.5,
+            i % 1000,
+            codes[i % 5]
+        ));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let native = Command::new("Rscript")
+        .arg("-e")
+        .arg(format!(
+            "t0 <- proc.time()[['elapsed']]; d <- read.csv('{}', stringsAsFactors = FALSE); cat(proc.time()[['elapsed']] - t0)",
+            csv.display()
+        ))
+        .output();
+    let native = native.ok().filter(|o| o.status.success()).and_then(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse::<f64>()
+            .ok()
+    });
+    println!(
+        "| R: a 1M-row table (f64, int, string) delivered as a data frame | {:.0} ms{} | |",
+        delivery.as_secs_f64() * 1e3,
+        native
+            .map(|n| format!(
+                " vs {:.0} ms for native R's read.csv of the same rows",
+                n * 1e3
+            ))
+            .unwrap_or_default()
+    );
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
