@@ -285,7 +285,7 @@ fn hostile_r_is_contained() {
         ..Limits::default()
     };
     let none = Grants::new();
-    let cases: [(&str, &str); 7] = [
+    let cases: [(&str, &str); 8] = [
         ("repeat {}", "timeout"),
         ("x <- numeric(1e9)", "cannot allocate"),
         ("f <- function(n) f(n + 1); f(1)", "nested too deeply|stack"),
@@ -296,6 +296,11 @@ fn hostile_r_is_contained() {
             "sandbox does not provide|cannot open|error|Error",
         ),
         ("writeLines('x', '/usr/lib/R/etc/Renviron')", "cannot open"),
+        // Native code the script wrote is never linked (only the engine's own libraries).
+        (
+            "writeBin(as.raw(c(0, 0x61, 0x73, 0x6d, 1, 0, 0, 0)), '/tmp/x.so'); dyn.load('/tmp/x.so')",
+            "unable to load",
+        ),
     ];
     for (script, expected) in cases {
         let err = run(&none, script, &quick).expect_err(script);

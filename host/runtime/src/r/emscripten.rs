@@ -17,6 +17,8 @@ use wasmtime::{
 };
 use wasmtime::{Result, bail, format_err as anyhow};
 
+use sha2::Digest as _;
+
 use super::vfs::{Ino, Node, Vfs, errno::*};
 use crate::log::LogSource;
 
@@ -66,8 +68,8 @@ pub(super) struct Host {
 
 struct EngineParts {
     libs: HashMap<String, Arc<Vec<u8>>>,
-    /// Side modules compiled so far, by path (the embedded packages' .so files never change).
-    compiled: Mutex<HashMap<String, Module>>,
+    /// Side modules compiled so far, by the SHA-256 of their bytes.
+    compiled: Mutex<HashMap<[u8; 32], Module>>,
 }
 
 fn engine_config() -> Config {
@@ -496,6 +498,10 @@ fn library_bytes(store: &impl AsContext<Data = Host>, path: &str) -> Result<Arc<
         .lookup(path)
         .map_err(|e| anyhow!("{path}: errno {e}"))?;
     match h.vfs.node(ino) {
+        // Only the engine's own libraries: native code a script wrote is never linked.
+        Node::File { writable: true, .. } => {
+            bail!("{path}: only the R engine's own libraries can be loaded")
+        }
         Node::File { data, .. } => Ok(data.clone()),
         Node::Dir { .. } => bail!("{path} is a directory"),
     }
@@ -505,35 +511,58 @@ fn load_with(
     store: &mut impl AsContextMut<Data = Host>,
     path: &str,
     engine: &Engine,
-    compiled: &Mutex<HashMap<String, Module>>,
+    compiled: &Mutex<HashMap<[u8; 32], Module>>,
 ) -> Result<(u32, u32, u32, u32)> {
-    let key = path.rsplit('/').next().unwrap_or(path).to_string();
-    let key = if key.starts_with("libR") {
-        key
-    } else {
-        path.to_string()
-    };
+    let key = lib_key(path);
     if store.as_context().data().lib_exports.contains_key(&key) {
         return Ok((0, 0, 0, 0));
     }
+    // Marked loaded first (a library that needs itself, directly or not, links once); unmarked
+    // again if it fails.
     store
         .as_context_mut()
         .data_mut()
         .lib_exports
         .insert(key.clone(), HashMap::new());
+    let loaded = link_library(store, path, &key, engine, compiled);
+    if loaded.is_err() {
+        store.as_context_mut().data_mut().lib_exports.remove(&key);
+    }
+    loaded
+}
+
+/// The name a library is known by: the bundled BLAS/LAPACK by file name, others by path.
+fn lib_key(path: &str) -> String {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    if base.starts_with("libR") {
+        base.to_string()
+    } else {
+        path.to_string()
+    }
+}
+
+fn link_library(
+    store: &mut impl AsContextMut<Data = Host>,
+    path: &str,
+    key: &str,
+    engine: &Engine,
+    compiled: &Mutex<HashMap<[u8; 32], Module>>,
+) -> Result<(u32, u32, u32, u32)> {
     let bytes = library_bytes(&*store, path)?;
     let d = dylink(&bytes)?;
     for needed in &d.needed {
         load_with(store, needed, engine, compiled)?;
     }
     let module = {
+        // Compiled once per engine, by content.
+        let digest: [u8; 32] = sha2::Sha256::digest(&bytes[..]).into();
         let mut cache = compiled.lock().expect("compile cache");
-        match cache.get(&key) {
+        match cache.get(&digest) {
             Some(m) => m.clone(),
             None => {
                 let m =
                     Module::new(engine, &bytes[..]).with_context(|| format!("compiling {path}"))?;
-                cache.insert(key.clone(), m.clone());
+                cache.insert(digest, m.clone());
                 m
             }
         }
@@ -609,7 +638,7 @@ fn load_with(
         .as_context_mut()
         .data_mut()
         .lib_exports
-        .insert(key, own.clone());
+        .insert(key.to_string(), own.clone());
     resolve_got(store)?;
     for init in ["__wasm_apply_data_relocs", "__wasm_call_ctors"] {
         if let Some(Extern::Func(f)) = own.get(init) {
@@ -709,9 +738,7 @@ fn host_func(
             Func::new(s, ty, move |mut c, params, results| {
                 let f = c.data().symbols.get(&n).cloned();
                 match f {
-                    Some(Extern::Func(f)) if !c.data().engine.libs.is_empty() => {
-                        f.call(&mut c, params, results)
-                    }
+                    Some(Extern::Func(f)) => f.call(&mut c, params, results),
                     _ => Err(anyhow!("{n} called before libRblas.so was loaded")),
                 }
             })
@@ -1068,12 +1095,7 @@ fn host_func(
                     let (mem, _) = mem_of(&mut c);
                     (cstr(mem, handle as u32 + 36), cstr(mem, symbol as u32))
                 };
-                let key = path.rsplit('/').next().unwrap_or(&path).to_string();
-                let key = if key.starts_with("libR") {
-                    key
-                } else {
-                    path.clone()
-                };
+                let key = lib_key(&path);
                 let sym = c
                     .data()
                     .lib_exports
