@@ -697,6 +697,18 @@ const BLAS: [&str; 14] = [
     "dswap_", "dnrm2_", "dcopy_", "drotg_", "drot_",
 ];
 
+/// A syscall's answer: its value, or `-errno`.
+fn sys(f: impl FnOnce() -> Result<i32, i32>) -> i32 {
+    f().unwrap_or_else(|e| -e)
+}
+
+/// `stat` of the path a `*at` syscall names, into `buf`.
+fn stat_at(h: &Host, mem: &mut [u8], dirfd: i32, path: u32, buf: u32) -> Result<i32, i32> {
+    let ino = h.vfs.lookup(&at_path(mem, dirfd, path)?)?;
+    write_stat(h, mem, buf, ino);
+    Ok(0)
+}
+
 /// The path a `*at` syscall names.
 fn at_path(mem: &[u8], dirfd: i32, ptr: u32) -> Result<String, i32> {
     let p = cstr(mem, ptr);
@@ -1155,31 +1167,14 @@ fn host_func(
         ("env", "__syscall_stat64") | ("env", "__syscall_lstat64") => {
             Func::wrap(s, |mut c: Cx, path: i32, buf: i32| -> i32 {
                 let (mem, h) = mem_of(&mut c);
-                let p = cstr(mem, path as u32);
-                match h.vfs.lookup(&p) {
-                    Ok(ino) => {
-                        write_stat(h, mem, buf as u32, ino);
-                        0
-                    }
-                    Err(e) => -e,
-                }
+                sys(|| stat_at(h, mem, AT_FDCWD, path as u32, buf as u32))
             })
         }
         ("env", "__syscall_newfstatat") => Func::wrap(
             s,
             |mut c: Cx, dirfd: i32, path: i32, buf: i32, _flags: i32| -> i32 {
                 let (mem, h) = mem_of(&mut c);
-                let p = match at_path(mem, dirfd, path as u32) {
-                    Ok(p) => p,
-                    Err(e) => return -e,
-                };
-                match h.vfs.lookup(&p) {
-                    Ok(ino) => {
-                        write_stat(h, mem, buf as u32, ino);
-                        0
-                    }
-                    Err(e) => -e,
-                }
+                sys(|| stat_at(h, mem, dirfd, path as u32, buf as u32))
             },
         ),
         ("env", "__syscall_fstat64") => Func::wrap(s, |mut c: Cx, fd: i32, buf: i32| -> i32 {
@@ -1202,25 +1197,25 @@ fn host_func(
             s,
             |mut c: Cx, dirfd: i32, path: i32, amode: i32, _flags: i32| -> i32 {
                 let (mem, h) = mem_of(&mut c);
-                let p = match at_path(mem, dirfd, path as u32) {
-                    Ok(p) => p,
-                    Err(e) => return -e,
-                };
-                match h.vfs.lookup(&p) {
-                    Ok(ino) if amode & 2 != 0 && !h.vfs.stat(ino).writable => -EACCES,
-                    Ok(_) => 0,
-                    Err(e) => -e,
-                }
+                sys(|| {
+                    let ino = h.vfs.lookup(&at_path(mem, dirfd, path as u32)?)?;
+                    if amode & 2 != 0 && !h.vfs.stat(ino).writable {
+                        return Err(EACCES);
+                    }
+                    Ok(0)
+                })
             },
         ),
         ("env", "__syscall_readlinkat") => Func::wrap(
             s,
             |mut c: Cx, dirfd: i32, path: i32, _buf: i32, _len: i32| -> i32 {
                 let (mem, h) = mem_of(&mut c);
-                match at_path(mem, dirfd, path as u32).and_then(|p| h.vfs.lookup(&p)) {
-                    Ok(_) => -EINVAL, // nothing here is a symbolic link
-                    Err(e) => -e,
-                }
+                // Nothing here is a symbolic link.
+                sys(|| {
+                    h.vfs
+                        .lookup(&at_path(mem, dirfd, path as u32)?)
+                        .and(Err(EINVAL))
+                })
             },
         ),
         ("env", "__syscall_getcwd") => Func::wrap(s, |mut c: Cx, buf: i32, size: i32| -> i32 {
@@ -1248,30 +1243,23 @@ fn host_func(
         ("env", "__syscall_mkdirat") => {
             Func::wrap(s, |mut c: Cx, dirfd: i32, path: i32, _mode: i32| -> i32 {
                 let (mem, h) = mem_of(&mut c);
-                match at_path(mem, dirfd, path as u32).and_then(|p| h.vfs.mkdir(&p)) {
-                    Ok(()) => 0,
-                    Err(e) => -e,
-                }
+                sys(|| h.vfs.mkdir(&at_path(mem, dirfd, path as u32)?).map(|()| 0))
             })
         }
         ("env", "__syscall_unlinkat") => {
             Func::wrap(s, |mut c: Cx, dirfd: i32, path: i32, flags: i32| -> i32 {
                 let (mem, h) = mem_of(&mut c);
-                match at_path(mem, dirfd, path as u32)
-                    .and_then(|p| h.vfs.unlink(&p, flags & 0x200 != 0))
-                {
-                    Ok(()) => 0,
-                    Err(e) => -e,
-                }
+                let dir = flags & 0x200 != 0; // AT_REMOVEDIR
+                sys(|| {
+                    h.vfs
+                        .unlink(&at_path(mem, dirfd, path as u32)?, dir)
+                        .map(|()| 0)
+                })
             })
         }
         ("env", "__syscall_rmdir") => Func::wrap(s, |mut c: Cx, path: i32| -> i32 {
             let (mem, h) = mem_of(&mut c);
-            let p = cstr(mem, path as u32);
-            match h.vfs.unlink(&p, true) {
-                Ok(()) => 0,
-                Err(e) => -e,
-            }
+            sys(|| h.vfs.unlink(&cstr(mem, path as u32), true).map(|()| 0))
         }),
         ("env", "__syscall_getdents64") => {
             Func::wrap(s, |mut c: Cx, fd: i32, dirp: i32, count: i32| -> i32 {
