@@ -572,7 +572,9 @@ fn link_library(
         let raw = call_malloc(store, d.mem_size + align)?;
         let base = raw.div_ceil(align) * align;
         let mem = store.as_context().data().mem.expect("memory");
-        mem.data_mut(&mut *store)[base as usize..(base + d.mem_size) as usize].fill(0);
+        span(mem.data_mut(&mut *store), base, d.mem_size as usize)
+            .ok_or_else(|| anyhow!("{path}: its data does not fit in R's memory"))?
+            .fill(0);
         base
     } else {
         0
@@ -666,23 +668,50 @@ fn mem_of<'a>(c: &'a mut Cx<'_>) -> (&'a mut [u8], &'a mut Host) {
     m.data_and_store_mut(c)
 }
 
+// Guest memory is read and written only through these checked helpers: a pointer R passes that
+// lies outside its memory reads as nothing and writes nowhere (the call answers EFAULT where it
+// can), and never panics the host.
+
+/// The guest bytes `[p, p + len)`, if they are inside memory.
+fn span(mem: &mut [u8], p: u32, len: usize) -> Option<&mut [u8]> {
+    let start = p as usize;
+    mem.get_mut(start..start.checked_add(len)?)
+}
+
+/// Write `bytes` at `p`; false if that is outside memory.
+fn put_bytes(mem: &mut [u8], p: u32, bytes: &[u8]) -> bool {
+    span(mem, p, bytes.len())
+        .map(|d| d.copy_from_slice(bytes))
+        .is_some()
+}
+
 fn cstr(mem: &[u8], ptr: u32) -> String {
-    let start = ptr as usize;
-    let end = mem[start..]
-        .iter()
-        .position(|&b| b == 0)
-        .map_or(mem.len(), |n| start + n);
-    String::from_utf8_lossy(&mem[start..end]).into_owned()
+    let rest = mem.get(ptr as usize..).unwrap_or_default();
+    let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+    String::from_utf8_lossy(&rest[..end]).into_owned()
 }
 
 fn put_u32(mem: &mut [u8], at: u32, v: u32) {
-    mem[at as usize..at as usize + 4].copy_from_slice(&v.to_le_bytes());
+    put_bytes(mem, at, &v.to_le_bytes());
 }
 fn put_u64(mem: &mut [u8], at: u32, v: u64) {
-    mem[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
+    put_bytes(mem, at, &v.to_le_bytes());
 }
 fn get_u32(mem: &[u8], at: u32) -> u32 {
-    u32::from_le_bytes(mem[at as usize..at as usize + 4].try_into().unwrap())
+    mem.get(at as usize..(at as usize).saturating_add(4))
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
+/// Emscripten's EFAULT.
+const EFAULT: i32 = 21;
+/// The most buffers one `readv`/`writev` takes (POSIX's IOV_MAX).
+const IOV_MAX: u32 = 1024;
+
+/// Buffer `i` of an iovec array at `iov`: its address and length.
+fn iovec(mem: &[u8], iov: u32, i: u32) -> (u32, u32) {
+    let at = iov.wrapping_add(8 * i);
+    (get_u32(mem, at), get_u32(mem, at.wrapping_add(4)))
 }
 
 const AT_FDCWD: i32 = -100;
@@ -725,7 +754,7 @@ fn write_stat(h: &Host, mem: &mut [u8], buf: u32, ino: Ino) {
     } else {
         0o100000 | if s.writable { 0o644 } else { 0o444 }
     };
-    mem[buf as usize..buf as usize + 96].fill(0);
+    put_bytes(mem, buf, &[0; 96]);
     put_u32(mem, buf + 4, mode);
     put_u32(mem, buf + 8, 1);
     put_u64(mem, buf + 24, s.size);
@@ -760,10 +789,11 @@ fn host_func(
             |mut c: Cx, fd: i32, iov: i32, n: i32, out: i32| -> Result<i32> {
                 let (mem, h) = mem_of(&mut c);
                 let mut total = 0u32;
-                for i in 0..n as u32 {
-                    let p = get_u32(mem, iov as u32 + 8 * i);
-                    let len = get_u32(mem, iov as u32 + 8 * i + 4);
-                    let bytes = mem[p as usize..(p + len) as usize].to_vec();
+                for i in 0..(n as u32).min(IOV_MAX) {
+                    let (p, len) = iovec(mem, iov as u32, i);
+                    let Some(bytes) = span(mem, p, len as usize).map(|b| b.to_vec()) else {
+                        return Ok(EFAULT);
+                    };
                     match fd {
                         1 | 2 => {
                             let source = if fd == 1 {
@@ -805,13 +835,12 @@ fn host_func(
                     return EBADF;
                 };
                 let mut total = 0u32;
-                for i in 0..n as u32 {
-                    let p = get_u32(mem, iov as u32 + 8 * i);
-                    let len = get_u32(mem, iov as u32 + 8 * i + 4);
-                    match h
-                        .vfs
-                        .read(o.ino, o.pos, &mut mem[p as usize..(p + len) as usize])
-                    {
+                for i in 0..(n as u32).min(IOV_MAX) {
+                    let (p, len) = iovec(mem, iov as u32, i);
+                    let Some(dst) = span(mem, p, len as usize) else {
+                        return EFAULT;
+                    };
+                    match h.vfs.read(o.ino, o.pos, dst) {
                         Ok(k) => {
                             o.pos += k as u64;
                             total += k as u32;
@@ -835,13 +864,12 @@ fn host_func(
                 };
                 let mut pos = off as u64;
                 let mut total = 0u32;
-                for i in 0..n as u32 {
-                    let p = get_u32(mem, iov as u32 + 8 * i);
-                    let len = get_u32(mem, iov as u32 + 8 * i + 4);
-                    match h
-                        .vfs
-                        .read(o.ino, pos, &mut mem[p as usize..(p + len) as usize])
-                    {
+                for i in 0..(n as u32).min(IOV_MAX) {
+                    let (p, len) = iovec(mem, iov as u32, i);
+                    let Some(dst) = span(mem, p, len as usize) else {
+                        return EFAULT;
+                    };
+                    match h.vfs.read(o.ino, pos, dst) {
                         Ok(k) => {
                             pos += k as u64;
                             total += k as u32;
@@ -893,8 +921,9 @@ fn host_func(
                 } else {
                     return EBADF;
                 };
-                mem[buf as usize..buf as usize + 24].fill(0);
-                mem[buf as usize] = kind;
+                let mut stat = [0u8; 24];
+                stat[0] = kind;
+                put_bytes(mem, buf as u32, &stat);
                 0
             })
         }
@@ -915,8 +944,8 @@ fn host_func(
                 let mut at = buf as u32;
                 for (i, e) in h.env.iter().enumerate() {
                     put_u32(mem, ptrs as u32 + 4 * i as u32, at);
-                    mem[at as usize..at as usize + e.len()].copy_from_slice(e.as_bytes());
-                    mem[at as usize + e.len()] = 0;
+                    put_bytes(mem, at, e.as_bytes());
+                    put_bytes(mem, at + e.len() as u32, &[0]);
                     at += e.len() as u32 + 1;
                 }
                 0
@@ -947,7 +976,10 @@ fn host_func(
             Func::wrap(s, |mut c: Cx, buf: i32, len: i32| -> i32 {
                 let (mem, _) = mem_of(&mut c);
                 let mut state = monotonic_ns() | 1;
-                for b in &mut mem[buf as usize..(buf + len) as usize] {
+                let Some(dst) = span(mem, buf as u32, len as usize) else {
+                    return EFAULT;
+                };
+                for b in dst {
                     state ^= state << 13;
                     state ^= state >> 7;
                     state ^= state << 17;
@@ -974,7 +1006,11 @@ fn host_func(
                     let path = cstr(mem, name);
                     h.vfs.add_file(
                         &path,
-                        Arc::new(mem[data as usize..(data + len) as usize].to_vec()),
+                        Arc::new(
+                            span(mem, data, len as usize)
+                                .map(|b| b.to_vec())
+                                .unwrap_or_default(),
+                        ),
                     );
                     ptr += 12;
                 }
@@ -1038,7 +1074,7 @@ fn host_func(
         ("env", "_emscripten_get_progname") => Func::wrap(s, |mut c: Cx, buf: i32, len: i32| {
             let (mem, _) = mem_of(&mut c);
             if len > 2 {
-                mem[buf as usize..buf as usize + 2].copy_from_slice(b"R\0");
+                put_bytes(mem, buf as u32, b"R\0");
             }
         }),
         ("env", "_tzset_js") => Func::wrap(
@@ -1048,7 +1084,7 @@ fn host_func(
                 put_u32(mem, tz as u32, 0);
                 put_u32(mem, daylight as u32, 0);
                 for p in [std, dst] {
-                    mem[p as usize..p as usize + 4].copy_from_slice(b"UTC\0");
+                    put_bytes(mem, p as u32, b"UTC\0");
                 }
             },
         ),
@@ -1082,7 +1118,7 @@ fn host_func(
             match load_library(&mut c, &path) {
                 Ok((mb, ms, tb, ts)) => {
                     let (mem, _) = mem_of(&mut c);
-                    mem[handle as usize + 8] = 1;
+                    put_bytes(mem, handle as u32 + 8, &[1]);
                     put_u32(mem, handle as u32 + 12, mb);
                     put_u32(mem, handle as u32 + 16, ms);
                     put_u32(mem, handle as u32 + 20, tb);
@@ -1180,7 +1216,7 @@ fn host_func(
         ("env", "__syscall_fstat64") => Func::wrap(s, |mut c: Cx, fd: i32, buf: i32| -> i32 {
             let (mem, h) = mem_of(&mut c);
             if (0..3).contains(&fd) {
-                mem[buf as usize..buf as usize + 96].fill(0);
+                put_bytes(mem, buf as u32, &[0; 96]);
                 put_u32(mem, buf as u32 + 4, 0o020000 | 0o620);
                 return 0;
             }
@@ -1224,8 +1260,9 @@ fn host_func(
             if cwd.len() + 1 > size as usize {
                 return -68; // ERANGE
             }
-            mem[buf as usize..buf as usize + cwd.len()].copy_from_slice(cwd.as_bytes());
-            mem[buf as usize + cwd.len()] = 0;
+            if !put_bytes(mem, buf as u32, format!("{cwd}\0").as_bytes()) {
+                return -EFAULT;
+            }
             cwd.len() as i32 + 1
         }),
         ("env", "__syscall_chdir") => Func::wrap(s, |mut c: Cx, path: i32| -> i32 {
@@ -1287,16 +1324,17 @@ fn host_func(
                 let mut idx = o.pos as usize;
                 while idx < list.len() && pos + SIZE <= count as u32 {
                     let (name, ino, dir) = &list[idx];
-                    let at = dirp as u32 + pos;
-                    mem[at as usize..(at + SIZE) as usize].fill(0);
-                    put_u64(mem, at, *ino as u64 + 1);
-                    put_u64(mem, at + 8, (idx as u64 + 1) * SIZE as u64);
-                    mem[at as usize + 16..at as usize + 18]
-                        .copy_from_slice(&(SIZE as u16).to_le_bytes());
-                    mem[at as usize + 18] = if *dir { 4 } else { 8 };
+                    // struct dirent: d_ino, d_off, d_reclen, d_type, d_name[256].
+                    let mut entry = [0u8; SIZE as usize];
+                    entry[..8].copy_from_slice(&(*ino as u64 + 1).to_le_bytes());
+                    entry[8..16].copy_from_slice(&((idx as u64 + 1) * SIZE as u64).to_le_bytes());
+                    entry[16..18].copy_from_slice(&(SIZE as u16).to_le_bytes());
+                    entry[18] = if *dir { 4 } else { 8 };
                     let n = name.len().min(255);
-                    mem[at as usize + 19..at as usize + 19 + n]
-                        .copy_from_slice(&name.as_bytes()[..n]);
+                    entry[19..19 + n].copy_from_slice(&name.as_bytes()[..n]);
+                    if !put_bytes(mem, dirp as u32 + pos, &entry) {
+                        return -EFAULT;
+                    }
                     pos += SIZE;
                     idx += 1;
                 }
