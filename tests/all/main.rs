@@ -1,6 +1,7 @@
 //! All integration tests, in one binary (one `mod` per area).
 
 mod cli;
+mod cluster;
 mod crash;
 mod dp;
 mod egress;

@@ -147,7 +147,8 @@ fn envelope_sum() {
     let owner = Identity::generate();
     let enclave = Identity::generate();
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("x.envelope");
+    let blobs = cleanroomd::blobs::FileBlobs::open(dir.path()).expect("blob directory");
+    let path = cleanroomd::blobs::Blobs::tmp_path(&blobs);
     let file = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
     let mut writer = EnvelopeWriter::new(
         file,
@@ -165,8 +166,10 @@ fn envelope_sum() {
     let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
     let module = runtime.load(&program(SUM_COLUMN)).expect("sum loads");
     let params = r#"{"table":"data","column":"x"}"#;
+    let id = manifest.dataset_id().to_string();
+    cleanroomd::blobs::Blobs::put_file(&blobs, "datasets", &id, &path).expect("stored");
     let sealed = cleanroomd::tables::EnvelopeTable::open(
-        path.clone(),
+        Arc::new(blobs),
         enclave.hpke_secret(),
         *owner.signing_key().as_ref(),
         &[],

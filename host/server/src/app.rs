@@ -17,8 +17,9 @@ use tokio::sync::mpsc;
 
 use crate::audit::AuditLog;
 use crate::config::Config;
+use crate::config::StorageKind;
 use crate::events::EventBus;
-use crate::store::{SqliteStorage, Storage};
+use crate::store::{RowKey, SqliteStorage, Storage};
 
 /// Counters exported at `/metrics`.
 #[derive(Debug)]
@@ -102,6 +103,8 @@ pub struct Service {
     pub config: Config,
     /// Durable state.
     pub storage: Arc<dyn Storage>,
+    /// Sealed envelopes, modules, artefacts and results.
+    pub blobs: Arc<dyn crate::blobs::Blobs>,
     /// The sandbox.
     pub runtime: Runtime,
     /// GNU R, when configured: runs whose module is its id are R scripts (the params).
@@ -244,11 +247,8 @@ impl Service {
         let sealing_key = attester
             .sealing_key()
             .context("cannot derive the sealing key")?;
-        // Everything at rest is keyed by the state key, sealed to this image (and handed to
-        // an upgraded image only under the author's signed statement).
-        let state_key = crate::upgrade::state_key(&dir, &sealing_key, config.handover.as_deref())?;
-        let identity = EnclaveIdentity::load_or_create(&dir, &state_key)
-            .context("cannot unseal the enclave identity")?;
+        let (state_key, identity, storage, blobs) =
+            open_state(&config, attester.as_ref(), &sealing_key)?;
         let sealer = Sealer::new(&state_key);
         let tls = if config.plain_http {
             None
@@ -261,13 +261,7 @@ impl Service {
         let measurement = cleanroom_trust::Report::from_bytes(&evidence.report)
             .map(|r| hex::encode(r.measurement()))
             .context("own attestation report does not parse")?;
-        let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(
-            &dir,
-            crate::store::RowKey::derive(&state_key),
-        )?);
-        let (audit, logged) = AuditLog::load(storage.as_ref())?;
-        // Every row the enclave acts on must be the version the log last wrote.
-        storage.check_logged_rows(&logged)?;
+        let audit = load_checked(storage.as_ref())?;
         let ledger = crate::ledger::Ledger::load(storage.as_ref())?;
         let clock = crate::clock::TrustedClock::load(dir.join("clock.sealed"), &sealer)?;
         let runtime = Runtime::new(RuntimeConfig {
@@ -298,6 +292,7 @@ impl Service {
         let service = Service {
             config,
             storage,
+            blobs,
             runtime,
             r_engine,
             identity,
@@ -353,14 +348,18 @@ impl Service {
     /// Store `run` and record its audit entry in one durable transaction.
     pub fn record_run(
         &self,
-        run: &crate::store::RunRow,
+        run: &mut crate::store::RunRow,
         audience: crate::events::Audience,
         actor: Option<PartyId>,
         action: &str,
         detail: serde_json::Value,
     ) -> crate::error::ApiResult<()> {
+        run.version += 1;
         let write = crate::store::RowWrite::Run(run);
-        self.record_with(audience, actor, action, &run.id, detail, Some(write))?;
+        if let Err(e) = self.record_with(audience, actor, action, &run.id, detail, Some(write)) {
+            run.version -= 1;
+            return Err(e);
+        }
         // Durable first, then counted in the enclave's own books.
         self.ledger.record_run(run);
         // No one waiting is fine.
@@ -383,14 +382,105 @@ impl Service {
             subject,
             detail,
         };
-        self.audit
-            .record(self.storage.as_ref(), &self.events, audience, event, write)
-            .map(drop)
+        let missed =
+            self.audit
+                .record(self.storage.as_ref(), &self.events, audience, event, write)?;
+        crate::cluster::apply_missed(self, &missed)
     }
 
     /// The enclave's signing key as a party id (receipts and heads are signed by it).
     pub fn enclave_party(&self) -> PartyId {
         PartyId(self.identity.public_keys().signing_public_key)
+    }
+}
+
+/// What `open_state` opens: the state key, the identity, metadata and blobs.
+type State = (
+    zeroize::Zeroizing<[u8; 32]>,
+    EnclaveIdentity,
+    Arc<dyn Storage>,
+    Arc<dyn crate::blobs::Blobs>,
+);
+
+/// Everything at rest is keyed by the state key, sealed to this image (and handed to an
+/// upgraded image only under the author's signed statement, or to a new worker of the same
+/// cluster only by attested key release).
+fn open_state(config: &Config, attester: &dyn Attester, sealing_key: &[u8; 32]) -> Result<State> {
+    let dir = &config.data_dir;
+    match config.storage {
+        StorageKind::Embedded => {
+            let state_key =
+                crate::upgrade::state_key(dir, sealing_key, config.handover.as_deref())?;
+            let identity = EnclaveIdentity::load_or_create(dir, &state_key)
+                .context("cannot unseal the enclave identity")?;
+            let storage = SqliteStorage::open(dir, RowKey::derive(&state_key))?;
+            let blobs = crate::blobs::FileBlobs::open(dir)?;
+            Ok((state_key, identity, Arc::new(storage), Arc::new(blobs)))
+        }
+        StorageKind::PostgresS3 => {
+            let (pg, s3) = config
+                .postgres
+                .as_ref()
+                .zip(config.s3.as_ref())
+                .context("storage = \"postgres+s3\" needs [postgres] and [s3]")?;
+            let url = pg.url()?;
+            let local = dir.join(crate::upgrade::STATE_KEY_FILE).exists();
+            let mut member_keys = None;
+            let state_key = if !local && crate::store_pg::cluster_identity(&url)?.is_some() {
+                let member = config.cluster.join.as_deref().context(
+                    "this cluster already has an identity and this worker has no key to it: \
+                     set [cluster] join to a running member's URL, which releases the key to \
+                     this worker after checking its attestation",
+                )?;
+                let (key, keys) = crate::cluster::join(
+                    member,
+                    attester,
+                    &config.deployment_bytes(),
+                    config.insecure_simulation,
+                )?;
+                crate::upgrade::keep_state_key(dir, sealing_key, &key)?;
+                tracing::info!(member, "joined the cluster by attested key release");
+                member_keys = Some(keys);
+                key
+            } else {
+                crate::upgrade::state_key(dir, sealing_key, config.handover.as_deref())?
+            };
+            let storage =
+                crate::store_pg::PgStorage::open(&url, pg.pool, RowKey::derive(&state_key))?;
+            let identity = crate::cluster::shared_identity(&storage, dir, &state_key)?;
+            if let Some(keys) = member_keys {
+                let mine = identity.public_keys();
+                if keys.signing_public_key != mine.signing_public_key
+                    || keys.hpke_public_key != mine.hpke_public_key
+                {
+                    anyhow::bail!(
+                        "the member's evidence binds another identity than the one its key opens"
+                    );
+                }
+            }
+            let blobs = crate::blobs::ObjectBlobs::open(s3, &dir.join("tmp"))?;
+            Ok((state_key, identity, Arc::new(storage), Arc::new(blobs)))
+        }
+    }
+}
+
+/// The audit log, with every row the enclave acts on checked to be the version the log last
+/// wrote. Where workers share the storage, one may write between the two reads: a mismatch
+/// is read again a few times before it counts as tampering (tampering stays; a race passes).
+fn load_checked(storage: &dyn Storage) -> Result<AuditLog> {
+    let mut attempt = 0;
+    loop {
+        let (audit, logged) = AuditLog::load(storage)?;
+        match storage.check_logged_rows(&logged) {
+            Ok(()) => return Ok(audit),
+            Err(crate::error::ApiError::Tampered(_))
+                if storage.cluster().is_some() && attempt < 10 =>
+            {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100 * attempt));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

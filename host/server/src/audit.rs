@@ -13,7 +13,19 @@ use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
 use crate::events::{Audience, EventBus};
-use crate::store::{RowWrite, Storage};
+use crate::store::{RowWrite, Storage, StoredEntry};
+
+/// Add the next stored entry to the tree, refusing a gap.
+fn push_next(tree: &mut MerkleLog, stored: &StoredEntry) -> ApiResult<()> {
+    if stored.entry.seq != tree.len() {
+        return Err(ApiError::Tampered(format!(
+            "audit entry {} is missing: refusing to go on with tampered state",
+            tree.len()
+        )));
+    }
+    tree.push(stored.entry.hash());
+    Ok(())
+}
 
 /// What happened, for [`AuditLog::record`].
 #[derive(Debug)]
@@ -55,13 +67,7 @@ impl AuditLog {
                 break;
             }
             for stored in page {
-                if stored.entry.seq != tree.len() {
-                    return Err(ApiError::Tampered(format!(
-                        "audit entry {} is missing: refusing to start on tampered state",
-                        tree.len()
-                    )));
-                }
-                tree.push(stored.entry.hash());
+                push_next(&mut tree, &stored)?;
                 if let Some((row, digest)) = stored.row {
                     rows.insert(row, digest);
                 }
@@ -79,8 +85,26 @@ impl AuditLog {
         self.tree.lock().expect("audit lock is never poisoned")
     }
 
+    /// Fold in the entries other workers appended to a shared log since this one last
+    /// looked, and return them.
+    pub fn catch_up(&self, storage: &dyn Storage) -> ApiResult<Vec<StoredEntry>> {
+        let mut tree = self.tree();
+        let mut missed = Vec::new();
+        loop {
+            let page = storage.audit(tree.len(), 4096)?;
+            if page.is_empty() {
+                return Ok(missed);
+            }
+            for stored in page {
+                push_next(&mut tree, &stored)?;
+                missed.push(stored);
+            }
+        }
+    }
+
     /// Append and persist an entry (with `write` in the same transaction), then tell the
-    /// parties it concerns. Returns the entry's seq.
+    /// parties it concerns. Returns the entries other workers appended before it (already
+    /// in the tree; the caller brings its books up to them).
     pub fn record(
         &self,
         storage: &dyn Storage,
@@ -88,7 +112,7 @@ impl AuditLog {
         audience: Audience,
         event: AuditEvent<'_>,
         write: Option<RowWrite<'_>>,
-    ) -> ApiResult<u64> {
+    ) -> ApiResult<Vec<StoredEntry>> {
         let AuditEvent {
             actor,
             action,
@@ -108,6 +132,7 @@ impl AuditLog {
         };
         let mut tree = self.tree();
         let entry = AuditEntry {
+            // Numbered by the storage (after entries other workers appended).
             seq: tree.len(),
             time: crate::now(),
             actor,
@@ -117,9 +142,19 @@ impl AuditLog {
             parties,
             salt: hex::encode(salt),
         };
-        let hash = entry.hash();
-        storage.append_audit(&entry, &hex::encode(hash), write)?;
-        tree.push(hash);
+        let appended = storage.append_audit(tree.len(), entry, write)?;
+        for stored in &appended.missed {
+            push_next(&mut tree, stored)?;
+        }
+        let entry = appended.entry;
+        if entry.seq != tree.len() {
+            return Err(ApiError::Internal(format!(
+                "the storage numbered the entry {} after {} entries",
+                entry.seq,
+                tree.len()
+            )));
+        }
+        tree.push(entry.hash());
         drop(tree);
         tracing::info!(seq = entry.seq, action, subject, "audit");
         let value = serde_json::to_value(&entry).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -127,7 +162,7 @@ impl AuditLog {
             audience,
             serde_json::json!({ "kind": "audit", "entry": value }),
         );
-        Ok(entry.seq)
+        Ok(appended.missed)
     }
 
     /// Number of entries.

@@ -76,6 +76,104 @@ pub struct Config {
     /// that id and pin the script by the params digest). None: no R.
     #[serde(default)]
     pub r_engine: Option<PathBuf>,
+    /// Where state lives: `embedded` (SQLite and files in `data_dir`, the default) or
+    /// `postgres+s3` (shared by every worker of a cluster; `[postgres]` and `[s3]` say where).
+    #[serde(default)]
+    pub storage: StorageKind,
+    /// The metadata database, for `storage = "postgres+s3"`.
+    #[serde(default)]
+    pub postgres: Option<PostgresConfig>,
+    /// The object store, for `storage = "postgres+s3"`.
+    #[serde(default)]
+    pub s3: Option<crate::blobs::S3Config>,
+    /// How this worker takes part in a cluster.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+/// Where state lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum StorageKind {
+    /// SQLite (WAL) and blob files in `data_dir`: one server, zero setup.
+    #[default]
+    #[serde(rename = "embedded")]
+    Embedded,
+    /// PostgreSQL for metadata and S3-compatible object storage for blobs, shared by workers.
+    #[serde(rename = "postgres+s3")]
+    PostgresS3,
+}
+
+/// `[postgres]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// A libpq-style connection string or URL (or `CLEANROOM_POSTGRES_URL`), e.g.
+    /// `host=db user=cleanroom dbname=cleanroom`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Connections this worker keeps.
+    #[serde(default = "default_pool")]
+    pub pool: usize,
+}
+
+fn default_pool() -> usize {
+    8
+}
+
+impl PostgresConfig {
+    /// The connection string, from the config or the environment.
+    pub fn url(&self) -> anyhow::Result<String> {
+        self.url
+            .clone()
+            .or_else(|| std::env::var("CLEANROOM_POSTGRES_URL").ok())
+            .ok_or_else(|| anyhow::anyhow!("[postgres] needs url or CLEANROOM_POSTGRES_URL"))
+    }
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This worker's name in the run queue (default: a random name per process).
+    #[serde(default)]
+    pub worker: Option<String>,
+    /// A running member to take the cluster's keys from, by attested key release, when this
+    /// worker has none yet (e.g. `http://cleanroomd-0.cleanroomd:7878`).
+    #[serde(default)]
+    pub join: Option<String>,
+    /// Seconds a claimed run stays with its worker without renewal; after that another
+    /// worker takes it over.
+    #[serde(default = "default_lease")]
+    pub lease_secs: u64,
+}
+
+fn default_lease() -> u64 {
+    30
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            worker: None,
+            join: None,
+            lease_secs: default_lease(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// This worker's name in the queue: the configured name (or `worker`) and a part random
+    /// for the life of the process, so a restarted worker never renews the claims of the
+    /// process it replaces (those run out and are taken over).
+    pub fn worker_id(&self) -> String {
+        static RANDOM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let random = RANDOM.get_or_init(|| {
+            let mut b = [0u8; 6];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+            hex::encode(b)
+        });
+        format!("{}-{random}", self.worker.as_deref().unwrap_or("worker"))
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -120,6 +218,11 @@ impl Config {
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
         let config: Config =
             toml::from_str(text).map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
+        if config.storage == StorageKind::PostgresS3
+            && (config.postgres.is_none() || config.s3.is_none())
+        {
+            anyhow::bail!("invalid config: storage = \"postgres+s3\" needs [postgres] and [s3]");
+        }
         if config.workers == 0 || config.queue_capacity == 0 {
             anyhow::bail!("invalid config: workers and queue_capacity must be at least 1");
         }
@@ -143,6 +246,14 @@ impl Config {
             self.run_timeout_secs
         )
         .into_bytes()
+        .into_iter()
+        // A cluster's workers must agree on where state lives; the embedded default keeps the
+        // bytes (and so every measured deployment digest) it always had.
+        .chain(match self.storage {
+            StorageKind::Embedded => Vec::new(),
+            StorageKind::PostgresS3 => b"storage=postgres+s3\n".to_vec(),
+        })
+        .collect()
     }
 }
 

@@ -33,7 +33,7 @@ pub fn compile_and_cache(service: &Service, module: &str, bytes: &[u8]) -> ApiRe
                 .sealer
                 .seal(Purpose::Artifact, &artifact_aad(module), &native)
                 .map_err(|e| ApiError::Internal(format!("sealing artifact: {e}")))?;
-            service.storage.write_blob("artifacts", module, &sealed)?;
+            service.blobs.put("artifacts", module, &sealed)?;
         }
         Err(e) => tracing::warn!(module, "cannot serialize compiled module: {e}"),
     }
@@ -47,7 +47,7 @@ pub fn load(service: &Service, module: &str) -> ApiResult<Arc<Module>> {
         .ok()
         .and_then(|d| d.try_into().ok())
         .ok_or_else(|| ApiError::Internal(format!("invalid module id {module}")))?;
-    if let Ok(sealed) = std::fs::read(service.storage.blob_path("artifacts", module)) {
+    if let Ok(Some(sealed)) = service.blobs.get("artifacts", module) {
         match service
             .sealer
             .open(Purpose::Artifact, &artifact_aad(module), &sealed)
@@ -67,7 +67,10 @@ pub fn load(service: &Service, module: &str) -> ApiResult<Arc<Module>> {
             ),
         }
     }
-    let bytes = std::fs::read(service.storage.blob_path("modules", module))?;
+    let bytes = service
+        .blobs
+        .get("modules", module)?
+        .ok_or_else(|| ApiError::Internal(format!("module {module} is missing from storage")))?;
     if hex::encode(Sha256::digest(&bytes)) != module {
         return Err(ApiError::Internal(format!(
             "stored module {module} does not match its hash: refusing to run tampered code"

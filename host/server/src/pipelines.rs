@@ -60,7 +60,12 @@ pub fn open_derived(
     collector: &Arc<IdentifierCollector>,
     extra: &ColumnRules,
 ) -> ApiResult<Arc<dyn TableSource>> {
-    let sealed = std::fs::read(service.storage.blob_path("derived", &row.id))?;
+    let sealed = service.blobs.get("derived", &row.id)?.ok_or_else(|| {
+        ApiError::Tampered(format!(
+            "derived dataset {} is missing from storage",
+            row.id
+        ))
+    })?;
     let plain = service
         .sealer
         .open(DERIVED_PURPOSE, &derived_aad(&row.id), &sealed)
@@ -415,8 +420,8 @@ impl Steps for EnclaveSteps<'_> {
             .map_err(|e| RunError::Internal(format!("sealing a derived table: {e}")))?;
         // The blob is durable before the row that names it.
         self.service
-            .storage
-            .write_blob("derived", &id, &sealed)
+            .blobs
+            .put("derived", &id, &sealed)
             .map_err(internal)?;
         // Two runs keeping the same table: one writes the row, the other finds it.
         static ROWS: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -56,7 +56,7 @@ pub fn publish(
         )));
     };
     // Check and charge under the transition lock, so no run starts on the same budget between.
-    let _guard = crate::runs::transitions(service);
+    let _guard = crate::runs::transitions(service)?;
     let spent = service.ledger.spent(dataset, "", None);
     if spent.total.plus(request.epsilon) > dp.epsilon {
         return Err(ApiError::Forbidden(format!(
@@ -71,7 +71,7 @@ pub fn publish(
         .verifying_key()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let table = EnvelopeTable::open(
-        service.storage.blob_path("datasets", dataset),
+        service.blobs.clone(),
         *service.identity.hpke_secret(),
         owner_key,
         &signed.policy.hidden_columns,

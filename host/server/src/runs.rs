@@ -293,6 +293,7 @@ pub fn new_row(
         charge: None,
         created: now,
         updated: now,
+        version: 0,
     }
 }
 
@@ -300,6 +301,9 @@ pub fn new_row(
 /// ("interrupted by restart"), never re-run: a module must not get a second go at its
 /// inputs behind the owners' backs.
 pub fn start(service: Arc<Service>, rx: mpsc::Receiver<String>) -> ApiResult<()> {
+    if service.storage.cluster().is_some() {
+        return start_cluster(service);
+    }
     let rx = Arc::new(Mutex::new(rx));
     for _ in 0..service.config.workers {
         let (service, rx) = (service.clone(), rx.clone());
@@ -357,9 +361,71 @@ pub fn start(service: Arc<Service>, rx: mpsc::Receiver<String>) -> ApiResult<()>
     Ok(())
 }
 
+/// Start a cluster worker: `config.workers` loops that claim runs from the shared queue.
+/// Every queued or running run is put (back) on the queue: a running run whose worker is
+/// alive keeps its claim; one whose worker is gone is claimed by a live worker, which fails
+/// it as interrupted.
+fn start_cluster(service: Arc<Service>) -> ApiResult<()> {
+    let cluster = service.storage.cluster().expect("checked by the caller");
+    for run in service.storage.runs()? {
+        if matches!(run.state, RunState::Queued | RunState::Running) {
+            cluster.enqueue(&run.id)?;
+        }
+    }
+    for _ in 0..service.config.workers {
+        tokio::spawn(claim_loop(service.clone()));
+    }
+    crate::cluster::spawn_housekeeping(service);
+    Ok(())
+}
+
+/// Claim runs from the shared queue and execute them, one at a time.
+async fn claim_loop(service: Arc<Service>) {
+    const BUSY: Duration = Duration::from_millis(10);
+    const IDLE: Duration = Duration::from_millis(200);
+    let mut wait = BUSY;
+    loop {
+        let svc = service.clone();
+        let claimed = tokio::task::spawn_blocking(move || {
+            let worker = svc.config.cluster.worker_id();
+            let cluster = svc.storage.cluster().expect("a cluster worker");
+            let Some(id) = cluster.claim(&worker, crate::cluster::lease(&svc))? else {
+                return Ok(false);
+            };
+            match svc.storage.run(&id)? {
+                // Claimed from a worker that stopped while running it: never run twice.
+                Some(run) if run.state == RunState::Running => fail_stuck(
+                    &svc,
+                    &id,
+                    Code::Interrupted,
+                    "the worker running it stopped; submit it again",
+                )?,
+                Some(_) => execute(&svc, &id),
+                None => {}
+            }
+            cluster.done(&id, &worker)?;
+            ApiResult::Ok(true)
+        })
+        .await;
+        match claimed {
+            Ok(Ok(true)) => wait = BUSY,
+            Ok(Ok(false)) => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(IDLE);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("claiming a run: {e}");
+                tokio::time::sleep(IDLE).await;
+            }
+            // The panic message may carry module-influenced text: not for the log.
+            Err(_) => tracing::error!("run worker panicked"),
+        }
+    }
+}
+
 /// Finalise a run that cannot continue (a worker panic, a restart) as failed.
 fn fail_stuck(service: &Service, id: &str, code: Code, message: &str) -> ApiResult<()> {
-    let _guard = transitions(service);
+    let _guard = transitions(service)?;
     if let Some(mut run) = service.storage.run(id)?
         && !run.state.is_final()
         && run.state != RunState::HeldForReview
@@ -408,7 +474,13 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
     // The same decision as at submission, on the policies in force now; under the transition
     // lock, so a policy change either sees this run running or is seen by this decision.
     let admitted = {
-        let _guard = transitions(service);
+        let _guard = transitions(service)?;
+        // Read again under the lock: where workers share the queue, only the current row
+        // decides (a run another worker started or stopped is not started here).
+        match service.storage.run(id)? {
+            Some(current) if current.state == RunState::Queued => run = current,
+            _ => return Ok(()),
+        }
         match admission(service, &run.researcher, &run.request, Some(id))? {
             Decision::Allow(admitted) => {
                 run.inputs = admitted.inputs.iter().map(|i| i.receipt.clone()).collect();
@@ -544,7 +616,7 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
                 })
                 .collect();
             run.outputs = decided.iter().map(|d| d.report.clone()).collect();
-            let _guard = transitions(service);
+            let _guard = transitions(service)?;
             // Error text leaves only under the terms in force (and unchanged) now.
             let receipt_outputs = if still_allowed(service, &run)? {
                 let sealed = seal_for_researcher(&run, &decided, false)?;
@@ -563,7 +635,7 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
         Ok(candidates) => {
             let decided = egress(candidates);
             run.outputs = decided.iter().map(|d| d.report.clone()).collect();
-            let _guard = transitions(service);
+            let _guard = transitions(service)?;
             if !still_allowed(service, &run)? {
                 withhold(
                     service,
@@ -623,7 +695,7 @@ fn open_inputs(
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         let dataset = &input.receipt.dataset;
         let table = EnvelopeTable::open(
-            service.storage.blob_path("datasets", dataset),
+            service.blobs.clone(),
             *service.identity.hpke_secret(),
             owner,
             &input.hidden_columns,
@@ -735,7 +807,8 @@ fn set_state(
     if let Some(charged) = charged {
         detail["dp_charge"] = charged;
     }
-    service.record_run(run, audience(run), None, action, detail)
+    let parties = audience(run);
+    service.record_run(run, parties, None, action, detail)
 }
 
 /// The run's researcher, input owners and reviewers.
@@ -830,7 +903,7 @@ fn write_result(
         .collect();
     let blob = StoredResult { outputs: sealed };
     let bytes = serde_json::to_vec(&blob).map_err(|e| ApiError::Internal(e.to_string()))?;
-    service.storage.write_blob("results", &run.id, &bytes)?;
+    service.blobs.put("results", &run.id, &bytes)?;
     Ok(receipt_outputs)
 }
 
@@ -852,18 +925,19 @@ pub fn result_bundle(service: &Service, run: &RunRow) -> ApiResult<ResultBundle>
         .receipt
         .clone()
         .ok_or_else(|| ApiError::Internal("a final run has a receipt".into()))?;
-    let outputs = match std::fs::read(service.storage.blob_path("results", &run.id)) {
-        Ok(bytes) => {
+    let outputs = match service.blobs.get("results", &run.id)? {
+        Some(bytes) => {
             let stored: StoredResult = serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::Internal(format!("corrupt result: {e}")))?;
             stored.outputs
         }
-        Err(e)
-            if e.kind() == std::io::ErrorKind::NotFound && receipt.receipt.outputs.is_empty() =>
-        {
-            vec![]
+        None if receipt.receipt.outputs.is_empty() => vec![],
+        None => {
+            return Err(ApiError::Tampered(format!(
+                "the result of run {} is missing from storage",
+                run.id
+            )));
         }
-        Err(e) => return Err(e.into()),
     };
     // The receipt names the ciphertext of every output: a swapped or edited blob is refused.
     let expected: Vec<&str> = receipt
@@ -929,16 +1003,14 @@ fn release(
     }
     let receipt_outputs = write_result(service, run, sealed)?;
     finalize(service, run, RunState::Released, None, receipt_outputs)?;
-    let _ = std::fs::remove_file(service.storage.blob_path("held", &run.id));
+    let _ = service.blobs.delete("held", &run.id);
     Ok(())
 }
 
-/// The transition lock; a panic elsewhere does not wedge every later transition.
-pub(crate) fn transitions(service: &Service) -> std::sync::MutexGuard<'_, ()> {
-    service
-        .transitions
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// The transition lock (across the cluster, where workers share state, with the books
+/// caught up); a panic elsewhere does not wedge every later transition.
+pub(crate) fn transitions(service: &Service) -> ApiResult<crate::cluster::Serial<'_>> {
+    crate::cluster::serial(service, crate::cluster::LockKey::Transitions)
 }
 
 /// Whether the run may still release: admitted now, under exactly the terms it ran under (a
@@ -959,7 +1031,7 @@ fn still_allowed(service: &Service, run: &RunRow) -> ApiResult<bool> {
 
 /// End a run withheld: nothing leaves, and any held outputs are deleted.
 fn withhold(service: &Service, run: &mut RunRow, code: Code, message: &str) -> ApiResult<()> {
-    let _ = std::fs::remove_file(service.storage.blob_path("held", &run.id));
+    let _ = service.blobs.delete("held", &run.id);
     finalize(
         service,
         run,
@@ -1005,7 +1077,7 @@ fn hold(service: &Service, run: &mut RunRow, decided: Vec<Decided>) -> ApiResult
         .sealer
         .seal(HELD_PURPOSE, run.id.as_bytes(), &plain)
         .map_err(|e| ApiError::Internal(format!("sealing held outputs: {e}")))?;
-    service.storage.write_blob("held", &run.id, &sealed)?;
+    service.blobs.put("held", &run.id, &sealed)?;
     set_state(
         service,
         run,
@@ -1016,7 +1088,9 @@ fn hold(service: &Service, run: &mut RunRow, decided: Vec<Decided>) -> ApiResult
 }
 
 fn held_outputs(service: &Service, run: &RunRow) -> ApiResult<Vec<Decided>> {
-    let sealed = std::fs::read(service.storage.blob_path("held", &run.id))?;
+    let sealed = service.blobs.get("held", &run.id)?.ok_or_else(|| {
+        ApiError::Tampered(format!("the held outputs of run {} are missing", run.id))
+    })?;
     let plain = service
         .sealer
         .open(HELD_PURPOSE, run.id.as_bytes(), &sealed)
@@ -1072,7 +1146,7 @@ pub fn finish_review(
     release_it: bool,
     reason: Option<String>,
 ) -> ApiResult<RunRow> {
-    let _guard = transitions(service);
+    let _guard = transitions(service)?;
     let mut run = service
         .storage
         .run(id)?
@@ -1091,9 +1165,10 @@ pub fn finish_review(
     };
     run.updated = crate::now();
     // The review and the row that remembers it are one write.
+    let parties = audience(&run);
     service.record_run(
-        &run,
-        audience(&run),
+        &mut run,
+        parties,
         Some(reviewer),
         action,
         json!({ "reason": reason }),
@@ -1117,7 +1192,7 @@ pub fn finish_review(
 /// A dataset's policy changed: every run on it that is queued, running or held is decided
 /// again, and stopped or withheld if the new policy no longer allows it.
 pub fn on_policy_change(service: &Service, dataset: &str) -> ApiResult<()> {
-    let _guard = transitions(service);
+    let _guard = transitions(service)?;
     let runs = service.storage.runs()?;
     for run in runs {
         if !matches!(

@@ -50,6 +50,15 @@ impl RowWrite<'_> {
     }
 }
 
+/// What [`Storage::append_audit`] did.
+#[derive(Debug)]
+pub struct Appended {
+    /// The entry as appended (numbered).
+    pub entry: AuditEntry,
+    /// Entries other workers appended since the caller's `known`, in order.
+    pub missed: Vec<StoredEntry>,
+}
+
 /// An audit entry as stored, with the row written beside it (`table/key`, body digest).
 #[derive(Debug, Clone)]
 pub struct StoredEntry {
@@ -59,7 +68,7 @@ pub struct StoredEntry {
     pub row: Option<(String, String)>,
 }
 
-fn body_digest(body: &str) -> String {
+pub(crate) fn body_digest(body: &str) -> String {
     hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body.as_bytes()))
 }
 
@@ -198,6 +207,10 @@ pub struct RunRow {
     pub created: u64,
     /// Last change.
     pub updated: u64,
+    /// How many times the row was written: where workers share the database, a write is
+    /// refused unless the stored row is still the version the writer read.
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// A stored review group.
@@ -323,15 +336,19 @@ pub trait Storage: Send + Sync {
     /// All runs, newest first.
     fn runs(&self) -> ApiResult<Vec<RunRow>>;
 
-    /// Append an audit entry with its hash, and store `write` (if given) in the same
+    /// Append `entry` as the log's next entry and store `write` (if given) in the same
     /// transaction with its digest: one durable write per state change, and the log says
     /// which version of the row is current.
+    ///
+    /// `known` is how many entries the caller has. Where several workers share the log, the
+    /// entries others appended since then come back in [`Appended::missed`] and the entry is
+    /// numbered after them; alone, `entry` is numbered `known`.
     fn append_audit(
         &self,
-        entry: &AuditEntry,
-        hash: &str,
+        known: u64,
+        entry: AuditEntry,
         write: Option<RowWrite<'_>>,
-    ) -> ApiResult<()>;
+    ) -> ApiResult<Appended>;
     /// Audit entries from `from` on, at most `limit`, in order, each with the row it wrote.
     fn audit(&self, from: u64, limit: u64) -> ApiResult<Vec<StoredEntry>>;
     /// The last audit entry that wrote `row` (`table/key`).
@@ -341,16 +358,12 @@ pub trait Storage: Send + Sync {
     /// A row edited, restored from an older copy, inserted or deleted outside the enclave
     /// fails with `Tampered` naming it.
     fn check_logged_rows(&self, logged: &crate::audit::LoggedRows) -> ApiResult<()>;
+    /// The coordination of several workers sharing this storage, if it is shared.
+    fn cluster(&self) -> Option<&dyn crate::cluster::Cluster> {
+        None
+    }
     /// Remember a request nonce; false if it was seen before (a replay).
     fn remember_nonce(&self, party: &str, nonce: &str, created: u64) -> ApiResult<bool>;
-    /// Put a blob atomically from a finished temporary file.
-    fn put_blob(&self, kind: &str, id: &str, tmp: &Path) -> ApiResult<PathBuf>;
-    /// Write a small blob atomically.
-    fn write_blob(&self, kind: &str, id: &str, bytes: &[u8]) -> ApiResult<PathBuf>;
-    /// A blob's path (it may not exist).
-    fn blob_path(&self, kind: &str, id: &str) -> PathBuf;
-    /// A fresh temporary file path in the store's own file system.
-    fn tmp_path(&self) -> PathBuf;
 }
 
 /// SQLite in WAL mode plus a blob directory.
@@ -394,7 +407,7 @@ impl RowKey {
         Self(key)
     }
 
-    fn mac(&self, table: &str, id: &str, body: &str) -> String {
+    pub(crate) fn mac(&self, table: &str, id: &str, body: &str) -> String {
         use hmac::Mac;
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.0)
             .expect("HMAC takes a key of any length");
@@ -406,7 +419,7 @@ impl RowKey {
     }
 
     /// The MAC of a row made of several fields (each length-prefixed).
-    fn mac_parts(&self, table: &str, parts: &[&str]) -> String {
+    pub(crate) fn mac_parts(&self, table: &str, parts: &[&str]) -> String {
         use hmac::Mac;
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.0)
             .expect("HMAC takes a key of any length");
@@ -417,7 +430,7 @@ impl RowKey {
         hex::encode(mac.finalize().into_bytes())
     }
 
-    fn check_parts(&self, table: &str, parts: &[&str], mac: &str) -> ApiResult<()> {
+    pub(crate) fn check_parts(&self, table: &str, parts: &[&str], mac: &str) -> ApiResult<()> {
         use subtle::ConstantTimeEq;
         let expected = self.mac_parts(table, parts);
         if expected.as_bytes().ct_eq(mac.as_bytes()).into() {
@@ -430,7 +443,30 @@ impl RowKey {
         }
     }
 
-    fn check(&self, table: &str, id: &str, body: &str, mac: &str) -> ApiResult<()> {
+    /// A stored audit row, its MAC and its place checked.
+    pub(crate) fn audit_entry(
+        &self,
+        seq: i64,
+        body: String,
+        row: String,
+        row_digest: String,
+        mac: &str,
+    ) -> ApiResult<StoredEntry> {
+        self.check_parts("audit", &[&seq.to_string(), &body, &row, &row_digest], mac)?;
+        let entry: AuditEntry = from_json(&body)?;
+        if entry.seq != seq as u64 {
+            return Err(ApiError::Tampered(format!(
+                "audit row {seq} holds entry {}: moved outside the enclave",
+                entry.seq
+            )));
+        }
+        Ok(StoredEntry {
+            entry,
+            row: (!row.is_empty()).then_some((row, row_digest)),
+        })
+    }
+
+    pub(crate) fn check(&self, table: &str, id: &str, body: &str, mac: &str) -> ApiResult<()> {
         use subtle::ConstantTimeEq;
         let expected = self.mac(table, id, body);
         if expected.as_bytes().ct_eq(mac.as_bytes()).into() {
@@ -460,8 +496,7 @@ CREATE TABLE IF NOT EXISTS nonces (party TEXT NOT NULL, nonce TEXT NOT NULL, cre
 impl SqliteStorage {
     /// Open (creating) the store in `dir`.
     pub fn open(dir: &Path, rows: RowKey) -> ApiResult<Self> {
-        std::fs::create_dir_all(dir.join("blobs"))?;
-        std::fs::create_dir_all(dir.join("tmp"))?;
+        std::fs::create_dir_all(dir)?;
         let conn = Connection::open(dir.join("state.db"))?;
         // Every statement is prepared once and reused (parsing was ~6% of a run's CPU).
         conn.set_prepared_statement_cache_capacity(64);
@@ -517,22 +552,12 @@ impl SqliteStorage {
     }
 }
 
-fn to_json<T: Serialize>(v: &T) -> ApiResult<String> {
+pub(crate) fn to_json<T: Serialize>(v: &T) -> ApiResult<String> {
     serde_json::to_string(v).map_err(|e| ApiError::Internal(format!("encode: {e}")))
 }
 
-fn from_json<T: for<'de> Deserialize<'de>>(s: &str) -> ApiResult<T> {
+pub(crate) fn from_json<T: for<'de> Deserialize<'de>>(s: &str) -> ApiResult<T> {
     serde_json::from_str(s).map_err(|e| ApiError::Internal(format!("corrupt state: {e}")))
-}
-
-fn safe_id(id: &str) -> ApiResult<&str> {
-    if id.is_empty()
-        || id.len() > 128
-        || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    {
-        return Err(ApiError::BadRequest(format!("invalid id {id:?}")));
-    }
-    Ok(id)
 }
 
 impl Storage for SqliteStorage {
@@ -609,11 +634,14 @@ impl Storage for SqliteStorage {
 
     fn append_audit(
         &self,
-        entry: &AuditEntry,
-        hash: &str,
+        known: u64,
+        mut entry: AuditEntry,
         write: Option<RowWrite<'_>>,
-    ) -> ApiResult<()> {
+    ) -> ApiResult<Appended> {
+        // One process owns this database: nobody else appends.
+        entry.seq = known;
         let seq = entry.seq;
+        let hash = hex::encode(entry.hash());
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         // One authenticated row: its body and MAC (replaced where the row changes over time).
@@ -655,14 +683,17 @@ impl Storage for SqliteStorage {
             }
             None => (String::new(), String::new()),
         };
-        let body = to_json(entry)?;
+        let body = to_json(&entry)?;
         let mac = self
             .rows
             .mac_parts("audit", &[&seq.to_string(), &body, &row, &row_digest]);
         tx.prepare_cached("INSERT INTO audit (seq, body, hash, row, row_digest, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(params![seq as i64, body, hash, row, row_digest, mac],
         )?;
         tx.commit()?;
-        Ok(())
+        Ok(Appended {
+            entry,
+            missed: vec![],
+        })
     }
 
     fn audit(&self, from: u64, limit: u64) -> ApiResult<Vec<StoredEntry>> {
@@ -684,19 +715,7 @@ impl Storage for SqliteStorage {
         )?;
         rows.map(|r| {
             let (seq, body, row, row_digest, mac) = r?;
-            self.rows
-                .check_parts("audit", &[&seq.to_string(), &body, &row, &row_digest], &mac)?;
-            let entry: AuditEntry = from_json(&body)?;
-            if entry.seq != seq as u64 {
-                return Err(ApiError::Tampered(format!(
-                    "audit row {seq} holds entry {}: moved outside the enclave",
-                    entry.seq
-                )));
-            }
-            Ok(StoredEntry {
-                entry,
-                row: (!row.is_empty()).then_some((row, row_digest)),
-            })
+            self.rows.audit_entry(seq, body, row, row_digest, &mac)
         })
         .collect()
     }
@@ -716,19 +735,7 @@ impl Storage for SqliteStorage {
         let mut stored: Vec<(String, String)> = Vec::new();
         {
             let conn = self.conn();
-            for (table, sql) in [
-                ("datasets", "SELECT id, body FROM datasets"),
-                ("runs", "SELECT id, body FROM runs"),
-                ("modules", "SELECT id, body FROM module_rows"),
-                ("pipelines", "SELECT id, body FROM pipelines"),
-                ("derived", "SELECT id, body FROM derived"),
-                ("previews", "SELECT id, body FROM previews"),
-                (
-                    "policies",
-                    "SELECT p.dataset, p.body FROM policies p WHERE p.version = \
-                     (SELECT MAX(version) FROM policies q WHERE q.dataset = p.dataset)",
-                ),
-            ] {
+            for (table, sql) in LOGGED_TABLES {
                 let mut stmt = conn.prepare(sql)?;
                 let rows =
                     stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
@@ -738,32 +745,7 @@ impl Storage for SqliteStorage {
                 }
             }
         }
-        let mut seen = std::collections::HashSet::new();
-        for (row, digest) in &stored {
-            match logged.get(row) {
-                Some(expected) if expected == digest => {}
-                Some(_) => {
-                    return Err(ApiError::Tampered(format!(
-                        "{row} is not the version the audit log last wrote: it was edited or \
-                         restored from an older copy outside the enclave"
-                    )));
-                }
-                None => {
-                    return Err(ApiError::Tampered(format!(
-                        "{row} was never written by the enclave: it was inserted outside it"
-                    )));
-                }
-            }
-            seen.insert(row.as_str());
-        }
-        if let Some(row) = logged.keys().find(|r| !seen.contains(r.as_str())) {
-            return Err(ApiError::Tampered(format!(
-                "{row} was deleted outside the enclave (the audit log wrote it)"
-            )));
-        }
-        // What runs used (grant counts, DP charges) is counted in enclave memory from the now
-        // verified rows (`crate::ledger`), never kept in a table of its own.
-        Ok(())
+        compare_logged(&stored, logged)
     }
 
     fn remember_nonce(&self, party: &str, nonce: &str, created: u64) -> ApiResult<bool> {
@@ -788,31 +770,54 @@ impl Storage for SqliteStorage {
         conn.pragma_update(None, "synchronous", "FULL")?;
         result
     }
+}
 
-    fn put_blob(&self, kind: &str, id: &str, tmp: &Path) -> ApiResult<PathBuf> {
-        let dest = self.blob_path(kind, safe_id(id)?);
-        std::fs::create_dir_all(dest.parent().expect("blob paths have a parent"))?;
-        std::fs::File::open(tmp)?.sync_all()?;
-        std::fs::rename(tmp, &dest)?;
-        sync_dir(dest.parent().expect("blob paths have a parent"))?;
-        Ok(dest)
-    }
+/// Each table whose rows the audit log writes, and the query of its current rows (key, body).
+pub(crate) const LOGGED_TABLES: [(&str, &str); 7] = [
+    ("datasets", "SELECT id, body FROM datasets"),
+    ("runs", "SELECT id, body FROM runs"),
+    ("modules", "SELECT id, body FROM module_rows"),
+    ("pipelines", "SELECT id, body FROM pipelines"),
+    ("derived", "SELECT id, body FROM derived"),
+    ("previews", "SELECT id, body FROM previews"),
+    (
+        "policies",
+        "SELECT p.dataset, p.body FROM policies p WHERE p.version = \
+                     (SELECT MAX(version) FROM policies q WHERE q.dataset = p.dataset)",
+    ),
+];
 
-    fn write_blob(&self, kind: &str, id: &str, bytes: &[u8]) -> ApiResult<PathBuf> {
-        let tmp = self.tmp_path();
-        std::fs::write(&tmp, bytes)?;
-        self.put_blob(kind, id, &tmp)
+/// Every stored row (`table/key`, body digest) against the version the audit log wrote last.
+pub(crate) fn compare_logged(
+    stored: &[(String, String)],
+    logged: &crate::audit::LoggedRows,
+) -> ApiResult<()> {
+    let mut seen = std::collections::HashSet::new();
+    for (row, digest) in stored {
+        match logged.get(row) {
+            Some(expected) if expected == digest => {}
+            Some(_) => {
+                return Err(ApiError::Tampered(format!(
+                    "{row} is not the version the audit log last wrote: it was edited or \
+                         restored from an older copy outside the enclave"
+                )));
+            }
+            None => {
+                return Err(ApiError::Tampered(format!(
+                    "{row} was never written by the enclave: it was inserted outside it"
+                )));
+            }
+        }
+        seen.insert(row.as_str());
     }
-
-    fn blob_path(&self, kind: &str, id: &str) -> PathBuf {
-        self.dir.join("blobs").join(kind).join(id)
+    if let Some(row) = logged.keys().find(|r| !seen.contains(r.as_str())) {
+        return Err(ApiError::Tampered(format!(
+            "{row} was deleted outside the enclave (the audit log wrote it)"
+        )));
     }
-
-    fn tmp_path(&self) -> PathBuf {
-        let mut bytes = [0u8; 12];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
-        self.dir.join("tmp").join(hex::encode(bytes))
-    }
+    // What runs used (grant counts, DP charges) is counted in enclave memory from the now
+    // verified rows (`crate::ledger`), never kept in a table of its own.
+    Ok(())
 }
 
 /// Insert or update a run (and, when new, its input rows) inside `tx`.

@@ -2,17 +2,20 @@
 //! batch by batch, with the owner's hidden columns projected away before a
 //! guest can see them.
 
-use std::path::PathBuf;
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use cleanroom_envelope::EnvelopeReader;
 use cleanroom_runtime::TableSource;
+
+use crate::blobs::{BlobReader, Blobs};
 use ed25519_dalek::VerifyingKey;
 
 /// A dataset envelope on disk, opened for one run.
 pub struct EnvelopeTable {
-    path: PathBuf,
+    blobs: Arc<dyn Blobs>,
+    dataset: String,
     hpke_secret: [u8; 32],
     owner: VerifyingKey,
     projection: Vec<usize>,
@@ -23,7 +26,7 @@ pub struct EnvelopeTable {
 impl std::fmt::Debug for EnvelopeTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EnvelopeTable")
-            .field("path", &self.path)
+            .field("dataset", &self.dataset)
             .field("rows", &self.rows)
             .finish_non_exhaustive()
     }
@@ -32,14 +35,14 @@ impl std::fmt::Debug for EnvelopeTable {
 impl EnvelopeTable {
     /// Open and verify the envelope; `hidden` columns never reach the guest.
     pub fn open(
-        path: PathBuf,
+        blobs: Arc<dyn Blobs>,
         hpke_secret: [u8; 32],
         owner: VerifyingKey,
         hidden: &[String],
         dataset: &str,
         manifest_digest: &str,
     ) -> Result<Self, String> {
-        let reader = Self::reader(&path, &hpke_secret, &owner)?;
+        let reader = Self::reader(blobs.as_ref(), dataset, &hpke_secret, &owner)?;
         // The file on disk is the operator's: it must be this dataset's envelope, exactly the
         // one uploaded (not another dataset of the same owner swapped in).
         let manifest = reader.manifest();
@@ -60,7 +63,8 @@ impl EnvelopeTable {
             .collect();
         let schema = std::sync::Arc::new(full.project(&projection).map_err(|e| e.to_string())?);
         Ok(EnvelopeTable {
-            path,
+            blobs,
+            dataset: dataset.to_string(),
             hpke_secret,
             owner,
             projection,
@@ -70,12 +74,14 @@ impl EnvelopeTable {
     }
 
     fn reader(
-        path: &PathBuf,
+        blobs: &dyn Blobs,
+        dataset: &str,
         secret: &[u8; 32],
         owner: &VerifyingKey,
-    ) -> Result<EnvelopeReader<std::fs::File>, String> {
-        let file =
-            std::fs::File::open(path).map_err(|e| format!("cannot open sealed dataset: {e}"))?;
+    ) -> Result<EnvelopeReader<Box<dyn BlobReader>>, String> {
+        let file = blobs
+            .open("datasets", dataset)
+            .map_err(|e| format!("cannot open sealed dataset: {e}"))?;
         EnvelopeReader::open(file, secret, Some(owner)).map_err(|e| e.to_string())
     }
 }
@@ -90,7 +96,12 @@ impl TableSource for EnvelopeTable {
     }
 
     fn batches(&self) -> Box<dyn Iterator<Item = Result<RecordBatch, String>> + Send> {
-        let reader = match Self::reader(&self.path, &self.hpke_secret, &self.owner) {
+        let reader = match Self::reader(
+            self.blobs.as_ref(),
+            &self.dataset,
+            &self.hpke_secret,
+            &self.owner,
+        ) {
             Ok(r) => r,
             Err(e) => return Box::new(std::iter::once(Err(e))),
         };

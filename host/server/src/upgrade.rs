@@ -102,6 +102,17 @@ pub fn state_key(
     }
 }
 
+/// Seal `key` as this image's state key in `dir` (a key a cluster member released to it).
+pub fn keep_state_key(dir: &Path, sealing_key: &[u8; 32], key: &[u8; 32]) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    write_sealed(
+        &Sealer::new(sealing_key),
+        &dir.join(STATE_KEY_FILE),
+        STATE_KEY_AAD,
+        key,
+    )
+}
+
 fn to_key(bytes: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
     let key: [u8; 32] = bytes
         .try_into()

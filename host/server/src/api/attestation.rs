@@ -97,3 +97,31 @@ pub(super) async fn handover(
     .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(typed_response(StatusCode::OK, &answer))
 }
+
+/// `POST /v1/cluster/join`: release the cluster's state key to a new worker whose evidence
+/// shows it runs this very image and deployment (see [`crate::cluster`]). Unsigned: the
+/// evidence is the credential, and the answer is sealed to a key only that enclave holds.
+pub(super) async fn join(service: std::sync::Arc<Service>, req: Req) -> ApiResult<Response<Body>> {
+    let body = read_body(req.into_body(), MAX_JSON_BODY).await?;
+    let request: crate::cluster::JoinRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("not a join request: {e}")))?;
+    let answer = tokio::task::spawn_blocking(move || {
+        // A refusal is not audited (anyone may ask, and the log is not theirs to fill); a
+        // release is, before the key leaves.
+        let answer = crate::cluster::release_key(&service, &request)
+            .inspect_err(|e| tracing::warn!("refused a worker's join: {e}"))?;
+        service.record(
+            crate::events::Audience::Everyone,
+            None,
+            "cluster.join",
+            &service.measurement,
+            serde_json::json!({ "evidence_digest": hex::encode(
+                <sha2::Sha256 as sha2::Digest>::digest(&request.evidence.report)
+            ) }),
+        )?;
+        Ok::<_, ApiError>(answer)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(typed_response(StatusCode::OK, &answer))
+}

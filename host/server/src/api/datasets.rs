@@ -86,7 +86,7 @@ async fn spool(
     body: axum::body::Body,
     limit: u64,
 ) -> ApiResult<(std::path::PathBuf, String, u64)> {
-    let tmp = service.storage.tmp_path();
+    let tmp = service.blobs.tmp_path();
     let mut file = std::fs::File::create(&tmp)?;
     // Removed on every early return; kept once the upload is whole.
     let guard = tempfile::TempPath::try_from_path(tmp.clone())?;
@@ -159,7 +159,7 @@ pub(super) async fn upload(service: Arc<Service>, id: &str, req: Req) -> ApiResu
         columns,
         created: crate::now(),
     };
-    service.storage.put_blob("datasets", id, &tmp)?;
+    service.blobs.put_file("datasets", id, &tmp)?;
     // Moved into the blob store: nothing to remove.
     let _kept = cleanup.keep();
     service.record_write(
@@ -363,7 +363,7 @@ pub(super) async fn upload_module(service: Arc<Service>, req: Req) -> ApiResult<
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     if !service.storage.has_module(&hash)? {
-        service.storage.write_blob("modules", &hash, &body)?;
+        service.blobs.put("modules", &hash, &body)?;
         let row = ModuleRow {
             module: hash.clone(),
             uploader,

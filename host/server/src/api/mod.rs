@@ -42,7 +42,7 @@ type Answer = ApiResult<Response<Body>>;
     info(
         title = "cleanroomd",
         description = "Confidential data clean room governance API. Every endpoint except \
-            /health, /openapi.json, /v1/attestation and /v1/upgrade/handover needs an RFC 9421 \
+            /health, /openapi.json, /v1/attestation, /v1/upgrade/handover and /v1/cluster/join needs an RFC 9421 \
             HTTP Message Signature (Ed25519) over @method, @path, @query and content-digest \
             with created and nonce parameters, verified from the headers before any body is \
             read; unsigned, stale (>300 s skew) and replayed requests are refused (401). \
@@ -85,6 +85,7 @@ fn routes() -> OpenApiRouter<Arc<Service>> {
         .routes(routes!(openapi))
         .routes(routes!(attestation))
         .routes(routes!(handover))
+        .routes(routes!(cluster_join))
         .routes(routes!(list_datasets))
         .routes(routes!(upload_dataset))
         .routes(routes!(get_policy, put_policy))
@@ -164,6 +165,15 @@ async fn attestation(State(s): Svc, req: Req) -> Answer {
         (status = "4XX", description = "refused: evidence, measurement, statement or SVN not accepted", body = ErrorBody)))]
 async fn handover(State(s): Svc, req: Req) -> Answer {
     attestation::handover(s, req).await
+}
+
+#[utoipa::path(post, path = "/v1/cluster/join", tag = "attestation",
+    request_body = crate::cluster::JoinRequest,
+    responses(
+        (status = 200, description = "the cluster's state key, sealed to the new worker's attested one-time key, with this member's evidence", body = crate::cluster::JoinAnswer),
+        (status = "4XX", description = "refused: not a cluster, or the worker's evidence or deployment is not this member's", body = ErrorBody)))]
+async fn cluster_join(State(s): Svc, req: Req) -> Answer {
+    attestation::join(s, req).await
 }
 
 #[utoipa::path(get, path = "/v1/datasets", tag = "datasets", security(("httpsig" = [])),
@@ -474,6 +484,7 @@ mod tests {
             ("get", "/openapi.json"),
             ("get", "/v1/attestation"),
             ("post", "/v1/upgrade/handover"),
+            ("post", "/v1/cluster/join"),
         ]
         .into_iter()
         .map(|(m, p)| (m.to_string(), p.to_string()))

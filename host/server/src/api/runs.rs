@@ -34,24 +34,32 @@ pub(super) async fn submit(service: Arc<Service>, req: Req) -> ApiResult<Respons
         }
     }
     let id = new_run_id();
-    let permit = service
-        .queue
-        .try_reserve()
-        .map_err(|_| ApiError::Busy("the run queue is full; retry later".into()))?;
+    // A cluster's queue is shared (and bounded) in the database; a lone server's is local.
+    let permit = match service.storage.cluster() {
+        Some(_) => None,
+        None => Some(
+            service
+                .queue
+                .try_reserve()
+                .map_err(|_| ApiError::Busy("the run queue is full; retry later".into()))?,
+        ),
+    };
     // Admission and insertion are one step: two simultaneous submissions cannot both take a
     // grant's last run.
     let svc = service.clone();
     let (req_c, id_c) = (request.clone(), id.clone());
     let admitted = tokio::task::spawn_blocking(move || -> ApiResult<Result<(), _>> {
-        let _one_at_a_time = svc
-            .admissions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(cluster) = svc.storage.cluster()
+            && cluster.queued()? >= svc.config.queue_capacity as u64
+        {
+            return Err(ApiError::Busy("the run queue is full; retry later".into()));
+        }
+        let _one_at_a_time = crate::cluster::serial(&svc, crate::cluster::LockKey::Admissions)?;
         let admitted = match admission(&svc, &researcher, &req_c, None)? {
             Decision::Allow(admitted) => admitted,
             Decision::Deny(reason) => return Ok(Err(reason)),
         };
-        let run = new_row(id_c, researcher, req_c, &admitted);
+        let mut run = new_row(id_c, researcher, req_c, &admitted);
         let audience: Vec<PartyId> = run.parties();
         let detail = json!({
             "module": run.request.module,
@@ -59,7 +67,7 @@ pub(super) async fn submit(service: Arc<Service>, req: Req) -> ApiResult<Respons
             "params_digest": run.request.params_digest(),
         });
         svc.record_run(
-            &run,
+            &mut run,
             Audience::Parties(audience),
             Some(researcher),
             "run.queued",
@@ -85,7 +93,18 @@ pub(super) async fn submit(service: Arc<Service>, req: Req) -> ApiResult<Respons
         .lock()
         .expect("cancel map lock")
         .insert(id.clone(), Default::default());
-    permit.send(id.clone());
+    if let Some(permit) = permit {
+        permit.send(id.clone());
+    } else {
+        // On the shared queue: whichever worker claims it first runs it.
+        let (svc, run) = (service.clone(), id.clone());
+        tokio::task::spawn_blocking(move || match svc.storage.cluster() {
+            Some(cluster) => cluster.enqueue(&run),
+            None => Ok(()),
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    }
     Ok(typed_response(
         StatusCode::ACCEPTED,
         &RunAccepted {

@@ -1,0 +1,530 @@
+//! Three cleanroomd workers on loopback sharing one PostgreSQL and one S3-compatible object
+//! store (started by `scripts/cluster-services.sh`, which `scripts/test.sh` runs): one enclave
+//! identity by attested key release, runs claimed exactly once, a worker killed mid-run, a
+//! worker without valid evidence, and the operator editing rows and objects.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use cleanroom_tests::*;
+use serde_json::Value;
+
+/// The services the tests run against, from the environment `cluster-services.sh` prints.
+struct Services {
+    admin_url: String,
+    endpoint: String,
+    root: PathBuf,
+}
+
+fn services() -> Services {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: start PostgreSQL and the object store with \
+                 `eval \"$(scripts/cluster-services.sh start /tmp/cleanroom-services)\"` \
+                 (scripts/test.sh does)"
+            )
+        })
+    };
+    Services {
+        admin_url: var("CLEANROOM_POSTGRES_ADMIN_URL"),
+        endpoint: var("CLEANROOM_S3_ENDPOINT"),
+        root: var("CLEANROOM_S3_ROOT").into(),
+    }
+}
+
+const BUCKET: &str = "cleanroom";
+
+/// One cluster: its own database and key prefix on the shared services.
+struct Cluster {
+    tmp: tempfile::TempDir,
+    services: Services,
+    db_url: String,
+    prefix: String,
+}
+
+struct Worker {
+    child: Child,
+    name: String,
+    url: String,
+    measurement: String,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Worker {
+    fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let services = services();
+        let mut id = [0u8; 6];
+        getrandom(&mut id);
+        let db = format!("cluster_{}", hex::encode(id));
+        let mut admin = postgres::Client::connect(&services.admin_url, postgres::NoTls).unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .unwrap();
+        // s3s-fs keeps a bucket as a directory of its root.
+        std::fs::create_dir_all(services.root.join(BUCKET)).unwrap();
+        let db_url = services
+            .admin_url
+            .replace("dbname=postgres", &format!("dbname={db}"));
+        let tmp = tempfile::tempdir().unwrap();
+        for k in ["st_marys", "northfield", "researcher"] {
+            let path = tmp.path().join(format!("{k}.json"));
+            cleanroom_cli::run(["cleanroom", "keygen", "-o", path.to_str().unwrap()]).unwrap();
+        }
+        Cluster {
+            tmp,
+            services,
+            db_url,
+            prefix: db,
+        }
+    }
+
+    fn db(&self) -> postgres::Client {
+        postgres::Client::connect(&self.db_url, postgres::NoTls).unwrap()
+    }
+
+    /// Start worker `name` (joining through `join`, if given) with `extra` settings.
+    fn try_spawn(&self, name: &str, join: Option<&str>, extra: &str) -> anyhow::Result<Worker> {
+        let dir = self.tmp.path().join(name);
+        std::fs::create_dir_all(&dir)?;
+        let join = join.map(|j| format!("join = {j:?}\n")).unwrap_or_default();
+        let config = format!(
+            "storage = \"postgres+s3\"\nworkers = 2\nqueue_capacity = 4096\n{extra}\n\
+             [postgres]\nurl = {:?}\npool = 6\n\
+             [s3]\nendpoint = {:?}\nbucket = {BUCKET:?}\nprefix = {:?}\n\
+             [cluster]\nworker = {name:?}\nlease_secs = {}\n{join}",
+            self.db_url,
+            self.services.endpoint,
+            self.prefix,
+            if extra.contains("run_timeout_secs") {
+                2
+            } else {
+                30
+            },
+        );
+        let config_path = dir.join("cleanroomd.toml");
+        std::fs::write(&config_path, config)?;
+        let log = dir.join("stderr.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_serve"))
+            .arg(dir.join("data"))
+            .arg(&config_path)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
+        if line.is_empty() {
+            let _ = child.wait();
+            anyhow::bail!("{}", std::fs::read_to_string(&log)?);
+        }
+        let mut parts = line.split_whitespace().skip(1);
+        Ok(Worker {
+            child,
+            name: name.to_string(),
+            url: format!("https://{}", parts.next().expect("address")),
+            measurement: parts.next().expect("measurement").to_string(),
+        })
+    }
+
+    fn spawn(&self, name: &str, join: Option<&str>, extra: &str) -> Worker {
+        self.try_spawn(name, join, extra)
+            .unwrap_or_else(|e| panic!("worker {name} does not start: {e:#}"))
+    }
+
+    /// Three workers: the first creates the cluster, the others join through it.
+    fn three(&self, extra: &str) -> [Worker; 3] {
+        let w1 = self.spawn("w1", None, extra);
+        let w2 = self.spawn("w2", Some(&w1.url), extra);
+        let w3 = self.spawn("w3", Some(&w1.url), extra);
+        [w1, w2, w3]
+    }
+
+    fn cli(&self, w: &Worker, key: Option<&str>, args: &[&str]) -> anyhow::Result<Value> {
+        let mut argv: Vec<String> = vec!["cleanroom".into()];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        argv.extend([
+            "--server".into(),
+            w.url.clone(),
+            "--json".into(),
+            "--measurement".into(),
+            w.measurement.clone(),
+            "--accept-insecure-simulation".into(),
+        ]);
+        if let Some(k) = key {
+            argv.extend(["--key".into(), self.key(k).display().to_string()]);
+        }
+        cleanroom_cli::run_capture(argv)
+    }
+
+    fn key(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(format!("{name}.json"))
+    }
+
+    /// Upload the two hospitals' tables and the module, and grant it on both.
+    fn study(&self, ws: &[Worker], module_path: &str, grant: &[&str]) -> (String, String, String) {
+        let mut ids = Vec::new();
+        for (i, (owner, csv)) in [("st_marys", SITE_A_CSV), ("northfield", SITE_B_CSV)]
+            .into_iter()
+            .enumerate()
+        {
+            let path = self.tmp.path().join(format!("{owner}.csv"));
+            std::fs::write(&path, csv).unwrap();
+            let out = self
+                .cli(
+                    &ws[i % ws.len()],
+                    Some(owner),
+                    &["dataset", "push", path.to_str().unwrap()],
+                )
+                .unwrap();
+            ids.push(out["id"].as_str().unwrap().to_string());
+        }
+        let module = self
+            .cli(
+                ws.last().unwrap(),
+                Some("researcher"),
+                &["module", "push", module_path],
+            )
+            .unwrap()["module"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        for (i, (owner, id, ident)) in [
+            ("st_marys", &ids[0], "patient_id"),
+            ("northfield", &ids[1], "mrn"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut args = vec![
+                "policy",
+                "grant",
+                "--dataset",
+                id,
+                "--module",
+                &module,
+                "--any-researcher",
+                "--unlimited",
+                "--identifier",
+                ident,
+            ];
+            args.extend(grant);
+            self.cli(&ws[(i + 1) % ws.len()], Some(owner), &args)
+                .unwrap();
+        }
+        (ids[0].clone(), ids[1].clone(), module)
+    }
+
+    fn submit(&self, w: &Worker, study: &(String, String, String), params: &str) -> String {
+        let a = format!("st_marys={}", study.0);
+        let b = format!("northfield={}", study.1);
+        self.cli(
+            w,
+            Some("researcher"),
+            &[
+                "run", "submit", "--module", &study.2, "--input", &a, "--input", &b, "--params",
+                params,
+            ],
+        )
+        .unwrap()["run"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// `GET path` on `w`, signed by `key`: the status and the body.
+    fn get(&self, w: &Worker, key: &str, path: &str) -> (u16, Value) {
+        let agent = cleanroom_cli::attested_agent(&w.url, &w.measurement, true).unwrap();
+        let id = cleanroom_proto::Identity::load(&self.key(key)).unwrap();
+        let resp = signed_request(&agent, &id, &w.url, "GET", path, b"");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().read_to_string().unwrap();
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(Value::String(body)),
+        )
+    }
+
+    /// The run's status on `w`, once it is no longer queued or running.
+    fn watch(&self, w: &Worker, run: &str) -> (String, Value) {
+        loop {
+            let (code, status) = self.get(w, "researcher", &format!("/v1/runs/{run}?wait=20"));
+            assert_eq!(code, 200, "{status}");
+            let state = status["state"].as_str().unwrap().to_string();
+            if state != "queued" && state != "running" {
+                return (state, status);
+            }
+        }
+    }
+
+    /// Every audit entry, straight from the shared database: (action, subject).
+    fn logged_actions(&self) -> Vec<(String, String)> {
+        self.db()
+            .query("SELECT body FROM audit ORDER BY seq", &[])
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                let entry: Value = serde_json::from_str(r.get(0)).unwrap();
+                (
+                    entry["action"].as_str().unwrap().to_string(),
+                    entry["subject"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// The object store's file of `kind/id`.
+    fn object(&self, kind: &str, id: &str) -> PathBuf {
+        self.services
+            .root
+            .join(BUCKET)
+            .join(&self.prefix)
+            .join(kind)
+            .join(id)
+    }
+}
+
+fn getrandom(buf: &mut [u8]) {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(buf)
+        .unwrap();
+}
+
+fn count(log: &[(String, String)], action: &str, run: &str) -> usize {
+    log.iter().filter(|(a, s)| a == action && s == run).count()
+}
+
+#[test]
+fn three_workers_share_one_identity_and_run_1000_runs_once_each() {
+    let c = Cluster::new();
+    let ws = c.three("");
+    // One enclave identity: every worker attests the same keys.
+    let keys: Vec<Value> = ws
+        .iter()
+        .map(|w| c.cli(w, None, &["attest", "verify"]).unwrap()["enclave_keys"].clone())
+        .collect();
+    assert!(keys[0].is_object(), "{}", keys[0]);
+    assert_eq!(keys[0], keys[1]);
+    assert_eq!(keys[0], keys[2]);
+
+    let study = c.study(&ws, COHORT_STATS_RUST, &["--min-group", "1"]);
+    // 1,000 runs at concurrency 32, submitted round-robin to the three workers.
+    let runs: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..32)
+            .map(|t| {
+                let (c, ws, study) = (&c, &ws, &study);
+                scope.spawn(move || {
+                    (0..1000)
+                        .filter(|i| i % 32 == t)
+                        .map(|i| c.submit(&ws[i % 3], study, "{}"))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(runs.len(), 1000);
+    let mut states = std::collections::BTreeMap::<String, usize>::new();
+    for (i, run) in runs.iter().enumerate() {
+        *states.entry(c.watch(&ws[(i + 1) % 3], run).0).or_default() += 1;
+    }
+    assert_eq!(states.get("released"), Some(&1000), "{states:?}");
+
+    // Each run started once and released once, in one log; none lost.
+    let log = c.logged_actions();
+    for run in &runs {
+        assert_eq!(count(&log, "run.queued", run), 1, "{run}");
+        assert_eq!(count(&log, "run.started", run), 1, "{run}");
+        assert_eq!(count(&log, "run.released", run), 1, "{run}");
+    }
+    // The work was shared: every worker released some of it.
+    let released: Vec<u64> = ws
+        .iter()
+        .map(|w| {
+            let (code, text) = c.get(w, "st_marys", "/metrics");
+            assert_eq!(code, 200, "{text}");
+            let text = text.as_str().unwrap().to_string();
+            text.lines()
+                .find_map(|l| l.strip_prefix("cleanroom_runs_released_total "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no released counter in {text}"))
+        })
+        .collect();
+    assert_eq!(released.iter().sum::<u64>(), 1000, "{released:?}");
+    assert!(released.iter().all(|&n| n > 0), "{released:?}");
+
+    // A result released by one worker is fetched from another, and every worker's signed
+    // head verifies over the one log.
+    let out = c.tmp.path().join("result");
+    c.cli(
+        &ws[2],
+        Some("researcher"),
+        &["result", "fetch", &runs[0], "--out", out.to_str().unwrap()],
+    )
+    .unwrap();
+    assert!(out.read_dir().unwrap().count() > 0);
+    for w in &ws {
+        c.cli(w, Some("st_marys"), &["audit", "verify"]).unwrap();
+    }
+}
+
+#[test]
+fn a_worker_killed_mid_run_has_its_run_failed_once_by_another() {
+    let c = Cluster::new();
+    // Short leases (2 s) so the test does not wait long for the takeover.
+    let ws = c.three("run_timeout_secs = 600");
+    let study = c.study(&ws, INFINITE_LOOP, &[]);
+    let run = c.submit(&ws[0], &study, "{}");
+    // Wait until a worker holds it running.
+    let holder = loop {
+        let row = c
+            .db()
+            .query_opt("SELECT worker FROM run_queue WHERE run_id = $1", &[&run])
+            .unwrap()
+            .and_then(|r| r.get::<_, Option<String>>(0));
+        let (_, status) = c.get(&ws[1], "researcher", &format!("/v1/runs/{run}"));
+        if let Some(worker) = row
+            && status["state"] == "running"
+        {
+            break worker;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let [w1, w2, w3] = ws;
+    let (victim, survivors): (Vec<Worker>, Vec<Worker>) = [w1, w2, w3]
+        .into_iter()
+        .partition(|w| holder.starts_with(&format!("{}-", w.name)));
+    assert_eq!(victim.len(), 1, "{holder}");
+    victim.into_iter().next().unwrap().kill9();
+
+    let (state, status) = c.watch(&survivors[0], &run);
+    assert_eq!(state, "failed", "{status}");
+    assert_eq!(status["reason"]["code"], "interrupted", "{status}");
+    let log = c.logged_actions();
+    assert_eq!(count(&log, "run.started", &run), 1);
+    assert_eq!(count(&log, "run.failed", &run), 1);
+    assert_eq!(count(&log, "run.released", &run), 0);
+    // Nothing is left on the queue.
+    let queued: i64 = c
+        .db()
+        .query_one("SELECT COUNT(*) FROM run_queue", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, 0);
+}
+
+#[test]
+fn a_worker_without_valid_evidence_gets_no_keys() {
+    let c = Cluster::new();
+    let w1 = c.spawn("w1", None, "");
+    // Another image (another launch measurement) asks to join: refused, and it does not start.
+    let other = format!("simulation_measurement = {:?}", "ab".repeat(48));
+    let err = c
+        .try_spawn("impostor", Some(&w1.url), &other)
+        .err()
+        .unwrap();
+    let err = format!("{err:#}");
+    assert!(err.contains("refused to release the key"), "{err}");
+    assert!(err.contains("measurement"), "{err}");
+    // The same image with another deployment configuration (a longer time limit): refused.
+    let err = c
+        .try_spawn("other-deployment", Some(&w1.url), "run_timeout_secs = 9999")
+        .err()
+        .unwrap();
+    assert!(format!("{err:#}").contains("deployment"), "{err:#}");
+    // No join at all: a worker cannot start a second identity over the cluster's state.
+    let err = c.try_spawn("loner", None, "").err().unwrap();
+    assert!(format!("{err:#}").contains("set [cluster] join"), "{err:#}");
+    // Forged evidence sent by hand: refused.
+    let agent = cleanroom_cli::attested_agent(&w1.url, &w1.measurement, true).unwrap();
+    // (The member's own evidence, replayed: it binds the member's keys, not a joiner's, and
+    // its deployment is not the one sent.)
+    let evidence: Value = agent
+        .get(format!("{}/v1/attestation", w1.url))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_json()
+        .unwrap();
+    let forged = serde_json::json!({ "evidence": evidence["evidence"].clone(), "deployment": "x" });
+    let resp = agent
+        .post(format!("{}/v1/cluster/join", w1.url))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_json(&forged)
+        .unwrap();
+    assert!(resp.status().is_client_error(), "{}", resp.status());
+    // None of it is in the log as a release.
+    assert!(
+        c.logged_actions().iter().all(|(a, _)| a != "cluster.join"),
+        "{:?}",
+        c.logged_actions()
+    );
+}
+
+#[test]
+fn the_operator_editing_rows_or_objects_is_detected() {
+    let c = Cluster::new();
+    let ws = c.three("");
+    let study = c.study(&ws, COHORT_STATS_RUST, &["--min-group", "1"]);
+    let run = c.submit(&ws[0], &study, "{}");
+    assert_eq!(c.watch(&ws[1], &run).0, "released");
+
+    // A run row edited in PostgreSQL: every worker refuses it.
+    c.db()
+        .execute(
+            "UPDATE runs SET body = replace(body, '\"released\"', '\"failed\"') WHERE id = $1",
+            &[&run],
+        )
+        .unwrap();
+    for w in &ws {
+        let (code, body) = c.get(w, "researcher", &format!("/v1/runs/{run}"));
+        assert_eq!(code, 500, "{body}");
+        assert_eq!(body["type"], "tampered", "{body}");
+        assert!(
+            body.to_string().contains("modified outside the enclave"),
+            "{body}"
+        );
+    }
+
+    // A byte of a sealed dataset flipped in the object store: a run on it fails, and
+    // nothing is released.
+    let path = c.object("datasets", &study.0);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 100;
+    bytes[at] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let run = c.submit(&ws[2], &study, "{}");
+    let (state, status) = c.watch(&ws[0], &run);
+    assert_eq!(state, "failed", "{status}");
+    assert!(
+        status["outputs"].as_array().is_none_or(|o| o.is_empty()),
+        "{status}"
+    );
+
+    // An audit row deleted: a worker starting on the database refuses it.
+    c.db()
+        .execute("DELETE FROM audit WHERE seq = 3", &[])
+        .unwrap();
+    let err = c.try_spawn("w4", Some(&ws[0].url), "").err().unwrap();
+    assert!(format!("{err:#}").contains("missing"), "{err:#}");
+}
