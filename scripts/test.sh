@@ -44,6 +44,14 @@ CLEANROOM_FIRMWARE=$(scripts/build-firmware.sh)
 ensure_sev_snp_measure
 export CLEANROOM_SEV_SNP_MEASURE="$CLEANROOM_VENV/bin/sev-snp-measure"
 
+say "starting PostgreSQL (Debian's) and an S3-compatible store (s3s-fs from crates.io) on loopback for the cluster tests"
+services=$(mktemp -d /tmp/cleanroom-services.XXXXXX)
+trap 'scripts/cluster-services.sh stop "$services"; rm -rf "$services"' EXIT
+eval "$(scripts/cluster-services.sh start "$services")"
+
+say "validating the Kubernetes manifests (kubernetes-validate, strict)"
+scripts/validate-manifests.sh
+
 say "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -8,6 +8,8 @@ use arrow_array::{ArrayRef, Float64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use cleanroom_runtime::MemTable;
 
+pub mod cluster;
+
 include!(concat!(env!("OUT_DIR"), "/programs.rs"));
 
 /// Bytes of a guest program built by `build.rs`.

@@ -38,6 +38,184 @@ fn main() {
     if wanted("api") || wanted("api-sessions") {
         api_runs(wanted("api"));
     }
+    // These two need PostgreSQL and the object store (scripts/cluster-services.sh): named only.
+    if named.iter().any(|n| n == "cluster") {
+        for workers in 1..=3 {
+            cluster_runs(workers);
+        }
+    }
+    if named.iter().any(|n| n == "object-store") {
+        object_store_stream();
+    }
+}
+
+/// Trivial analyses through the API of a cluster of `workers` on PostgreSQL and object
+/// storage: signed submit, then status requests held until released, 32 clients spread over
+/// the workers.
+fn cluster_runs(workers: usize) {
+    use cleanroom_tests::cluster::Cluster;
+    let c = Cluster::new(env!("CARGO_BIN_EXE_serve"));
+    let first = c.spawn("w1", None, "");
+    let mut ws = vec![first];
+    for i in 2..=workers {
+        let w = c.spawn(&format!("w{i}"), Some(&ws[0].url), "");
+        ws.push(w);
+    }
+    let study = c.study(&ws, EMPTY, &[]);
+    let id = Identity::load(&c.key("researcher")).expect("key");
+    let request = cleanroom_proto::run::RunRequest {
+        module: study.2.clone(),
+        inputs: [
+            ("st_marys".to_string(), study.0.clone()),
+            ("northfield".to_string(), study.1.clone()),
+        ]
+        .into(),
+        params: String::new(),
+        researcher_hpke: hex::encode(id.hpke_public()),
+        review_note: None,
+        dp: None,
+    };
+    let body = serde_json::to_vec(&request).expect("json");
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let session = || {
+        let w = &ws[next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % ws.len()];
+        let agent = cleanroom_cli::attested_agent(&w.url, &w.measurement, true).expect("session");
+        (agent, w.url.clone())
+    };
+    let signed = |(agent, url): &(ureq::Agent, String), method: &str, path: &str, body: &[u8]| {
+        let text = signed_request(agent, &id, url, method, path, body)
+            .into_body()
+            .read_to_string()
+            .expect("body");
+        serde_json::from_str::<serde_json::Value>(&text).expect("json")
+    };
+    let (threads, n) = (32, 16);
+    let (per_sec, p50, p99) = load(threads, n, session, |client| {
+        let run = signed(client, "POST", "/v1/runs", &body);
+        let path = format!("/v1/runs/{}?wait=20", run["run"].as_str().expect("id"));
+        while signed(client, "GET", &path, b"")["state"] != "released" {}
+    });
+    let total = threads * n;
+    println!(
+        "| trivial analysis, {total} runs at concurrency {threads}, `storage = \"postgres+s3\"`, {workers} worker(s) on this machine, submit → released | {per_sec:.0} runs/s, p50 {p50:.1} ms, p99 {p99:.1} ms | — |"
+    );
+}
+
+/// A sealed table streamed from object storage (ranged reads, read-ahead) into a guest that
+/// sums a column; the same table from a local file beside it.
+fn object_store_stream() {
+    use cleanroomd::blobs::{Blobs, FileBlobs, ObjectBlobs, S3Config};
+    let services = cleanroom_tests::cluster::services();
+    let gb: f64 = std::env::var("CLEANROOM_BENCH_OBJECT_GB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10.0);
+    let batch_rows = 1 << 20;
+    let batches = ((gb * 1e9) / (batch_rows as f64 * 8.0)).ceil() as usize;
+    let rows = batches * batch_rows;
+    let batch = f64_table(batch_rows, batch_rows)
+        .batches()
+        .next()
+        .expect("one batch")
+        .expect("batch");
+    let owner = Identity::generate();
+    let enclave = Identity::generate();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(services.root.join(cleanroom_tests::cluster::BUCKET)).expect("bucket");
+    let mut id = [0u8; 6];
+    cleanroom_tests::cluster::random_bytes(&mut id);
+    let s3 = S3Config {
+        endpoint: Some(services.endpoint.clone()),
+        bucket: cleanroom_tests::cluster::BUCKET.into(),
+        region: "us-east-1".into(),
+        access_key: None,
+        secret_key: None,
+        prefix: format!("bench-{}", hex::encode(id)),
+    };
+    let objects: Arc<dyn Blobs> =
+        Arc::new(ObjectBlobs::open(&s3, &dir.path().join("spool")).expect("object store"));
+    let tmp = objects.tmp_path();
+    let file = std::io::BufWriter::new(std::fs::File::create(&tmp).expect("create"));
+    let mut writer = EnvelopeWriter::new(
+        file,
+        &batch.schema(),
+        DatasetId::random().expect("rng"),
+        owner.signing_key(),
+        &enclave.hpke_public(),
+    )
+    .expect("writer");
+    for _ in 0..batches {
+        writer.write(&batch).expect("seal");
+    }
+    let manifest = writer.finish().expect("finish");
+    let dataset = manifest.dataset_id().to_string();
+    let sealed_bytes = std::fs::metadata(&tmp).expect("sealed").len();
+    let upload = Instant::now();
+    objects
+        .put_file("datasets", &dataset, &tmp)
+        .expect("upload");
+    let upload = upload.elapsed();
+
+    let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
+    let module = runtime.load(&program(SUM_COLUMN)).expect("sum loads");
+    let params = r#"{"table":"data","column":"x"}"#;
+    let sum = |blobs: Arc<dyn Blobs>| {
+        let table = cleanroomd::tables::EnvelopeTable::open(
+            blobs,
+            enclave.hpke_secret(),
+            *owner.signing_key().as_ref(),
+            &[],
+            &dataset,
+            &hex::encode(manifest.digest()),
+        )
+        .expect("envelope opens");
+        let mut grants = Grants::new();
+        grants.insert("data".into(), Arc::new(table) as Arc<dyn TableSource>);
+        let start = Instant::now();
+        let limits = Limits {
+            timeout: Duration::from_secs(3600),
+            ..Limits::default()
+        };
+        let out = runtime
+            .run(&module, grants, params, &limits, None)
+            .expect("sum run");
+        let published: serde_json::Value =
+            serde_json::from_str(&out.outputs.json[0].1).expect("published JSON parses");
+        assert_eq!(published["rows"], rows);
+        start.elapsed()
+    };
+    let from_objects = sum(objects.clone());
+    let data_gb = (rows * 8) as f64 / 1e9;
+    println!(
+        "| a {:.1} GB sealed table ({rows} f64 rows) streamed from object storage (s3s-fs on loopback, 8 MiB ranged reads, one ahead) → open + guest sum | {:.1} s = {:.2} GB/s (upload in parts: {:.1} s = {:.2} GB/s) | — |",
+        sealed_bytes as f64 / 1e9,
+        from_objects.as_secs_f64(),
+        data_gb / from_objects.as_secs_f64(),
+        upload.as_secs_f64(),
+        sealed_bytes as f64 / 1e9 / upload.as_secs_f64(),
+    );
+    // The same bytes from a local file, as the embedded store reads them.
+    let local = FileBlobs::open(&dir.path().join("local")).expect("files");
+    let copy = local.tmp_path();
+    std::fs::copy(
+        services
+            .root
+            .join(cleanroom_tests::cluster::BUCKET)
+            .join(&s3.prefix)
+            .join("datasets")
+            .join(&dataset),
+        &copy,
+    )
+    .expect("copy");
+    objects.delete("datasets", &dataset).expect("delete");
+    local.put_file("datasets", &dataset, &copy).expect("local");
+    let from_file = sum(Arc::new(local));
+    println!(
+        "| the same table from a local file (the embedded store) | {:.1} s = {:.2} GB/s; object storage at {:.0}% of it | — |",
+        from_file.as_secs_f64(),
+        data_gb / from_file.as_secs_f64(),
+        100.0 * from_file.as_secs_f64() / from_objects.as_secs_f64()
+    );
 }
 
 /// p50 of `n` runs of `f`, after 3 warm-ups.

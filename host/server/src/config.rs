@@ -134,7 +134,7 @@ impl PostgresConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// This worker's name in the run queue (default: a random name per process).
+    /// This worker's name in the run queue (or `CLEANROOM_WORKER`, e.g. the pod's name).
     #[serde(default)]
     pub worker: Option<String>,
     /// A running member to take the cluster's keys from, by attested key release, when this
@@ -172,7 +172,12 @@ impl ClusterConfig {
             rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
             hex::encode(b)
         });
-        format!("{}-{random}", self.worker.as_deref().unwrap_or("worker"))
+        let name = self
+            .worker
+            .clone()
+            .or_else(|| std::env::var("CLEANROOM_WORKER").ok())
+            .unwrap_or_else(|| "worker".into());
+        format!("{name}-{random}")
     }
 }
 
@@ -259,6 +264,24 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    /// The Kubernetes manifests' configuration is one cleanroomd accepts, for a cluster.
+    #[test]
+    fn the_kubernetes_config_map_is_a_valid_cluster_config() {
+        let manifest = include_str!("../../deploy/kubernetes/config.yaml");
+        let (_, toml) = manifest
+            .split_once("cleanroomd.toml: |\n")
+            .expect("the config map holds cleanroomd.toml");
+        let toml: String = toml
+            .lines()
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = Config::from_toml(&toml).unwrap();
+        assert_eq!(config.storage, StorageKind::PostgresS3);
+        assert!(config.cluster.join.is_some());
+        assert!(!config.insecure_simulation && !config.plain_http);
+    }
+
     use super::*;
 
     #[test]
