@@ -126,7 +126,7 @@ impl Cluster {
             self.services.endpoint,
             self.prefix,
             if extra.contains("run_timeout_secs") {
-                2
+                5
             } else {
                 30
             },

@@ -12,6 +12,23 @@ pub mod cluster;
 
 include!(concat!(env!("OUT_DIR"), "/programs.rs"));
 
+/// `f(i)` for every `i` in `0..n`, on `threads` threads at once (thread `t` takes every
+/// `threads`-th `i` from `t`): the results, grouped by thread.
+pub fn spread<T: Send>(threads: usize, n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let f = &f;
+                scope.spawn(move || (t..n).step_by(threads).map(f).collect::<Vec<_>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a worker thread panicked"))
+            .collect()
+    })
+}
+
 /// Bytes of a guest program built by `build.rs`.
 pub fn program(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| {

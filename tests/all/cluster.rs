@@ -26,23 +26,7 @@ fn three_workers_share_one_identity_and_run_1000_runs_once_each() {
 
     let study = c.study(&ws, COHORT_STATS_RUST, &["--min-group", "1"]);
     // 1,000 runs at concurrency 32, submitted round-robin to the three workers.
-    let runs: Vec<String> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..32)
-            .map(|t| {
-                let (c, ws, study) = (&c, &ws, &study);
-                scope.spawn(move || {
-                    (0..1000)
-                        .filter(|i| i % 32 == t)
-                        .map(|i| c.submit(&ws[i % 3], study, "{}"))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    });
+    let runs = spread(32, 1000, |i| c.submit(&ws[i % 3], &study, "{}"));
     assert_eq!(runs.len(), 1000);
     let mut states = std::collections::BTreeMap::<String, usize>::new();
     for (i, run) in runs.iter().enumerate() {
@@ -91,7 +75,7 @@ fn three_workers_share_one_identity_and_run_1000_runs_once_each() {
 #[test]
 fn a_worker_killed_mid_run_has_its_run_failed_once_by_another() {
     let c = cluster();
-    // Short leases (2 s) so the test does not wait long for the takeover.
+    // Short leases (5 s) so the test does not wait long for the takeover.
     let ws = c.three("run_timeout_secs = 600");
     let study = c.study(&ws, INFINITE_LOOP, &[]);
     let run = c.submit(&ws[0], &study, "{}");
@@ -103,6 +87,10 @@ fn a_worker_killed_mid_run_has_its_run_failed_once_by_another() {
             .unwrap()
             .and_then(|r| r.get::<_, Option<String>>(0));
         let (_, status) = c.get(&ws[1], "researcher", &format!("/v1/runs/{run}"));
+        assert!(
+            matches!(status["state"].as_str(), Some("queued" | "running")),
+            "{status}"
+        );
         if let Some(worker) = row
             && status["state"] == "running"
         {
@@ -191,7 +179,23 @@ fn the_operator_editing_rows_or_objects_is_detected() {
     let run = c.submit(&ws[0], &study, "{}");
     assert_eq!(c.watch(&ws[1], &run).0, "released");
 
-    // A run row edited in PostgreSQL: every worker refuses it.
+    // A byte of a sealed dataset flipped in the object store: a run on it fails, and
+    // nothing is released.
+    let path = c.object("datasets", &study.0);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 100;
+    bytes[at] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let run = c.submit(&ws[2], &study, "{}");
+    let (state, status) = c.watch(&ws[0], &run);
+    assert_eq!(state, "failed", "{status}");
+    assert!(
+        status["outputs"].as_array().is_none_or(|o| o.is_empty()),
+        "{status}"
+    );
+
+    // A run row edited in PostgreSQL: every worker refuses it (last: a worker that has yet
+    // to fold that run into its books refuses to go on, so nothing else is asked of them).
     c.db()
         .execute(
             "UPDATE runs SET body = replace(body, '\"released\"', '\"failed\"') WHERE id = $1",
@@ -207,21 +211,6 @@ fn the_operator_editing_rows_or_objects_is_detected() {
             "{body}"
         );
     }
-
-    // A byte of a sealed dataset flipped in the object store: a run on it fails, and
-    // nothing is released.
-    let path = c.object("datasets", &study.0);
-    let mut bytes = std::fs::read(&path).unwrap();
-    let at = bytes.len() - 100;
-    bytes[at] ^= 1;
-    std::fs::write(&path, bytes).unwrap();
-    let run = c.submit(&ws[2], &study, "{}");
-    let (state, status) = c.watch(&ws[0], &run);
-    assert_eq!(state, "failed", "{status}");
-    assert!(
-        status["outputs"].as_array().is_none_or(|o| o.is_empty()),
-        "{status}"
-    );
 
     // An audit row deleted: a worker starting on the database refuses it.
     c.db()

@@ -847,21 +847,7 @@ fn load_200_runs_with_concurrency_8_none_lost() {
     let echo = push_module(&st.s, ECHO);
     st.grant("st_marys", &st.a, &echo, &[]).unwrap();
     st.grant("northfield", &st.b, &echo, &[]).unwrap();
-    let runs: Vec<String> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..8)
-            .map(|_| {
-                scope.spawn(|| {
-                    (0..25)
-                        .map(|_| st.submit(&echo, "{}").unwrap())
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    });
+    let runs = spread(8, 200, |_| st.submit(&echo, "{}").unwrap());
     assert_eq!(runs.len(), 200);
     let unique: std::collections::BTreeSet<_> = runs.iter().collect();
     assert_eq!(unique.len(), 200);

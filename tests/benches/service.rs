@@ -120,21 +120,18 @@ fn object_store_stream() {
         .expect("batch");
     let owner = Identity::generate();
     let enclave = Identity::generate();
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir_all(services.root.join(cleanroom_tests::cluster::BUCKET)).expect("bucket");
-    let mut id = [0u8; 6];
-    cleanroom_tests::cluster::random_bytes(&mut id);
-    let s3 = S3Config {
-        endpoint: Some(services.endpoint.clone()),
-        bucket: cleanroom_tests::cluster::BUCKET.into(),
-        region: "us-east-1".into(),
-        access_key: None,
-        secret_key: None,
-        prefix: format!("bench-{}", hex::encode(id)),
-    };
-    let objects: Arc<dyn Blobs> =
-        Arc::new(ObjectBlobs::open(&s3, &dir.path().join("spool")).expect("object store"));
-    let tmp = objects.tmp_path();
+    // The sealed file is spooled in memory (/dev/shm where there is one), so that it and its
+    // copy in the object store fit on a small disk together.
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .expect("tempdir");
+    let local: Arc<dyn Blobs> =
+        Arc::new(FileBlobs::open(&dir.path().join("local")).expect("files"));
+    let tmp = local.tmp_path();
     let file = std::io::BufWriter::new(std::fs::File::create(&tmp).expect("create"));
     let mut writer = EnvelopeWriter::new(
         file,
@@ -150,11 +147,7 @@ fn object_store_stream() {
     let manifest = writer.finish().expect("finish");
     let dataset = manifest.dataset_id().to_string();
     let sealed_bytes = std::fs::metadata(&tmp).expect("sealed").len();
-    let upload = Instant::now();
-    objects
-        .put_file("datasets", &dataset, &tmp)
-        .expect("upload");
-    let upload = upload.elapsed();
+    local.put_file("datasets", &dataset, &tmp).expect("local");
 
     let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
     let module = runtime.load(&program(SUM_COLUMN)).expect("sum loads");
@@ -184,37 +177,59 @@ fn object_store_stream() {
         assert_eq!(published["rows"], rows);
         start.elapsed()
     };
+    // The embedded store's way: the envelope from a local file.
+    let from_file = sum(local.clone());
+
+    std::fs::create_dir_all(services.root.join(cleanroom_tests::cluster::BUCKET)).expect("bucket");
+    let mut id = [0u8; 6];
+    cleanroom_tests::cluster::random_bytes(&mut id);
+    let s3 = S3Config {
+        endpoint: Some(services.endpoint.clone()),
+        bucket: cleanroom_tests::cluster::BUCKET.into(),
+        region: "us-east-1".into(),
+        access_key: None,
+        secret_key: None,
+        prefix: format!("bench-{}", hex::encode(id)),
+    };
+    let objects: Arc<dyn Blobs> =
+        Arc::new(ObjectBlobs::open(&s3, &dir.path().join("spool")).expect("object store"));
+    // Uploaded in parts from the local file (which the upload then removes).
+    let upload = Instant::now();
+    objects
+        .put_file(
+            "datasets",
+            &dataset,
+            &dir.path().join("local/blobs/datasets").join(&dataset),
+        )
+        .expect("upload");
+    let upload = upload.elapsed();
+    let raw = Instant::now();
+    let copied = std::io::copy(
+        &mut objects.open("datasets", &dataset).expect("open"),
+        &mut std::io::sink(),
+    )
+    .expect("read");
+    let raw = raw.elapsed();
     let from_objects = sum(objects.clone());
+    objects.delete("datasets", &dataset).expect("delete");
     let data_gb = (rows * 8) as f64 / 1e9;
     println!(
-        "| a {:.1} GB sealed table ({rows} f64 rows) streamed from object storage (s3s-fs on loopback, 8 MiB ranged reads, one ahead) → open + guest sum | {:.1} s = {:.2} GB/s (upload in parts: {:.1} s = {:.2} GB/s) | — |",
+        "| a {:.1} GB sealed table ({rows} f64 rows) streamed from object storage (s3s-fs on loopback, 8 MiB ranged reads, six ahead) → verify, decrypt, decode, guest sum | {:.1} s = {:.2} GB/s (uploaded in 16 MiB parts: {:.1} s = {:.2} GB/s) | — |",
         sealed_bytes as f64 / 1e9,
         from_objects.as_secs_f64(),
         data_gb / from_objects.as_secs_f64(),
         upload.as_secs_f64(),
         sealed_bytes as f64 / 1e9 / upload.as_secs_f64(),
     );
-    // The same bytes from a local file, as the embedded store reads them.
-    let local = FileBlobs::open(&dir.path().join("local")).expect("files");
-    let copy = local.tmp_path();
-    std::fs::copy(
-        services
-            .root
-            .join(cleanroom_tests::cluster::BUCKET)
-            .join(&s3.prefix)
-            .join("datasets")
-            .join(&dataset),
-        &copy,
-    )
-    .expect("copy");
-    objects.delete("datasets", &dataset).expect("delete");
-    local.put_file("datasets", &dataset, &copy).expect("local");
-    let from_file = sum(Arc::new(local));
     println!(
-        "| the same table from a local file (the embedded store) | {:.1} s = {:.2} GB/s; object storage at {:.0}% of it | — |",
+        "| reading the sealed object alone (ranged GETs, no decryption) | {:.2} GB/s | — |",
+        copied as f64 / 1e9 / raw.as_secs_f64()
+    );
+    println!(
+        "| the same table from a local file (the embedded store), same run | {:.1} s = {:.2} GB/s; object storage: {:.2}× its time | — |",
         from_file.as_secs_f64(),
         data_gb / from_file.as_secs_f64(),
-        100.0 * from_file.as_secs_f64() / from_objects.as_secs_f64()
+        from_objects.as_secs_f64() / from_file.as_secs_f64()
     );
 }
 

@@ -141,8 +141,12 @@ fn default_region() -> String {
     "us-east-1".into()
 }
 
-/// How much one ranged read fetches; the next range is fetched while this one is consumed.
+/// How much one ranged read fetches.
 const RANGE_BYTES: u64 = 8 << 20;
+/// Ranges fetched ahead of the reader: object stores answer each request slowly but many at
+/// once (S3's latency is tens of milliseconds; a small server's per-request throughput is
+/// far below its total).
+const READ_AHEAD: usize = 6;
 /// Uploads larger than this go up in parts of this size.
 const PART_BYTES: usize = 16 << 20;
 
@@ -281,6 +285,8 @@ impl Blobs for ObjectBlobs {
                 });
                 writer = w;
                 res.map_err(store_error)?;
+                // Handing over a part spawns its upload: on the store's runtime.
+                let _runtime = self.rt.enter();
                 writer.write(&buf[..n]);
             }
             wait_on(&self.rt, writer.finish()).map_err(store_error)?;
@@ -328,7 +334,7 @@ impl Blobs for ObjectBlobs {
             pos: 0,
             buf: Bytes::new(),
             buf_start: 0,
-            ahead: None,
+            ahead: std::collections::VecDeque::new(),
         }))
     }
 
@@ -359,8 +365,8 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize>
 
 type Pending = std::sync::mpsc::Receiver<object_store::Result<Bytes>>;
 
-/// An object read in ranges of [`RANGE_BYTES`], the next range fetched while the current one
-/// is consumed.
+/// An object read in ranges of [`RANGE_BYTES`], up to [`READ_AHEAD`] of the next ranges
+/// fetched while the current one is consumed.
 struct RangedReader {
     store: Arc<dyn ObjectStore>,
     rt: tokio::runtime::Handle,
@@ -369,8 +375,8 @@ struct RangedReader {
     pos: u64,
     buf: Bytes,
     buf_start: u64,
-    /// The range being fetched ahead: its start and the answer to come.
-    ahead: Option<(u64, Pending)>,
+    /// The ranges being fetched ahead, in order: each one's start and the answer to come.
+    ahead: std::collections::VecDeque<(u64, Pending)>,
 }
 
 impl RangedReader {
@@ -386,9 +392,16 @@ impl RangedReader {
 
     fn fill(&mut self) -> std::io::Result<()> {
         let start = self.pos;
-        let pending = match self.ahead.take() {
-            Some((at, rx)) if at == start => rx,
-            _ => self.fetch(start),
+        // A range fetched ahead, if the reader went where it was expected; else start over.
+        while self.ahead.front().is_some_and(|(at, _)| *at < start) {
+            self.ahead.pop_front();
+        }
+        let pending = match self.ahead.front() {
+            Some((at, _)) if *at == start => self.ahead.pop_front().expect("front").1,
+            _ => {
+                self.ahead.clear();
+                self.fetch(start)
+            }
         };
         let bytes = pending
             .recv()
@@ -406,9 +419,10 @@ impl RangedReader {
         }
         self.buf = bytes;
         self.buf_start = start;
-        let next = start + expected;
-        if next < self.len {
-            self.ahead = Some((next, self.fetch(next)));
+        let mut next = self.ahead.back().map_or(start, |(at, _)| *at) + RANGE_BYTES;
+        while self.ahead.len() < READ_AHEAD && next < self.len {
+            self.ahead.push_back((next, self.fetch(next)));
+            next += RANGE_BYTES;
         }
         Ok(())
     }

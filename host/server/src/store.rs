@@ -304,27 +304,59 @@ impl RunRow {
 }
 
 /// Everything the service persists.
+///
+/// A backend stores rows (each authenticated with [`RowKey`]) and the audit log; the typed
+/// reads are the same for every backend, on top of its two authenticated reads.
 pub trait Storage: Send + Sync {
+    /// The body of row `key` of `table`, its MAC checked.
+    fn authenticated(&self, table: &'static str, key: &str) -> ApiResult<Option<String>>;
+    /// Every body of `table` in `order` (an SQL `ORDER BY`), each MAC checked.
+    fn authenticated_all(&self, table: &'static str, order: &'static str)
+    -> ApiResult<Vec<String>>;
+
     /// A dataset by id.
-    fn dataset(&self, id: &str) -> ApiResult<Option<DatasetRow>>;
+    fn dataset(&self, id: &str) -> ApiResult<Option<DatasetRow>> {
+        decode(self.authenticated("datasets", id)?)
+    }
     /// All datasets.
-    fn datasets(&self) -> ApiResult<Vec<DatasetRow>>;
+    fn datasets(&self) -> ApiResult<Vec<DatasetRow>> {
+        decode_all(self.authenticated_all("datasets", "id")?)
+    }
     /// A module by hash (written with its audit entry, as [`RowWrite::Module`]).
-    fn module(&self, hash: &str) -> ApiResult<Option<ModuleRow>>;
+    fn module(&self, hash: &str) -> ApiResult<Option<ModuleRow>> {
+        decode(self.authenticated("module_rows", hash)?)
+    }
     /// Whether a module exists.
     fn has_module_or_pipeline(&self, id: &str) -> ApiResult<bool> {
         Ok(self.has_module(id)? || self.pipeline(id)?.is_some())
     }
     /// A pipeline by digest.
-    fn pipeline(&self, id: &str) -> ApiResult<Option<PipelineRow>>;
+    fn pipeline(&self, id: &str) -> ApiResult<Option<PipelineRow>> {
+        let row: Option<PipelineRow> = decode(self.authenticated("pipelines", id)?)?;
+        // Content-addressed: a row whose pipeline is not its id is refused, MAC or not.
+        match row {
+            Some(row) if row.pipeline.digest() != row.id => Err(ApiError::Tampered(format!(
+                "pipelines/{id} does not hold the pipeline with that digest"
+            ))),
+            row => Ok(row),
+        }
+    }
     /// A derived dataset by id.
-    fn derived(&self, id: &str) -> ApiResult<Option<DerivedRow>>;
+    fn derived(&self, id: &str) -> ApiResult<Option<DerivedRow>> {
+        decode(self.authenticated("derived", id)?)
+    }
     /// A dataset's current preview.
-    fn preview(&self, dataset: &str) -> ApiResult<Option<PreviewRow>>;
+    fn preview(&self, dataset: &str) -> ApiResult<Option<PreviewRow>> {
+        decode(self.authenticated("previews", dataset)?)
+    }
     /// Every dataset's current preview.
-    fn previews(&self) -> ApiResult<Vec<PreviewRow>>;
+    fn previews(&self) -> ApiResult<Vec<PreviewRow>> {
+        decode_all(self.authenticated_all("previews", "id")?)
+    }
     /// Every derived dataset.
-    fn derived_all(&self) -> ApiResult<Vec<DerivedRow>>;
+    fn derived_all(&self) -> ApiResult<Vec<DerivedRow>> {
+        decode_all(self.authenticated_all("derived", "id")?)
+    }
     /// Whether the module was uploaded.
     fn has_module(&self, hash: &str) -> ApiResult<bool> {
         Ok(self.module(hash)?.is_some())
@@ -332,9 +364,13 @@ pub trait Storage: Send + Sync {
     /// The latest policy of a dataset, as stored (verify before trusting it).
     fn policy(&self, dataset: &str) -> ApiResult<Option<SignedPolicy>>;
     /// A run by id.
-    fn run(&self, id: &str) -> ApiResult<Option<RunRow>>;
+    fn run(&self, id: &str) -> ApiResult<Option<RunRow>> {
+        decode(self.authenticated("runs", id)?)
+    }
     /// All runs, newest first.
-    fn runs(&self) -> ApiResult<Vec<RunRow>>;
+    fn runs(&self) -> ApiResult<Vec<RunRow>> {
+        decode_all(self.authenticated_all("runs", "created DESC, id")?)
+    }
 
     /// Append `entry` as the log's next entry and store `write` (if given) in the same
     /// transaction with its digest: one durable write per state change, and the log says
@@ -515,8 +551,8 @@ impl SqliteStorage {
         self.conn.lock().expect("database lock is never poisoned")
     }
 
-    /// The authenticated row of `table` with id `key`, decoded.
-    fn one<T: for<'de> Deserialize<'de>>(&self, table: &str, key: &str) -> ApiResult<Option<T>> {
+    /// The authenticated body of row `key` of `table`.
+    fn one(&self, table: &str, key: &str) -> ApiResult<Option<String>> {
         let sql = format!("SELECT body, mac FROM {table} WHERE id = ?1");
         let row: Option<(String, String)> = self
             .conn()
@@ -525,13 +561,13 @@ impl SqliteStorage {
             .optional()?;
         row.map(|(body, mac)| {
             self.rows.check(table, key, &body, &mac)?;
-            from_json(&body)
+            Ok(body)
         })
         .transpose()
     }
 
-    /// Every authenticated row of `table` in `order`, decoded.
-    fn all<T: for<'de> Deserialize<'de>>(&self, table: &str, order: &str) -> ApiResult<Vec<T>> {
+    /// Every authenticated body of `table` in `order`.
+    fn all(&self, table: &str, order: &str) -> ApiResult<Vec<String>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT id, body, mac FROM {table} ORDER BY {order}"
@@ -546,10 +582,18 @@ impl SqliteStorage {
         rows.map(|r| {
             let (id, body, mac) = r?;
             self.rows.check(table, &id, &body, &mac)?;
-            from_json(&body)
+            Ok(body)
         })
         .collect()
     }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(body: Option<String>) -> ApiResult<Option<T>> {
+    body.map(|b| from_json(&b)).transpose()
+}
+
+fn decode_all<T: for<'de> Deserialize<'de>>(bodies: Vec<String>) -> ApiResult<Vec<T>> {
+    bodies.iter().map(|b| from_json(b)).collect()
 }
 
 pub(crate) fn to_json<T: Serialize>(v: &T) -> ApiResult<String> {
@@ -561,43 +605,16 @@ pub(crate) fn from_json<T: for<'de> Deserialize<'de>>(s: &str) -> ApiResult<T> {
 }
 
 impl Storage for SqliteStorage {
-    fn dataset(&self, id: &str) -> ApiResult<Option<DatasetRow>> {
-        self.one("datasets", id)
+    fn authenticated(&self, table: &'static str, key: &str) -> ApiResult<Option<String>> {
+        self.one(table, key)
     }
 
-    fn datasets(&self) -> ApiResult<Vec<DatasetRow>> {
-        self.all("datasets", "id")
-    }
-
-    fn module(&self, hash: &str) -> ApiResult<Option<ModuleRow>> {
-        self.one("module_rows", hash)
-    }
-
-    fn pipeline(&self, id: &str) -> ApiResult<Option<PipelineRow>> {
-        let row: Option<PipelineRow> = self.one("pipelines", id)?;
-        // Content-addressed: a row whose pipeline is not its id is refused, MAC or not.
-        match row {
-            Some(row) if row.pipeline.digest() != row.id => Err(ApiError::Tampered(format!(
-                "pipelines/{id} does not hold the pipeline with that digest"
-            ))),
-            row => Ok(row),
-        }
-    }
-
-    fn derived(&self, id: &str) -> ApiResult<Option<DerivedRow>> {
-        self.one("derived", id)
-    }
-
-    fn derived_all(&self) -> ApiResult<Vec<DerivedRow>> {
-        self.all("derived", "id")
-    }
-
-    fn preview(&self, dataset: &str) -> ApiResult<Option<PreviewRow>> {
-        self.one("previews", dataset)
-    }
-
-    fn previews(&self) -> ApiResult<Vec<PreviewRow>> {
-        self.all("previews", "id")
+    fn authenticated_all(
+        &self,
+        table: &'static str,
+        order: &'static str,
+    ) -> ApiResult<Vec<String>> {
+        self.all(table, order)
     }
 
     /// Existence only, without decoding the row and its source bundle (admission asks this on
@@ -622,14 +639,6 @@ impl Storage for SqliteStorage {
             .query_row([dataset], |r| r.get(0))
             .optional()?;
         body.map(|b| from_json(&b)).transpose()
-    }
-
-    fn run(&self, id: &str) -> ApiResult<Option<RunRow>> {
-        self.one("runs", id)
-    }
-
-    fn runs(&self) -> ApiResult<Vec<RunRow>> {
-        self.all("runs", "created DESC, id")
     }
 
     fn append_audit(
