@@ -49,6 +49,7 @@ pub struct Cluster {
     serve: PathBuf,
     db_url: String,
     prefix: String,
+    lease_secs: u64,
 }
 
 #[derive(Debug)]
@@ -104,7 +105,14 @@ impl Cluster {
             serve: serve.into(),
             db_url,
             prefix: db,
+            lease_secs: 30,
         }
+    }
+
+    /// Workers started from now on hold a claimed run `secs` without renewal (default 30).
+    pub fn with_lease(mut self, secs: u64) -> Self {
+        self.lease_secs = secs;
+        self
     }
 
     /// A connection to this cluster's database (as the operator has one).
@@ -122,14 +130,7 @@ impl Cluster {
              [postgres]\nurl = {:?}\npool = 6\n\
              [s3]\nendpoint = {:?}\nbucket = {BUCKET:?}\nprefix = {:?}\n\
              [cluster]\nworker = {name:?}\nlease_secs = {}\n{join}",
-            self.db_url,
-            self.services.endpoint,
-            self.prefix,
-            if extra.contains("run_timeout_secs") {
-                5
-            } else {
-                30
-            },
+            self.db_url, self.services.endpoint, self.prefix, self.lease_secs,
         );
         let config_path = dir.join("cleanroomd.toml");
         std::fs::write(&config_path, config)?;

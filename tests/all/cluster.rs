@@ -74,8 +74,8 @@ fn three_workers_share_one_identity_and_run_1000_runs_once_each() {
 
 #[test]
 fn a_worker_killed_mid_run_has_its_run_failed_once_by_another() {
-    let c = cluster();
-    // Short leases (5 s) so the test does not wait long for the takeover.
+    // Short leases (10 s) so the test does not wait long for the takeover.
+    let c = cluster().with_lease(10);
     let ws = c.three("run_timeout_secs = 600");
     let study = c.study(&ws, INFINITE_LOOP, &[]);
     let run = c.submit(&ws[0], &study, "{}");
@@ -176,11 +176,9 @@ fn the_operator_editing_rows_or_objects_is_detected() {
     let c = cluster();
     let ws = c.three("");
     let study = c.study(&ws, COHORT_STATS_RUST, &["--min-group", "1"]);
-    let run = c.submit(&ws[0], &study, "{}");
-    assert_eq!(c.watch(&ws[1], &run).0, "released");
 
-    // A byte of a sealed dataset flipped in the object store: a run on it fails, and
-    // nothing is released.
+    // A byte of a sealed dataset flipped in the object store before any worker read it: the
+    // run on it fails, and nothing is released.
     let path = c.object("datasets", &study.0);
     let mut bytes = std::fs::read(&path).unwrap();
     let at = bytes.len() - 100;
@@ -193,12 +191,13 @@ fn the_operator_editing_rows_or_objects_is_detected() {
         status["outputs"].as_array().is_none_or(|o| o.is_empty()),
         "{status}"
     );
+    assert_eq!(count(&c.logged_actions(), "run.released", &run), 0);
 
-    // A run row edited in PostgreSQL: every worker refuses it (last: a worker that has yet
-    // to fold that run into its books refuses to go on, so nothing else is asked of them).
+    // The run's row edited in PostgreSQL to say it was released: every worker refuses it
+    // (last: a worker yet to fold that run into its books refuses to go on).
     c.db()
         .execute(
-            "UPDATE runs SET body = replace(body, '\"released\"', '\"failed\"') WHERE id = $1",
+            "UPDATE runs SET body = replace(body, '\"failed\"', '\"released\"') WHERE id = $1",
             &[&run],
         )
         .unwrap();

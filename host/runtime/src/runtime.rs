@@ -332,7 +332,9 @@ impl Runtime {
         self.prepare(digest, component)
     }
 
-    fn cached(&self, digest: &Digest32) -> Option<Arc<Module>> {
+    /// The module compiled from the component whose SHA-256 is `digest`, if this runtime
+    /// has it loaded already.
+    pub fn cached(&self, digest: &Digest32) -> Option<Arc<Module>> {
         self.cache
             .lock()
             .expect("module cache lock is never poisoned")

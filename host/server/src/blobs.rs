@@ -156,6 +156,10 @@ const PART_BYTES: usize = 16 << 20;
 /// alike), and `object_store` is async: requests run on a small runtime of this store's own,
 /// and the caller waits for the answer on a channel, which is allowed on any thread.
 pub struct ObjectBlobs {
+    /// Small sealed datasets already fetched (datasets never change under their id), so a hot
+    /// table costs no round trip; every open still verifies the bytes, so the cache adds no
+    /// trust.
+    small: std::sync::Mutex<SmallCache>,
     store: Arc<dyn ObjectStore>,
     prefix: String,
     rt: tokio::runtime::Handle,
@@ -168,6 +172,33 @@ impl std::fmt::Debug for ObjectBlobs {
             .field("store", &self.store.to_string())
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
+    }
+}
+
+/// Objects no larger than one range, kept whole, first in first out.
+#[derive(Default)]
+struct SmallCache {
+    bytes: usize,
+    order: std::collections::VecDeque<String>,
+    objects: std::collections::HashMap<String, Bytes>,
+}
+
+/// What the small-object cache may hold in all.
+const SMALL_CACHE_BYTES: usize = 256 << 20;
+
+impl SmallCache {
+    fn insert(&mut self, key: String, object: Bytes) {
+        if self.objects.contains_key(&key) {
+            return;
+        }
+        while self.bytes + object.len() > SMALL_CACHE_BYTES
+            && let Some(old) = self.order.pop_front()
+        {
+            self.bytes -= self.objects.remove(&old).map_or(0, |b| b.len());
+        }
+        self.bytes += object.len();
+        self.order.push_back(key.clone());
+        self.objects.insert(key, object);
     }
 }
 
@@ -196,6 +227,7 @@ impl ObjectBlobs {
         let store = builder.build()?;
         std::fs::create_dir_all(scratch)?;
         Ok(Self {
+            small: Default::default(),
             store: Arc::new(store),
             prefix: config.prefix.trim_matches('/').to_string(),
             rt: background_runtime()?,
@@ -316,6 +348,17 @@ impl Blobs for ObjectBlobs {
 
     fn open(&self, kind: &str, id: &str) -> ApiResult<Box<dyn BlobReader>> {
         let location = self.location(kind, id)?;
+        let cacheable = kind == "datasets";
+        if cacheable
+            && let Some(object) = self
+                .small
+                .lock()
+                .expect("cache lock")
+                .objects
+                .get(location.as_ref())
+        {
+            return Ok(Box::new(std::io::Cursor::new(object.clone())));
+        }
         let store = self.store.clone();
         let at = location.clone();
         let meta = self
@@ -326,6 +369,18 @@ impl Blobs for ObjectBlobs {
                 }
                 e => store_error(e),
             })?;
+        if cacheable && meta.size <= RANGE_BYTES {
+            let store = self.store.clone();
+            let at = location.clone();
+            let object = self
+                .wait(async move { store.get_range(&at, 0..meta.size).await })
+                .map_err(store_error)?;
+            self.small
+                .lock()
+                .expect("cache lock")
+                .insert(location.to_string(), object.clone());
+            return Ok(Box::new(std::io::Cursor::new(object)));
+        }
         Ok(Box::new(RangedReader {
             store: self.store.clone(),
             rt: self.rt.clone(),

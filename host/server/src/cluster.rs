@@ -167,16 +167,26 @@ pub fn lease(service: &Service) -> Duration {
     Duration::from_secs(service.config.cluster.lease_secs.max(1))
 }
 
-/// Renew this worker's leases and follow the log, until the process ends.
+/// How often a worker follows the log between its own writes (what wakes a party waiting on
+/// this worker for a run another worker decides).
+const FOLLOW: Duration = Duration::from_millis(100);
+
+/// Follow the log and renew this worker's leases, until the process ends.
 pub fn spawn_housekeeping(service: Arc<Service>) {
-    let period = (lease(&service) / 3).max(Duration::from_millis(200));
+    let renew_every = (lease(&service) / 3).max(Duration::from_millis(200));
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
+        let mut tick = tokio::time::interval(FOLLOW);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut renewed = std::time::Instant::now();
         loop {
             tick.tick().await;
+            let renew = renewed.elapsed() >= renew_every;
+            if renew {
+                renewed = std::time::Instant::now();
+            }
             let svc = service.clone();
             let done = tokio::task::spawn_blocking(move || -> ApiResult<()> {
-                if let Some(cluster) = svc.storage.cluster() {
+                if renew && let Some(cluster) = svc.storage.cluster() {
                     cluster.renew(&svc.config.cluster.worker_id(), lease(&svc))?;
                 }
                 catch_up(&svc)

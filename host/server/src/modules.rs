@@ -47,6 +47,11 @@ pub fn load(service: &Service, module: &str) -> ApiResult<Arc<Module>> {
         .ok()
         .and_then(|d| d.try_into().ok())
         .ok_or_else(|| ApiError::Internal(format!("invalid module id {module}")))?;
+    // Loaded before (by bytes checked against the hash, or sealed native code): no storage
+    // round trip, which on object storage costs tens of milliseconds.
+    if let Some(loaded) = service.runtime.cached(&digest) {
+        return Ok(loaded);
+    }
     if let Ok(Some(sealed)) = service.blobs.get("artifacts", module) {
         match service
             .sealer

@@ -14,6 +14,9 @@ use ed25519_dalek::VerifyingKey;
 
 /// A dataset envelope on disk, opened for one run.
 pub struct EnvelopeTable {
+    /// The reader `open` verified, for the first pass over the batches (a run usually makes
+    /// one): opening again costs a round trip to object storage.
+    opened: std::sync::Mutex<Option<EnvelopeReader<Box<dyn BlobReader>>>>,
     blobs: Arc<dyn Blobs>,
     dataset: String,
     hpke_secret: [u8; 32],
@@ -62,14 +65,16 @@ impl EnvelopeTable {
             })
             .collect();
         let schema = std::sync::Arc::new(full.project(&projection).map_err(|e| e.to_string())?);
+        let rows = reader.num_rows();
         Ok(EnvelopeTable {
+            opened: std::sync::Mutex::new(Some(reader)),
             blobs,
             dataset: dataset.to_string(),
             hpke_secret,
             owner,
             projection,
             schema,
-            rows: reader.num_rows(),
+            rows,
         })
     }
 
@@ -96,12 +101,19 @@ impl TableSource for EnvelopeTable {
     }
 
     fn batches(&self) -> Box<dyn Iterator<Item = Result<RecordBatch, String>> + Send> {
-        let reader = match Self::reader(
-            self.blobs.as_ref(),
-            &self.dataset,
-            &self.hpke_secret,
-            &self.owner,
-        ) {
+        let opened = self
+            .opened
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let reader = match opened.map(Ok).unwrap_or_else(|| {
+            Self::reader(
+                self.blobs.as_ref(),
+                &self.dataset,
+                &self.hpke_secret,
+                &self.owner,
+            )
+        }) {
             Ok(r) => r,
             Err(e) => return Box::new(std::iter::once(Err(e))),
         };
