@@ -308,11 +308,40 @@ impl RunRow {
 /// A backend stores rows (each authenticated with [`RowKey`]) and the audit log; the typed
 /// reads are the same for every backend, on top of its two authenticated reads.
 pub trait Storage: Send + Sync {
+    /// The key the rows are authenticated with.
+    fn row_key(&self) -> &RowKey;
+    /// Row `key` of `table` as stored: its body and MAC, unchecked.
+    fn raw_row(&self, table: &'static str, key: &str) -> ApiResult<Option<(String, String)>>;
+    /// Every row of `table` in `order` (an SQL `ORDER BY`) as stored: key, body, MAC.
+    fn raw_rows(
+        &self,
+        table: &'static str,
+        order: &'static str,
+    ) -> ApiResult<Vec<(String, String, String)>>;
+
     /// The body of row `key` of `table`, its MAC checked.
-    fn authenticated(&self, table: &'static str, key: &str) -> ApiResult<Option<String>>;
-    /// Every body of `table` in `order` (an SQL `ORDER BY`), each MAC checked.
-    fn authenticated_all(&self, table: &'static str, order: &'static str)
-    -> ApiResult<Vec<String>>;
+    fn authenticated(&self, table: &'static str, key: &str) -> ApiResult<Option<String>> {
+        self.raw_row(table, key)?
+            .map(|(body, mac)| {
+                self.row_key().check(table, key, &body, &mac)?;
+                Ok(body)
+            })
+            .transpose()
+    }
+    /// Every body of `table` in `order`, each MAC checked.
+    fn authenticated_all(
+        &self,
+        table: &'static str,
+        order: &'static str,
+    ) -> ApiResult<Vec<String>> {
+        self.raw_rows(table, order)?
+            .into_iter()
+            .map(|(id, body, mac)| {
+                self.row_key().check(table, &id, &body, &mac)?;
+                Ok(body)
+            })
+            .collect()
+    }
 
     /// A dataset by id.
     fn dataset(&self, id: &str) -> ApiResult<Option<DatasetRow>> {
@@ -550,42 +579,6 @@ impl SqliteStorage {
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().expect("database lock is never poisoned")
     }
-
-    /// The authenticated body of row `key` of `table`.
-    fn one(&self, table: &str, key: &str) -> ApiResult<Option<String>> {
-        let sql = format!("SELECT body, mac FROM {table} WHERE id = ?1");
-        let row: Option<(String, String)> = self
-            .conn()
-            .prepare_cached(&sql)?
-            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        row.map(|(body, mac)| {
-            self.rows.check(table, key, &body, &mac)?;
-            Ok(body)
-        })
-        .transpose()
-    }
-
-    /// Every authenticated body of `table` in `order`.
-    fn all(&self, table: &str, order: &str) -> ApiResult<Vec<String>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT id, body, mac FROM {table} ORDER BY {order}"
-        ))?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        rows.map(|r| {
-            let (id, body, mac) = r?;
-            self.rows.check(table, &id, &body, &mac)?;
-            Ok(body)
-        })
-        .collect()
-    }
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(body: Option<String>) -> ApiResult<Option<T>> {
@@ -605,16 +598,36 @@ pub(crate) fn from_json<T: for<'de> Deserialize<'de>>(s: &str) -> ApiResult<T> {
 }
 
 impl Storage for SqliteStorage {
-    fn authenticated(&self, table: &'static str, key: &str) -> ApiResult<Option<String>> {
-        self.one(table, key)
+    fn row_key(&self) -> &RowKey {
+        &self.rows
     }
 
-    fn authenticated_all(
+    fn raw_row(&self, table: &'static str, key: &str) -> ApiResult<Option<(String, String)>> {
+        let sql = format!("SELECT body, mac FROM {table} WHERE id = ?1");
+        Ok(self
+            .conn()
+            .prepare_cached(&sql)?
+            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    fn raw_rows(
         &self,
         table: &'static str,
         order: &'static str,
-    ) -> ApiResult<Vec<String>> {
-        self.all(table, order)
+    ) -> ApiResult<Vec<(String, String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT id, body, mac FROM {table} ORDER BY {order}"
+        ))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Existence only, without decoding the row and its source bundle (admission asks this on

@@ -220,42 +220,6 @@ impl PgStorage {
         Ok(storage)
     }
 
-    fn one(&self, table: &'static str, key: &str) -> ApiResult<Option<String>> {
-        let (k, rows) = (key.to_string(), self.rows.clone());
-        let found = self.pool.run(move |c| {
-            Ok(c.query_opt(
-                &format!("SELECT body, mac FROM {table} WHERE id = $1"),
-                &[&k],
-            )?
-            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))))
-        })?;
-        found
-            .map(|(body, mac)| {
-                rows.check(table, key, &body, &mac)?;
-                Ok(body)
-            })
-            .transpose()
-    }
-
-    fn all(&self, table: &'static str, order: &'static str) -> ApiResult<Vec<String>> {
-        let found = self.pool.run(move |c| {
-            Ok(c.query(
-                &format!("SELECT id, body, mac FROM {table} ORDER BY {order}"),
-                &[],
-            )?
-            .into_iter()
-            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1), r.get(2)))
-            .collect::<Vec<(String, String, String)>>())
-        })?;
-        found
-            .into_iter()
-            .map(|(id, body, mac)| {
-                self.rows.check(table, &id, &body, &mac)?;
-                Ok(body)
-            })
-            .collect()
-    }
-
     fn owned(&self, write: RowWrite<'_>) -> ApiResult<(PgWrite, String)> {
         let row = |table: &'static str, id: &str, body: String, replace: bool| PgWrite::Row {
             table,
@@ -405,16 +369,35 @@ fn audit_rows(
 }
 
 impl Storage for PgStorage {
-    fn authenticated(&self, table: &'static str, key: &str) -> ApiResult<Option<String>> {
-        self.one(table, key)
+    fn row_key(&self) -> &RowKey {
+        &self.rows
     }
 
-    fn authenticated_all(
+    fn raw_row(&self, table: &'static str, key: &str) -> ApiResult<Option<(String, String)>> {
+        let key = key.to_string();
+        self.pool.run(move |c| {
+            Ok(c.query_opt(
+                &format!("SELECT body, mac FROM {table} WHERE id = $1"),
+                &[&key],
+            )?
+            .map(|r| (r.get(0), r.get(1))))
+        })
+    }
+
+    fn raw_rows(
         &self,
         table: &'static str,
         order: &'static str,
-    ) -> ApiResult<Vec<String>> {
-        self.all(table, order)
+    ) -> ApiResult<Vec<(String, String, String)>> {
+        self.pool.run(move |c| {
+            Ok(c.query(
+                &format!("SELECT id, body, mac FROM {table} ORDER BY {order}"),
+                &[],
+            )?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+        })
     }
 
     fn policy(&self, dataset: &str) -> ApiResult<Option<SignedPolicy>> {
