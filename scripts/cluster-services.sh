@@ -17,7 +17,7 @@ S3_ACCESS_KEY=cleanroom-test
 S3_SECRET_KEY=cleanroom-test-secret
 
 ensure_postgres() {
-  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && return
+  pg_bin >/dev/null && return
   say "installing Debian's postgresql"
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
@@ -33,6 +33,18 @@ ensure_s3s_fs() {
       cargo install s3s-fs@"$S3S_VERSION" --features binary --locked --root "$root" >&2
   fi
   echo "$root/bin/s3s-fs"
+}
+
+# The newest installed PostgreSQL's programs (no pipeline: a glob and a comparison).
+pg_bin() {
+  local best="" d v
+  for d in /usr/lib/postgresql/*/bin; do
+    [ -x "$d/pg_ctl" ] || continue
+    v=${d#/usr/lib/postgresql/}; v=${v%/bin}
+    if [ -z "$best" ] || [ "${v%%.*}" -gt "${best%%.*}" ]; then best=$v; fi
+  done
+  [ -n "$best" ] || return 1
+  echo "/usr/lib/postgresql/$best/bin"
 }
 
 # Wait until `check` succeeds (each try is bounded), or fail after ~60 s.
@@ -54,7 +66,7 @@ start() {
   chmod 755 "$dir"
   ensure_postgres
   local s3s; s3s=$(ensure_s3s_fs)
-  local bin; bin=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -n 1)")
+  local bin; bin=$(pg_bin)
   # PostgreSQL refuses to run as root: as its own user, where Debian's package made one.
   local as=()
   if [ "$(id -u)" = 0 ]; then as=(runuser -u postgres --); fi
@@ -82,8 +94,8 @@ stop() {
   local dir=$1
   [ -d "$dir" ] || return 0
   if [ -f "$dir/s3.pid" ]; then kill "$(cat "$dir/s3.pid")" 2>/dev/null || true; rm -f "$dir/s3.pid"; fi
-  local bin; bin=$(dirname "$(ls /usr/lib/postgresql/*/bin/pg_ctl 2>/dev/null | sort -V | tail -n 1)")
-  if [ -d "$dir/pg/data" ]; then
+  local bin
+  if [ -d "$dir/pg/data" ] && bin=$(pg_bin); then
     local as=()
     if [ "$(id -u)" = 0 ]; then as=(runuser -u postgres --); fi
     "${as[@]}" "$bin/pg_ctl" -D "$dir/pg/data" -m fast stop >/dev/null 2>&1 || true

@@ -383,43 +383,75 @@ fn start_cluster(service: Arc<Service>) -> ApiResult<()> {
 async fn claim_loop(service: Arc<Service>) {
     const BUSY: Duration = Duration::from_millis(10);
     const IDLE: Duration = Duration::from_millis(200);
+    let worker = service.config.cluster.worker_id();
     let mut wait = BUSY;
     loop {
-        let svc = service.clone();
+        let (svc, me) = (service.clone(), worker.clone());
         let claimed = tokio::task::spawn_blocking(move || {
-            let worker = svc.config.cluster.worker_id();
             let cluster = svc.storage.cluster().expect("a cluster worker");
-            let Some(id) = cluster.claim(&worker, crate::cluster::lease(&svc))? else {
-                return Ok(false);
-            };
-            match svc.storage.run(&id)? {
-                // Claimed from a worker that stopped while running it: never run twice.
-                Some(run) if run.state == RunState::Running => fail_stuck(
-                    &svc,
-                    &id,
-                    Code::Interrupted,
-                    "the worker running it stopped; submit it again",
-                )?,
-                Some(_) => execute(&svc, &id),
-                None => {}
-            }
-            cluster.done(&id, &worker)?;
-            ApiResult::Ok(true)
+            cluster.claim(&me, crate::cluster::lease(&svc))
         })
         .await;
-        match claimed {
-            Ok(Ok(true)) => wait = BUSY,
-            Ok(Ok(false)) => {
+        let id = match claimed {
+            Ok(Ok(Some(id))) => id,
+            Ok(Ok(None)) => {
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(IDLE);
+                continue;
             }
             Ok(Err(e)) => {
                 tracing::warn!("claiming a run: {e}");
                 tokio::time::sleep(IDLE).await;
+                continue;
             }
-            // The panic message may carry module-influenced text: not for the log.
-            Err(_) => tracing::error!("run worker panicked"),
+            Err(_) => continue,
+        };
+        wait = BUSY;
+        let (svc, run) = (service.clone(), id.clone());
+        let outcome = tokio::task::spawn_blocking(move || run_claimed(&svc, &run)).await;
+        let (svc, me) = (service.clone(), worker.clone());
+        // Whatever happened, the claim is given up: a run left claimed would have its lease
+        // renewed by this worker for ever.
+        let _ = tokio::task::spawn_blocking(move || {
+            let stopped = match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                // The panic message may carry module-influenced text: not for the log.
+                Err(_) => Some("the run worker panicked".to_string()),
+            };
+            if let Some(why) = stopped {
+                tracing::error!(run = id, "a claimed run stopped inside the service: {why}");
+                let _ = fail_stuck(
+                    &svc,
+                    &id,
+                    Code::Internal,
+                    "the service failed while running the analysis",
+                );
+            }
+            let cluster = svc.storage.cluster().expect("a cluster worker");
+            if let Err(e) = cluster.done(&id, &me) {
+                tracing::warn!(run = id, "giving up a claim: {e}");
+            }
+        })
+        .await;
+    }
+}
+
+/// Run a claimed run, or fail it if the worker that claimed it before stopped mid-run.
+fn run_claimed(service: &Service, id: &str) -> ApiResult<()> {
+    match service.storage.run(id)? {
+        // Claimed from a worker that stopped while running it: never run twice.
+        Some(run) if run.state == RunState::Running => fail_stuck(
+            service,
+            id,
+            Code::Interrupted,
+            "the worker running it stopped; submit it again",
+        ),
+        Some(_) => {
+            execute(service, id);
+            Ok(())
         }
+        None => Ok(()),
     }
 }
 
