@@ -23,10 +23,16 @@ fn cohort(people: usize) -> String {
 
 /// St Mary's grants `module` to any researcher and then requires DP with `terms`.
 fn require_dp(st: &Study, module: &str, terms: Value) {
-    st.grant("st_marys", &st.a, module, &["--identifier", "patient_id"])
+    require_dp_on(st, "st_marys", &st.a, module, terms)
+}
+
+/// `owner` grants `module` on `dataset` (patient_id an identifier) to any researcher and then
+/// requires DP with `terms`.
+fn require_dp_on(st: &Study, owner: &str, dataset: &str, module: &str, terms: Value) {
+    st.grant(owner, dataset, module, &["--identifier", "patient_id"])
         .unwrap();
     let shown =
-        st.s.cli(Some("st_marys"), &["policy", "show", "--dataset", &st.a])
+        st.s.cli(Some(owner), &["policy", "show", "--dataset", dataset])
             .unwrap();
     let mut policy = shown["policy"].clone();
     policy["version"] = json!(policy["version"].as_u64().unwrap() + 1);
@@ -34,7 +40,7 @@ fn require_dp(st: &Study, module: &str, terms: Value) {
     let file = st.s.path("dp-policy.json");
     std::fs::write(&file, policy.to_string()).unwrap();
     st.s.cli(
-        Some("st_marys"),
+        Some(owner),
         &["policy", "sign", "--from-file", file.to_str().unwrap()],
     )
     .unwrap();
@@ -327,4 +333,134 @@ fn previews_spend_once_and_their_synthetic_rows_run_locally() {
         &["dataset", "preview", &st.a, "--out", &dir_s],
     )
     .unwrap();
+}
+
+/// The review's membership attack, and every other observable of a DP run: the same DP count
+/// on two tables that differ by one patient, with the aggregate named after that patient.
+/// Before the fix the identifier scan refused the output exactly when the patient was in the
+/// table (`identifier_value`), at a thousandth of ε a question. Now the state, reason,
+/// per-output codes and dispositions, which outputs exist and the time the outcome appears
+/// are the same for both; only the noised numbers differ.
+#[test]
+fn a_dp_run_looks_the_same_whether_or_not_a_person_is_in_the_table() {
+    let with = cohort(400);
+    let without: String = with
+        .lines()
+        .filter(|l| !l.starts_with("PAT-00007,"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(with.contains("PAT-00007,") && !without.contains("PAT-00007,"));
+    let st = Study::with_data(&with, &without);
+    let stats = push_module(&st.s, AGGREGATE_STATS);
+    let terms = json!({
+        "unit_column": "patient_id", "epsilon": 1.0, "max_epsilon_per_run": 0.5,
+        "columns": {"sex": {"categories": ["F", "M"]}, "age": {"numeric": {"lower": 0.0, "upper": 110.0}}}
+    });
+    require_dp_on(&st, "st_marys", &st.a, &stats, terms.clone());
+    require_dp_on(&st, "northfield", &st.b, &stats, terms);
+    let params = json!({
+        "table": "t", "group": "sex", "value": "age", "epsilon": 0.001, "name": "PAT-00007"
+    })
+    .to_string();
+    let seen: Vec<(Value, Vec<String>)> = [&st.a, &st.b]
+        .into_iter()
+        .map(|dataset| {
+            let input = format!("t={dataset}");
+            let run = st
+                .s
+                .cli(
+                    Some("researcher"),
+                    &[
+                        "run", "submit", "--module", &stats, "--input", &input, "--params",
+                        &params, "--epsilon", "0.001", "--dp-duration", "3",
+                    ],
+                )
+                .unwrap()["run"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let status = wait(&st, "researcher", &run);
+            // The outcome appears on the schedule, never before it (seconds resolution).
+            let took = status["updated"].as_u64().unwrap() - status["created"].as_u64().unwrap();
+            assert!(took >= 2, "a DP run ends on its 3 s schedule, not after {took} s: {status}");
+            let mut files: Vec<String> = match st.fetch(&run) {
+                Ok(dir) => std::fs::read_dir(dir)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect(),
+                Err(e) => vec![format!("no result: {e}")],
+            };
+            files.sort();
+            let observed = json!({
+                "state": status["state"],
+                "reason": status["reason"],
+                "outputs": status["outputs"],
+                "pending_reviews": status["pending_reviews"],
+            });
+            (observed, files)
+        })
+        .collect();
+    assert_eq!(seen[0], seen[1], "present and absent look alike");
+    assert_eq!(seen[0].0["state"], "released", "{:?}", seen[0]);
+    assert!(
+        seen[0].1.iter().any(|f| f.starts_with("PAT-00007")),
+        "the aggregate is released under the name asked for: {:?}",
+        seen[0].1
+    );
+}
+
+/// A DP run's duration is its schedule's, bounded by the enclave's run limit: asking for
+/// more is refused before anything runs or is charged.
+#[test]
+fn a_dp_schedule_beyond_the_run_limit_is_refused() {
+    let st = Study::with_data(&cohort(100), SITE_B_CSV);
+    let stats = push_module(&st.s, AGGREGATE_STATS);
+    require_dp(
+        &st,
+        &stats,
+        json!({"unit_column": "patient_id", "epsilon": 1.0, "max_epsilon_per_run": 0.5,
+               "columns": {"sex": {"categories": ["F", "M"]}, "age": {"numeric": {"lower": 0.0, "upper": 110.0}}}}),
+    );
+    let params = json!({"table": "st_marys", "epsilon": 0.1}).to_string();
+    let e = err_text(submit(
+        &st,
+        "researcher",
+        &stats,
+        &params,
+        &["--epsilon", "0.1", "--dp-duration", "100000"],
+    ));
+    assert!(e.contains("dp_run_limit"), "{e}");
+    assert_eq!(budget(&st, "researcher")["spent"], 0.0);
+}
+
+/// The operator deletes the preview row underneath a running server (or restores an older
+/// copy of it). Before the fix the next preview started its total again from the stored row,
+/// giving the deleted previews' ε back; the ledger in enclave memory now keeps it.
+#[test]
+fn deleting_a_preview_row_gives_no_budget_back() {
+    let st = Study::with_data(&cohort(300), SITE_B_CSV);
+    let module = push_module(&st.s, AGGREGATE_STATS);
+    st.grant("st_marys", &st.a, &module, &["--identifier", "patient_id"])
+        .unwrap();
+    st.s.cli(
+        Some("st_marys"),
+        &[
+            "policy", "dp", "--dataset", &st.a, "--unit", "patient_id", "--epsilon", "1",
+            "--per-run", "1", "--categories", "sex=F,M", "--bounds", "age=0..100",
+        ],
+    )
+    .unwrap();
+    let publish = |epsilon: &str| {
+        st.s.cli(
+            Some("st_marys"),
+            &["dataset", "publish-preview", &st.a, "--epsilon", epsilon, "--rows", "10"],
+        )
+    };
+    publish("0.5").unwrap();
+    let db = rusqlite::Connection::open(st.s.path("server/state.db")).unwrap();
+    assert_eq!(db.execute("DELETE FROM previews", []).unwrap(), 1);
+    publish("0.4").unwrap();
+    assert_eq!(budget(&st, "st_marys")["spent"], 0.9, "the deleted preview still counts");
+    let e = err_text(publish("0.2"));
+    assert!(e.contains("dp_budget_exhausted"), "{e}");
 }

@@ -703,3 +703,20 @@ fn sql_query_as_a_dp_aggregate() {
         "{err:?}"
     );
 }
+
+/// Sample and aggregate with synthetic clocks: every block's wall clock starts at the same
+/// instant, so a block cannot read from the clock how long the blocks before it (and so
+/// their people) took. Each block here works 100 ms first; with the host's clock the tenth
+/// would see its origin ≥ 900 ms after the first's.
+#[test]
+fn block_clock() {
+    let module = load(BLOCK_CLOCK);
+    let blocks = blocks_of(&module, 200, 10, 3, 1, r#"{"busy_ms": 100}"#);
+    let origins: Vec<f64> = blocks.iter().map(|b| b.as_ref().unwrap()[0]).collect();
+    let spread = origins.iter().cloned().fold(f64::MIN, f64::max)
+        - origins.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(
+        spread < 50.0,
+        "every block's wall clock starts at the run's start: {origins:?}"
+    );
+}

@@ -61,10 +61,19 @@ pub(crate) struct SubmitArgs {
     /// clamped to those ranges). Needs --epsilon.
     #[arg(long, value_name = "BLOCKS:OUTPUT:BOUNDS", requires = "epsilon")]
     sample_aggregate: Option<String>,
+    /// A DP run's fixed duration in seconds (default 10): its outcome is shown exactly this
+    /// long after it starts, and the analysis may compute for at most this long. Needs
+    /// --epsilon.
+    #[arg(long, value_name = "SECS", requires = "epsilon")]
+    dp_duration: Option<u32>,
 }
 
 /// `--epsilon` and `--sample-aggregate` as the request's DP terms.
-fn dp_terms(epsilon: Option<f64>, sample: Option<&str>) -> Result<Option<DpRun>> {
+fn dp_terms(
+    epsilon: Option<f64>,
+    sample: Option<&str>,
+    duration_secs: Option<u32>,
+) -> Result<Option<DpRun>> {
     let Some(epsilon) = epsilon else {
         return Ok(None);
     };
@@ -104,9 +113,13 @@ fn dp_terms(epsilon: Option<f64>, sample: Option<&str>) -> Result<Option<DpRun>>
             Some(sa)
         }
     };
+    if duration_secs == Some(0) {
+        bail!("--dp-duration must be at least 1 second");
+    }
     Ok(Some(DpRun {
         epsilon,
         sample_aggregate,
+        duration_secs,
     }))
 }
 
@@ -215,7 +228,11 @@ pub(crate) fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
         params,
         researcher_hpke: hex::encode(identity.hpke_public()),
         review_note: None,
-        dp: dp_terms(args.epsilon, args.sample_aggregate.as_deref())?,
+        dp: dp_terms(
+            args.epsilon,
+            args.sample_aggregate.as_deref(),
+            args.dp_duration,
+        )?,
     };
     let answer: RunAccepted = client.signed("POST", "/v1/runs", &serde_json::to_vec(&request)?)?;
     let id = answer.run.clone();

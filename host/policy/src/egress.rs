@@ -72,6 +72,10 @@ pub enum Content {
         codes: Vec<Code>,
         /// Whether the owners' rules refuse it.
         refused: bool,
+        /// Whether it was computed under differential privacy: its cells are group keys from
+        /// declared public domains and noised numbers, so no exact rule reads them (an
+        /// identifier scan of a DP table's cells would answer whether a person is in it).
+        private: bool,
     },
 }
 
@@ -175,6 +179,9 @@ fn decide_one(index: u32, candidate: Candidate, input: &EgressInput<'_>) -> Deci
             Disposition::Refuse
         }
     };
+    // Whether the identifier scan reads the content (it always reads the name, which is
+    // compared only with identifiers of tables a guest could read row by row).
+    let mut scan_content = true;
     let (disposition, bytes, haystack) = match content {
         Content::Table { schema, batches } => match table(&schema, batches, input) {
             Err(code) => {
@@ -203,7 +210,9 @@ fn decide_one(index: u32, candidate: Candidate, input: &EgressInput<'_>) -> Deci
             batches,
             codes: applied,
             refused,
+            private,
         } => {
+            scan_content = !private;
             codes.extend(applied);
             let disposition = if refused {
                 Disposition::Refuse
@@ -258,8 +267,9 @@ fn decide_one(index: u32, candidate: Candidate, input: &EgressInput<'_>) -> Deci
     };
     // Cell text, the bytes as released (schema and field metadata, raw binary values) and
     // the name: none may carry an identifier.
-    if input.identifiers.found_in(&haystack)
-        || input.identifiers.found_in(&decided.output.bytes)
+    if (scan_content
+        && (input.identifiers.found_in(&haystack)
+            || input.identifiers.found_in(&decided.output.bytes)))
         || input.identifiers.found_in(decided.output.name.as_bytes())
     {
         refuse(&mut decided, Code::IdentifierValue);

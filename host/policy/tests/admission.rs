@@ -306,6 +306,7 @@ fn a_dp_dataset_admits_only_runs_within_its_budget() {
         let run = epsilon.map(|e| DpRun {
             epsilon: Epsilon::from_micros(e),
             sample_aggregate: None,
+            duration_secs: None,
         });
         let request = AdmissionRequest {
             module: &module,

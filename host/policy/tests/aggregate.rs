@@ -241,6 +241,7 @@ fn dp_cells_are_never_suppressed_on_their_true_counts() {
                 batches: vec![agg.batch.clone()],
                 codes: agg.codes.clone(),
                 refused: agg.refused,
+                private: true,
             },
         }],
         rules: &rules(10),

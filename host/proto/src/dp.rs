@@ -225,6 +225,24 @@ pub struct DpRun {
     /// Run the module by sample and aggregate instead of giving it the aggregate interface.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_aggregate: Option<SampleAggregate>,
+    /// The run's fixed duration in seconds ([`DpRun::DEFAULT_DURATION_SECS`] when absent):
+    /// its outcome is decided and shown exactly this long after it starts (or a whole
+    /// multiple of it, if the host's own work outran it), never earlier, so that how long
+    /// it took says nothing about the rows. It is also the analysis's time limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<u32>,
+}
+
+impl DpRun {
+    /// The fixed duration of a DP run that names none.
+    pub const DEFAULT_DURATION_SECS: u32 = 10;
+
+    /// The run's fixed duration.
+    pub fn duration(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(
+            self.duration_secs.unwrap_or(Self::DEFAULT_DURATION_SECS),
+        ))
+    }
 }
 
 /// Sample and aggregate (GUPT): the module runs once per disjoint block of privacy units, in a

@@ -78,6 +78,8 @@ pub struct AggregateOutput {
     pub codes: Vec<Code>,
     /// Whether the owners' rules refuse it.
     pub refused: bool,
+    /// Whether it was computed under differential privacy.
+    pub private: bool,
 }
 
 /// Per-run state of the `aggregate` capability.
@@ -252,6 +254,9 @@ impl AggregateCtxView<'_> {
             .get(&request.table)
             .unwrap_or(&default_terms)
             .clone();
+        if let Err(e) = self.output.may_publish(&name) {
+            return Ok(Err(AggregateError::Rejected(format!("{e:?}"))));
+        }
         let spec = spec_of(&request);
         let unit = terms.unit_column.as_deref();
         let (mode, asked) = match &terms.mode {
@@ -312,6 +317,7 @@ impl AggregateCtxView<'_> {
             batch: result.batch,
             codes: result.codes,
             refused: result.refused,
+            private,
         });
         Ok(Ok(released))
     }

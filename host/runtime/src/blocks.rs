@@ -173,8 +173,17 @@ impl Runtime {
         cancel: Option<&CancelToken>,
         plan: &BlockPlan,
     ) -> RunResult<Vec<Option<Vec<f64>>>> {
+        // Each block gets an equal share of the run's time, so the blocks together never
+        // outlast it; a block over its share gives no vector (the clamped default), like any
+        // other failed block. Every block's wall clock starts at the same instant, and its
+        // monotonic clock at zero: no block can see how long the blocks before it ran.
         let per_block = Limits {
-            timeout: (limits.timeout / plan.blocks).max(std::time::Duration::from_secs(1)),
+            timeout: limits.timeout / plan.blocks,
+            wall_clock_origin: Some(
+                limits
+                    .wall_clock_origin
+                    .unwrap_or_else(std::time::SystemTime::now),
+            ),
             ..limits.clone()
         };
         let mut assignments = BTreeMap::new();

@@ -29,7 +29,9 @@ pub const DEFAULT_MAX_REWINDS: u32 = 64;
 pub struct Limits {
     /// Largest linear memory (and sum of memories) the guest may grow to.
     pub max_memory_bytes: u64,
-    /// Wall-clock budget, enforced by epoch interruption.
+    /// Time budget of the guest's own work, enforced by epoch interruption. Time the host
+    /// spends in aggregates is not counted (nor shown to the guest's clocks): it depends on
+    /// the rows, and a guest must not learn it by being stopped, or not, at the limit.
     pub timeout: Duration,
     /// Budget of published output bytes.
     pub max_output_bytes: u64,
@@ -45,6 +47,10 @@ pub struct Limits {
     pub max_live_batches: u32,
     /// `rewind` calls allowed in one run (each re-reads, and re-decrypts, a table).
     pub max_rewinds: u32,
+    /// Where the guest's wall clock starts (`None`: when the run starts). Sample and
+    /// aggregate gives every block the run's start, so no block learns from the clock how
+    /// long the blocks before it took.
+    pub wall_clock_origin: Option<std::time::SystemTime>,
 }
 
 impl Default for Limits {
@@ -59,6 +65,7 @@ impl Default for Limits {
             max_outputs: DEFAULT_MAX_OUTPUTS,
             max_live_batches: DEFAULT_MAX_LIVE_BATCHES,
             max_rewinds: DEFAULT_MAX_REWINDS,
+            wall_clock_origin: None,
         }
     }
 }

@@ -115,17 +115,8 @@ impl OutputCtx {
         name: &str,
         size: usize,
     ) -> wasmtime::Result<Result<(), OutputError>> {
-        if let Err(e) = validate_name(name) {
-            return Ok(Err(OutputError::InvalidName(e)));
-        }
-        if self.names.contains(name) {
-            return Ok(Err(OutputError::DuplicateName(name.to_string())));
-        }
-        if self.names.len() as u32 >= self.max_outputs {
-            return Ok(Err(OutputError::InvalidName(format!(
-                "a run may publish at most {} outputs",
-                self.max_outputs
-            ))));
+        if let Err(e) = self.may_publish(name) {
+            return Ok(Err(e));
         }
         let size = size as u64;
         if self.used + size > self.max_bytes {
@@ -136,6 +127,25 @@ impl OutputCtx {
         self.used += size;
         self.names.insert(name.to_string());
         Ok(Ok(()))
+    }
+}
+
+impl OutputCtx {
+    /// Whether an output called `name` could be published at all (its name, and the count
+    /// of outputs), before anything is computed for it: the host's aggregates check this
+    /// first, so a guest cannot make the host read a table again and again for nothing.
+    pub(crate) fn may_publish(&self, name: &str) -> Result<(), OutputError> {
+        validate_name(name).map_err(OutputError::InvalidName)?;
+        if self.names.contains(name) {
+            return Err(OutputError::DuplicateName(name.to_string()));
+        }
+        if self.names.len() as u32 >= self.max_outputs {
+            return Err(OutputError::InvalidName(format!(
+                "a run may publish at most {} outputs",
+                self.max_outputs
+            )));
+        }
+        Ok(())
     }
 }
 

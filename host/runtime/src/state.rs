@@ -40,6 +40,7 @@ impl RunState {
     ) -> Self {
         let log = LogBuffer::new(limits.max_log_bytes);
         let clock_origin = Instant::now();
+        let wall_origin = limits.wall_clock_origin.unwrap_or_else(std::time::SystemTime::now);
         let tables = TablesCtx::new(grants, limits, &aggregation);
         let aggregate = AggregateCtx::new(aggregation);
         let clock = RunClock {
@@ -47,7 +48,7 @@ impl RunState {
             hidden: aggregate.hidden.clone(),
         };
         RunState {
-            wasi: sandboxed_wasi(&log, clock),
+            wasi: sandboxed_wasi(&log, clock, wall_origin),
             resources: ResourceTable::new(),
             clock_origin,
             deadline,
@@ -58,6 +59,17 @@ impl RunState {
             log,
             aggregate,
         }
+    }
+}
+
+impl RunState {
+    /// Time the host spent in aggregates so far, which the guest's clocks skip.
+    pub(crate) fn hidden(&self) -> Duration {
+        Duration::from_nanos(
+            self.aggregate
+                .hidden
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 }
 
@@ -74,9 +86,9 @@ impl std::fmt::Debug for RunState {
 /// lookups, no environment, empty args and stdin (the builder's defaults,
 /// stated here so a reader need not know them). Clocks and randomness are
 /// the host's. stdout and stderr go to the bounded log.
-fn sandboxed_wasi(log: &LogBuffer, clock: RunClock) -> WasiCtx {
+fn sandboxed_wasi(log: &LogBuffer, clock: RunClock, wall_origin: std::time::SystemTime) -> WasiCtx {
     let wall = WallClock {
-        start: std::time::SystemTime::now()
+        start: wall_origin
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default(),
         run: clock.clone(),
@@ -163,7 +175,9 @@ fn capped_sleep(
     state: &mut RunState,
     requested: Duration,
 ) -> wasmtime::Result<Resource<DynPollable>> {
-    let remaining = state.deadline.saturating_duration_since(Instant::now());
+    // The deadline moves with the time the host spent in aggregates, which the guest's
+    // clocks and its time limit do not count.
+    let remaining = (state.deadline + state.hidden()).saturating_duration_since(Instant::now());
     let wait = requested.min(remaining);
     let until = tokio::time::Instant::now() + wait;
     let sleep = state.resources.push(CappedSleep {
@@ -187,7 +201,8 @@ pub(crate) fn add_capped_clock(linker: &mut Linker<RunState>) -> wasmtime::Resul
         "subscribe-instant",
         |mut store: wasmtime::StoreContextMut<'_, RunState>, (when,): (u64,)| {
             let state = store.data_mut();
-            let now = state.clock_origin.elapsed().as_nanos() as u64;
+            // `when` is on the guest's clock, which skips the host's aggregates.
+            let now = (state.clock_origin.elapsed().saturating_sub(state.hidden())).as_nanos() as u64;
             let requested = Duration::from_nanos(when.saturating_sub(now));
             Ok((capped_sleep(state, requested)?,))
         },
@@ -196,7 +211,6 @@ pub(crate) fn add_capped_clock(linker: &mut Linker<RunState>) -> wasmtime::Resul
     Ok(())
 }
 
-/// The guest's monotonic clock: nanoseconds since the run's store was made.
 /// The guest's monotonic clock: time since the run started, minus the time the host spent
 /// in aggregates (see `aggregate`).
 #[derive(Clone)]

@@ -109,17 +109,33 @@ impl Ledger {
         books.runs.insert(run.id.clone(), (grants, charged));
     }
 
-    /// Record a dataset's previews (their total replaces the previous one).
+    /// Record a dataset's previews: their total only ever grows (a row the operator rolled
+    /// back to a smaller total never lowers what the ledger holds).
     pub fn record_preview(&self, row: &PreviewRow) {
-        let charge = Charge {
-            researcher: false,
-            epsilon: row.spent,
-        };
-        self.lock()
+        let mut books = self.lock();
+        let entry = books
             .charges
             .entry(row.preview.dataset.clone())
             .or_default()
-            .insert(format!("preview:{}", row.preview.dataset), (None, charge));
+            .entry(format!("preview:{}", row.preview.dataset))
+            .or_insert((
+                None,
+                Charge {
+                    researcher: false,
+                    epsilon: Epsilon::ZERO,
+                },
+            ));
+        entry.1.epsilon = entry.1.epsilon.max(row.spent);
+    }
+
+    /// What `dataset`'s previews have spent in all.
+    pub fn preview_spent(&self, dataset: &str) -> Epsilon {
+        self.lock()
+            .charges
+            .get(dataset)
+            .and_then(|c| c.get(&format!("preview:{dataset}")))
+            .map(|(_, charge)| charge.epsilon)
+            .unwrap_or_default()
     }
 
     /// Runs admitted under `grant` on `dataset`, by any researcher, not counting `exclude`.

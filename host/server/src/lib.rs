@@ -32,6 +32,7 @@ pub mod events;
 mod http;
 pub mod ledger;
 pub mod modules;
+pub mod panic;
 pub mod pipelines;
 pub mod previews;
 pub mod runs;

@@ -48,6 +48,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    cleanroomd::panic::install();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

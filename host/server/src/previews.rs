@@ -107,11 +107,10 @@ pub fn publish(
         pairs: parts.pairs,
         synthetic: B64.encode(&ipc),
     };
-    let before = service
-        .storage
-        .preview(dataset)?
-        .map(|p| p.spent)
-        .unwrap_or_default();
+    // What earlier previews spent comes from the enclave's ledger (rebuilt at start from
+    // rows the audit log binds), never from the stored row: the operator can delete or roll
+    // back a row underneath a running server, and that must not give ε back.
+    let before = service.ledger.preview_spent(dataset);
     let row = PreviewRow {
         preview,
         spent: before.plus(request.epsilon),

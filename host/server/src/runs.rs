@@ -135,6 +135,18 @@ pub fn admission(
              privacy, and no input of this run does",
         );
     }
+    if let (Some(_), Some(dp)) = (admitted.epsilon, &request.dp) {
+        let secs = dp.duration().as_secs();
+        if secs == 0 || secs > service.config.run_timeout_secs {
+            return Ok(Decision::Deny(Reason::new(
+                Code::DpRunLimit,
+                format!(
+                    "a DP run's fixed duration must be 1 to {} s (this enclave's run time                      limit), not {secs} s",
+                    service.config.run_timeout_secs
+                ),
+            )));
+        }
+    }
     if admitted.epsilon.is_some() && service.storage.pipeline(&request.module)?.is_some() {
         return refuse(
             "an input requires differential privacy, and a pipeline's steps read their tables \
@@ -226,6 +238,7 @@ fn sample_aggregate(
             batches: vec![batch],
             codes: vec![Code::DpNoised],
             refused: false,
+            private: true,
         },
     }])
 }
@@ -505,7 +518,7 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
     }
     // The same decision as at submission, on the policies in force now; under the transition
     // lock, so a policy change either sees this run running or is seen by this decision.
-    let admitted = {
+    let (admitted, started) = {
         let _guard = transitions(service)?;
         // Read again under the lock: where workers share the queue, only the current row
         // decides (a run another worker started or stopped is not started here).
@@ -530,7 +543,7 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
                         .collect(),
                 });
                 set_state(service, &mut run, RunState::Running, None, "run.started")?;
-                admitted
+                (admitted, std::time::Instant::now())
             }
             Decision::Deny(reason) => {
                 return finalize(service, &mut run, RunState::Rejected, Some(reason), vec![]);
@@ -549,6 +562,18 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
         max_outputs: admitted.rules.max_outputs.min(defaults.max_outputs),
         timeout: Duration::from_secs(service.config.run_timeout_secs),
         ..defaults
+    };
+    // A run that reads a table under DP keeps a fixed schedule: its analysis may compute for
+    // the duration the request named, and its outcome is shown only when that has passed.
+    let schedule = admitted
+        .epsilon
+        .map(|_| run.request.dp.as_ref().map(|dp| dp.duration()))
+        .map(|d| d.unwrap_or(Duration::from_secs(u64::from(
+            cleanroom_proto::dp::DpRun::DEFAULT_DURATION_SECS,
+        ))));
+    let limits = Limits {
+        timeout: schedule.unwrap_or(limits.timeout),
+        ..limits
     };
     let sample = run
         .request
@@ -606,6 +631,15 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
                 }
             }
         }
+    };
+    let result = match schedule {
+        Some(duration) if !matches!(result, Err(RunError::Cancelled)) => {
+            match hold_to_schedule(started, duration, &token) {
+                Held::OnTime => result,
+                Held::Cancelled => Err(RunError::Cancelled),
+            }
+        }
+        _ => result,
     };
     let identifiers = collector.build();
     let reviewed = admitted.review.required();
@@ -675,15 +709,48 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
                     Code::RevokedDuringRun,
                     "an input's policy changed while the run was running; nothing was released",
                 )
-            } else if decided
-                .iter()
-                .any(|d| d.report.disposition == Disposition::Hold)
+            } else if reviewed
+                || decided
+                    .iter()
+                    .any(|d| d.report.disposition == Disposition::Hold)
             {
+                // A reviewed run goes to its reviewers also when every output was refused:
+                // which rules refused what is theirs to see first, not the researcher's.
                 hold(service, &mut run, decided)
             } else {
                 release(service, &mut run, decided, false)
             }
         }
+    }
+}
+
+/// How a DP run's wait for its scheduled end ended.
+enum Held {
+    /// The schedule came.
+    OnTime,
+    /// The researcher cancelled (or an owner revoked) before it came.
+    Cancelled,
+}
+
+/// Wait until `started + k·duration` for the least k ≥ 1 not yet passed: the time at which a
+/// DP run's outcome becomes observable depends on nothing but the schedule the request named
+/// (and, only if the host's own work outran a whole period, on how many periods it took; see
+/// docs/security.md). A cancellation while waiting ends the run as cancelled, as it would
+/// have while computing, so the outcome does not tell whether the computation had finished.
+fn hold_to_schedule(started: std::time::Instant, duration: Duration, token: &CancelToken) -> Held {
+    let elapsed = started.elapsed();
+    let periods = elapsed.as_nanos().div_ceil(duration.as_nanos().max(1)).max(1);
+    let periods = u32::try_from(periods).unwrap_or(u32::MAX);
+    let end = started + duration.saturating_mul(periods);
+    loop {
+        if token.is_cancelled() {
+            return Held::Cancelled;
+        }
+        let now = std::time::Instant::now();
+        if now >= end {
+            return Held::OnTime;
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(20)));
     }
 }
 
@@ -717,7 +784,19 @@ fn open_inputs(
                     .collect(),
                 identifiers: roots.flat_map(|i| i.identifier_columns.clone()).collect(),
             };
-            let table = crate::pipelines::open_derived(service, &row, collector, &now)?;
+            // A derived table with a root that requires DP is read only by the host (its
+            // aggregates): its identifier values are never compared with anything a guest
+            // publishes, or the comparison would answer "is this person in the table".
+            let private = admitted
+                .inputs
+                .iter()
+                .any(|i| i.receipt.name == input.receipt.name && i.dp.is_some());
+            let sink = if private {
+                Arc::new(IdentifierCollector::new())
+            } else {
+                collector.clone()
+            };
+            let table = crate::pipelines::open_derived(service, &row, &sink, &now)?;
             grants.insert(input.receipt.name.clone(), table);
             continue;
         }
@@ -735,6 +814,17 @@ fn open_inputs(
             &input.receipt.manifest_digest,
         )
         .map_err(|e| ApiError::Internal(format!("dataset {dataset}: {e}")))?;
+        if input.dp.is_some() {
+            // A table under differential privacy is not tapped for identifier values: no
+            // exact rule may decide on its rows (an output named after a patient would be
+            // refused exactly when that patient is in the table). Its rows reach nothing but
+            // the host's noised aggregates; see "Observables of a DP run" in docs/security.md.
+            grants.insert(
+                input.receipt.name.clone(),
+                Arc::new(table) as Arc<dyn TableSource>,
+            );
+            continue;
+        }
         let tapped = Tapped::new(
             Arc::new(table),
             input.identifier_columns.clone(),

@@ -265,19 +265,18 @@ impl RunRow {
         out
     }
 
-    /// The status as `party` may see it. The researcher does not see per-output decisions
-    /// while a run waits for review or after a reviewer withheld it: which rule fired on
-    /// which output is module-steerable, and would otherwise reach the researcher whatever
-    /// the reviewer decides.
+    /// The status as `party` may see it. In a run an owner reviews, the researcher sees
+    /// per-output decisions only once the reviewers released it: which rule fired on which
+    /// output is module-steerable, and would otherwise reach the researcher whatever the
+    /// reviewer decides (while held, after a withhold, when the run failed, when every
+    /// output was refused).
     pub fn status_for(&self, party: &PartyId) -> RunStatus {
         let mut status = self.status();
-        let withheld_by_review = self
-            .reason
-            .as_ref()
-            .is_some_and(|r| r.code == cleanroom_proto::Code::WithheldByReviewer);
         // (Also when the researcher owns an input too: that is how one would read around.)
         if *party == self.researcher
-            && (self.state == RunState::HeldForReview || withheld_by_review)
+            && !self.review.is_empty()
+            && (self.state == RunState::HeldForReview
+                || !self.route().satisfied(&self.released_by))
         {
             status.outputs.clear();
         }

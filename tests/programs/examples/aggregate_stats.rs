@@ -1,5 +1,6 @@
 //! Asks the host for a grouped aggregate through the aggregate interface; params:
-//! `{"table", "group", "value", "epsilon"?, "again"?}`. With `again`, asks a second time for
+//! `{"table", "group", "value", "epsilon"?, "again"?, "name"?}`. `name` names the aggregate
+//! (default `by_group`; an adversary names it after a patient). With `again`, asks a second time for
 //! that much ε (to try the run's budget). Publishes how long the aggregate seemed to take on
 //! the guest's clock as `elapsed_ns` (the host stops the guest's clocks while it works).
 use cleanroom_guest::{Aggregate, params};
@@ -20,7 +21,8 @@ fn run(text: &str) -> cleanroom_guest::Result<()> {
         a
     };
     let start = std::time::Instant::now();
-    let released = ask(p["epsilon"].as_f64()).publish("by_group")?;
+    let name = p["name"].as_str().unwrap_or("by_group");
+    let released = ask(p["epsilon"].as_f64()).publish(name)?;
     let elapsed = start.elapsed().as_nanos() as u64;
     cleanroom_guest::info(&format!("{} groups", released.cells.len()));
     if let Some(again) = p["again"].as_f64() {
