@@ -2,9 +2,22 @@
 # The whole test suite, on a fresh machine or a warm one:
 # toolchain and componentize-py set themselves up, generated files are
 # checked for drift, then format, lints and every test.
+#
+#   scripts/test.sh           everything (what .ci/run runs)
+#   scripts/test.sh --quick   format and the unit and integration tests, without PostgreSQL
+#                             and the object store, QEMU and the firmware, Chromium, R, the
+#                             demos and clippy (the Python guests and the SQL engine are
+#                             still built: many tests run them; both are cached)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$CLEANROOM_ROOT"
+
+quick=false
+case "${1:-}" in
+  --quick) quick=true ;;
+  "") ;;
+  *) echo "usage: scripts/test.sh [--quick]" >&2; exit 2 ;;
+esac
 
 ensure_rust
 ensure_componentize_py
@@ -32,6 +45,14 @@ done
 say "building the SQL engine component"
 scripts/build-sql.sh
 export CLEANROOM_SQL_ENGINE="$CARGO_TARGET_DIR/sql-engine/cleanroom_sql.wasm"
+
+if $quick; then
+  say "cargo test (quick: without the cluster, image, R and firmware tests)"
+  cargo test --workspace --locked -- --skip cluster:: --skip image:: \
+    --skip r::r_ --skip r::hostile_r --skip r::an_r_analysis
+  say "quick tests passed (scripts/test.sh without --quick runs everything)"
+  exit 0
+fi
 
 say "building the R engine (webR's GNU R, pinned from npm; cached) and installing native R to compare with"
 export CLEANROOM_R_ENGINE

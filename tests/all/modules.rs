@@ -16,7 +16,7 @@ fn sql_project(s: &TestServer, name: &str) -> std::path::PathBuf {
 }
 
 #[test]
-fn a_module_source_reaches_its_uploader_and_owners_only_and_never_changes() {
+fn a_module_source_reaches_its_uploader_and_the_owners_asked_only_and_never_changes() {
     let st = Study::new();
     let s = &st.s;
     let project = sql_project(s, "query");
@@ -33,7 +33,21 @@ fn a_module_source_reaches_its_uploader_and_owners_only_and_never_changes() {
     assert_eq!(pushed["source"]["kind"], "sql");
     assert_eq!(pushed["source"]["files"], 1, "query.sql only, never data");
 
-    // An owner (of any dataset here) reads it and gets the researcher's file back.
+    // Owning a dataset is not enough: an owner nobody asked sees nothing.
+    let source_path = format!("/v1/modules/{module}/source");
+    assert_eq!(
+        signed_get(s, "st_marys", &source_path)["type"],
+        "not-found",
+        "an owner not asked to grant it"
+    );
+    // The researcher asks St Mary's for it; St Mary's may now read what it is asked to approve.
+    let input = format!("st_marys={}", st.a);
+    s.cli(
+        Some("researcher"),
+        &["run", "request", "--module", &module, "--input", &input, "--note", "please"],
+    )
+    .unwrap();
+    // An owner asked reads it and gets the researcher's file back.
     let copy = s.path("owner-copy");
     let shown = s
         .cli(
@@ -53,17 +67,19 @@ fn a_module_source_reaches_its_uploader_and_owners_only_and_never_changes() {
         read(&project.join("query.sql"))
     );
 
-    // A party that owns nothing and did not upload it sees nothing.
-    for path in [
-        format!("/v1/modules/{module}"),
-        format!("/v1/modules/{module}/source"),
-    ] {
-        assert_eq!(
-            signed_get(s, "stranger", &path)["type"],
-            "not-found",
-            "{path}"
-        );
+    // A party that owns nothing and did not upload it, and an owner who was not asked and
+    // granted nothing, see nothing.
+    for key in ["stranger", "northfield"] {
+        for path in [
+            format!("/v1/modules/{module}"),
+            format!("/v1/modules/{module}/source"),
+        ] {
+            assert_eq!(signed_get(s, key, &path)["type"], "not-found", "{key}: {path}");
+        }
     }
+    // Once Northfield grants it (say, having read it elsewhere), it may read it here too.
+    st.grant("northfield", &st.b, &module, &[]).unwrap();
+    assert_eq!(signed_get(s, "northfield", &source_path)["files"]["query.sql"], read(&project.join("query.sql")));
     // Only the uploader attaches a source...
     let bundle = cleanroom_cli::source_bundle(&project).unwrap();
     let body = serde_json::to_vec(&bundle).unwrap();

@@ -107,17 +107,25 @@ def main():
             expect(page.locator("main")).to_contain_text("session token")
             resp = page.goto(console.base + "/login?token=" + "0" * 64)
             assert resp.status == 401, resp.status
+
+            # The enclave page: attestation status in words.
+            page.goto(console.login)
+            # The printed link opened one session; it opens no second one.
+            port = console.base.rsplit(":", 1)[1]
+            session = [c for c in page.context.cookies() if c["name"] == f"cleanroom_console_{port}"]
+            assert len(session) == 1, page.context.cookies()
+            assert session[0]["value"] != console.token, "the session is not the printed token"
+            assert raw_status(console.login, {}) == 401
             # A page on another origin cannot post to the console, even with the cookie, and
             # a rebinding host name is refused.
-            cookie = {"Cookie": f"cleanroom_console={console.token}"}
+            cookie = {"Cookie": f"cleanroom_console_{port}={session[0]['value']}"}
+            assert raw_status(console.base + "/grants", cookie) == 200
             assert raw_status(console.base + "/grants/sign",
                               {**cookie, "Origin": "http://evil.example",
                                "Content-Type": "application/x-www-form-urlencoded"},
                               b"policy=%7B%7D") == 403
             assert raw_status(console.base + "/grants", {**cookie, "Host": "evil.example"}) == 403
-
-            # The enclave page: attestation status in words.
-            page.goto(console.login)
+            page.goto(console.base + "/")
             expect(page.locator("#attestation")).to_contain_text("Simulation")
             expect(page.locator("dl.facts")).to_contain_text("Measurement reported")
             page.screenshot(path=str(shots / "enclave.png"), full_page=True)

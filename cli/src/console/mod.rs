@@ -52,7 +52,9 @@ pub(crate) struct Args {
     no_open: bool,
 }
 
-/// The cookie that carries the session token.
+/// The cookie that carries the session token; its name ends with the console's port
+/// ([`Console::cookie`]): browsers do not keep cookies apart by port, so another local web
+/// server on 127.0.0.1 would otherwise be sent this console's session.
 const COOKIE: &str = "cleanroom_console";
 
 /// What the console knows of the enclave: the session it attested, or why it could not.
@@ -68,7 +70,12 @@ struct Attested {
 pub(crate) struct Console {
     conn: Conn,
     me: PartyId,
+    /// The session's cookie value: never printed, never in a URL or another process's argv.
     token: String,
+    /// The one-time login token of the printed link, burned by its first use.
+    login: Mutex<Option<String>>,
+    /// The listener's port (part of the cookie's name).
+    port: u16,
     /// `Host` values that name this listener.
     hosts: Vec<String>,
     /// `Origin` values of this console's own pages.
@@ -252,14 +259,19 @@ async fn serve(args: Args, identity: Identity) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
     let port = listener.local_addr()?.port();
-    let mut token = [0u8; 32];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut token);
-    let token = hex::encode(token);
+    let random = || {
+        let mut token = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut token);
+        hex::encode(token)
+    };
+    let login = random();
     let (events, _) = tokio::sync::broadcast::channel(256);
     let console = Arc::new(Console {
         me: identity.party(),
         conn: args.conn,
-        token,
+        token: random(),
+        login: Mutex::new(Some(login.clone())),
+        port,
         hosts: vec![format!("127.0.0.1:{port}"), format!("localhost:{port}")],
         origins: vec![
             format!("http://127.0.0.1:{port}"),
@@ -277,15 +289,18 @@ async fn serve(args: Args, identity: Identity) -> Result<()> {
         tokio::task::spawn_blocking(move || c.attest()).await?;
     }
     relay_events(console.clone());
-    let url = format!("http://127.0.0.1:{port}/login?token={}", console.token);
+    let url = format!("http://127.0.0.1:{port}/login?token={login}");
     println!(
         "cleanroom console for party {} at {url}",
         console.me.short()
     );
-    println!("(this link is your session: do not share it; Ctrl-C stops the console)");
-    if !args.no_open {
-        open_browser(&url);
-    }
+    println!("(this link opens your session once: do not share it; Ctrl-C stops the console)");
+    // Kept until the console stops: the browser may read it late.
+    let _opener = if args.no_open {
+        None
+    } else {
+        open_browser(&url)
+    };
     axum::serve(listener, router(console))
         .with_graceful_shutdown(async {
             tokio::signal::ctrl_c().await.ok();
@@ -294,18 +309,32 @@ async fn serve(args: Args, identity: Identity) -> Result<()> {
     Ok(())
 }
 
-/// Best effort: the URL is printed either way.
-fn open_browser(url: &str) {
+/// Best effort: the URL is printed either way. The browser is not given the URL on its
+/// command line (any local user can read another process's argv): it opens a page in a
+/// directory only this user can read, which forwards to the login link (as Jupyter does).
+fn open_browser(url: &str) -> Option<tempfile::TempDir> {
     let opener = if cfg!(target_os = "macos") {
         "open"
     } else {
         "xdg-open"
     };
+    // tempfile makes the directory 0700 on Unix.
+    let dir = tempfile::Builder::new()
+        .prefix("cleanroom-console-")
+        .tempdir()
+        .ok()?;
+    let page = dir.path().join("open.html");
+    let html = format!(
+        "<!doctype html><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={url}\">\
+         <title>cleanroom console</title><a href=\"{url}\">Open the cleanroom console</a>\n"
+    );
+    std::fs::write(&page, html).ok()?;
     let _ = std::process::Command::new(opener)
-        .arg(url)
+        .arg(&page)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn();
+    Some(dir)
 }
 
 /// Relay cleanroomd's event stream (audit entries that concern the owner) to the pages, and
@@ -404,10 +433,33 @@ async fn guard(State(c): Shared, req: Request, next: Next) -> Response {
     resp
 }
 
-/// Constant-time comparison of the session token.
+/// Constant-time comparison of a token.
+fn same_token(expected: &str, candidate: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    expected.as_bytes().ct_eq(candidate.as_bytes()).into()
+}
+
+/// Whether `candidate` is this console's session token.
 fn token_matches(c: &Console, candidate: &str) -> bool {
-    let (a, b) = (c.token.as_bytes(), candidate.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    same_token(&c.token, candidate)
+}
+
+impl Console {
+    /// The session cookie's name: bound to this console's port.
+    fn cookie(&self) -> String {
+        format!("{COOKIE}_{}", self.port)
+    }
+
+    /// Burn the login token if `candidate` is it: true once, for the first request with it.
+    fn redeem(&self, candidate: &str) -> bool {
+        let mut login = self.login.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if login.as_deref().is_some_and(|t| same_token(t, candidate)) {
+            *login = None;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Every page but `/login` needs the session cookie.
@@ -419,7 +471,7 @@ async fn session(State(c): Shared, req: Request, next: Next) -> Response {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == c.cookie())
         .map(|(_, v)| v.to_string());
     if cookie.is_some_and(|v| token_matches(&c, &v)) {
         next.run(req).await
@@ -434,12 +486,17 @@ struct LoginQuery {
     token: Option<String>,
 }
 
-/// Exchange the token in the printed link for the session cookie, and drop it from the URL.
+/// Exchange the one-time token in the printed link for the session cookie (a different
+/// value), and drop it from the URL. A second use of the link is refused.
 async fn login(State(c): Shared, Query(q): Query<LoginQuery>) -> Response {
-    if !q.token.is_some_and(|t| token_matches(&c, &t)) {
+    if !q.token.is_some_and(|t| c.redeem(&t)) {
         return Problem::unauthorised().into_response();
     }
-    let cookie = format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", c.token);
+    let cookie = format!(
+        "{}={}; HttpOnly; SameSite=Strict; Path=/",
+        c.cookie(),
+        c.token
+    );
     let mut resp = Redirect::to("/").into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,
@@ -1094,6 +1151,8 @@ mod tests {
             .unwrap(),
             me: PartyId([1; 32]),
             token: "ab".repeat(32),
+            login: Mutex::new(Some("cd".repeat(32))),
+            port: 4321,
             hosts: vec![],
             origins: vec![],
             attested: Mutex::new(Attested {
@@ -1107,6 +1166,11 @@ mod tests {
         assert!(!token_matches(&c, &"ab".repeat(31)));
         assert!(!token_matches(&c, &format!("{}ac", "ab".repeat(31))));
         assert!(!token_matches(&c, ""));
+        // The login link works once, and is not the session.
+        assert!(!c.redeem(&"ab".repeat(32)), "the session token is no login token");
+        assert!(c.redeem(&"cd".repeat(32)));
+        assert!(!c.redeem(&"cd".repeat(32)), "a login link opens one session");
+        assert_eq!(c.cookie(), "cleanroom_console_4321");
     }
 
     #[test]

@@ -257,11 +257,7 @@ pub fn admit<F: Facts>(facts: &F, req: &AdmissionRequest<'_>) -> Result<Decision
             };
             // The store is the operator's: a policy is trusted only if its owner signed it for
             // this very dataset.
-            if signed.owner != facts_of.owner
-                || signed.policy.dataset != *dataset
-                || signed.verify().is_err()
-                || signed.policy.validate().is_err()
-            {
+            if crate::trust::trusted(&signed, dataset, &facts_of.owner).is_none() {
                 return deny(
                     Code::PolicyInvalid,
                     format!(

@@ -10,6 +10,8 @@
 //! - [`egress::decide`]: per output, release / hold for review / refuse, and why; small-cell
 //!   suppression, rounding, residual degrees of freedom, identifiers caught by value.
 //! - [`ReviewRoute`]: who must review, how many of them, never the submitter.
+//! - [`trust::trusted`]: whether a stored policy counts at all (signed by the dataset's owner
+//!   for that dataset); [`trust::may_see_schema`]: who may see a dataset's schema and policy.
 //!
 //! No wasmtime, no HTTP: the server, `cleanroom run-local --policy` and the tests call the
 //! same functions.
@@ -22,6 +24,7 @@ pub mod dp;
 pub mod egress;
 pub mod identifiers;
 pub mod preview;
+pub mod trust;
 
 pub use admission::{
     AdmissionRequest, Admitted, AdmittedInput, DatasetFacts, Decision, DerivedFacts, Facts,
@@ -30,3 +33,4 @@ pub use admission::{
 pub use cleanroom_proto::{Code, Reason};
 pub use egress::{Candidate, Content, Decided, EgressInput, decide};
 pub use identifiers::{IdentifierCollector, IdentifierSet, MIN_IDENTIFIER_BYTES};
+pub use trust::{may_read_upload, may_see_schema, trusted};

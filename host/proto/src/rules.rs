@@ -117,7 +117,8 @@ impl OutputRules {
     /// The strictest combination: smallest byte and output limits, largest `k` and residual
     /// degrees of freedom, union of count columns (first-seen order), `Refuse` over
     /// `Suppress`, zeros disclosive if any says so, the strictest rounding, `Refuse` over
-    /// `Review` for unchecked outputs, logs only if every input releases them, review if any
+    /// `Review` for unchecked outputs (each input's own answer, so one owner's review never
+    /// overrides another's refusal), logs only if every input releases them, review if any
     /// input requires it. Reviewer lists are not merged: review is routed per input. With no
     /// rules at all, returns the defaults.
     pub fn strictest<'a>(rules: impl IntoIterator<Item = &'a OutputRules>) -> OutputRules {
@@ -126,6 +127,10 @@ impl OutputRules {
             return OutputRules::default();
         };
         let mut out = first.clone();
+        // Each input's own answer for unchecked outputs, before merging: an owner who does
+        // not review (and so refuses unchecked outputs) must not find its data held for
+        // another owner's reviewer because that other owner reviews.
+        out.unchecked = Some(first.unchecked_outputs());
         for rule in rules {
             out.max_output_bytes = out.max_output_bytes.min(rule.max_output_bytes);
             out.min_group_count = out.min_group_count.max(rule.min_group_count);
@@ -141,10 +146,7 @@ impl OutputRules {
             out.rounding = out.rounding.max(rule.rounding);
             out.min_residual_df = out.min_residual_df.max(rule.min_residual_df);
             out.max_outputs = out.max_outputs.min(rule.max_outputs);
-            out.unchecked = match (out.unchecked, rule.unchecked) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            };
+            out.unchecked = out.unchecked.max(Some(rule.unchecked_outputs()));
             out.release_logs &= rule.release_logs;
             out.review_required |= rule.review_required;
             out.min_reviewers = out.min_reviewers.max(rule.min_reviewers);

@@ -135,16 +135,13 @@ pub fn usable(service: &Service, row: &DerivedRow) -> ApiResult<bool> {
         ) else {
             return Ok(false);
         };
-        let verified = signed.owner.to_string() == dataset.owner
-            && signed.policy.dataset == *root
-            && signed.verify().is_ok();
-        if !verified
-            || !cleanroom_policy::admission::produced_under(
-                &signed.policy,
-                &facts,
-                service.clock.now(),
-            )
-        {
+        let Ok(owner) = dataset.owner.parse::<PartyId>() else {
+            return Ok(false);
+        };
+        let Some(policy) = cleanroom_policy::trusted(&signed, root, &owner) else {
+            return Ok(false);
+        };
+        if !cleanroom_policy::admission::produced_under(policy, &facts, service.clock.now()) {
             return Ok(false);
         }
     }

@@ -42,7 +42,7 @@ pub fn publish(
     let signed = service
         .storage
         .policy(dataset)?
-        .filter(|p| p.owner == owner && p.policy.dataset == dataset && p.verify().is_ok())
+        .filter(|p| cleanroom_policy::trusted(p, dataset, &owner).is_some())
         .ok_or_else(|| {
             ApiError::BadRequest(format!(
                 "dataset {dataset} has no policy signed by its owner: publish one with DP terms \

@@ -165,8 +165,22 @@ fn strictest_rules() {
     assert_eq!(s.max_outputs, 8);
     assert_eq!(
         s.unchecked_outputs(),
+        cleanroom_proto::policy::Unchecked::Refuse,
+        "a does not review, so it refuses unchecked outputs: b's reviewer never reads a's data"
+    );
+    assert_eq!(
+        OutputRules::strictest([&b, &b]).unchecked_outputs(),
         cleanroom_proto::policy::Unchecked::Review,
-        "unchecked outputs are reviewed where an owner reviews"
+        "unchecked outputs are reviewed where every owner reviews"
+    );
+    let a_allows = OutputRules {
+        unchecked: Some(cleanroom_proto::policy::Unchecked::Review),
+        ..a.clone()
+    };
+    assert_eq!(
+        OutputRules::strictest([&a_allows, &b]).unchecked_outputs(),
+        cleanroom_proto::policy::Unchecked::Review,
+        "or where an owner who does not review says others' review is enough"
     );
     assert_eq!(
         OutputRules::strictest([&a, &a]).unchecked_outputs(),

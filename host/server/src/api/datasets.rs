@@ -28,13 +28,31 @@ fn may_see_schema(
     dataset: &str,
     party: &PartyId,
 ) -> ApiResult<bool> {
-    if owner == party.to_string() {
-        return Ok(true);
-    }
+    let Ok(owner) = owner.parse::<PartyId>() else {
+        return Ok(false);
+    };
+    let stored = service.storage.policy(dataset)?;
+    Ok(cleanroom_policy::may_see_schema(
+        &owner,
+        stored.as_ref(),
+        dataset,
+        party,
+    ))
+}
+
+/// `dataset`'s stored policy if its owner signed it for it (the store is the operator's).
+fn trusted_policy(
+    service: &Service,
+    owner: &str,
+    dataset: &str,
+) -> ApiResult<Option<cleanroom_proto::policy::SignedPolicy>> {
+    let Ok(owner) = owner.parse::<PartyId>() else {
+        return Ok(None);
+    };
     Ok(service
         .storage
         .policy(dataset)?
-        .is_some_and(|p| p.policy.grants.iter().any(|g| g.researchers.allows(party))))
+        .filter(|p| cleanroom_policy::trusted(p, dataset, &owner).is_some()))
 }
 
 pub(super) async fn list(service: &Service, req: Req) -> ApiResult<Response<Body>> {
@@ -42,7 +60,7 @@ pub(super) async fn list(service: &Service, req: Req) -> ApiResult<Response<Body
     let datasets = service.storage.datasets()?;
     let mut out = Vec::new();
     for d in datasets {
-        let policy = service.storage.policy(&d.id)?;
+        let policy = trusted_policy(service, &d.owner, &d.id)?;
         let is_owner = d.owner == party.to_string();
         let columns: Option<Vec<(String, String)>> =
             if may_see_schema(service, &d.owner, &d.id, &party)? {
@@ -204,11 +222,12 @@ pub(super) async fn policy(service: &Service, id: &str, req: Req) -> ApiResult<R
 /// whole budget is, what every run spent, and (for a researcher) their own share.
 pub(super) async fn budget(service: &Service, id: &str, req: Req) -> ApiResult<Response<Body>> {
     let party = crate::auth::signed_get(service, &req)?;
-    let visible = match service.storage.dataset(id)? {
-        Some(d) => may_see_schema(service, &d.owner, id, &party)?,
-        None => false,
+    let policy = match service.storage.dataset(id)? {
+        Some(d) if may_see_schema(service, &d.owner, id, &party)? => {
+            trusted_policy(service, &d.owner, id)?
+        }
+        _ => None,
     };
-    let policy = service.storage.policy(id)?.filter(|_| visible);
     let Some(dp) = policy.and_then(|p| p.policy.dp) else {
         return Err(ApiError::NotFound(format!(
             "dataset {id} has no differential-privacy budget you may read"
@@ -395,9 +414,47 @@ pub(super) fn may_read_upload(
     service: &Service,
     party: &PartyId,
     uploader: &PartyId,
+    id: &str,
 ) -> ApiResult<bool> {
-    let owner = party.to_string();
-    Ok(uploader == party || service.storage.datasets()?.iter().any(|d| d.owner == owner))
+    if party == uploader {
+        return Ok(true);
+    }
+    let me = party.to_string();
+    let mut granted = false;
+    for d in service.storage.datasets()?.iter().filter(|d| d.owner == me) {
+        if trusted_policy(service, &d.owner, &d.id)?
+            .is_some_and(|p| p.policy.grants.iter().any(|g| g.module == id))
+        {
+            granted = true;
+            break;
+        }
+    }
+    let requested = !granted && requested_of(service, party, id)?;
+    Ok(cleanroom_policy::may_read_upload(
+        party, uploader, granted, requested,
+    ))
+}
+
+/// Whether a researcher asked `party` (as an input's owner) to grant `module`: an
+/// `access.requested` entry about it addressed to them. A walk of the log: reading another
+/// party's upload is rare.
+fn requested_of(service: &Service, party: &PartyId, module: &str) -> ApiResult<bool> {
+    const PAGE: u64 = 1000;
+    let mut from = 0;
+    loop {
+        let page = service.storage.audit(from, PAGE)?;
+        if page.iter().any(|s| {
+            s.entry.action == "access.requested"
+                && s.entry.subject == module
+                && s.entry.parties.as_ref().is_some_and(|p| p.contains(party))
+        }) {
+            return Ok(true);
+        }
+        if (page.len() as u64) < PAGE {
+            return Ok(false);
+        }
+        from += PAGE;
+    }
 }
 
 /// The module, if the signer of `req` may see it ([`may_read_upload`]). To anyone else it
@@ -405,7 +462,7 @@ pub(super) fn may_read_upload(
 fn visible_module(service: &Service, id: &str, req: &Req) -> ApiResult<ModuleRow> {
     let party = crate::auth::signed_get(service, req)?;
     match service.storage.module(id)? {
-        Some(m) if may_read_upload(service, &party, &m.uploader)? => Ok(m),
+        Some(m) if may_read_upload(service, &party, &m.uploader, id)? => Ok(m),
         _ => Err(ApiError::NotFound(format!("no module {id}"))),
     }
 }

@@ -56,12 +56,12 @@ pub(super) async fn put(service: Arc<Service>, req: Req) -> ApiResult<Response<B
     ))
 }
 
-/// `GET /v1/pipelines/{id}`: the pipeline, to its uploader and to dataset owners (who read
-/// what they are asked to approve), as modules are; to anyone else it looks missing.
+/// `GET /v1/pipelines/{id}`: the pipeline, to its uploader and to the owners who granted it
+/// or were asked to, as modules are; to anyone else it looks missing.
 pub(super) async fn get(service: &Service, id: &str, req: Req) -> ApiResult<Response<Body>> {
     let party = crate::auth::signed_get(service, &req)?;
     match service.storage.pipeline(id)? {
-        Some(row) if super::datasets::may_read_upload(service, &party, &row.uploader)? => {
+        Some(row) if super::datasets::may_read_upload(service, &party, &row.uploader, id)? => {
             Ok(typed_response(StatusCode::OK, &row.pipeline))
         }
         _ => Err(ApiError::NotFound(format!("no pipeline {id}"))),
