@@ -366,23 +366,35 @@ fn a_dp_run_looks_the_same_whether_or_not_a_person_is_in_the_table() {
         .into_iter()
         .map(|dataset| {
             let input = format!("t={dataset}");
-            let run = st
-                .s
-                .cli(
+            let run =
+                st.s.cli(
                     Some("researcher"),
                     &[
-                        "run", "submit", "--module", &stats, "--input", &input, "--params",
-                        &params, "--epsilon", "0.001", "--dp-duration", "3",
+                        "run",
+                        "submit",
+                        "--module",
+                        &stats,
+                        "--input",
+                        &input,
+                        "--params",
+                        &params,
+                        "--epsilon",
+                        "0.001",
+                        "--dp-duration",
+                        "3",
                     ],
                 )
                 .unwrap()["run"]
-                .as_str()
-                .unwrap()
-                .to_string();
+                    .as_str()
+                    .unwrap()
+                    .to_string();
             let status = wait(&st, "researcher", &run);
             // The outcome appears on the schedule, never before it (seconds resolution).
             let took = status["updated"].as_u64().unwrap() - status["created"].as_u64().unwrap();
-            assert!(took >= 2, "a DP run ends on its 3 s schedule, not after {took} s: {status}");
+            assert!(
+                took >= 2,
+                "a DP run ends on its 3 s schedule, not after {took} s: {status}"
+            );
             let mut files: Vec<String> = match st.fetch(&run) {
                 Ok(dir) => std::fs::read_dir(dir)
                     .unwrap()
@@ -445,22 +457,46 @@ fn deleting_a_preview_row_gives_no_budget_back() {
     st.s.cli(
         Some("st_marys"),
         &[
-            "policy", "dp", "--dataset", &st.a, "--unit", "patient_id", "--epsilon", "1",
-            "--per-run", "1", "--categories", "sex=F,M", "--bounds", "age=0..100",
+            "policy",
+            "dp",
+            "--dataset",
+            &st.a,
+            "--unit",
+            "patient_id",
+            "--epsilon",
+            "1",
+            "--per-run",
+            "1",
+            "--categories",
+            "sex=F,M",
+            "--bounds",
+            "age=0..100",
         ],
     )
     .unwrap();
     let publish = |epsilon: &str| {
         st.s.cli(
             Some("st_marys"),
-            &["dataset", "publish-preview", &st.a, "--epsilon", epsilon, "--rows", "10"],
+            &[
+                "dataset",
+                "publish-preview",
+                &st.a,
+                "--epsilon",
+                epsilon,
+                "--rows",
+                "10",
+            ],
         )
     };
     publish("0.5").unwrap();
     let db = rusqlite::Connection::open(st.s.path("server/state.db")).unwrap();
     assert_eq!(db.execute("DELETE FROM previews", []).unwrap(), 1);
     publish("0.4").unwrap();
-    assert_eq!(budget(&st, "st_marys")["spent"], 0.9, "the deleted preview still counts");
+    assert_eq!(
+        budget(&st, "st_marys")["spent"],
+        0.9,
+        "the deleted preview still counts"
+    );
     let e = err_text(publish("0.2"));
     assert!(e.contains("dp_budget_exhausted"), "{e}");
 }

@@ -109,7 +109,27 @@ fn identifiers_are_caught_by_value() {
         let extra: &[&str] = if reviewed { &["--review"] } else { &[] };
         st.grant_both_module(&module, extra);
         let run = st.submit(&module, "{}").unwrap();
-        // Even with a reviewer, an output holding identifiers is refused, not held.
+        if reviewed {
+            // With reviewers, the run goes to them even though its only output is refused,
+            // and the researcher learns nothing of which rule refused what until they
+            // released it (before, the run ended at once as withheld, naming the rule).
+            let (state, status) = st.watch(&run);
+            assert_eq!(state, "held_for_review", "{status}");
+            assert_eq!(status["outputs"], serde_json::json!([]), "{status}");
+            assert!(!status.to_string().contains("identifier"), "{status}");
+            let owner = signed_get(&st.s, "st_marys", &format!("/v1/runs/{run}"));
+            assert_eq!(owner["outputs"][0]["disposition"], "refuse", "{owner}");
+            assert!(
+                owner["outputs"][0]["codes"]
+                    .to_string()
+                    .contains("identifier_value")
+            );
+            for reviewer in ["st_marys", "northfield"] {
+                st.s.cli(Some(reviewer), &["review", "release", &run])
+                    .unwrap();
+            }
+        }
+        // An output holding identifiers is refused, never held: nothing leaves.
         let status = st.expect_end(&run, "withheld", "identifier_value");
         assert_eq!(status["outputs"][0]["disposition"], "refuse");
     }
@@ -226,9 +246,15 @@ fn two_independent_reviewers() {
     st.s.cli(Some("auditor"), &["review", "release", &run])
         .unwrap();
     assert_eq!(st.status(&run)["state"], "released");
-    // The held JSON summary was reviewed, so it leaves with the table.
+    // The checked table leaves. The JSON summary does not: St Mary's does not review, so
+    // it refuses unchecked outputs, and Northfield's reviewers reading St Mary's data is
+    // not St Mary's answer (before, merging the rules held it for Northfield's reviewers).
     let out = st.fetch(&run).unwrap();
-    assert!(out.join("summary.json").exists());
+    assert!(out.join("by_diagnosis.csv").exists());
+    assert!(!out.join("summary.json").exists());
+    let summary = &st.status(&run)["outputs"][1];
+    assert_eq!(summary["disposition"], "refuse", "{summary}");
+    assert!(summary["codes"].to_string().contains("unchecked_refused"));
 }
 
 #[test]

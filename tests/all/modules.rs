@@ -44,7 +44,9 @@ fn a_module_source_reaches_its_uploader_and_the_owners_asked_only_and_never_chan
     let input = format!("st_marys={}", st.a);
     s.cli(
         Some("researcher"),
-        &["run", "request", "--module", &module, "--input", &input, "--note", "please"],
+        &[
+            "run", "request", "--module", &module, "--input", &input, "--note", "please",
+        ],
     )
     .unwrap();
     // An owner asked reads it and gets the researcher's file back.
@@ -74,12 +76,19 @@ fn a_module_source_reaches_its_uploader_and_the_owners_asked_only_and_never_chan
             format!("/v1/modules/{module}"),
             format!("/v1/modules/{module}/source"),
         ] {
-            assert_eq!(signed_get(s, key, &path)["type"], "not-found", "{key}: {path}");
+            assert_eq!(
+                signed_get(s, key, &path)["type"],
+                "not-found",
+                "{key}: {path}"
+            );
         }
     }
     // Once Northfield grants it (say, having read it elsewhere), it may read it here too.
     st.grant("northfield", &st.b, &module, &[]).unwrap();
-    assert_eq!(signed_get(s, "northfield", &source_path)["files"]["query.sql"], read(&project.join("query.sql")));
+    assert_eq!(
+        signed_get(s, "northfield", &source_path)["files"]["query.sql"],
+        read(&project.join("query.sql"))
+    );
     // Only the uploader attaches a source...
     let bundle = cleanroom_cli::source_bundle(&project).unwrap();
     let body = serde_json::to_vec(&bundle).unwrap();

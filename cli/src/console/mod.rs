@@ -452,7 +452,10 @@ impl Console {
 
     /// Burn the login token if `candidate` is it: true once, for the first request with it.
     fn redeem(&self, candidate: &str) -> bool {
-        let mut login = self.login.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut login = self
+            .login
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if login.as_deref().is_some_and(|t| same_token(t, candidate)) {
             *login = None;
             true
@@ -1167,9 +1170,15 @@ mod tests {
         assert!(!token_matches(&c, &format!("{}ac", "ab".repeat(31))));
         assert!(!token_matches(&c, ""));
         // The login link works once, and is not the session.
-        assert!(!c.redeem(&"ab".repeat(32)), "the session token is no login token");
+        assert!(
+            !c.redeem(&"ab".repeat(32)),
+            "the session token is no login token"
+        );
         assert!(c.redeem(&"cd".repeat(32)));
-        assert!(!c.redeem(&"cd".repeat(32)), "a login link opens one session");
+        assert!(
+            !c.redeem(&"cd".repeat(32)),
+            "a login link opens one session"
+        );
         assert_eq!(c.cookie(), "cleanroom_console_4321");
     }
 

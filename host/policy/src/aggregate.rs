@@ -660,7 +660,10 @@ fn private(
     let noisy_sums = if need_sum {
         // A sum can only overflow with absurd bounds; clamped, it can never make the noise
         // step fail, which would tell the guest something exact about the rows.
-        let sums = sums.into_iter().map(|v| v.clamp(f64::MIN, f64::MAX)).collect();
+        let sums = sums
+            .into_iter()
+            .map(|v| v.clamp(f64::MIN, f64::MAX))
+            .collect();
         dp::noisy_values(sums, k as f64 * lo.abs().max(hi.abs()), each).map_err(noise_err)?
     } else {
         vec![]

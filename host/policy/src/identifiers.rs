@@ -140,11 +140,21 @@ impl IdentifierSet {
     /// Whether `haystack` contains an identifier value, as it is or normalised.
     pub fn found_in(&self, haystack: &[u8]) -> bool {
         match &self.matcher {
-            Some(m) => m.is_match(haystack) || m.is_match(&normalise(haystack)),
+            Some(m) => {
+                m.is_match(haystack)
+                    // ASCII without escapes normalises to its own lower case, which the
+                    // ASCII-case-insensitive scan above has covered: skip the second pass.
+                    || ((!haystack.is_ascii() || has_escape(haystack))
+                        && m.is_match(&normalise(haystack)))
+            }
             // A set that has values but could not be built matches everything: fail closed.
             None => self.count > 0,
         }
     }
+}
+
+fn has_escape(haystack: &[u8]) -> bool {
+    haystack.windows(2).any(|w| w == b"\\u")
 }
 
 /// The form identifiers are compared in: the bytes as (lossy) UTF-8, JSON `\uXXXX` escapes
@@ -153,7 +163,11 @@ pub fn normalise(bytes: &[u8]) -> Vec<u8> {
     use unicode_normalization::UnicodeNormalization;
     let text = String::from_utf8_lossy(bytes);
     let unescaped = decode_json_escapes(&text);
-    unescaped.nfkc().collect::<String>().to_lowercase().into_bytes()
+    unescaped
+        .nfkc()
+        .collect::<String>()
+        .to_lowercase()
+        .into_bytes()
 }
 
 /// `\uXXXX` escapes decoded where they are valid; everything else kept as it is (the text need
@@ -181,7 +195,9 @@ fn decode_json_escapes(text: &str) -> std::borrow::Cow<'_, str> {
                     .filter(|s| *s == "\\u")
                     .and_then(|_| hex4(&after[6..]))
                     .filter(|lo| (0xDC00..=0xDFFF).contains(lo));
-                match low.and_then(|lo| char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))) {
+                match low
+                    .and_then(|lo| char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)))
+                {
                     Some(c) => {
                         out.push(c);
                         rest = &after[10..];
@@ -257,7 +273,10 @@ mod tests {
             r"mu\u0308ller-42",
             "Mu\u{308}ller-42",
         ] {
-            assert!(ids.found_in(hidden.as_bytes()), "{hidden:?} hides an identifier");
+            assert!(
+                ids.found_in(hidden.as_bytes()),
+                "{hidden:?} hides an identifier"
+            );
         }
         assert!(!ids.found_in(br#"{"x": "PAT-0002", "y": "\u00"}"#));
     }

@@ -40,7 +40,9 @@ impl RunState {
     ) -> Self {
         let log = LogBuffer::new(limits.max_log_bytes);
         let clock_origin = Instant::now();
-        let wall_origin = limits.wall_clock_origin.unwrap_or_else(std::time::SystemTime::now);
+        let wall_origin = limits
+            .wall_clock_origin
+            .unwrap_or_else(std::time::SystemTime::now);
         let tables = TablesCtx::new(grants, limits, &aggregation);
         let aggregate = AggregateCtx::new(aggregation);
         let clock = RunClock {
@@ -202,7 +204,8 @@ pub(crate) fn add_capped_clock(linker: &mut Linker<RunState>) -> wasmtime::Resul
         |mut store: wasmtime::StoreContextMut<'_, RunState>, (when,): (u64,)| {
             let state = store.data_mut();
             // `when` is on the guest's clock, which skips the host's aggregates.
-            let now = (state.clock_origin.elapsed().saturating_sub(state.hidden())).as_nanos() as u64;
+            let now =
+                (state.clock_origin.elapsed().saturating_sub(state.hidden())).as_nanos() as u64;
             let requested = Duration::from_nanos(when.saturating_sub(now));
             Ok((capped_sleep(state, requested)?,))
         },

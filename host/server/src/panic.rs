@@ -44,7 +44,9 @@ mod tests {
         let sink = seen.clone();
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            *sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = report(info);
+            *sink
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = report(info);
         }));
         let caught = std::thread::Builder::new()
             .name("run-worker".into())

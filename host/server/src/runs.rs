@@ -568,9 +568,11 @@ fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
     let schedule = admitted
         .epsilon
         .map(|_| run.request.dp.as_ref().map(|dp| dp.duration()))
-        .map(|d| d.unwrap_or(Duration::from_secs(u64::from(
-            cleanroom_proto::dp::DpRun::DEFAULT_DURATION_SECS,
-        ))));
+        .map(|d| {
+            d.unwrap_or(Duration::from_secs(u64::from(
+                cleanroom_proto::dp::DpRun::DEFAULT_DURATION_SECS,
+            )))
+        });
     let limits = Limits {
         timeout: schedule.unwrap_or(limits.timeout),
         ..limits
@@ -739,7 +741,10 @@ enum Held {
 /// have while computing, so the outcome does not tell whether the computation had finished.
 fn hold_to_schedule(started: std::time::Instant, duration: Duration, token: &CancelToken) -> Held {
     let elapsed = started.elapsed();
-    let periods = elapsed.as_nanos().div_ceil(duration.as_nanos().max(1)).max(1);
+    let periods = elapsed
+        .as_nanos()
+        .div_ceil(duration.as_nanos().max(1))
+        .max(1);
     let periods = u32::try_from(periods).unwrap_or(u32::MAX);
     let end = started + duration.saturating_mul(periods);
     loop {

@@ -275,8 +275,7 @@ impl RunRow {
         // (Also when the researcher owns an input too: that is how one would read around.)
         if *party == self.researcher
             && !self.review.is_empty()
-            && (self.state == RunState::HeldForReview
-                || !self.route().satisfied(&self.released_by))
+            && (self.state == RunState::HeldForReview || !self.route().satisfied(&self.released_by))
         {
             status.outputs.clear();
         }
