@@ -101,33 +101,28 @@ fn error_text_is_an_output_and_leaks_nowhere() {
 #[test]
 fn identifiers_are_caught_by_value() {
     let st = long_id_study();
-    for (program, reviewed) in [
-        (FILE_WITH_IDENTIFIERS, true),
-        (RENAMED_IDENTIFIER_COLUMN, false),
+    // The first grant asks for review, dataset-wide: both runs are reviewed.
+    for (program, extra) in [
+        (FILE_WITH_IDENTIFIERS, &["--review"][..]),
+        (RENAMED_IDENTIFIER_COLUMN, &[][..]),
     ] {
         let module = push_module(&st.s, program);
-        let extra: &[&str] = if reviewed { &["--review"] } else { &[] };
         st.grant_both_module(&module, extra);
         let run = st.submit(&module, "{}").unwrap();
-        if reviewed {
-            // With reviewers, the run goes to them even though its only output is refused,
-            // and the researcher learns nothing of which rule refused what until they
-            // released it (before, the run ended at once as withheld, naming the rule).
-            let (state, status) = st.watch(&run);
-            assert_eq!(state, "held_for_review", "{status}");
-            assert_eq!(status["outputs"], serde_json::json!([]), "{status}");
-            assert!(!status.to_string().contains("identifier"), "{status}");
-            let owner = signed_get(&st.s, "st_marys", &format!("/v1/runs/{run}"));
-            assert_eq!(owner["outputs"][0]["disposition"], "refuse", "{owner}");
-            assert!(
-                owner["outputs"][0]["codes"]
-                    .to_string()
-                    .contains("identifier_value")
-            );
-            for reviewer in ["st_marys", "northfield"] {
-                st.s.cli(Some(reviewer), &["review", "release", &run])
-                    .unwrap();
-            }
+        // The run goes to its reviewers even though its only output is refused, and the
+        // researcher learns nothing of which rule refused what until they released it
+        // (before, the run ended at once as withheld, naming the rule).
+        let (state, status) = st.watch(&run);
+        assert_eq!(state, "held_for_review", "{status}");
+        assert_eq!(status["outputs"], serde_json::json!([]), "{status}");
+        assert!(!status.to_string().contains("identifier"), "{status}");
+        let owner = signed_get(&st.s, "st_marys", &format!("/v1/runs/{run}"));
+        assert_eq!(owner["outputs"][0]["disposition"], "refuse", "{owner}");
+        let codes = owner["outputs"][0]["codes"].to_string();
+        assert!(codes.contains("identifier_value"), "{codes}");
+        for reviewer in ["st_marys", "northfield"] {
+            st.s.cli(Some(reviewer), &["review", "release", &run])
+                .unwrap();
         }
         // An output holding identifiers is refused, never held: nothing leaves.
         let status = st.expect_end(&run, "withheld", "identifier_value");
@@ -250,9 +245,15 @@ fn two_independent_reviewers() {
     // it refuses unchecked outputs, and Northfield's reviewers reading St Mary's data is
     // not St Mary's answer (before, merging the rules held it for Northfield's reviewers).
     let out = st.fetch(&run).unwrap();
-    assert!(out.join("by_diagnosis.csv").exists());
+    assert!(out.join("cohort_stats.csv").exists());
     assert!(!out.join("summary.json").exists());
-    let summary = &st.status(&run)["outputs"][1];
+    let status = st.status(&run);
+    let summary = status["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "json")
+        .unwrap_or_else(|| panic!("{status}"));
     assert_eq!(summary["disposition"], "refuse", "{summary}");
     assert!(summary["codes"].to_string().contains("unchecked_refused"));
 }
