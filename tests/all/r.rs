@@ -346,6 +346,18 @@ fn hostile_r_is_contained() {
     assert!(twice.to_string().contains("twice"), "{twice}");
     let bad = run(&none, "cleanroom::publish_json('../x', 1)", &quick).expect_err("a bad name");
     assert!(matches!(bad, RunError::Failed(_)), "{bad:?}");
+    // A data frame that is small inside R and huge outside: 100,000 references to one 1 MB
+    // string would be 100 GB once copied out. The output budget stops it while the table is
+    // built, before the host holds more than the budget; the host lives on.
+    let bomb = run(
+        &none,
+        "x <- rep(strrep('a', 1e6), 1e5); cleanroom::publish_table('big', data.frame(x = x))",
+        &quick,
+    )
+    .expect_err("a 100 GB table");
+    assert!(matches!(bomb, RunError::OutputLimit(_)), "{bomb:?}");
+    let ok = run(&none, "cleanroom::publish_json('ok', 1 + 1)", &quick).unwrap();
+    assert_eq!(ok.outputs.json[0].1, "2");
 }
 
 /// An R analysis through cleanroomd: requested, granted (the R engine's id, the script

@@ -323,7 +323,11 @@ pub(super) fn collect(r: &mut R, limits: &Limits) -> Result<Outputs> {
                 size
             }
             "table" => {
-                let table = table_of(r, &name, value)?;
+                let mut budget = Budget {
+                    left: limits.max_output_bytes.saturating_sub(used),
+                    limit: limits.max_output_bytes,
+                };
+                let table = table_of(r, &name, value, &mut budget)?;
                 let size = table.ipc.len();
                 outputs.tables.push(table);
                 size
@@ -341,9 +345,28 @@ pub(super) fn collect(r: &mut R, limits: &Limits) -> Result<Outputs> {
     Ok(outputs)
 }
 
+/// What is left of the run's output budget while a table is built: counted before each
+/// column or string is copied out of R, so a data frame the host would have to expand (a
+/// vector of a million references to one long string takes a few megabytes inside R and
+/// terabytes outside) ends the run at the limit instead of exhausting the host's memory.
+struct Budget {
+    left: u64,
+    limit: u64,
+}
+
+impl Budget {
+    fn spend(&mut self, bytes: u64) -> Result<()> {
+        if bytes > self.left {
+            return Err(wasmtime::Error::new(RunError::OutputLimit(self.limit)));
+        }
+        self.left -= bytes;
+        Ok(())
+    }
+}
+
 /// A published data frame (as `publish_table` prepared it: names, kinds, plain vectors, the
 /// declared count columns).
-fn table_of(r: &mut R, name: &str, value: i32) -> Result<TableOutput> {
+fn table_of(r: &mut R, name: &str, value: i32, budget: &mut Budget) -> Result<TableOutput> {
     let names_v = r.c("VECTOR_ELT", &[value, 0])?;
     let kinds_v = r.c("VECTOR_ELT", &[value, 1])?;
     let cols = r.c("VECTOR_ELT", &[value, 2])?;
@@ -363,6 +386,7 @@ fn table_of(r: &mut R, name: &str, value: i32) -> Result<TableOutput> {
         let len = r.c("Rf_xlength", &[x])? as usize;
         let array: ArrayRef = match kind.as_str() {
             "double" | "date" | "datetime" => {
+                budget.spend(len as u64 * 8)?;
                 let p = r.c("REAL", &[x])?;
                 let raw = r.read(p as u32, len * 8)?;
                 let v: Vec<Option<f64>> = raw
@@ -386,6 +410,7 @@ fn table_of(r: &mut R, name: &str, value: i32) -> Result<TableOutput> {
                 }
             }
             "integer" | "logical" => {
+                budget.spend(len as u64 * 4)?;
                 let p = r.c(
                     if kind == "logical" {
                         "LOGICAL"
@@ -409,9 +434,12 @@ fn table_of(r: &mut R, name: &str, value: i32) -> Result<TableOutput> {
                 }
             }
             "character" => {
+                budget.spend(len as u64 * 4)?;
                 let mut v = Vec::with_capacity(len);
                 for j in 0..len {
-                    v.push(r.string_elt(x, j as i32)?);
+                    let cell = r.string_elt(x, j as i32)?;
+                    budget.spend(cell.as_ref().map_or(0, |c| c.len() as u64))?;
+                    v.push(cell);
                 }
                 Arc::new(StringArray::from(v))
             }
