@@ -40,6 +40,11 @@ fn derived_aad(id: &str) -> Vec<u8> {
 #[serde(deny_unknown_fields)]
 struct SealedHeader {
     identifiers: Vec<String>,
+    /// The table's length: the plaintext is padded after it (as outputs are), so the sealed
+    /// blob's size on the operator's disk shows only its order of magnitude. Absent in
+    /// tables sealed before padding (the table then runs to the end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    table_bytes: Option<u64>,
 }
 
 /// Column rules in force now, beyond those recorded with a derived table (a run reading it on
@@ -121,7 +126,13 @@ fn tap_derived(
 fn split_sealed(plain: &[u8]) -> Option<(SealedHeader, &[u8])> {
     let len = u64::from_le_bytes(plain.get(..8)?.try_into().ok()?) as usize;
     let header = plain.get(8..8usize.checked_add(len)?)?;
-    Some((serde_json::from_slice(header).ok()?, &plain[8 + len..]))
+    let header: SealedHeader = serde_json::from_slice(header).ok()?;
+    let rest = &plain[8 + len..];
+    let table = match header.table_bytes {
+        Some(n) => rest.get(..usize::try_from(n).ok()?)?,
+        None => rest,
+    };
+    Some((header, table))
 }
 
 /// Whether every root's stored policy (verified against its owner) still allows the pipeline
@@ -405,11 +416,14 @@ impl Steps for EnclaveSteps<'_> {
             .ok_or_else(|| RunError::Internal("kept table without an id".into()))?;
         let header = SealedHeader {
             identifiers: self.collector.values(),
+            table_bytes: Some(table.ipc.len() as u64),
         };
         let header = serde_json::to_vec(&header).map_err(|e| RunError::Internal(e.to_string()))?;
         let mut plain = (header.len() as u64).to_le_bytes().to_vec();
         plain.extend_from_slice(&header);
         plain.extend_from_slice(&table.ipc);
+        // Padded like outputs: the operator sees the blob's order of magnitude, not its size.
+        plain.resize(cleanroom_proto::run::padded_len(plain.len()), 0);
         let sealed = self
             .service
             .sealer
