@@ -760,3 +760,46 @@ fn simultaneous_submissions_take_a_grants_last_run_once() {
     // And the admitted run is not then refused at start by counting the others.
     assert_eq!(st.watch(admitted[0]).0, "released");
 }
+
+/// The operator restores a withheld run's row to the copy it saved while the run was held
+/// (MAC'd by the enclave, so it reads as genuine), then a reviewer releases it. Before, the
+/// embedded store wrote over any row and the run was released after its withhold; now a run
+/// is written only over the version the audit log last wrote, as in PostgreSQL.
+#[test]
+fn a_run_rolled_back_on_disk_is_not_written_over() {
+    let st = Study::new();
+    st.grant("st_marys", &st.a, &st.module, &["--min-group", "3"])
+        .unwrap();
+    st.grant(
+        "northfield",
+        &st.b,
+        &st.module,
+        &["--min-group", "3", "--review"],
+    )
+    .unwrap();
+    let run = st.submit(&st.module, "{}").unwrap();
+    assert_eq!(st.watch(&run).0, "held_for_review");
+    let db = rusqlite::Connection::open(st.s.path("server/state.db")).unwrap();
+    let (body, mac): (String, String) = db
+        .query_row("SELECT body, mac FROM runs WHERE id = ?1", [&run], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    st.s.cli(
+        Some("northfield"),
+        &["review", "withhold", &run, "--reason", "small cells"],
+    )
+    .unwrap();
+    assert_eq!(st.status(&run)["state"], "withheld");
+    db.execute(
+        "UPDATE runs SET body = ?1, mac = ?2 WHERE id = ?3",
+        [&body, &mac, &run],
+    )
+    .unwrap();
+    let e = err_text(st.s.cli(Some("northfield"), &["review", "release", &run]));
+    assert!(
+        e.contains("tampered") || e.contains("not the version"),
+        "{e}"
+    );
+    assert!(st.fetch(&run).is_err(), "nothing was released");
+}

@@ -841,18 +841,54 @@ pub(crate) fn compare_logged(
 }
 
 /// Insert or update a run (and, when new, its input rows) inside `tx`.
+/// Write a run row, as PostgreSQL's store does: only over the authenticated row of the
+/// version before it, which must also be the version the audit log last wrote. The operator
+/// can edit the file underneath a running enclave; a run restored to an older copy (a
+/// withheld run back to held, say) is refused at its next write instead of going on from it.
 fn put_run_tx(tx: &rusqlite::Transaction<'_>, run: &RunRow, rows: &RowKey) -> ApiResult<String> {
     let body = to_json(run)?;
     let mac = rows.mac("runs", &run.id, &body);
-    let new = tx
-        .prepare_cached(
-            "INSERT OR IGNORE INTO runs (id, created, body, mac) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![run.id, run.created as i64, &body, mac])?
-        == 1;
-    if !new {
-        tx.prepare_cached("UPDATE runs SET body = ?2, mac = ?3 WHERE id = ?1")?
-            .execute(params![run.id, &body, mac])?;
+    let current: Option<(String, String)> = tx
+        .prepare_cached("SELECT body, mac FROM runs WHERE id = ?1")?
+        .query_row(params![run.id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let id = &run.id;
+    match current {
+        None if run.version <= 1 => {
+            tx.prepare_cached("INSERT INTO runs (id, created, body, mac) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![id, run.created as i64, &body, mac])?;
+        }
+        None => {
+            return Err(ApiError::Tampered(format!(
+                "runs/{id} is missing from the database (the audit log wrote it)"
+            )));
+        }
+        Some((stored, stored_mac)) => {
+            rows.check("runs", id, &stored, &stored_mac)?;
+            let logged: Option<String> = tx
+                .prepare_cached(
+                    "SELECT row_digest FROM audit WHERE row = ?1 ORDER BY seq DESC LIMIT 1",
+                )?
+                .query_row(params![format!("runs/{id}")], |r| r.get(0))
+                .optional()?;
+            if logged.as_deref() != Some(body_digest(&stored).as_str()) {
+                return Err(ApiError::Tampered(format!(
+                    "runs/{id} is not the version the audit log last wrote: it was edited or \
+                     restored from an older copy outside the enclave"
+                )));
+            }
+            let stored: RunRow = from_json(&stored)?;
+            if stored.version + 1 != run.version {
+                return Err(ApiError::Conflict(format!(
+                    "run {id} changed underneath this write (version {} is stored, the write \
+                     follows {})",
+                    stored.version,
+                    run.version.saturating_sub(1)
+                )));
+            }
+            tx.prepare_cached("UPDATE runs SET body = ?2, mac = ?3 WHERE id = ?1")?
+                .execute(params![id, &body, mac])?;
+        }
     }
     Ok(body)
 }
