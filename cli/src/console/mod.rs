@@ -11,6 +11,9 @@
 //! (no cross-site posts). Pages are server-rendered HTML (maud) with one small script of our
 //! own for live updates; the content security policy allows nothing else.
 
+mod activity;
+mod grants;
+mod session;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,6 +41,10 @@ use crate::failure::{ExitKind, Failure};
 use crate::remote::Conn;
 use crate::remote::attest::{Verified, verify_server};
 use crate::remote::client::Client;
+
+use activity::*;
+use grants::*;
+use session::*;
 
 /// `cleanroom console`.
 #[derive(Debug, clap::Args)]
@@ -309,34 +316,6 @@ async fn serve(args: Args, identity: Identity) -> Result<()> {
     Ok(())
 }
 
-/// Best effort: the URL is printed either way. The browser is not given the URL on its
-/// command line (any local user can read another process's argv): it opens a page in a
-/// directory only this user can read, which forwards to the login link (as Jupyter does).
-fn open_browser(url: &str) -> Option<tempfile::TempDir> {
-    let opener = if cfg!(target_os = "macos") {
-        "open"
-    } else {
-        "xdg-open"
-    };
-    // tempfile makes the directory 0700 on Unix.
-    let dir = tempfile::Builder::new()
-        .prefix("cleanroom-console-")
-        .tempdir()
-        .ok()?;
-    let page = dir.path().join("open.html");
-    let html = format!(
-        "<!doctype html><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={url}\">\
-         <title>cleanroom console</title><a href=\"{url}\">Open the cleanroom console</a>\n"
-    );
-    std::fs::write(&page, html).ok()?;
-    let _ = std::process::Command::new(opener)
-        .arg(&page)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn();
-    Some(dir)
-}
-
 /// Relay cleanroomd's event stream (audit entries that concern the owner) to the pages, and
 /// reconnect when it drops.
 fn relay_events(console: Arc<Console>) {
@@ -388,62 +367,6 @@ fn router(console: Arc<Console>) -> Router {
         .with_state(console)
 }
 
-/// Every response: refuse a `Host` that is not this listener (DNS rebinding) and a form post
-/// from another origin; forbid framing, caching, cross-origin referrers and any script but ours.
-async fn guard(State(c): Shared, req: Request, next: Next) -> Response {
-    let (host_ok, origin_ok) = {
-        let named = |name: header::HeaderName, allowed: &[String]| {
-            req.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| allowed.iter().any(|a| a == v))
-        };
-        (
-            named(header::HOST, &c.hosts),
-            req.method() == axum::http::Method::GET || named(header::ORIGIN, &c.origins),
-        )
-    };
-    let mut resp = if !host_ok || !origin_ok {
-        Problem {
-            status: StatusCode::FORBIDDEN,
-            title: "Refused",
-            detail: "The request did not come from this console's own pages.".into(),
-            next: "Open the console from the link `cleanroom console` printed.",
-        }
-        .into_response()
-    } else {
-        next.run(req).await
-    };
-    let headers = [
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        // Not `no-referrer`: with it, browsers send `Origin: null` on form posts, and the
-        // origin check above needs the real one. Nothing leaves this origin either way.
-        (header::REFERRER_POLICY, "same-origin"),
-        (header::CACHE_CONTROL, "no-store"),
-    ];
-    for (name, value) in headers {
-        resp.headers_mut()
-            .insert(name, HeaderValue::from_static(value));
-    }
-    resp
-}
-
-/// Constant-time comparison of a token.
-fn same_token(expected: &str, candidate: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    expected.as_bytes().ct_eq(candidate.as_bytes()).into()
-}
-
-/// Whether `candidate` is this console's session token.
-fn token_matches(c: &Console, candidate: &str) -> bool {
-    same_token(&c.token, candidate)
-}
-
 impl Console {
     /// The session cookie's name: bound to this console's port.
     fn cookie(&self) -> String {
@@ -463,49 +386,6 @@ impl Console {
             false
         }
     }
-}
-
-/// Every page but `/login` needs the session cookie.
-async fn session(State(c): Shared, req: Request, next: Next) -> Response {
-    let cookie = req
-        .headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == c.cookie())
-        .map(|(_, v)| v.to_string());
-    if cookie.is_some_and(|v| token_matches(&c, &v)) {
-        next.run(req).await
-    } else {
-        Problem::unauthorised().into_response()
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoginQuery {
-    token: Option<String>,
-}
-
-/// Exchange the one-time token in the printed link for the session cookie (a different
-/// value), and drop it from the URL. A second use of the link is refused.
-async fn login(State(c): Shared, Query(q): Query<LoginQuery>) -> Response {
-    if !q.token.is_some_and(|t| c.redeem(&t)) {
-        return Problem::unauthorised().into_response();
-    }
-    let cookie = format!(
-        "{}={}; HttpOnly; SameSite=Strict; Path=/",
-        c.cookie(),
-        c.token
-    );
-    let mut resp = Redirect::to("/").into_response();
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).expect("hex is a valid header"),
-    );
-    resp
 }
 
 async fn css() -> Response {
@@ -708,372 +588,17 @@ pub(crate) struct GrantForm {
     hidden: Option<String>,
 }
 
-/// A comma-separated column list.
-fn columns(text: &str) -> Vec<String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// A dataset id (lowercase hex): anything else never reaches a request path.
-fn dataset_id(dataset: &str) -> Result<String, Problem> {
-    if !dataset.is_empty()
-        && dataset
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
-        Ok(dataset.to_string())
-    } else {
-        Err(Problem::bad_request(format!(
-            "{dataset:?} is not a dataset id"
-        )))
-    }
-}
-
-async fn grant_form(State(c): Shared, Query(form): Query<GrantForm>) -> Page {
-    let dataset = dataset_id(&form.dataset)?;
-    let policy = c
-        .call(move |c, client| crate::remote::policy::current_on(&c.conn, client, &dataset))
-        .await?;
-    Ok(view::grant_form(&form, policy.as_ref()))
-}
-
-fn parse_optional<T: std::str::FromStr>(field: &str, text: &str) -> Result<Option<T>, Problem> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(None);
-    }
-    text.parse()
-        .map(Some)
-        .map_err(|_| Problem::bad_request(format!("{field}: {text:?} is not a whole number")))
-}
-
-/// The policy a grant form would publish: the current one with this grant added (replacing
-/// the module's grant with the same pinned params) and the form's dataset-wide rules.
-fn proposed(prev: Option<&SignedPolicy>, form: &GrantForm) -> Result<Policy, Problem> {
-    let module = form.module.trim().to_string();
-    if module.len() != 64 || hex::decode(&module).is_err() {
-        return Err(Problem::bad_request(
-            "the module must be a SHA-256 in hex (64 characters)",
-        ));
-    }
-    let researchers: Vec<PartyId> = form
-        .researchers
-        .split([',', ' ', '\n'])
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| {
-            s.trim()
-                .parse()
-                .map_err(|_| Problem::bad_request(format!("{s:?} is not a party id")))
-        })
-        .collect::<Result<_, _>>()?;
-    let max_runs = parse_optional::<u64>("most runs", &form.max_runs)?;
-    let expires = parse_optional::<u64>("expires in days", &form.expires_in_days)?;
-    let min_group = parse_optional::<u64>("smallest group", &form.min_group)?;
-    if researchers.is_empty() && max_runs.is_none() {
-        return Err(Problem::bad_request(
-            "a grant to any researcher needs a most-runs limit: name researchers or set one \
-             (repeated runs enable differencing attacks)",
-        ));
-    }
-    let params_digest = match (form.params.is_empty(), form.params_digest.trim()) {
-        (false, d) => {
-            let computed = cleanroom_proto::run::params_digest(&form.params);
-            if !d.is_empty() && d != computed {
-                return Err(Problem::bad_request(
-                    "the params shown do not match the params digest: the request was altered",
-                ));
-            }
-            Some(computed)
-        }
-        (true, "") => None,
-        (true, d) => Some(d.to_string()),
-    };
-    let mut inputs = BTreeMap::new();
-    for spec in form.inputs.split(',').filter(|s| !s.trim().is_empty()) {
-        let (name, dataset) = spec
-            .trim()
-            .split_once('=')
-            .ok_or_else(|| Problem::bad_request(format!("input {spec:?} is not NAME=DATASET")))?;
-        inputs.insert(name.to_string(), dataset.to_string());
-    }
-    let now = now();
-    let mut policy = match prev {
-        Some(p) => {
-            let mut policy = p.policy.clone();
-            policy.version += 1;
-            policy
-        }
-        None => Policy {
-            dataset: form.dataset.clone(),
-            version: 1,
-            grants: Vec::new(),
-            hidden_columns: Vec::new(),
-            identifier_columns: Vec::new(),
-            output: Default::default(),
-            dp: None,
-            issued_at: now,
-        },
-    };
-    policy.issued_at = now;
-    policy
-        .grants
-        .retain(|g| !(g.module == module && g.params_digest == params_digest));
-    policy.grants.push(Grant {
-        module,
-        researchers: if researchers.is_empty() {
-            Researchers::Any
-        } else {
-            Researchers::Only(researchers)
-        },
-        params_digest,
-        expires_at: expires.map(|d| now + d * 86_400),
-        max_runs,
-        note: Some(form.note.trim().to_string()).filter(|n| !n.is_empty()),
-        inputs: (!inputs.is_empty()).then_some(inputs),
-        unlimited: false,
-    });
-    policy.output.review_required = form.review.is_some();
-    if let Some(list) = &form.identifiers {
-        policy.identifier_columns = columns(list);
-    }
-    if let Some(list) = &form.hidden {
-        policy.hidden_columns = columns(list);
-    }
-    if let Some(k) = min_group {
-        policy.output.min_group_count = k;
-    }
-    policy
-        .validate()
-        .map_err(|e| Problem::bad_request(format!("the policy would be invalid: {e}")))?;
-    Ok(policy)
-}
-
-async fn grant_preview(State(c): Shared, Form(form): Form<GrantForm>) -> Page {
-    let dataset = dataset_id(&form.dataset)?;
-    let prev = c
-        .call(move |c, client| crate::remote::policy::current_on(&c.conn, client, &dataset))
-        .await?;
-    let next = proposed(prev.as_ref(), &form)?;
-    Ok(view::confirm(prev.as_ref(), &next))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RevokeForm {
-    dataset: String,
-    module: String,
-    #[serde(default)]
-    params_digest: String,
-}
-
-async fn revoke_preview(State(c): Shared, Form(form): Form<RevokeForm>) -> Page {
-    let dataset = dataset_id(&form.dataset)?;
-    let prev = c
-        .call(move |c, client| crate::remote::policy::current_on(&c.conn, client, &dataset))
-        .await?
-        .ok_or_else(|| Problem::bad_request("this dataset has no policy: nothing to revoke"))?;
-    let mut next = prev.policy.clone();
-    let pin = Some(form.params_digest.clone()).filter(|d| !d.is_empty());
-    next.grants
-        .retain(|g| !(g.module == form.module && g.params_digest == pin));
-    next.version += 1;
-    next.issued_at = now();
-    Ok(view::confirm(Some(&prev), &next))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SignForm {
-    /// The exact policy the confirmation page showed, as JSON.
-    policy: String,
-}
-
-/// Sign exactly the policy the confirmation page showed, if the server's current version is
-/// still the one it was computed from (else the owner reviews the new state first).
-async fn sign_policy(State(c): Shared, Form(form): Form<SignForm>) -> Page {
-    let policy: Policy = serde_json::from_str(&form.policy)
-        .map_err(|e| Problem::bad_request(format!("not a policy: {e}")))?;
-    dataset_id(&policy.dataset)?;
-    let (signed, stored) = c
-        .call(move |c, client| {
-            let prev = crate::remote::policy::current_on(&c.conn, client, &policy.dataset)?;
-            let expected = prev.as_ref().map_or(1, |p| p.policy.version + 1);
-            if policy.version != expected {
-                return Err(anyhow!(
-                    "the policy changed since you reviewed it (now v{}): review the change again",
-                    expected - 1
-                ));
-            }
-            policy
-                .validate()
-                .map_err(|e| anyhow!("invalid policy: {e}"))?;
-            crate::remote::policy::sign_and_put(&c.conn, client, policy)
-        })
-        .await?;
-    Ok(view::signed(&signed, &stored))
-}
-
 // ---- Runs -------------------------------------------------------------------------------
-
-async fn my_runs(c: &Arc<Console>) -> Result<(Vec<RunStatus>, Vec<DpBudget>), Problem> {
-    c.call(|c, client| {
-        let mut runs = client.signed::<RunList>("GET", "/v1/runs", b"")?.runs;
-        runs.sort_by(|a, b| b.created.cmp(&a.created).then(b.run.cmp(&a.run)));
-        let mut budgets = Vec::new();
-        for (d, p) in c.my_datasets(client)? {
-            budgets.extend(budget_of(client, &d.id, p.as_ref()));
-        }
-        Ok((runs, budgets))
-    })
-    .await
-}
-
-async fn runs_page(State(c): Shared) -> Page {
-    let (runs, budgets) = my_runs(&c).await?;
-    Ok(view::runs(&runs, &budgets, now()))
-}
-
-/// The live part of the runs page alone (chart, budgets, table), for the live update.
-async fn runs_live(State(c): Shared) -> Page {
-    let (runs, budgets) = my_runs(&c).await?;
-    Ok(view::runs_live(&runs, &budgets, now()))
-}
-
-/// Server-sent events: each audit entry that concerns the owner, as it happens.
-async fn events(
-    State(c): Shared,
-) -> Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>> {
-    let rx = c.events.subscribe();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(entry) => return Some((Ok(Event::default().data(entry)), rx)),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    });
-    Sse::new(stream).keep_alive(KeepAlive::default())
-}
 
 // ---- Review -----------------------------------------------------------------------------
 
-async fn review_queue(State(c): Shared) -> Page {
-    let me = c.me;
-    let (runs, _) = my_runs(&c).await?;
-    let waiting: Vec<RunStatus> = runs
-        .into_iter()
-        .filter(|r| r.state == RunState::HeldForReview && r.pending_reviews.contains(&me))
-        .collect();
-    Ok(view::review_queue(&waiting))
-}
-
-/// A run id as the server makes them (`run-` and hex): anything else never reaches a request
-/// path.
-fn run_id(run: String) -> Result<String, Problem> {
-    let ok = run
-        .strip_prefix("run-")
-        .is_some_and(|hex| !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()));
-    if ok {
-        Ok(run)
-    } else {
-        Err(Problem::bad_request(format!("{run:?} is not a run id")))
-    }
-}
-
-async fn review_page(State(c): Shared, Path(run): Path<String>) -> Page {
-    let id = run_id(run)?;
-    let (status, reports, outputs) = c
-        .call(move |c, client| {
-            let status: RunStatus = client.signed("GET", &format!("/v1/runs/{id}"), b"")?;
-            let (reports, outputs) = crate::remote::runs::open_held(client, &c.conn.trust, &id)?;
-            Ok((status, reports, outputs))
-        })
-        .await?;
-    Ok(view::review(&status, &reports, &outputs))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DecisionForm {
-    decision: String,
-    #[serde(default)]
-    reason: String,
-}
-
-async fn review_decide(
-    State(c): Shared,
-    Path(run): Path<String>,
-    Form(form): Form<DecisionForm>,
-) -> Page {
-    let decision = match form.decision.as_str() {
-        "release" => ReviewDecision::Release,
-        "withhold" => ReviewDecision::Withhold,
-        other => return Err(Problem::bad_request(format!("unknown decision {other:?}"))),
-    };
-    let run = run_id(run)?;
-    let reason = Some(form.reason.trim().to_string()).filter(|r| !r.is_empty());
-    let status = c
-        .call(move |_, client| crate::remote::runs::decide(client, &run, decision, reason))
-        .await?;
-    Ok(view::decided(&status, decision))
-}
-
 // ---- Audit ------------------------------------------------------------------------------
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuditQuery {
-    #[serde(default)]
-    page: usize,
-    #[serde(default)]
-    action: String,
-}
 
 /// The audit log and whether it verified: chain and signed head against the attested
 /// enclave's key, and consistency with the last head this key verified.
 pub(crate) struct AuditView {
     log: crate::remote::audit::SavedLog,
     verdict: Result<(), String>,
-}
-
-async fn audit_page(State(c): Shared, Query(q): Query<AuditQuery>) -> Page {
-    let view = c
-        .call(|c, client| {
-            let log = crate::remote::audit::fetch_log(client)?;
-            let enclave = PartyId(
-                verify_server(client, &c.conn.trust)?
-                    .keys
-                    .signing_public_key,
-            );
-            let verdict = verify_items(&log.items, &log.head, Some(&enclave))
-                .map_err(anyhow::Error::from)
-                .and_then(|_| {
-                    crate::remote::audit::check_against_last_head(&c.conn, client, &enclave, &log)
-                })
-                .map_err(|e| format!("{e:#}"));
-            Ok(AuditView { log, verdict })
-        })
-        .await?;
-    Ok(view::audit(&view, q.page, q.action.trim()))
-}
-
-async fn audit_export(State(c): Shared) -> Result<Response, Problem> {
-    let log = c
-        .call(|_, client| crate::remote::audit::fetch_log(client))
-        .await?;
-    let body = serde_json::to_vec_pretty(&log).map_err(|e| Problem::bad_request(e.to_string()))?;
-    let headers = [
-        (header::CONTENT_TYPE, "application/json"),
-        (
-            header::CONTENT_DISPOSITION,
-            "attachment; filename=\"audit-log.json\"",
-        ),
-    ];
-    Ok((headers, body).into_response())
 }
 
 #[cfg(test)]
