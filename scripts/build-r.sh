@@ -4,8 +4,8 @@
 # by node) so wasmtime compiles it. Both packages are pinned by version and SHA-256 and
 # fetched from the npm registry; nothing of them is committed. The result is cached by the
 # hash of this script under ~/.cache/cleanroom-r/, and its directory is printed:
-#   R.wasm         the main module (exnref), with base R and the recommended packages'
-#                  code embedded (webR's --embed-file)
+#   R.wasm         the main module (exnref), with the base packages' R code embedded
+#                  (webR's --embed-file; webR 0.6.0 is built without the recommended packages)
 #   libRblas.so    side modules loaded by the host's dynamic linker
 #   libRlapack.so
 set -euo pipefail

@@ -2,6 +2,8 @@
 //! examples for wasm32-wasip2, and emits a path constant per program plus
 //! `foreach_program!`, which the tests use to make sure each has a test.
 
+#![allow(clippy::unwrap_used)] // tests and their helpers fail loudly by design
+
 use std::env;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

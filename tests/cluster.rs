@@ -99,7 +99,7 @@ impl Cluster {
             let path = tmp.path().join(format!("{k}.json"));
             cleanroom_cli::run(["cleanroom", "keygen", "-o", path.to_str().unwrap()]).unwrap();
         }
-        Cluster {
+        Self {
             tmp,
             services,
             serve: serve.into(),

@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests and benchmarks: paths of the
 //! guest programs built by `build.rs`, and table builders.
 
+#![allow(clippy::unwrap_used)] // tests and their helpers fail loudly by design
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

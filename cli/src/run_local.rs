@@ -244,7 +244,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
             bail!("R analyses cannot run on a table that requires differential privacy yet");
         }
         let bar = progress::spinner("compiling the R engine".to_string());
-        let engine = cleanroom_runtime::r::REngine::load(&dir)?;
+        let engine = cleanroom_r::REngine::load(&dir)?;
         bar.set_message(format!("running {}", module_path.display()));
         let result = engine.run(&grants, &script, &limits, None);
         bar.finish_and_clear();

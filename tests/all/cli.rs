@@ -14,7 +14,7 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("st_marys.csv"), SITE_A_CSV).unwrap();
         std::fs::write(dir.path().join("northfield.csv"), SITE_B_CSV).unwrap();
-        Fixture { dir }
+        Self { dir }
     }
 
     fn path(&self, name: &str) -> PathBuf {

@@ -1,5 +1,7 @@
 //! All integration tests, in one binary (one `mod` per area).
 
+#![allow(clippy::unwrap_used)] // tests and their helpers fail loudly by design
+
 mod cli;
 mod cluster;
 mod crash;

@@ -12,7 +12,7 @@ use arrow_array::{
     RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use cleanroom_runtime::r::REngine;
+use cleanroom_r::REngine;
 use cleanroom_runtime::{Grants, Limits, MemTable, RunError, RunOutput};
 
 /// The R engine built by `scripts/build-r.sh`, from `CLEANROOM_R_ENGINE` (set by
@@ -241,7 +241,7 @@ fn r_gives_the_numbers_native_r_gives() {
         &native_script,
         format!(
             "{}\ncleanroom:::.adopt(\"admissions\", as.list(read.csv({:?}, stringsAsFactors = FALSE)), rep(\"\", 4))\n{analysis}",
-            include_str!("../../host/runtime/src/r/cleanroom.R"),
+            include_str!("../../guest-sdk/r/cleanroom.R"),
             csv.display().to_string()
         ),
     )

@@ -36,7 +36,7 @@ impl TestServer {
         let server = started.expect("cleanroomd starts");
         let url = format!("https://{}", server.addr());
         let measurement = server.service().measurement.clone();
-        TestServer {
+        Self {
             dir,
             url,
             measurement,
@@ -182,7 +182,7 @@ impl Study {
         let a = push(&s, "st_marys", site_a, "a.csv");
         let b = push(&s, "northfield", site_b, "b.csv");
         let module = push_module(&s, COHORT_STATS_RUST);
-        Study {
+        Self {
             s,
             a,
             b,
@@ -193,7 +193,7 @@ impl Study {
 
     /// Stop the server, let `tamper` edit its blob directory, start it again.
     pub(crate) fn restart(self, tamper: impl FnOnce(&Path)) -> Self {
-        let Study {
+        let Self {
             s,
             a,
             b,
@@ -202,7 +202,7 @@ impl Study {
         } = self;
         let dir = s.stop();
         tamper(&dir.path().join("server/blobs"));
-        Study {
+        Self {
             s: TestServer::start_in(dir),
             a,
             b,

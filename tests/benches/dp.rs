@@ -11,6 +11,8 @@
 //! in the same process: the non-private answer. Errors are mean absolute errors over 20
 //! repetitions (a new block key each time).
 
+#![allow(clippy::unwrap_used)] // tests and their helpers fail loudly by design
+
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};

@@ -6,6 +6,8 @@
 //! the Arrow IPC stream that is sealed to the researcher). The ratio is what governed egress
 //! adds on top.
 
+#![allow(clippy::unwrap_used)] // tests and their helpers fail loudly by design
+
 use std::collections::BTreeSet;
 use std::hint::black_box;
 use std::sync::Arc;

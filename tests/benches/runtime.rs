@@ -7,6 +7,8 @@
 //!
 //! Every guest measurement is paired with a native baseline in the same run.
 
+#![allow(clippy::unwrap_used)] // tests and their helpers fail loudly by design
+
 use std::hint::black_box;
 use std::process::Command;
 use std::sync::Arc;
@@ -59,7 +61,7 @@ fn r_engine() {
         return;
     };
     let start = Instant::now();
-    let engine = cleanroom_runtime::r::REngine::load(std::path::Path::new(&dir)).expect("R loads");
+    let engine = cleanroom_r::REngine::load(std::path::Path::new(&dir)).expect("R loads");
     println!(
         "| R engine: compile R.wasm (18 MB, Cranelift) | {:.2} s | once per process |",
         start.elapsed().as_secs_f64()

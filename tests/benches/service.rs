@@ -9,6 +9,8 @@
 //! - sealed envelope → lazy open + IPC decode → guest sum, vs the same table in memory;
 //! - end-to-end runs per second through the HTTP API.
 
+#![allow(clippy::unwrap_used)] // tests and their helpers fail loudly by design
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -6,6 +6,8 @@
 //!
 //!     cargo bench -p cleanroom-tests --bench sql
 
+#![allow(clippy::unwrap_used)] // tests and their helpers fail loudly by design
+
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;

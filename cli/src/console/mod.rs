@@ -136,7 +136,7 @@ impl Problem {
                 "Read the reason above, correct it and try again.",
             ),
         };
-        Problem {
+        Self {
             status,
             title,
             detail,
@@ -145,7 +145,7 @@ impl Problem {
     }
 
     fn bad_request(detail: impl Into<String>) -> Self {
-        Problem {
+        Self {
             status: StatusCode::BAD_REQUEST,
             title: "That did not work",
             detail: detail.into(),
@@ -154,7 +154,7 @@ impl Problem {
     }
 
     fn unauthorised() -> Self {
-        Problem {
+        Self {
             status: StatusCode::UNAUTHORIZED,
             title: "This console needs its session link",
             detail: "The request did not carry this console's session token.".into(),
@@ -172,7 +172,7 @@ impl IntoResponse for Problem {
 
 impl From<anyhow::Error> for Problem {
     fn from(error: anyhow::Error) -> Self {
-        Problem::from_error(&error)
+        Self::from_error(&error)
     }
 }
 
@@ -211,7 +211,7 @@ impl Console {
     /// when the server did not verify.
     async fn call<T: Send + 'static>(
         self: &Arc<Self>,
-        f: impl FnOnce(&Console, &Client) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&Self, &Client) -> Result<T> + Send + 'static,
     ) -> Result<T, Problem> {
         let client = {
             let attested = self.attested.lock().expect("attestation lock");

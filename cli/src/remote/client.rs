@@ -46,7 +46,7 @@ impl Client {
         let base = base.trim_end_matches('/').to_string();
         if base.starts_with("https://") {
             let check = Arc::new(KeyCheck::Record(Mutex::new(None)));
-            let boot = Client {
+            let boot = Self {
                 base: base.clone(),
                 identity: None,
                 agent: tls::agent(check.clone(), false)?,
@@ -70,7 +70,7 @@ impl Client {
                 .context(Failure::verification(
                     "attested TLS failed: do not send this server data",
                 ))?;
-            Ok(Client {
+            Ok(Self {
                 base,
                 identity,
                 agent: tls::agent(Arc::new(KeyCheck::Pinned(seen)), true)?,
@@ -93,7 +93,7 @@ impl Client {
                 .http_status_as_error(false)
                 .build()
                 .new_agent();
-            Ok(Client {
+            Ok(Self {
                 base,
                 identity,
                 agent,

@@ -46,6 +46,7 @@
 //! # Ok(())
 //! # }
 //! ```
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod chunk;

@@ -141,9 +141,8 @@ fn mount(source: &str, target: &str, fstype: &str, flags: libc::c_ulong) -> Resu
 
 /// Load the image's kernel modules in the order `/etc/cleanroom/modules` lists them.
 fn load_modules() -> Result<(), String> {
-    let list = match std::fs::read_to_string("/etc/cleanroom/modules") {
-        Ok(list) => list,
-        Err(_) => return Ok(()),
+    let Ok(list) = std::fs::read_to_string("/etc/cleanroom/modules") else {
+        return Ok(());
     };
     for name in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let path = Path::new("/lib/modules/cleanroom").join(name);

@@ -189,31 +189,26 @@ fn deny<T>(code: Code, message: impl Into<String>) -> Result<Decision, T> {
     Ok(Decision::Deny(Reason::new(code, message)))
 }
 
+/// A refusal, or what was looked up: the inner result of every step of admission.
+type Step<T> = Result<T, Reason>;
+
+fn refuse<T, E>(code: Code, message: impl Into<String>) -> Result<Step<T>, E> {
+    Ok(Err(Reason::new(code, message)))
+}
+
+/// The step's value, or the run's denial.
+macro_rules! step {
+    ($e:expr) => {
+        match $e? {
+            Ok(value) => value,
+            Err(reason) => return Ok(Decision::Deny(reason)),
+        }
+    };
+}
+
 /// Decide whether a run may happen. The same function runs at submission and at start.
 pub fn admit<F: Facts>(facts: &F, req: &AdmissionRequest<'_>) -> Result<Decision, F::Error> {
-    if req.inputs.is_empty() {
-        return deny(
-            Code::NoInputs,
-            "a run needs at least one input dataset: nothing runs without an owner's grant",
-        );
-    }
-    if !facts.module_exists(req.module)? {
-        return deny(
-            Code::UnknownModule,
-            format!("module {} was not uploaded; push it first", req.module),
-        );
-    }
-    if req.researcher_hpke.len() != 64
-        || !req
-            .researcher_hpke
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
-        return deny(
-            Code::BadResearcherKey,
-            "researcher_hpke must be a 32-byte X25519 public key in lowercase hex",
-        );
-    }
+    step!(check_request(facts, req));
     let mut inputs = Vec::new();
     let mut rules = Vec::new();
     let mut review = ReviewRoute::default();
@@ -226,151 +221,18 @@ pub fn admit<F: Facts>(facts: &F, req: &AdmissionRequest<'_>) -> Result<Decision
         }
         // A derived dataset is used under the consent of every owner upstream of it: each
         // root's policy must grant this run (and still allow the pipeline that produced it).
-        let (roots, via) = match facts.dataset(dataset)? {
-            Some(facts_of) => (vec![(dataset.clone(), facts_of)], None),
-            None => {
-                let Some(derived) = facts.derived(dataset)? else {
-                    return deny(Code::UnknownDataset, format!("no dataset {dataset}"));
-                };
-                let mut roots = Vec::new();
-                for root in &derived.roots {
-                    let Some(facts_of) = facts.dataset(root)? else {
-                        return deny(
-                            Code::UnknownDataset,
-                            format!(
-                                "dataset {root}, upstream of derived dataset {dataset}, is gone"
-                            ),
-                        );
-                    };
-                    roots.push((root.clone(), facts_of));
-                }
-                (roots, Some(derived))
-            }
-        };
-        for (dataset, facts_of) in roots {
-            let dataset = &dataset;
-            let Some(signed) = facts.policy(dataset)? else {
-                return deny(
-                    Code::NoPolicy,
-                    format!("dataset {dataset} has no policy: its owner has granted nothing yet"),
-                );
+        let (roots, via) = step!(roots_of(facts, dataset));
+        for (root, facts_of) in roots {
+            let root = Root {
+                name,
+                dataset: &root,
+                facts: facts_of,
+                via: via.as_ref(),
             };
-            // The store is the operator's: a policy is trusted only if its owner signed it for
-            // this very dataset.
-            if crate::trust::trusted(&signed, dataset, &facts_of.owner).is_none() {
-                return deny(
-                    Code::PolicyInvalid,
-                    format!(
-                        "the stored policy of dataset {dataset} does not verify against its owner; \
-                     refusing to run on tampered state"
-                    ),
-                );
-            }
-            let policy = &signed.policy;
-            let version = policy.version;
-            if let Some(derived) = &via
-                && !produced_under(policy, derived, req.now)
-            {
-                return deny(
-                    Code::DerivedRevoked,
-                    format!(
-                        "policy v{version} of dataset {dataset} no longer allows pipeline {} of \
-                     researcher {}, which produced this derived input: it cannot be used",
-                        derived.pipeline, derived.researcher
-                    ),
-                );
-            }
-            if policy.grants.is_empty() {
-                return deny(
-                    Code::Revoked,
-                    format!(
-                        "policy v{version} of dataset {dataset} grants nothing (access was revoked); \
-                     ask the data owner for a new policy"
-                    ),
-                );
-            }
-            let mut refusals: Vec<(Code, String)> = Vec::new();
-            let mut allowed: Option<&Grant> = None;
-            for (i, grant) in policy.grants.iter().enumerate() {
-                if grant.module != req.module {
-                    continue;
-                }
-                let runs = facts.grant_runs(dataset, &grant.digest(), req.run)?;
-                match refusal(grant, req, runs) {
-                    None => {
-                        allowed = Some(grant);
-                        break;
-                    }
-                    Some((code, why)) => refusals.push((code, format!("grant {i}: {why}"))),
-                }
-            }
-            let Some(grant) = allowed else {
-                let Some((code, _)) = refusals.first() else {
-                    return deny(
-                        Code::ModuleNotGranted,
-                        format!(
-                            "policy v{version} of dataset {dataset} does not grant module {}; \
-                         ask the data owner to approve it",
-                            req.module
-                        ),
-                    );
-                };
-                let text: Vec<&str> = refusals.iter().map(|(_, t)| t.as_str()).collect();
-                return deny(
-                    *code,
-                    format!(
-                        "dataset {dataset} (policy v{version}) refuses module {}: {}",
-                        req.module,
-                        text.join("; ")
-                    ),
-                );
-            };
-            if policy.output.review_required {
-                let named = if policy.output.reviewers.is_empty() {
-                    vec![signed.owner]
-                } else {
-                    policy.output.reviewers.clone()
-                };
-                // Distinct parties only: a name listed twice is still one reviewer.
-                let reviewers: Vec<PartyId> = named
-                    .into_iter()
-                    .filter(|r| r != req.researcher)
-                    .collect::<BTreeSet<_>>()
-                    .into_iter()
-                    .collect();
-                if (reviewers.len() as u32) < policy.output.min_reviewers {
-                    return deny(
-                        Code::NoIndependentReviewer,
-                        format!(
-                            "dataset {dataset} needs {} reviewer(s) other than the submitting \
-                         researcher; nobody reviews a run they submitted",
-                            policy.output.min_reviewers
-                        ),
-                    );
-                }
-                review.groups.push(ReviewGroup {
-                    dataset: dataset.clone(),
-                    reviewers,
-                    needed: policy.output.min_reviewers,
-                });
-            }
-            rules.push(policy.output.clone());
-            inputs.push(AdmittedInput {
-                receipt: ReceiptInput {
-                    name: name.clone(),
-                    dataset: dataset.clone(),
-                    manifest_digest: facts_of.manifest_digest,
-                    policy_version: version,
-                    policy_digest: signed.digest(),
-                    grant_digest: grant.digest(),
-                    terms_digest: terms_digest(grant, policy),
-                    via: via.as_ref().map(|_| req.inputs[name].clone()),
-                },
-                owner: signed.owner,
-                hidden_columns: policy.hidden_columns.clone(),
-                identifier_columns: policy.identifier_columns.clone(),
-                dp: policy.dp.clone(),
-            });
+            let (input, output, group) = step!(admit_root(facts, req, &root));
+            rules.push(output);
+            review.groups.extend(group);
+            inputs.push(input);
         }
     }
     let epsilon = match dp_terms(facts, req, &inputs)? {
@@ -382,6 +244,226 @@ pub fn admit<F: Facts>(facts: &F, req: &AdmissionRequest<'_>) -> Result<Decision
         rules: OutputRules::strictest(rules.iter()),
         review,
         epsilon,
+    }))
+}
+
+/// What is checked of the request itself: inputs named, the module uploaded, the
+/// researcher's key well formed.
+fn check_request<F: Facts>(facts: &F, req: &AdmissionRequest<'_>) -> Result<Step<()>, F::Error> {
+    if req.inputs.is_empty() {
+        return refuse(
+            Code::NoInputs,
+            "a run needs at least one input dataset: nothing runs without an owner's grant",
+        );
+    }
+    if !facts.module_exists(req.module)? {
+        return refuse(
+            Code::UnknownModule,
+            format!("module {} was not uploaded; push it first", req.module),
+        );
+    }
+    if !cleanroom_proto::keys::is_hex64(req.researcher_hpke) {
+        return refuse(
+            Code::BadResearcherKey,
+            "researcher_hpke must be a 32-byte X25519 public key in lowercase hex",
+        );
+    }
+    Ok(Ok(()))
+}
+
+/// The sealed datasets whose owners decide on input `dataset`: itself, or every root of the
+/// derived dataset it names (with that derived dataset's facts).
+#[allow(clippy::type_complexity)]
+fn roots_of<F: Facts>(
+    facts: &F,
+    dataset: &str,
+) -> Result<Step<(Vec<(String, DatasetFacts)>, Option<DerivedFacts>)>, F::Error> {
+    if let Some(facts_of) = facts.dataset(dataset)? {
+        return Ok(Ok((vec![(dataset.to_string(), facts_of)], None)));
+    }
+    let Some(derived) = facts.derived(dataset)? else {
+        return refuse(Code::UnknownDataset, format!("no dataset {dataset}"));
+    };
+    let mut roots = Vec::new();
+    for root in &derived.roots {
+        let Some(facts_of) = facts.dataset(root)? else {
+            return refuse(
+                Code::UnknownDataset,
+                format!("dataset {root}, upstream of derived dataset {dataset}, is gone"),
+            );
+        };
+        roots.push((root.clone(), facts_of));
+    }
+    Ok(Ok((roots, Some(derived))))
+}
+
+/// A root as admitted: the input, its owner's output rules, its owner's review group.
+type AdmittedRoot = (AdmittedInput, OutputRules, Option<ReviewGroup>);
+
+/// One sealed dataset an input reads (directly, or upstream of a derived input).
+struct Root<'a> {
+    /// The input's name in the run.
+    name: &'a String,
+    dataset: &'a String,
+    facts: DatasetFacts,
+    /// The derived dataset the input names, if it is one.
+    via: Option<&'a DerivedFacts>,
+}
+
+/// Whether `root`'s owner admits the run: a trusted policy, still allowing the pipeline that
+/// produced a derived input, with a grant that admits this request. The input as admitted,
+/// the owner's output rules, and the owner's review group if the owner reviews.
+fn admit_root<F: Facts>(
+    facts: &F,
+    req: &AdmissionRequest<'_>,
+    root: &Root<'_>,
+) -> Result<Step<AdmittedRoot>, F::Error> {
+    let dataset = root.dataset;
+    let Some(signed) = facts.policy(dataset)? else {
+        return refuse(
+            Code::NoPolicy,
+            format!("dataset {dataset} has no policy: its owner has granted nothing yet"),
+        );
+    };
+    // The store is the operator's: a policy is trusted only if its owner signed it for this
+    // very dataset.
+    if crate::trust::trusted(&signed, dataset, &root.facts.owner).is_none() {
+        return refuse(
+            Code::PolicyInvalid,
+            format!(
+                "the stored policy of dataset {dataset} does not verify against its owner; \
+             refusing to run on tampered state"
+            ),
+        );
+    }
+    let policy = &signed.policy;
+    let version = policy.version;
+    if let Some(derived) = root.via
+        && !produced_under(policy, derived, req.now)
+    {
+        return refuse(
+            Code::DerivedRevoked,
+            format!(
+                "policy v{version} of dataset {dataset} no longer allows pipeline {} of \
+             researcher {}, which produced this derived input: it cannot be used",
+                derived.pipeline, derived.researcher
+            ),
+        );
+    }
+    if policy.grants.is_empty() {
+        return refuse(
+            Code::Revoked,
+            format!(
+                "policy v{version} of dataset {dataset} grants nothing (access was revoked); \
+             ask the data owner for a new policy"
+            ),
+        );
+    }
+    let grant = match granting(facts, req, dataset, policy)? {
+        Ok(grant) => grant,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    let group = match review_group(req, dataset, &signed) {
+        Ok(group) => group,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    let input = AdmittedInput {
+        receipt: ReceiptInput {
+            name: root.name.clone(),
+            dataset: dataset.clone(),
+            manifest_digest: root.facts.manifest_digest.clone(),
+            policy_version: version,
+            policy_digest: signed.digest(),
+            grant_digest: grant.digest(),
+            terms_digest: terms_digest(grant, policy),
+            via: root.via.map(|_| req.inputs[root.name].clone()),
+        },
+        owner: signed.owner,
+        hidden_columns: policy.hidden_columns.clone(),
+        identifier_columns: policy.identifier_columns.clone(),
+        dp: policy.dp.clone(),
+    };
+    Ok(Ok((input, policy.output.clone(), group)))
+}
+
+/// The first grant of `policy` that admits the request, or why none does (the first
+/// refusal's code, every grant's reason in the text).
+fn granting<'p, F: Facts>(
+    facts: &F,
+    req: &AdmissionRequest<'_>,
+    dataset: &str,
+    policy: &'p cleanroom_proto::policy::Policy,
+) -> Result<Step<&'p Grant>, F::Error> {
+    let version = policy.version;
+    let mut refusals: Vec<(Code, String)> = Vec::new();
+    for (i, grant) in policy.grants.iter().enumerate() {
+        if grant.module != req.module {
+            continue;
+        }
+        let runs = facts.grant_runs(dataset, &grant.digest(), req.run)?;
+        match refusal(grant, req, runs) {
+            None => return Ok(Ok(grant)),
+            Some((code, why)) => refusals.push((code, format!("grant {i}: {why}"))),
+        }
+    }
+    let Some((code, _)) = refusals.first() else {
+        return refuse(
+            Code::ModuleNotGranted,
+            format!(
+                "policy v{version} of dataset {dataset} does not grant module {}; \
+             ask the data owner to approve it",
+                req.module
+            ),
+        );
+    };
+    let text: Vec<&str> = refusals.iter().map(|(_, t)| t.as_str()).collect();
+    refuse(
+        *code,
+        format!(
+            "dataset {dataset} (policy v{version}) refuses module {}: {}",
+            req.module,
+            text.join("; ")
+        ),
+    )
+}
+
+/// The owner's review group, if the owner reviews: distinct reviewers other than the
+/// submitting researcher, at least as many as the policy requires.
+fn review_group(
+    req: &AdmissionRequest<'_>,
+    dataset: &str,
+    signed: &SignedPolicy,
+) -> Step<Option<ReviewGroup>> {
+    let output = &signed.policy.output;
+    if !output.review_required {
+        return Ok(None);
+    }
+    let named = if output.reviewers.is_empty() {
+        vec![signed.owner]
+    } else {
+        output.reviewers.clone()
+    };
+    // Distinct parties only: a name listed twice is still one reviewer.
+    let reviewers: Vec<PartyId> = named
+        .into_iter()
+        .filter(|r| r != req.researcher)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if (reviewers.len() as u32) < output.min_reviewers {
+        return Err(Reason::new(
+            Code::NoIndependentReviewer,
+            format!(
+                "dataset {dataset} needs {} reviewer(s) other than the submitting \
+             researcher; nobody reviews a run they submitted",
+                output.min_reviewers
+            ),
+        ));
+    }
+    Ok(Some(ReviewGroup {
+        dataset: dataset.to_string(),
+        reviewers,
+        needed: output.min_reviewers,
     }))
 }
 

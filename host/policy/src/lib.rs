@@ -16,6 +16,7 @@
 //! No wasmtime, no HTTP: the server, `cleanroom run-local --policy` and the tests call the
 //! same functions.
 
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod admission;

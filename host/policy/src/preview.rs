@@ -99,6 +99,50 @@ pub fn compute(
             dp.unit_column
         ))
     })?;
+    let mut columns = declared_columns(schema, dp, unit);
+    let kept = read_codes(batches, unit, &mut columns)?;
+    let d = columns.len();
+    let third = if d >= 2 {
+        dp::split(epsilon, 3)
+    } else {
+        epsilon
+    };
+    // 1-way marginals (and the number of people when no column is declared).
+    let mut one_way: Vec<Vec<f64>> = Vec::with_capacity(d);
+    let people = if d == 0 {
+        dp::noisy_counts(vec![kept as i64], 1, epsilon)?[0].max(0) as u64
+    } else {
+        let each = dp::split(third, d);
+        for c in &columns {
+            let mut counts = vec![0i64; c.buckets];
+            for &b in &c.codes {
+                counts[b] += 1;
+            }
+            one_way.push(noisy_histogram(counts, each)?);
+        }
+        let totals: Vec<f64> = one_way.iter().map(|h| h.iter().sum()).collect();
+        (totals.iter().sum::<f64>() / d as f64).round() as u64
+    };
+    let (edges, measured) = if d >= 2 {
+        spanning_tree(&columns, &one_way, people, third)?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let synthetic = sample(
+        schema,
+        unit,
+        &columns,
+        &one_way,
+        &edges,
+        &measured,
+        synthetic_rows,
+        rng,
+    )?;
+    Ok(parts(schema, &columns, &one_way, &edges, people, synthetic))
+}
+
+/// The columns the owner declared a public domain for (the unit column never is one).
+fn declared_columns(schema: &SchemaRef, dp: &DpRequirement, unit: usize) -> Vec<Discrete> {
     let mut columns: Vec<Discrete> = Vec::new();
     for (i, f) in schema.fields().iter().enumerate() {
         if i == unit {
@@ -117,7 +161,17 @@ pub fn compute(
             });
         }
     }
-    // One row per person: the first.
+    columns
+}
+
+/// Read every row into the columns' bucket codes, one row per person (the first); how many
+/// people were kept.
+fn read_codes(
+    batches: impl Iterator<Item = Result<RecordBatch, String>>,
+    unit: usize,
+    columns: &mut [Discrete],
+) -> Result<usize, NoiseError> {
+    let err = |m: String| NoiseError(m);
     let mut seen: HashSet<String> = HashSet::new();
     let mut kept = 0usize;
     for batch in batches {
@@ -171,32 +225,24 @@ pub fn compute(
             }
         }
     }
-    let d = columns.len();
-    let third = if d >= 2 {
-        dp::split(epsilon, 3)
-    } else {
-        epsilon
-    };
-    // 1-way marginals (and the number of people when no column is declared).
-    let mut one_way: Vec<Vec<f64>> = Vec::with_capacity(d);
-    let people = if d == 0 {
-        dp::noisy_counts(vec![kept as i64], 1, epsilon)?[0].max(0) as u64
-    } else {
-        let each = dp::split(third, d);
-        for c in &columns {
-            let mut counts = vec![0i64; c.buckets];
-            for &b in &c.codes {
-                counts[b] += 1;
-            }
-            one_way.push(noisy_histogram(counts, each)?);
-        }
-        let totals: Vec<f64> = one_way.iter().map(|h| h.iter().sum()).collect();
-        (totals.iter().sum::<f64>() / d as f64).round() as u64
-    };
+    Ok(kept)
+}
+
+/// Choose a spanning tree over the columns (Kruskal, each edge by the exponential mechanism
+/// on how far the pair is from independent), then measure each edge's 2-way table, made
+/// consistent with the 1-way marginals.
+#[allow(clippy::type_complexity)]
+fn spanning_tree(
+    columns: &[Discrete],
+    one_way: &[Vec<f64>],
+    people: u64,
+    third: Epsilon,
+) -> Result<(Vec<(usize, usize)>, Vec<Vec<f64>>), NoiseError> {
     // Select a spanning tree (Kruskal, each edge by the exponential mechanism), then measure it.
+    let d = columns.len();
     let mut edges: Vec<(usize, usize)> = Vec::new();
     let mut measured: Vec<Vec<f64>> = Vec::new();
-    if d >= 2 {
+    {
         let select_each = dp::split(third, d - 1);
         let measure_each = dp::split(third, d - 1);
         let mut component: Vec<usize> = (0..d).collect();
@@ -237,16 +283,19 @@ pub fn compute(
             measured.push(consistent(noisy, rows, cols, &one_way[i], &one_way[j]));
         }
     }
-    let synthetic = sample(
-        schema,
-        unit,
-        &columns,
-        &one_way,
-        &edges,
-        &measured,
-        synthetic_rows,
-        rng,
-    )?;
+    Ok((edges, measured))
+}
+
+/// The preview's parts: the schema, the noisy count of people, each column's summary, the
+/// tree's pairs and the synthetic rows.
+fn parts(
+    schema: &SchemaRef,
+    columns: &[Discrete],
+    one_way: &[Vec<f64>],
+    edges: &[(usize, usize)],
+    people: u64,
+    synthetic: RecordBatch,
+) -> PreviewParts {
     let name = |c: &Discrete| schema.field(c.field).name().clone();
     let mut summaries = Vec::new();
     for (i, f) in schema.fields().iter().enumerate() {
@@ -259,7 +308,7 @@ pub fn compute(
             summary,
         });
     }
-    Ok(PreviewParts {
+    PreviewParts {
         schema: schema
             .fields()
             .iter()
@@ -272,7 +321,7 @@ pub fn compute(
             .map(|&(i, j)| (name(&columns[i]), name(&columns[j])))
             .collect(),
         synthetic,
-    })
+    }
 }
 
 /// Post-processing: fit a noisy 2-way table to the noisy 1-way marginals of its two columns by

@@ -1,5 +1,7 @@
 //! The admission decision as a table of cases: each attack or mistake gets its typed code.
 
+#![allow(clippy::unwrap_used)] // tests and their helpers fail loudly by design
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 

@@ -1,6 +1,8 @@
 //! The host's aggregation: contributors are people, not rows, and the guest cannot say who
 //! contributed.
 
+#![allow(clippy::unwrap_used)] // tests and their helpers fail loudly by design
+
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;

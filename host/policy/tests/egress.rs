@@ -1,6 +1,8 @@
 //! What may leave, as tables of cases: every shape a module could use to carry small groups
 //! or identifiers out, and the statistical disclosure rules owners can select.
 
+#![allow(clippy::unwrap_used)] // tests and their helpers fail loudly by design
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 

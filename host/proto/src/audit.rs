@@ -27,6 +27,102 @@ pub const AUDIT_DOMAIN: &[u8] = b"cleanroom/audit/v2\n";
 /// Domain-separation prefix of a signed tree head's signed bytes.
 pub const HEAD_DOMAIN: &[u8] = b"cleanroom/audit-tree-head/v2\n";
 
+/// What an audit entry records: every action the enclave writes to the log, by the exact
+/// string the entry carries (and its signed bytes hold), so the writer and every reader agree
+/// on one list instead of comparing strings by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// An owner uploaded a sealed dataset.
+    DatasetUploaded,
+    /// An owner published a policy version that grants something.
+    PolicyGranted,
+    /// An owner published a policy version that grants nothing.
+    PolicyRevoked,
+    /// A researcher uploaded a module.
+    ModuleUploaded,
+    /// A module's source was attached.
+    ModuleSource,
+    /// A researcher stored a pipeline.
+    PipelineStored,
+    /// A researcher asked owners for access.
+    AccessRequested,
+    /// An owner published a dataset preview.
+    PreviewPublished,
+    /// A pipeline step's table was kept inside the enclave.
+    DerivedKept,
+    /// A run was admitted and queued.
+    RunQueued,
+    /// A run started (admitted again, its DP charge written).
+    RunStarted,
+    /// A run's outputs wait for the owners' review.
+    RunHeldForReview,
+    /// A run reached a final state.
+    RunFinished(crate::run::RunState),
+    /// A reviewer released a held run's outputs.
+    ReviewReleased,
+    /// A reviewer withheld a held run's outputs.
+    ReviewWithheld,
+    /// Requests refused for authentication (the first of a kind each minute).
+    RequestRefused,
+    /// The enclave's state was handed to an upgraded image.
+    EnclaveHandover,
+    /// A new worker joined the cluster.
+    ClusterJoin,
+}
+
+impl Action {
+    /// Every action that names no run state, with its string.
+    const NAMED: [(Self, &'static str); 17] = [
+        (Self::DatasetUploaded, "dataset.uploaded"),
+        (Self::PolicyGranted, "policy.granted"),
+        (Self::PolicyRevoked, "policy.revoked"),
+        (Self::ModuleUploaded, "module.uploaded"),
+        (Self::ModuleSource, "module.source"),
+        (Self::PipelineStored, "pipeline.stored"),
+        (Self::AccessRequested, "access.requested"),
+        (Self::PreviewPublished, "preview.published"),
+        (Self::DerivedKept, "derived.kept"),
+        (Self::RunQueued, "run.queued"),
+        (Self::RunStarted, "run.started"),
+        (Self::RunHeldForReview, "run.held_for_review"),
+        (Self::ReviewReleased, "review.released"),
+        (Self::ReviewWithheld, "review.withheld"),
+        (Self::RequestRefused, "request.refused"),
+        (Self::EnclaveHandover, "enclave.handover"),
+        (Self::ClusterJoin, "cluster.join"),
+    ];
+
+    /// The string an entry carries.
+    pub fn as_string(self) -> String {
+        match self {
+            Self::RunFinished(state) => format!("run.{state}"),
+            named => Self::NAMED
+                .iter()
+                .find(|(a, _)| *a == named)
+                .map(|(_, s)| (*s).to_string())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The action an entry's string names (`None`: not one this version writes).
+    pub fn parse(text: &str) -> Option<Self> {
+        if let Some((action, _)) = Self::NAMED.iter().find(|(_, s)| *s == text) {
+            return Some(*action);
+        }
+        let state = text.strip_prefix("run.")?;
+        crate::run::RunState::ALL
+            .into_iter()
+            .find(|s| s.is_final() && s.as_str() == state)
+            .map(Self::RunFinished)
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.as_string())
+    }
+}
+
 /// One audit event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -56,6 +152,11 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
+    /// The action this entry records, if it is one this version writes.
+    pub fn action(&self) -> Option<Action> {
+        Action::parse(&self.action)
+    }
+
     /// Whether `party` may read this entry in full.
     pub fn concerns(&self, party: &PartyId) -> bool {
         self.parties.as_ref().is_none_or(|p| p.contains(party))

@@ -77,6 +77,7 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod api;
@@ -98,8 +99,8 @@ pub mod sealed;
 pub mod upgrade;
 
 pub use audit::{
-    AuditEntry, AuditItem, AuditPage, ConsistencyAnswer, LoggedEntry, MerkleLog, SignedHead,
-    verify_consistency, verify_inclusion, verify_items,
+    Action, AuditEntry, AuditItem, AuditPage, ConsistencyAnswer, LoggedEntry, MerkleLog,
+    SignedHead, verify_consistency, verify_inclusion, verify_items,
 };
 pub use codes::{Code, Reason};
 pub use error::{AuditError, Error, Result, SigError};

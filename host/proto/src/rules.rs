@@ -121,10 +121,10 @@ impl OutputRules {
     /// overrides another's refusal), logs only if every input releases them, review if any
     /// input requires it. Reviewer lists are not merged: review is routed per input. With no
     /// rules at all, returns the defaults.
-    pub fn strictest<'a>(rules: impl IntoIterator<Item = &'a OutputRules>) -> OutputRules {
+    pub fn strictest<'a>(rules: impl IntoIterator<Item = &'a Self>) -> Self {
         let mut rules = rules.into_iter();
         let Some(first) = rules.next() else {
-            return OutputRules::default();
+            return Self::default();
         };
         let mut out = first.clone();
         // Each input's own answer for unchecked outputs, before merging: an owner who does

@@ -74,6 +74,19 @@ pub enum RunState {
 }
 
 impl RunState {
+    /// Every state.
+    pub const ALL: [Self; 9] = [
+        Self::Submitted,
+        Self::Rejected,
+        Self::Queued,
+        Self::Running,
+        Self::Failed,
+        Self::HeldForReview,
+        Self::Released,
+        Self::Withheld,
+        Self::Cancelled,
+    ];
+
     /// Whether the run can no longer change state.
     pub fn is_final(&self) -> bool {
         matches!(
@@ -239,7 +252,7 @@ pub struct SqlParams {
 impl SqlParams {
     /// The canonical params text for `sql` (what grants pin and runs send).
     pub fn canonical(sql: &str) -> String {
-        serde_json::to_string(&SqlParams {
+        serde_json::to_string(&Self {
             sql: sql.to_string(),
         })
         .expect("a string always serialises")
@@ -298,7 +311,7 @@ pub const HELD_DOMAIN: &[u8] = b"cleanroom/held/v1\n";
 
 impl HeldBundle {
     fn signed_bytes(&self) -> Vec<u8> {
-        let unsigned = HeldBundle {
+        let unsigned = Self {
             signature: String::new(),
             ..self.clone()
         };

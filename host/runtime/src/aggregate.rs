@@ -94,7 +94,7 @@ pub struct AggregateCtx {
 
 impl AggregateCtx {
     pub(crate) fn new(terms: Aggregation) -> Self {
-        AggregateCtx {
+        Self {
             remaining: terms.epsilon,
             terms,
             hidden: Arc::new(AtomicU64::new(0)),

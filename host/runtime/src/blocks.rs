@@ -127,7 +127,7 @@ impl BlockTable {
             .flatten()
             .filter(|b| **b == Some(block))
             .count() as u64;
-        BlockTable {
+        Self {
             inner,
             assignment,
             block,

@@ -90,17 +90,17 @@ impl RunError {
     /// A short stable machine-readable name of the error kind.
     pub fn kind(&self) -> &'static str {
         match self {
-            RunError::Failed(_) => "failed",
-            RunError::Timeout(_) => "timeout",
-            RunError::MemoryLimit { .. } => "memory-limit",
-            RunError::StackOverflow => "stack-overflow",
-            RunError::OutputLimit(_) => "output-limit",
-            RunError::LogLimit(_) => "log-limit",
-            RunError::ParamsTooLarge { .. } => "params-too-large",
-            RunError::ResourceLimit { .. } => "resource-limit",
-            RunError::Cancelled => "cancelled",
-            RunError::Trap(_) => "trap",
-            RunError::Internal(_) => "internal",
+            Self::Failed(_) => "failed",
+            Self::Timeout(_) => "timeout",
+            Self::MemoryLimit { .. } => "memory-limit",
+            Self::StackOverflow => "stack-overflow",
+            Self::OutputLimit(_) => "output-limit",
+            Self::LogLimit(_) => "log-limit",
+            Self::ParamsTooLarge { .. } => "params-too-large",
+            Self::ResourceLimit { .. } => "resource-limit",
+            Self::Cancelled => "cancelled",
+            Self::Trap(_) => "trap",
+            Self::Internal(_) => "internal",
         }
     }
 }

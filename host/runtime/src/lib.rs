@@ -18,17 +18,18 @@
 //! # Ok(()) }
 //! ```
 
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod aggregate;
 pub mod blocks;
 mod compile_cache;
+pub mod epoch;
 pub mod error;
 pub mod limits;
 pub mod log;
 pub mod output;
 pub mod pipeline;
-pub mod r;
 mod raw;
 pub mod runtime;
 mod state;

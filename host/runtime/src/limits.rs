@@ -55,7 +55,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
+        Self {
             max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
             timeout: DEFAULT_TIMEOUT,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
@@ -82,7 +82,7 @@ pub(crate) struct MemoryLimiter {
 
 impl MemoryLimiter {
     pub(crate) fn new(limit: u64) -> Self {
-        MemoryLimiter {
+        Self {
             limit,
             total: 0,
             max_table_elements: 1 << 20,

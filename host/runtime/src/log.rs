@@ -62,14 +62,14 @@ pub struct LogBuffer {
 impl LogBuffer {
     /// A log with the given byte budget.
     pub fn new(limit: u64) -> Self {
-        LogBuffer {
+        Self {
             limit,
             inner: Arc::default(),
         }
     }
 
     /// Append a line; fails once the budget is exhausted.
-    pub(crate) fn line(&self, source: LogSource, message: String) -> Result<(), RunError> {
+    pub fn line(&self, source: LogSource, message: String) -> Result<(), RunError> {
         let mut inner = self.inner.lock().expect("log lock is never poisoned");
         self.charge(&mut inner, message.len() as u64)?;
         inner.lines.push(LogLine { source, message });
@@ -84,7 +84,9 @@ impl LogBuffer {
         Ok(())
     }
 
-    pub(crate) fn stdio(&self, source: LogSource, bytes: &[u8]) -> Result<(), RunError> {
+    /// Append what a guest wrote to stdout or stderr, split into lines (a partial line waits
+    /// for its end); fails once the budget is exhausted.
+    pub fn stdio(&self, source: LogSource, bytes: &[u8]) -> Result<(), RunError> {
         let mut inner = self.inner.lock().expect("log lock is never poisoned");
         self.charge(&mut inner, bytes.len() as u64)?;
         let inner = &mut *inner;

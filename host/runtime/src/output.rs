@@ -72,7 +72,7 @@ pub struct OutputCtx {
 
 impl OutputCtx {
     pub(crate) fn new(max_bytes: u64, max_outputs: u32, log: LogBuffer) -> Self {
-        OutputCtx {
+        Self {
             outputs: Outputs::default(),
             declared: Default::default(),
             names: BTreeSet::new(),

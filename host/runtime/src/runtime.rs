@@ -3,13 +3,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Strategy, Trap,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Strategy,
     UpdateDeadline,
 };
 
@@ -22,8 +21,7 @@ use crate::state::RunState;
 use crate::tables::Grants;
 use crate::world::AnalysisPre;
 
-/// How often the epoch advances; the granularity of timeouts and cancellation.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+pub use crate::epoch::EPOCH_TICK;
 /// Default number of runs that may be instantiated at once.
 pub const DEFAULT_MAX_CONCURRENT_RUNS: u32 = 32;
 
@@ -45,7 +43,7 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig {
+        Self {
             max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
             max_concurrent_runs: DEFAULT_MAX_CONCURRENT_RUNS,
             compile_cache: None,
@@ -127,7 +125,7 @@ pub struct RunOutput {
 impl RunOutput {
     /// [`RunOutput::candidates`] of a copy (tables share their Arrow buffers).
     pub fn clone_candidates(&self) -> Vec<cleanroom_policy::Candidate> {
-        RunOutput {
+        Self {
             outputs: self.outputs.clone(),
             logs: self.logs.clone(),
             stats: self.stats.clone(),
@@ -199,7 +197,7 @@ impl RunError {
     /// trap's details), which is an output like a log and never a status.
     pub fn module_text(&self) -> Option<&str> {
         match self {
-            RunError::Failed(text) | RunError::Trap(text) => Some(text),
+            Self::Failed(text) | Self::Trap(text) => Some(text),
             _ => None,
         }
     }
@@ -234,7 +232,7 @@ pub struct Runtime {
     linker: Linker<RunState>,
     cache: Mutex<HashMap<Digest32, Arc<Module>>>,
     config: RuntimeConfig,
-    ticker_stop: Arc<AtomicBool>,
+    _ticker: crate::epoch::EpochTicker,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -257,28 +255,15 @@ impl Runtime {
         crate::output::add_to_linker(&mut linker).map_err(engine_err)?;
         crate::aggregate::add_to_linker(&mut linker).map_err(engine_err)?;
 
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        let weak = engine.weak();
-        let stop = ticker_stop.clone();
-        thread::Builder::new()
-            .name("cleanroom-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    thread::sleep(EPOCH_TICK);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
-                    }
-                }
-            })
+        let ticker = crate::epoch::EpochTicker::start(&engine, "cleanroom-epoch")
             .map_err(|e| LoadError::Engine(format!("failed to start the epoch thread: {e}")))?;
 
-        Ok(Runtime {
+        Ok(Self {
             engine,
             linker,
             cache: Mutex::new(HashMap::new()),
             config,
-            ticker_stop,
+            _ticker: ticker,
         })
     }
 
@@ -318,6 +303,7 @@ impl Runtime {
     /// `serialize` and must not have been modified since (the enclave seals
     /// them for that reason). wasmtime checks the engine configuration and
     /// version but cannot check the code itself.
+    #[allow(unsafe_code)]
     pub unsafe fn load_precompiled(
         &self,
         digest: Digest32,
@@ -454,14 +440,8 @@ impl Runtime {
                 })
             }
             Ok(Err(message)) => Err(RunError::Failed(message)),
-            Err(e) => Err(classify_trap(e)),
+            Err(e) => Err(crate::epoch::classify_trap(e)),
         }
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -521,18 +501,5 @@ fn classify(bytes: &[u8]) -> LoadResult<()> {
         Err(LoadError::NotWasm(
             "the file does not start with the WebAssembly magic bytes".into(),
         ))
-    }
-}
-
-/// Turn an error from instantiation or the call into a typed run error.
-fn classify_trap(e: wasmtime::Error) -> RunError {
-    let e = match e.downcast::<RunError>() {
-        Ok(typed) => return typed,
-        Err(e) => e,
-    };
-    match e.downcast_ref::<Trap>() {
-        Some(Trap::StackOverflow) => RunError::StackOverflow,
-        Some(_) => RunError::Trap(format!("{e:?}")),
-        None => RunError::Trap(format!("{e:#}")),
     }
 }

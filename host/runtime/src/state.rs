@@ -49,7 +49,7 @@ impl RunState {
             origin: clock_origin,
             hidden: aggregate.hidden.clone(),
         };
-        RunState {
+        Self {
             wasi: sandboxed_wasi(&log, clock, wall_origin),
             resources: ResourceTable::new(),
             clock_origin,

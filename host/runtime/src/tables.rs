@@ -43,7 +43,7 @@ impl MemTable {
     /// A table from its schema and batches (all batches must have that schema).
     pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
         let num_rows = batches.iter().map(|b| b.num_rows() as u64).sum();
-        MemTable {
+        Self {
             schema,
             batches: Arc::new(batches),
             num_rows,
@@ -90,7 +90,7 @@ impl TablesCtx {
         limits: &crate::Limits,
         aggregation: &crate::aggregate::Aggregation,
     ) -> Self {
-        TablesCtx {
+        Self {
             unreadable: granted
                 .keys()
                 .filter(|name| !aggregation.readable(name))

@@ -4,7 +4,6 @@
 //! written in the same transaction as the entry that records it, with its digest, so at start
 //! the log says which version of each row is the current one.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use cleanroom_proto::PartyId;
@@ -13,7 +12,7 @@ use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
 use crate::events::{Audience, EventBus};
-use crate::store::{RowWrite, Storage, StoredEntry};
+use crate::store::{LoggedRows, RowWrite, Storage, StoredEntry};
 
 /// Add the next stored entry to the tree, refusing a gap.
 fn push_next(tree: &mut MerkleLog, stored: &StoredEntry) -> ApiResult<()> {
@@ -32,8 +31,8 @@ fn push_next(tree: &mut MerkleLog, stored: &StoredEntry) -> ApiResult<()> {
 pub struct AuditEvent<'a> {
     /// Who did it (`None`: the enclave itself).
     pub actor: Option<PartyId>,
-    /// What, e.g. `run.released`.
-    pub action: &'a str,
+    /// What.
+    pub action: cleanroom_proto::Action,
     /// To what, e.g. a run or dataset id.
     pub subject: &'a str,
     /// Details.
@@ -50,10 +49,6 @@ impl std::fmt::Debug for AuditLog {
         f.debug_struct("AuditLog").finish_non_exhaustive()
     }
 }
-
-/// The digest of the last version of each row the log recorded writing (`table/key` →
-/// SHA-256 hex of the row's body).
-pub type LoggedRows = HashMap<String, String>;
 
 impl AuditLog {
     /// Rebuild the tree from storage (every row's MAC checked on the way), and say which
@@ -74,7 +69,7 @@ impl AuditLog {
             }
         }
         Ok((
-            AuditLog {
+            Self {
                 tree: Mutex::new(tree),
             },
             rows,
@@ -136,7 +131,7 @@ impl AuditLog {
             seq: tree.len(),
             time: crate::now(),
             actor,
-            action: action.to_string(),
+            action: action.as_string(),
             subject: subject.to_string(),
             detail,
             parties,
@@ -156,7 +151,7 @@ impl AuditLog {
         }
         tree.push(entry.hash());
         drop(tree);
-        tracing::info!(seq = entry.seq, action, subject, "audit");
+        tracing::info!(seq = entry.seq, action = %action, subject, "audit");
         let value = serde_json::to_value(&entry).map_err(|e| ApiError::Internal(e.to_string()))?;
         events.publish(
             audience,

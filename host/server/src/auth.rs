@@ -8,9 +8,6 @@
 //! Refusals are counted in metrics and audited compactly: the first of each
 //! kind per minute gets an entry, carrying how many were folded into it.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use cleanroom_proto::PartyId;
 use cleanroom_proto::httpsig;
 use hyper::http::request::Parts;
@@ -19,7 +16,7 @@ use serde_json::json;
 use crate::app::{Metrics, Service};
 use crate::error::{ApiError, ApiResult};
 use crate::events::Audience;
-use crate::http::{MAX_JSON_BODY, Req, read_body};
+use crate::wire::{MAX_JSON_BODY, Req, read_body};
 
 /// Read a signed JSON request: signature first, then the body (bounded), then the value.
 pub(crate) async fn signed_json<T: serde::de::DeserializeOwned>(
@@ -126,34 +123,6 @@ pub(crate) fn check_digest(
     Ok(())
 }
 
-/// First-of-a-kind-per-minute bookkeeping for refusal audit entries.
-#[derive(Debug, Default)]
-pub struct RefusalMeter {
-    kinds: Mutex<HashMap<String, (u64, u64)>>,
-}
-
-impl RefusalMeter {
-    /// `Some(folded)` if this refusal gets an audit entry (`folded`: how many of its kind were
-    /// counted without one since the last), `None` if it is only counted.
-    fn admit(&self, kind: &str, now: u64) -> Option<u64> {
-        let minute = now / 60;
-        let mut kinds = self.kinds.lock().expect("refusal meter lock");
-        // Bound the map itself: kinds are a fixed set, but be safe against surprises.
-        if kinds.len() > 64 {
-            kinds.clear();
-        }
-        let slot = kinds.entry(kind.to_string()).or_insert((u64::MAX, 0));
-        if slot.0 == minute {
-            slot.1 += 1;
-            None
-        } else {
-            let folded = slot.1;
-            *slot = (minute, 0);
-            Some(folded)
-        }
-    }
-}
-
 fn refuse_parts(
     service: &Service,
     method: &hyper::Method,
@@ -168,7 +137,7 @@ fn refuse_parts(
         let _ = service.record(
             audience,
             party,
-            "request.refused",
+            cleanroom_proto::Action::RequestRefused,
             &format!(
                 "{method} {}",
                 uri.path().chars().take(128).collect::<String>()

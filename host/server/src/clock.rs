@@ -15,6 +15,14 @@ use cleanroom_trust::{Purpose, Sealer};
 
 use crate::error::{ApiError, ApiResult};
 
+/// Seconds since the UNIX epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// How far the high-water mark may run ahead of its sealed copy: persisting every request's
 /// time would cost an fsync each.
 const PERSIST_EVERY_SECS: u64 = 60;

@@ -33,70 +33,8 @@ use zeroize::Zeroizing;
 
 use crate::app::Service;
 use crate::error::{ApiError, ApiResult};
-use crate::store::StoredEntry;
 
-/// The cluster-wide locks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockKey {
-    /// Admission and insertion of new runs.
-    Admissions = 0,
-    /// Transitions of existing runs, policy changes, previews.
-    Transitions = 1,
-}
-
-impl LockKey {
-    /// The advisory lock id.
-    pub fn id(self) -> i64 {
-        0x636c_6e72_0100 + self as i64
-    }
-}
-
-/// A held cluster lock; released on drop.
-pub struct ClusterLock {
-    release: Option<Box<dyn FnOnce() + Send>>,
-}
-
-impl std::fmt::Debug for ClusterLock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClusterLock")
-    }
-}
-
-impl ClusterLock {
-    /// A lock released by `release`.
-    pub fn new(release: impl FnOnce() + Send + 'static) -> Self {
-        Self {
-            release: Some(Box::new(release)),
-        }
-    }
-}
-
-impl Drop for ClusterLock {
-    fn drop(&mut self) {
-        if let Some(release) = self.release.take() {
-            release();
-        }
-    }
-}
-
-/// What workers sharing a database coordinate through.
-pub trait Cluster: Send + Sync {
-    /// Take a cluster-wide lock (blocks until it is free).
-    fn lock(&self, key: LockKey) -> ApiResult<ClusterLock>;
-    /// Put a queued run on the shared queue (again is fine).
-    fn enqueue(&self, run: &str) -> ApiResult<()>;
-    /// Runs waiting for a worker.
-    fn queued(&self) -> ApiResult<u64>;
-    /// Claim the oldest run nobody holds, or whose holder's lease ran out.
-    fn claim(&self, worker: &str, lease: Duration) -> ApiResult<Option<String>>;
-    /// Extend the leases of every run `worker` holds.
-    fn renew(&self, worker: &str, lease: Duration) -> ApiResult<()>;
-    /// Take a run off the queue once its worker is done with it.
-    fn done(&self, run: &str, worker: &str) -> ApiResult<()>;
-    /// Keep `sealed` as the cluster's sealed identity unless one is kept already; returns
-    /// the one kept.
-    fn keep_identity(&self, sealed: &[u8]) -> ApiResult<Vec<u8>>;
-}
+pub use crate::store::{Cluster, ClusterLock, LockKey};
 
 /// A serialised section: the local lock, the cluster lock, and the books caught up.
 #[derive(Debug)]
@@ -130,36 +68,7 @@ pub fn serial(service: &Service, key: LockKey) -> ApiResult<Serial<'_>> {
 /// Fold in what other workers appended to the log.
 pub fn catch_up(service: &Service) -> ApiResult<()> {
     let missed = service.audit.catch_up(service.storage.as_ref())?;
-    apply_missed(service, &missed)
-}
-
-/// Bring this worker's books and live events up to entries another worker appended.
-pub fn apply_missed(service: &Service, missed: &[StoredEntry]) -> ApiResult<()> {
-    for stored in missed {
-        if let Some((row, _)) = &stored.row {
-            if let Some(id) = row.strip_prefix("runs/") {
-                if let Some(run) = service.storage.run(id)? {
-                    service.ledger.record_run(&run);
-                }
-                let _ = service.run_changes.send(id.to_string());
-            } else if let Some(dataset) = row.strip_prefix("previews/")
-                && let Some(preview) = service.storage.preview(dataset)?
-            {
-                service.ledger.record_preview(&preview);
-            }
-        }
-        let audience = match &stored.entry.parties {
-            Some(p) => crate::events::Audience::Parties(p.clone()),
-            None => crate::events::Audience::Everyone,
-        };
-        let value =
-            serde_json::to_value(&stored.entry).map_err(|e| ApiError::Internal(e.to_string()))?;
-        service.events.publish(
-            audience,
-            serde_json::json!({ "kind": "audit", "entry": value }),
-        );
-    }
-    Ok(())
+    service.apply_missed(&missed)
 }
 
 /// How long a claim lasts without renewal.

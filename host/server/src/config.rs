@@ -221,7 +221,7 @@ impl Config {
 
     /// Parse TOML text.
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        let config: Config =
+        let config: Self =
             toml::from_str(text).map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
         if config.storage == StorageKind::PostgresS3
             && (config.postgres.is_none() || config.s3.is_none())

@@ -41,30 +41,30 @@ impl ApiError {
     /// Stable machine-readable type.
     pub fn kind(&self) -> &'static str {
         match self {
-            ApiError::Unauthenticated(_) => "unauthenticated",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::Denied(_) => "denied",
-            ApiError::NotFound(_) => "not-found",
-            ApiError::BadRequest(_) => "bad-request",
-            ApiError::Conflict(_) => "conflict",
-            ApiError::TooLarge(_) => "too-large",
-            ApiError::Busy(_) => "busy",
-            ApiError::Tampered(_) => "tampered",
-            ApiError::Internal(_) => "internal",
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::Forbidden(_) => "forbidden",
+            Self::Denied(_) => "denied",
+            Self::NotFound(_) => "not-found",
+            Self::BadRequest(_) => "bad-request",
+            Self::Conflict(_) => "conflict",
+            Self::TooLarge(_) => "too-large",
+            Self::Busy(_) => "busy",
+            Self::Tampered(_) => "tampered",
+            Self::Internal(_) => "internal",
         }
     }
 
     /// HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) | ApiError::Denied(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Tampered(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) | Self::Denied(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Tampered(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -73,7 +73,7 @@ impl ApiError {
         cleanroom_proto::api::ErrorBody {
             kind: self.kind().into(),
             code: match self {
-                ApiError::Denied(reason) => Some(reason.code),
+                Self::Denied(reason) => Some(reason.code),
                 _ => None,
             },
             message: self.to_string(),
@@ -83,13 +83,13 @@ impl ApiError {
 
 impl From<rusqlite::Error> for ApiError {
     fn from(e: rusqlite::Error) -> Self {
-        ApiError::Internal(format!("database: {e}"))
+        Self::Internal(format!("database: {e}"))
     }
 }
 
 impl From<std::io::Error> for ApiError {
     fn from(e: std::io::Error) -> Self {
-        ApiError::Internal(format!("storage: {e}"))
+        Self::Internal(format!("storage: {e}"))
     }
 }
 
@@ -98,11 +98,11 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl axum::response::IntoResponse for ApiError {
     fn into_response(self) -> axum::response::Response {
-        if matches!(self, ApiError::Internal(_)) {
+        if matches!(self, Self::Internal(_)) {
             tracing::error!("{self}");
         } else {
             tracing::info!(kind = self.kind(), "refused: {self}");
         }
-        crate::http::typed_response(self.status(), &self.body()).map(axum::body::Body::new)
+        crate::wire::typed_response(self.status(), &self.body()).map(axum::body::Body::new)
     }
 }

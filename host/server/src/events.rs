@@ -16,8 +16,8 @@ impl Audience {
     /// Whether `party` may see it.
     pub fn includes(&self, party: &PartyId) -> bool {
         match self {
-            Audience::Everyone => true,
-            Audience::Parties(ps) => ps.contains(party),
+            Self::Everyone => true,
+            Self::Parties(ps) => ps.contains(party),
         }
     }
 }
@@ -40,7 +40,7 @@ pub struct EventBus {
 impl Default for EventBus {
     fn default() -> Self {
         let (tx, _) = broadcast::channel(1024);
-        EventBus { tx }
+        Self { tx }
     }
 }
 

@@ -5,13 +5,9 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::Response;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::time::Duration;
 
@@ -20,20 +16,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::app::Service;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiError;
 
-/// A request as the handlers see it (the router's body type).
-pub(crate) type Req = hyper::Request<axum::body::Body>;
-
-/// Response body type.
-pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
-
-/// Largest JSON request body.
-pub(crate) const MAX_JSON_BODY: usize = 4 << 20;
 /// Time a client has to send its request headers.
 pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest a request body may stall between two chunks.
-pub(crate) const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once; more wait in the kernel's backlog.
 pub(crate) const MAX_CONNECTIONS: usize = 512;
 
@@ -130,57 +116,4 @@ async fn handle(
     app.oneshot(req.map(axum::body::Body::new))
         .instrument(span)
         .await
-}
-
-/// A JSON response from a typed value.
-pub(crate) fn typed_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    let bytes = serde_json::to_vec_pretty(value).expect("wire types always serialise");
-    let mut resp = Response::new(full(bytes));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
-}
-
-/// A plain-text response.
-pub(crate) fn text_response(content_type: &'static str, text: String) -> Response<Body> {
-    let mut resp = Response::new(full(text.into_bytes()));
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp
-}
-
-/// A complete body.
-pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-/// Read a whole (small) body, refusing more than `limit` bytes or a stall of
-/// [`BODY_IDLE_TIMEOUT`] between chunks.
-pub(crate) async fn read_body(body: axum::body::Body, limit: usize) -> ApiResult<Bytes> {
-    let mut body = Limited::new(body, limit);
-    let mut out = bytes::BytesMut::new();
-    loop {
-        let frame = tokio::time::timeout(BODY_IDLE_TIMEOUT, body.frame())
-            .await
-            .map_err(|_| {
-                ApiError::BadRequest("the request body stalled; send it promptly".into())
-            })?;
-        let Some(frame) = frame else { break };
-        let frame = frame.map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                ApiError::TooLarge(format!("request body is larger than {limit} bytes"))
-            } else {
-                ApiError::BadRequest(format!("cannot read request body: {e}"))
-            }
-        })?;
-        if let Some(data) = frame.data_ref() {
-            out.extend_from_slice(data);
-        }
-    }
-    Ok(out.freeze())
 }

@@ -44,7 +44,7 @@ pub struct Ledger {
 impl Ledger {
     /// The ledger of the stored (verified) runs and previews.
     pub fn load(storage: &dyn Storage) -> ApiResult<Self> {
-        let ledger = Ledger::default();
+        let ledger = Self::default();
         for run in storage.runs()? {
             ledger.record_run(&run);
         }

@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 mod api;
@@ -24,6 +25,7 @@ pub mod app;
 pub mod audit;
 mod auth;
 pub mod blobs;
+mod boot;
 pub mod clock;
 pub mod cluster;
 pub mod config;
@@ -35,26 +37,21 @@ pub mod modules;
 pub mod panic;
 pub mod pipelines;
 pub mod previews;
+mod refusals;
 pub mod runs;
 pub mod store;
 pub mod store_pg;
 pub mod tables;
 pub mod tls;
 pub mod upgrade;
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use app::Service;
+pub use clock::now;
 pub use config::Config;
-
-/// Seconds since the UNIX epoch.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// A running server.
 #[derive(Debug)]

@@ -60,6 +60,7 @@ pub fn load(service: &Service, module: &str) -> ApiResult<Arc<Module>> {
             // SAFETY: the native code was produced by this runtime's
             // `serialize` and sealed by this enclave; a modified artifact
             // does not open (AEAD), so it is never deserialized.
+            #[allow(unsafe_code)]
             Ok(native) => match unsafe { service.runtime.load_precompiled(digest, &native) } {
                 Ok(m) => return Ok(m),
                 Err(e) => {

@@ -449,7 +449,7 @@ impl Steps for EnclaveSteps<'_> {
                     .record_write(
                         Audience::Parties(audience.into_iter().collect()),
                         None,
-                        "derived.kept",
+                        cleanroom_proto::Action::DerivedKept,
                         &id,
                         json!({ "run": self.run.id, "pipeline": row.provenance.pipeline,
                                 "step": step.id, "output": table.name }),

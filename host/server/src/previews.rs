@@ -118,7 +118,7 @@ pub fn publish(
     service.record_write(
         Audience::Everyone,
         Some(owner),
-        "preview.published",
+        cleanroom_proto::Action::PreviewPublished,
         dataset,
         json!({ "epsilon": request.epsilon, "synthetic_rows": request.synthetic_rows }),
         RowWrite::Preview(&row),

@@ -16,8 +16,10 @@ use cleanroom_proto::{PartyId, Reason};
 
 use crate::error::{ApiError, ApiResult};
 
+mod shared;
 mod sqlite;
 
+pub use shared::{Cluster, ClusterLock, LockKey};
 pub use sqlite::SqliteStorage;
 
 /// A row written in the same transaction as the audit entry that records it.
@@ -305,6 +307,10 @@ impl RunRow {
     }
 }
 
+/// The digest of the last version of each row the log recorded writing (`table/key` →
+/// SHA-256 hex of the row's body).
+pub type LoggedRows = std::collections::HashMap<String, String>;
+
 /// Everything the service persists.
 ///
 /// A backend stores rows (each authenticated with [`RowKey`]) and the audit log; the typed
@@ -424,9 +430,9 @@ pub trait Storage: Send + Sync {
     /// wrote last (`logged`).
     /// A row edited, restored from an older copy, inserted or deleted outside the enclave
     /// fails with `Tampered` naming it.
-    fn check_logged_rows(&self, logged: &crate::audit::LoggedRows) -> ApiResult<()>;
+    fn check_logged_rows(&self, logged: &crate::store::LoggedRows) -> ApiResult<()>;
     /// The coordination of several workers sharing this storage, if it is shared.
-    fn cluster(&self) -> Option<&dyn crate::cluster::Cluster> {
+    fn cluster(&self) -> Option<&dyn Cluster> {
         None
     }
     /// Remember a request nonce; false if it was seen before (a replay).
@@ -558,7 +564,7 @@ pub(crate) const LOGGED_TABLES: [(&str, &str); 7] = [
 /// Every stored row (`table/key`, body digest) against the version the audit log wrote last.
 pub(crate) fn compare_logged(
     stored: &[(String, String)],
-    logged: &crate::audit::LoggedRows,
+    logged: &crate::store::LoggedRows,
 ) -> ApiResult<()> {
     let mut seen = std::collections::HashSet::new();
     for (row, digest) in stored {

@@ -18,16 +18,16 @@ use cleanroom_proto::audit::AuditEntry;
 use cleanroom_proto::policy::SignedPolicy;
 use postgres::{Client, NoTls};
 
-use crate::cluster::{Cluster, ClusterLock, LockKey};
 use crate::error::{ApiError, ApiResult};
 use crate::store::{
     Appended, LOGGED_TABLES, RowKey, RowWrite, RunRow, Storage, StoredEntry, body_digest,
     from_json, to_json,
 };
+use crate::store::{Cluster, ClusterLock, LockKey};
 
 impl From<postgres::Error> for ApiError {
     fn from(e: postgres::Error) -> Self {
-        ApiError::Busy(format!("database: {e}"))
+        Self::Busy(format!("database: {e}"))
     }
 }
 
@@ -107,7 +107,7 @@ impl Pool {
                     }
                 })?;
         }
-        Ok(Pool { jobs: tx })
+        Ok(Self { jobs: tx })
     }
 
     /// Run `f` on a connection and wait for its answer.
@@ -208,7 +208,7 @@ enum PgWrite {
 impl PgStorage {
     /// Connect (`pool` connections), migrate the schema, and authenticate rows with `rows`.
     pub fn open(url: &str, pool: usize, rows: RowKey) -> ApiResult<Self> {
-        let storage = PgStorage {
+        let storage = Self {
             pool: Pool::new(url, pool.max(1), "postgres")?,
             locks: [
                 Arc::new(Pool::new(url, 1, "postgres-lock-a")?),
@@ -482,7 +482,7 @@ impl Storage for PgStorage {
         Ok(self.audit(seq as u64, 1)?.pop().map(|s| s.entry))
     }
 
-    fn check_logged_rows(&self, logged: &crate::audit::LoggedRows) -> ApiResult<()> {
+    fn check_logged_rows(&self, logged: &crate::store::LoggedRows) -> ApiResult<()> {
         let stored = self.pool.run(|c| {
             let mut stored = Vec::new();
             for (table, sql) in LOGGED_TABLES {

@@ -66,7 +66,7 @@ impl EnvelopeTable {
             .collect();
         let schema = std::sync::Arc::new(full.project(&projection).map_err(|e| e.to_string())?);
         let rows = reader.num_rows();
-        Ok(EnvelopeTable {
+        Ok(Self {
             opened: std::sync::Mutex::new(Some(reader)),
             blobs,
             dataset: dataset.to_string(),

@@ -179,7 +179,7 @@ pub fn handover_request(
 ) -> Result<HandoverRequest> {
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir)?;
-    let attester = crate::app::attester(config, allow_simulation, dir)?;
+    let attester = crate::boot::attester(config, allow_simulation, dir)?;
     let sealer = Sealer::new(&attester.sealing_key()?);
     let one_time = Identity::generate();
     let mut secrets = Zeroizing::new([0u8; 64]);

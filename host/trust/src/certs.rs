@@ -81,7 +81,7 @@ impl Cert {
     }
 
     /// Checks that `issuer` signed this certificate (RSASSA-PSS, SHA-384) and names it as issuer.
-    pub(crate) fn verify_signed_by(&self, issuer: &Cert, role: &str) -> Result<()> {
+    pub(crate) fn verify_signed_by(&self, issuer: &Self, role: &str) -> Result<()> {
         let fail = |detail: String| Error::check(Check::CertChain, format!("{role}: {detail}"));
         let tbs = &self.cert.tbs_certificate;
         if tbs.issuer != issuer.cert.tbs_certificate.subject {

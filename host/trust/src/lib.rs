@@ -44,6 +44,7 @@
 //! assert!(err.to_string().contains("malformed evidence json"));
 //! # let _ = Check::Measurement;
 //! ```
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod attester;

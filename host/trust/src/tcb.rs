@@ -23,7 +23,7 @@ pub struct Tcb {
 
 impl Tcb {
     /// The lowest TCB: every component at zero (accepts any reported TCB).
-    pub const ZERO: Tcb = Tcb {
+    pub const ZERO: Self = Self {
         bootloader: 0,
         tee: 0,
         snp: 0,
@@ -35,7 +35,7 @@ impl Tcb {
 impl Tcb {
     /// Whether every component is at or above `minimum`'s. A minimum FMC applies only when
     /// both sides carry one.
-    pub fn meets(&self, minimum: &Tcb) -> bool {
+    pub fn meets(&self, minimum: &Self) -> bool {
         let fmc_ok = match (self.fmc, minimum.fmc) {
             (Some(have), Some(need)) => have >= need,
             _ => true,

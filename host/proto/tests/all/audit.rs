@@ -236,3 +236,53 @@ fn inclusion_proofs_show_one_entry_is_in_the_log() {
     assert!(verify_inclusion(&forged, &head, &proof, None).is_err());
     assert!(verify_inclusion(&all[3], &head, "not hex", None).is_err());
 }
+
+#[test]
+fn every_action_reads_back_as_itself_and_strangers_are_not_actions() {
+    use cleanroom_proto::{Action, RunState};
+    let mut seen = std::collections::BTreeSet::new();
+    let named = [
+        Action::DatasetUploaded,
+        Action::PolicyGranted,
+        Action::PolicyRevoked,
+        Action::ModuleUploaded,
+        Action::ModuleSource,
+        Action::PipelineStored,
+        Action::AccessRequested,
+        Action::PreviewPublished,
+        Action::DerivedKept,
+        Action::RunQueued,
+        Action::RunStarted,
+        Action::RunHeldForReview,
+        Action::ReviewReleased,
+        Action::ReviewWithheld,
+        Action::RequestRefused,
+        Action::EnclaveHandover,
+        Action::ClusterJoin,
+    ];
+    let finished = RunState::ALL
+        .into_iter()
+        .filter(RunState::is_final)
+        .map(Action::RunFinished);
+    for action in named.into_iter().chain(finished) {
+        let text = action.as_string();
+        assert!(!text.is_empty(), "{action:?} has no string");
+        assert!(seen.insert(text.clone()), "{text} names two actions");
+        assert_eq!(Action::parse(&text), Some(action), "{text}");
+    }
+    // The strings the log has always carried (signed bytes do not change).
+    assert_eq!(
+        Action::RunFinished(RunState::Released).as_string(),
+        "run.released"
+    );
+    assert_eq!(Action::RunHeldForReview.as_string(), "run.held_for_review");
+    for stranger in [
+        "run.running",
+        "run.queued ",
+        "RUN.RELEASED",
+        "policy.publish",
+        "",
+    ] {
+        assert_eq!(Action::parse(stranger), None, "{stranger:?}");
+    }
+}

@@ -1,5 +1,7 @@
 //! Integration tests for cleanroom-proto, one module per area.
 
+#![allow(clippy::unwrap_used)] // tests and their helpers fail loudly by design
+
 mod audit;
 mod httpsig;
 mod keys;

@@ -4,7 +4,7 @@ use hyper::{Response, StatusCode};
 
 use crate::app::Service;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{Body, MAX_JSON_BODY, Req, read_body, typed_response};
+use crate::wire::{Body, MAX_JSON_BODY, Req, read_body, typed_response};
 
 /// `GET /v1/attestation`: evidence and what a client needs beside it to verify the server.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -84,7 +84,7 @@ pub(super) async fn handover(
         service.record(
             crate::events::Audience::Everyone,
             None,
-            "enclave.handover",
+            cleanroom_proto::Action::EnclaveHandover,
             &answer.to_measurement,
             serde_json::json!({
                 "from": answer.from_measurement, "to": answer.to_measurement, "svn": answer.svn,
@@ -113,7 +113,7 @@ pub(super) async fn join(service: std::sync::Arc<Service>, req: Req) -> ApiResul
         service.record(
             crate::events::Audience::Everyone,
             None,
-            "cluster.join",
+            cleanroom_proto::Action::ClusterJoin,
             &service.measurement,
             serde_json::json!({ "evidence_digest": hex::encode(
                 <sha2::Sha256 as sha2::Digest>::digest(&request.evidence.report)

@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 use crate::app::Service;
 use crate::error::{ApiError, ApiResult};
 use crate::events::Audience;
-use crate::http::{Body, Req, read_body, typed_response};
 use crate::store::{DatasetRow, ModuleRow, RowWrite};
+use crate::wire::{Body, Req, read_body, typed_response};
 use cleanroom_proto::api::{MAX_SOURCE_BYTES, ModuleStored, PolicyStored, SourceBundle};
 
 /// Whether `party` may see `dataset`'s schema: its owner, or a researcher one of its grants
@@ -112,7 +112,7 @@ async fn spool(
     let mut total = 0u64;
     let mut body = body;
     loop {
-        let frame = tokio::time::timeout(crate::http::BODY_IDLE_TIMEOUT, body.frame())
+        let frame = tokio::time::timeout(crate::wire::BODY_IDLE_TIMEOUT, body.frame())
             .await
             .map_err(|_| ApiError::BadRequest("the upload stalled; send it promptly".into()))?;
         let Some(frame) = frame else { break };
@@ -183,7 +183,7 @@ pub(super) async fn upload(service: Arc<Service>, id: &str, req: Req) -> ApiResu
     service.record_write(
         Audience::Parties(vec![owner]),
         Some(owner),
-        "dataset.uploaded",
+        cleanroom_proto::Action::DatasetUploaded,
         id,
         json!({ "rows": row.rows, "bytes": bytes, "manifest_digest": row.manifest_digest }),
         RowWrite::Dataset(&row),
@@ -327,9 +327,9 @@ pub(super) async fn put_policy(
         )));
     }
     let action = if signed.policy.grants.is_empty() {
-        "policy.revoked"
+        cleanroom_proto::Action::PolicyRevoked
     } else {
-        "policy.granted"
+        cleanroom_proto::Action::PolicyGranted
     };
     service.record_write(
         Audience::Everyone,
@@ -393,7 +393,7 @@ pub(super) async fn upload_module(service: Arc<Service>, req: Req) -> ApiResult<
         service.record_write(
             Audience::Everyone,
             Some(uploader),
-            "module.uploaded",
+            cleanroom_proto::Action::ModuleUploaded,
             &hash,
             json!({ "bytes": body.len() }),
             RowWrite::Module(&row),
@@ -444,7 +444,7 @@ fn requested_of(service: &Service, party: &PartyId, module: &str) -> ApiResult<b
     loop {
         let page = service.storage.audit(from, PAGE)?;
         if page.iter().any(|s| {
-            s.entry.action == "access.requested"
+            s.entry.action() == Some(cleanroom_proto::Action::AccessRequested)
                 && s.entry.subject == module
                 && s.entry.parties.as_ref().is_some_and(|p| p.contains(party))
         }) {
@@ -527,7 +527,7 @@ pub(super) async fn put_module_source(
     service.record_write(
         Audience::Everyone,
         Some(party),
-        "module.source",
+        cleanroom_proto::Action::ModuleSource,
         id,
         json!({ "kind": summary.kind, "digest": summary.digest, "files": summary.files, "bytes": summary.bytes }),
         RowWrite::Module(&module),

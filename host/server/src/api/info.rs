@@ -13,7 +13,7 @@ use crate::app::Service;
 use cleanroom_proto::audit::{AuditItem, AuditPage};
 
 use crate::error::{ApiError, ApiResult};
-use crate::http::{Body, Req, text_response, typed_response};
+use crate::wire::{Body, Req, text_response, typed_response};
 
 pub(super) fn health(service: &Service) -> Response<Body> {
     typed_response(
@@ -79,7 +79,7 @@ pub(super) async fn audit(service: &Service, req: Req) -> ApiResult<Response<Bod
         .collect();
     let next = items.last().map(|i| i.seq + 1).filter(|n| *n < end);
     let page = AuditPage { items, head, next };
-    Ok(crate::http::typed_response(StatusCode::OK, &page))
+    Ok(crate::wire::typed_response(StatusCode::OK, &page))
 }
 
 /// `GET /v1/audit/consistency?old=SIZE`: the current signed head and a proof that it extends
@@ -90,7 +90,7 @@ pub(super) async fn audit_consistency(service: &Service, req: Req) -> ApiResult<
     let answer = service
         .audit
         .consistency(old, service.identity.signing_key())?;
-    Ok(crate::http::typed_response(StatusCode::OK, &answer))
+    Ok(crate::wire::typed_response(StatusCode::OK, &answer))
 }
 
 /// Server-Sent Events of everything that concerns the signer.

@@ -21,7 +21,7 @@ use utoipa_axum::routes;
 
 use crate::app::Service;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{Body, Req};
+use crate::wire::{Body, Req};
 use cleanroom_proto::api::{
     AccessRequest, AccessRequested, CancelAccepted, DerivedList, ErrorBody, Health, ModuleInfo,
     ModuleStored, PipelineStored, PolicyStored, RunAccepted, RunList, SourceBundle,
@@ -146,7 +146,7 @@ async fn openapi() -> Response<Body> {
             .to_pretty_json()
             .expect("the OpenAPI document serialises")
     });
-    crate::http::text_response("application/json", DOCUMENT.clone())
+    crate::wire::text_response("application/json", DOCUMENT.clone())
 }
 
 #[utoipa::path(get, path = "/v1/attestation", tag = "attestation",

@@ -10,8 +10,8 @@ use serde_json::json;
 use crate::app::Service;
 use crate::error::{ApiError, ApiResult};
 use crate::events::Audience;
-use crate::http::{Body, Req, typed_response};
 use crate::store::{PipelineRow, RowWrite};
+use crate::wire::{Body, Req, typed_response};
 
 /// `PUT /v1/pipelines`: check the pipeline's shape and that its modules were uploaded, and
 /// store it under its digest (idempotent).
@@ -41,7 +41,7 @@ pub(super) async fn put(service: Arc<Service>, req: Req) -> ApiResult<Response<B
         service.record_write(
             Audience::Everyone,
             Some(party),
-            "pipeline.stored",
+            cleanroom_proto::Action::PipelineStored,
             &id,
             json!({ "steps": steps }),
             RowWrite::Pipeline(&row),

@@ -12,7 +12,7 @@ use hyper::{Response, StatusCode};
 use crate::app::Service;
 use crate::error::{ApiError, ApiResult};
 use crate::events::Audience;
-use crate::http::{Body, Req, typed_response};
+use crate::wire::{Body, Req, typed_response};
 
 /// `POST /v1/requests`.
 pub(super) async fn file(service: Arc<Service>, req: Req) -> ApiResult<Response<Body>> {
@@ -51,7 +51,7 @@ pub(super) async fn file(service: Arc<Service>, req: Req) -> ApiResult<Response<
     service.record(
         Audience::Parties(audience),
         Some(researcher),
-        "access.requested",
+        cleanroom_proto::Action::AccessRequested,
         &answer.request.module,
         detail,
     )?;

@@ -14,9 +14,9 @@ use serde_json::json;
 use crate::app::{Metrics, Service};
 use crate::error::{ApiError, ApiResult};
 use crate::events::Audience;
-use crate::http::{Body, MAX_JSON_BODY, Req, read_body, typed_response};
 use crate::runs::{admission, finish_review, held_bundle, new_row, result_bundle};
 use crate::store::RunRow;
+use crate::wire::{Body, MAX_JSON_BODY, Req, read_body, typed_response};
 
 pub(super) async fn submit(service: Arc<Service>, req: Req) -> ApiResult<Response<Body>> {
     let (researcher, request): (_, RunRequest) =
@@ -34,26 +34,12 @@ pub(super) async fn submit(service: Arc<Service>, req: Req) -> ApiResult<Respons
         }
     }
     let id = new_run_id();
-    // A cluster's queue is shared (and bounded) in the database; a lone server's is local.
-    let permit = match service.storage.cluster() {
-        Some(_) => None,
-        None => Some(
-            service
-                .queue
-                .try_reserve()
-                .map_err(|_| ApiError::Busy("the run queue is full; retry later".into()))?,
-        ),
-    };
     // Admission and insertion are one step: two simultaneous submissions cannot both take a
     // grant's last run.
     let svc = service.clone();
     let (req_c, id_c) = (request.clone(), id.clone());
-    let admitted = tokio::task::spawn_blocking(move || -> ApiResult<Result<(), _>> {
-        if let Some(cluster) = svc.storage.cluster()
-            && cluster.queued()? >= svc.config.queue_capacity as u64
-        {
-            return Err(ApiError::Busy("the run queue is full; retry later".into()));
-        }
+    let admitted = tokio::task::spawn_blocking(move || -> ApiResult<Result<_, _>> {
+        let slot = crate::runs::queue::of(&svc).reserve()?;
         let _one_at_a_time = crate::cluster::serial(&svc, crate::cluster::LockKey::Admissions)?;
         let admitted = match admission(&svc, &researcher, &req_c, None)? {
             Decision::Allow(admitted) => admitted,
@@ -70,41 +56,36 @@ pub(super) async fn submit(service: Arc<Service>, req: Req) -> ApiResult<Respons
             &mut run,
             Audience::Parties(audience),
             Some(researcher),
-            "run.queued",
+            cleanroom_proto::Action::RunQueued,
             detail,
         )?;
-        Ok(Ok(()))
+        Ok(Ok(slot))
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
-    if let Err(reason) = admitted {
-        Metrics::inc(&service.metrics.runs_withheld);
-        service.record(
+    let slot = match admitted {
+        Ok(slot) => slot,
+        Err(reason) => {
+            Metrics::inc(&service.metrics.runs_withheld);
+            service.record(
             Audience::Parties(vec![researcher]),
             Some(researcher),
-            "run.rejected",
+            cleanroom_proto::Action::RunFinished(cleanroom_proto::RunState::Rejected),
             &id,
             json!({ "module": request.module, "params_digest": request.params_digest(), "code": reason.code }),
         )?;
-        return Err(ApiError::Denied(reason));
-    }
+            return Err(ApiError::Denied(reason));
+        }
+    };
     service
         .cancels
         .lock()
         .expect("cancel map lock")
         .insert(id.clone(), Default::default());
-    if let Some(permit) = permit {
-        permit.send(id.clone());
-    } else {
-        // On the shared queue: whichever worker claims it first runs it.
-        let (svc, run) = (service.clone(), id.clone());
-        tokio::task::spawn_blocking(move || match svc.storage.cluster() {
-            Some(cluster) => cluster.enqueue(&run),
-            None => Ok(()),
-        })
+    let (svc, run) = (service.clone(), id.clone());
+    tokio::task::spawn_blocking(move || crate::runs::queue::of(&svc).push(slot, &run))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    }
     Ok(typed_response(
         StatusCode::ACCEPTED,
         &RunAccepted {

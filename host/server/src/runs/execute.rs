@@ -4,95 +4,56 @@
 
 use super::*;
 
-/// Run a sample-and-aggregate analysis and release its noisy vector as a checked table.
-pub(super) fn sample_aggregate(
-    service: &Service,
-    run: &RunRow,
-    admitted: &Admitted,
-    grants: &Grants,
-    limits: &Limits,
-    token: &CancelToken,
-    sa: &SampleAggregate,
-) -> Result<Vec<Candidate>, RunError> {
-    let mut key = [0u8; 32];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);
-    let units = admitted
-        .inputs
-        .iter()
-        .filter_map(|i| Some((i.receipt.name.clone(), i.dp.as_ref()?.unit_column.clone())))
-        .collect();
-    let plan = BlockPlan {
-        blocks: sa.blocks,
-        key,
-        units,
-        output: sa.output.clone(),
-        dimensions: sa.bounds.len(),
-    };
-    let module = crate::modules::load(service, &run.request.module)
-        .map_err(|e| RunError::Internal(e.to_string()))?;
-    let blocks = service.runtime.run_blocks(
-        &module,
-        grants,
-        &run.request.params,
-        limits,
-        Some(token),
-        &plan,
-    )?;
-    let bounds: Vec<(f64, f64)> = sa.bounds.iter().map(|(l, h)| (l.get(), h.get())).collect();
-    let epsilon = admitted.epsilon.unwrap_or_default();
-    let values = cleanroom_policy::dp::sample_aggregate_release(&blocks, &bounds, epsilon)
-        .map_err(|e| RunError::Internal(e.to_string()))?;
-    let batch = sample_aggregate_table(&values, epsilon, sa.blocks)
-        .map_err(|e| RunError::Internal(e.to_string()))?;
-    Ok(vec![Candidate {
-        name: sa.output.clone(),
-        kind: cleanroom_proto::run::OutputKind::Table,
-        content: Content::Checked {
-            schema: batch.schema(),
-            batches: vec![batch],
-            codes: vec![Code::DpNoised],
-            refused: false,
-            private: true,
-        },
-    }])
-}
-
-/// The released vector: one row per coordinate.
-pub(super) fn sample_aggregate_table(
-    values: &[f64],
-    epsilon: cleanroom_proto::dp::Epsilon,
-    blocks: u32,
-) -> Result<arrow_array::RecordBatch, arrow_schema::ArrowError> {
-    use arrow_array::{ArrayRef, Float64Array, Int64Array};
-    let schema = arrow_schema::Schema::new(vec![
-        arrow_schema::Field::new("coordinate", arrow_schema::DataType::Int64, false),
-        arrow_schema::Field::new("value", arrow_schema::DataType::Float64, false),
-    ])
-    .with_metadata(
-        [
-            (
-                "cleanroom:aggregate".to_string(),
-                "sample_aggregate".to_string(),
-            ),
-            ("cleanroom:epsilon".to_string(), epsilon.to_string()),
-            ("cleanroom:blocks".to_string(), blocks.to_string()),
-        ]
-        .into_iter()
-        .collect::<std::collections::HashMap<String, String>>(),
-    );
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from_iter_values(0..values.len() as i64)),
-        Arc::new(Float64Array::from(values.to_vec())),
-    ];
-    arrow_array::RecordBatch::try_new(Arc::new(schema), columns)
-}
-
 pub(super) fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
-    let Some(mut run) = service.storage.run(id)? else {
+    let Some(Started {
+        mut run,
+        admitted,
+        started,
+        token,
+    }) = start(service, id)?
+    else {
         return Ok(());
+    };
+    let collector = Arc::new(IdentifierCollector::new());
+    let grants = open_inputs(service, &admitted, &collector)?;
+    let (limits, schedule) = limits(service, &run, &admitted);
+    let (result, steps) = {
+        let mut engine = engines::choose(service, &run, &admitted, &collector)?;
+        let result = engine.run(&grants, &limits, &token);
+        (result, engine.receipt_steps())
+    };
+    if !steps.is_empty() {
+        run.steps = steps;
+    }
+    let result = match schedule {
+        Some(duration) if !matches!(result, Err(RunError::Cancelled)) => {
+            match hold_to_schedule(started, duration, &token) {
+                Held::OnTime => result,
+                Held::Cancelled => Err(RunError::Cancelled),
+            }
+        }
+        _ => result,
+    };
+    conclude(service, &mut run, &admitted, &collector, result)
+}
+
+/// A run taken off the queue and admitted again on the policies in force.
+struct Started {
+    run: RunRow,
+    admitted: Admitted,
+    started: std::time::Instant,
+    token: CancelToken,
+}
+
+/// Start `id`: admitted again on the policies in force now and marked running, with its DP
+/// charge written before any guest code runs; `None` if it is not (any longer) to run here
+/// (finalised as cancelled or rejected where that is why).
+fn start(service: &Service, id: &str) -> ApiResult<Option<Started>> {
+    let Some(mut run) = service.storage.run(id)? else {
+        return Ok(None);
     };
     if run.state != RunState::Queued {
-        return Ok(());
+        return Ok(None);
     }
     let token = service
         .cancels
@@ -103,7 +64,8 @@ pub(super) fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
         .clone();
     if token.is_cancelled() {
         let reason = stop_reason(service, id, "cancelled before it started");
-        return finalize(service, &mut run, RunState::Cancelled, Some(reason), vec![]);
+        finalize(service, &mut run, RunState::Cancelled, Some(reason), vec![])?;
+        return Ok(None);
     }
     // The same decision as at submission, on the policies in force now; under the transition
     // lock, so a policy change either sees this run running or is seen by this decision.
@@ -113,7 +75,7 @@ pub(super) fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
         // decides (a run another worker started or stopped is not started here).
         match service.storage.run(id)? {
             Some(current) if current.state == RunState::Queued => run = current,
-            _ => return Ok(()),
+            _ => return Ok(None),
         }
         match admission(service, &run.researcher, &run.request, Some(id))? {
             Decision::Allow(admitted) => {
@@ -131,17 +93,33 @@ pub(super) fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
                         .into_iter()
                         .collect(),
                 });
-                set_state(service, &mut run, RunState::Running, None, "run.started")?;
+                set_state(
+                    service,
+                    &mut run,
+                    RunState::Running,
+                    None,
+                    cleanroom_proto::Action::RunStarted,
+                )?;
                 (admitted, std::time::Instant::now())
             }
             Decision::Deny(reason) => {
-                return finalize(service, &mut run, RunState::Rejected, Some(reason), vec![]);
+                finalize(service, &mut run, RunState::Rejected, Some(reason), vec![])?;
+                return Ok(None);
             }
         }
     };
-    let pipeline = service.storage.pipeline(&run.request.module)?;
-    let collector = Arc::new(IdentifierCollector::new());
-    let grants = open_inputs(service, &admitted, &collector)?;
+    Ok(Some(Started {
+        run,
+        admitted,
+        started,
+        token,
+    }))
+}
+
+/// The run's limits (the owners' output bounds, the enclave's run limit) and, for a run that
+/// reads a table under DP, its fixed schedule: its analysis may compute for the duration the
+/// request named, and its outcome is shown only when that has passed.
+fn limits(service: &Service, run: &RunRow, admitted: &Admitted) -> (Limits, Option<Duration>) {
     let defaults = Limits::default();
     let limits = Limits {
         max_output_bytes: admitted
@@ -152,8 +130,6 @@ pub(super) fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
         timeout: Duration::from_secs(service.config.run_timeout_secs),
         ..defaults
     };
-    // A run that reads a table under DP keeps a fixed schedule: its analysis may compute for
-    // the duration the request named, and its outcome is shown only when that has passed.
     let schedule = admitted
         .epsilon
         .map(|_| run.request.dp.as_ref().map(|dp| dp.duration()))
@@ -166,72 +142,21 @@ pub(super) fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
         timeout: schedule.unwrap_or(limits.timeout),
         ..limits
     };
-    let sample = run
-        .request
-        .dp
-        .as_ref()
-        .and_then(|dp| dp.sample_aggregate.clone());
-    let result = match (&pipeline, sample) {
-        (None, Some(sa)) => {
-            sample_aggregate(service, &run, &admitted, &grants, &limits, &token, &sa)
-        }
-        (None, None) if service.is_r_engine(&run.request.module) => {
-            let r = service.r_engine.as_ref().expect("is_r_engine");
-            if admitted.epsilon.is_some() {
-                Err(RunError::Failed(
-                    "R analyses cannot read tables that require differential privacy yet".into(),
-                ))
-            } else {
-                r.run(&grants, &run.request.params, &limits, Some(&token))
-                    .map(cleanroom_runtime::RunOutput::candidates)
-            }
-        }
-        (None, None) => {
-            let module = crate::modules::load(service, &run.request.module)?;
-            service
-                .runtime
-                .run_with(
-                    &module,
-                    grants,
-                    &run.request.params,
-                    &limits,
-                    Some(&token),
-                    aggregation(&admitted),
-                )
-                .map(cleanroom_runtime::RunOutput::candidates)
-        }
-        (Some(row), _) => {
-            let mut steps =
-                crate::pipelines::EnclaveSteps::new(service, &run, &admitted, collector.clone())?;
-            let chain = cleanroom_runtime::pipeline::run_chain(
-                &service.runtime,
-                &row.pipeline,
-                &grants,
-                &limits,
-                Some(&token),
-                &mut steps,
-            );
-            match chain {
-                Ok(out) => {
-                    run.steps = steps.receipt_steps(&row.pipeline, &out.steps);
-                    Ok(out.finals)
-                }
-                Err(failed) => {
-                    tracing::info!(run = id, step = failed.step, "a pipeline step failed");
-                    Err(failed.error)
-                }
-            }
-        }
-    };
-    let result = match schedule {
-        Some(duration) if !matches!(result, Err(RunError::Cancelled)) => {
-            match hold_to_schedule(started, duration, &token) {
-                Held::OnTime => result,
-                Held::Cancelled => Err(RunError::Cancelled),
-            }
-        }
-        _ => result,
-    };
+    (limits, schedule)
+}
+
+/// Decide the outcome's outputs at the one decision point and move the run to its final (or
+/// held) state: cancelled, failed with its error text decided like any output, withheld when
+/// an input's terms changed meanwhile, held for review, or released.
+fn conclude(
+    service: &Service,
+    run: &mut RunRow,
+    admitted: &Admitted,
+    collector: &IdentifierCollector,
+    result: Result<Vec<Candidate>, RunError>,
+) -> ApiResult<()> {
+    let id = run.id.clone();
+    let id = id.as_str();
     let identifiers = collector.build();
     let reviewed = admitted.review.required();
     let identifier_columns = admitted.identifier_columns();
@@ -252,7 +177,7 @@ pub(super) fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
             } else {
                 RunState::Cancelled
             };
-            finalize(service, &mut run, state, Some(reason), vec![])
+            finalize(service, run, state, Some(reason), vec![])
         }
         Err(e) => {
             let reason = failure_reason(&e);
@@ -275,15 +200,15 @@ pub(super) fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
             run.outputs = decided.iter().map(|d| d.report.clone()).collect();
             let _guard = transitions(service)?;
             // Error text leaves only under the terms in force (and unchanged) now.
-            let receipt_outputs = if still_allowed(service, &run)? {
-                let sealed = seal_for_researcher(&run, &decided, false)?;
-                write_result(service, &run, sealed)?
+            let receipt_outputs = if still_allowed(service, run)? {
+                let sealed = seal_for_researcher(run, &decided, false)?;
+                write_result(service, run, sealed)?
             } else {
                 vec![]
             };
             finalize(
                 service,
-                &mut run,
+                run,
                 RunState::Failed,
                 Some(reason),
                 receipt_outputs,
@@ -293,10 +218,10 @@ pub(super) fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
             let decided = egress(candidates);
             run.outputs = decided.iter().map(|d| d.report.clone()).collect();
             let _guard = transitions(service)?;
-            if !still_allowed(service, &run)? {
+            if !still_allowed(service, run)? {
                 withhold(
                     service,
-                    &mut run,
+                    run,
                     Code::RevokedDuringRun,
                     "an input's policy changed while the run was running; nothing was released",
                 )
@@ -307,9 +232,9 @@ pub(super) fn execute_inner(service: &Service, id: &str) -> ApiResult<()> {
             {
                 // A reviewed run goes to its reviewers also when every output was refused:
                 // which rules refused what is theirs to see first, not the researcher's.
-                hold(service, &mut run, decided)
+                hold(service, run, decided)
             } else {
-                release(service, &mut run, decided, false)
+                release(service, run, decided, false)
             }
         }
     }

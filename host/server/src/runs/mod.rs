@@ -7,11 +7,13 @@
 //! own error text is an output like its log, decided by the same rules.
 
 //!
-//! The rooms: [`admission`], [`workers`] (scheduling), [`execute`], [`transitions`] and
-//! [`results`].
+//! The rooms: [`admission`], [`queue`] and [`workers`] (scheduling), [`execute`] and
+//! [`engines`] (execution), [`transitions`] and [`results`].
 
 mod admission;
+mod engines;
 mod execute;
+pub(crate) mod queue;
 mod results;
 mod transitions;
 mod workers;

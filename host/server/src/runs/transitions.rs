@@ -8,7 +8,7 @@ pub(super) fn set_state(
     run: &mut RunRow,
     state: RunState,
     reason: Option<Reason>,
-    action: &str,
+    action: cleanroom_proto::Action,
 ) -> ApiResult<()> {
     run.state = state;
     run.reason = reason.clone();
@@ -73,8 +73,13 @@ pub(super) fn finalize(
         .lock()
         .expect("cancel map lock")
         .remove(&run.id);
-    let action = format!("run.{state}");
-    set_state(service, run, state, reason, &action)
+    set_state(
+        service,
+        run,
+        state,
+        reason,
+        cleanroom_proto::Action::RunFinished(state),
+    )
 }
 
 /// Release: re-check every policy, make the result durable, then commit `Released`.
@@ -183,7 +188,7 @@ pub(super) fn hold(service: &Service, run: &mut RunRow, decided: Vec<Decided>) -
         run,
         RunState::HeldForReview,
         None,
-        "run.held_for_review",
+        cleanroom_proto::Action::RunHeldForReview,
     )
 }
 
@@ -209,9 +214,9 @@ pub fn finish_review(
     let reason: Option<String> = reason.map(|r| r.chars().take(1000).collect());
     let action = if release_it {
         run.released_by.push(reviewer);
-        "review.released"
+        cleanroom_proto::Action::ReviewReleased
     } else {
-        "review.withheld"
+        cleanroom_proto::Action::ReviewWithheld
     };
     run.updated = crate::now();
     // The review and the row that remembers it are one write.

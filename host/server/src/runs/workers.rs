@@ -7,9 +7,11 @@ use super::*;
 /// ("interrupted by restart"), never re-run: a module must not get a second go at its
 /// inputs behind the owners' backs.
 pub fn start(service: Arc<Service>, rx: mpsc::Receiver<String>) -> ApiResult<()> {
-    if service.storage.cluster().is_some() {
-        return start_cluster(service);
-    }
+    queue::of(&service).start(rx)
+}
+
+/// The embedded queue's workers, and what a restart left queued put back on it.
+pub(super) fn start_embedded(service: Arc<Service>, rx: mpsc::Receiver<String>) -> ApiResult<()> {
     let rx = Arc::new(Mutex::new(rx));
     for _ in 0..service.config.workers {
         let (service, rx) = (service.clone(), rx.clone());
@@ -72,7 +74,11 @@ pub fn start(service: Arc<Service>, rx: mpsc::Receiver<String>) -> ApiResult<()>
 /// alive keeps its claim; one whose worker is gone is claimed by a live worker, which fails
 /// it as interrupted.
 pub(super) fn start_cluster(service: Arc<Service>) -> ApiResult<()> {
-    let cluster = service.storage.cluster().expect("checked by the caller");
+    let Some(cluster) = service.storage.cluster() else {
+        return Err(ApiError::Internal(
+            "a cluster worker without a cluster".into(),
+        ));
+    };
     for run in service.storage.runs()? {
         if matches!(run.state, RunState::Queued | RunState::Running) {
             cluster.enqueue(&run.id)?;

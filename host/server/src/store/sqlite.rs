@@ -50,7 +50,7 @@ impl SqliteStorage {
         // Acknowledged writes survive a crash of the process or the machine.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
-        Ok(SqliteStorage {
+        Ok(Self {
             conn: Mutex::new(conn),
             dir: dir.to_path_buf(),
             rows,
@@ -218,7 +218,7 @@ impl Storage for SqliteStorage {
         Ok(self.audit(seq as u64, 1)?.pop().map(|s| s.entry))
     }
 
-    fn check_logged_rows(&self, logged: &crate::audit::LoggedRows) -> ApiResult<()> {
+    fn check_logged_rows(&self, logged: &crate::store::LoggedRows) -> ApiResult<()> {
         let mut stored: Vec<(String, String)> = Vec::new();
         {
             let conn = self.conn();

@@ -146,7 +146,7 @@ trait FromPemBytes: Sized {
 impl FromPemBytes for Certificate {
     fn from_pem_bytes(pem: &[u8]) -> Result<Self> {
         use der::DecodePem as _;
-        Certificate::from_pem(pem).map_err(|e| crypto("certificate")(e.to_string()))
+        Self::from_pem(pem).map_err(|e| crypto("certificate")(e.to_string()))
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use cleanroom_runtime::{Grants, Limits, r::REngine};
+//! use cleanroom_runtime::{Grants, Limits};
+//! use cleanroom_r::REngine;
 //! let engine = REngine::load(std::path::Path::new("/root/.cache/cleanroom-r/KEY"))?;
 //! let out = engine.run(&Grants::new(), "cleanroom::publish_json('x', 1 + 1)", &Limits::default(), None)?;
 //! assert_eq!(out.outputs.json[0].1, "2");
@@ -17,24 +18,25 @@
 //! back what it published. R's stdout and stderr are the run's log; an R error ends the run
 //! with R's message as the error text (an output like any other).
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
 mod emscripten;
 mod frames;
 mod vfs;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use crate::error::{LoadError, RunError};
-use crate::log::LogBuffer;
-use crate::runtime::{CancelToken, RunOutput, RunStats};
-use crate::{Grants, Limits};
+use cleanroom_runtime::epoch::{EpochTicker, classify_trap as classify};
+use cleanroom_runtime::error::{LoadError, RunError};
+use cleanroom_runtime::log::LogBuffer;
+use cleanroom_runtime::{CancelToken, Grants, Limits, RunOutput, RunStats};
 
 /// The `cleanroom` R API, evaluated before every analysis.
-const PRELUDE: &str = include_str!("cleanroom.R");
+const PRELUDE: &str = include_str!("../../../guest-sdk/r/cleanroom.R");
 
 /// The files of the R engine (the directory `scripts/build-r.sh` prints).
 pub const ENGINE_FILES: [&str; 3] = ["R.wasm", "libRblas.so", "libRlapack.so"];
@@ -43,7 +45,7 @@ pub const ENGINE_FILES: [&str; 3] = ["R.wasm", "libRblas.so", "libRlapack.so"];
 pub struct REngine {
     inner: emscripten::REngine,
     digest: String,
-    ticker_stop: Arc<AtomicBool>,
+    _ticker: EpochTicker,
 }
 
 impl std::fmt::Debug for REngine {
@@ -83,22 +85,13 @@ impl REngine {
         let digest = engine_digest(&files);
         let inner = emscripten::REngine::new(&files[0], &files[1], &files[2])
             .map_err(|e| LoadError::Engine(format!("cannot load the R engine: {e:#}")))?;
-        // Epoch ticks bound every run's wall time (as the component runtime's ticker does).
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        let (engine, stop) = (inner.engine().clone(), ticker_stop.clone());
-        std::thread::Builder::new()
-            .name("cleanroom-r-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(10));
-                    engine.increment_epoch();
-                }
-            })
+        // Epoch ticks bound every run's wall time, as in the component runtime.
+        let ticker = EpochTicker::start(inner.engine(), "cleanroom-r-epoch")
             .map_err(|e| LoadError::Engine(e.to_string()))?;
-        Ok(REngine {
+        Ok(Self {
             inner,
             digest,
-            ticker_stop,
+            _ticker: ticker,
         })
     }
 
@@ -163,27 +156,9 @@ impl REngine {
     }
 }
 
-impl Drop for REngine {
-    fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn outputs_size(o: &crate::Outputs) -> u64 {
+fn outputs_size(o: &cleanroom_runtime::Outputs) -> u64 {
     let tables: usize = o.tables.iter().map(|t| t.ipc.len()).sum();
     let json: usize = o.json.iter().map(|(_, j)| j.len()).sum();
     let files: usize = o.files.iter().map(|(_, f)| f.len()).sum();
     (tables + json + files) as u64
-}
-
-/// A failure of the sandbox (not an R error): a typed run error where one is known.
-fn classify(e: wasmtime::Error) -> RunError {
-    let e = match e.downcast::<RunError>() {
-        Ok(typed) => return typed,
-        Err(e) => e,
-    };
-    match e.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::StackOverflow) => RunError::StackOverflow,
-        _ => RunError::Trap(format!("{e:#}")),
-    }
 }

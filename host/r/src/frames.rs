@@ -19,10 +19,10 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use wasmtime::{Result, Val, bail, format_err};
 
-use super::emscripten::R;
-use crate::error::RunError;
-use crate::output::{TableOutput, validate_name};
-use crate::{Limits, Outputs, TableSource};
+use crate::emscripten::R;
+use cleanroom_runtime::error::RunError;
+use cleanroom_runtime::output::{TableOutput, validate_name};
+use cleanroom_runtime::{Limits, Outputs, TableSource};
 
 const LGLSXP: i32 = 10;
 const INTSXP: i32 = 13;
@@ -458,7 +458,7 @@ fn table_of(r: &mut R, name: &str, value: i32, budget: &mut Budget) -> Result<Ta
                 )));
             }
             field = field.with_metadata(std::collections::HashMap::from([(
-                crate::output::COUNT_METADATA.to_string(),
+                cleanroom_runtime::output::COUNT_METADATA.to_string(),
                 "true".to_string(),
             )]));
         }

@@ -52,7 +52,7 @@ pub(super) struct Stat {
 
 impl Vfs {
     pub(super) fn new(max_written: usize) -> Self {
-        Vfs {
+        Self {
             nodes: vec![Node::Dir {
                 entries: BTreeMap::new(),
                 writable: false,
