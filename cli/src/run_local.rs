@@ -270,7 +270,12 @@ pub(crate) fn run(args: Args) -> Result<()> {
         (Err(e), None) => bail!("run failed ({}): {e}", e.kind()),
         (Err(e), Some(policy)) => {
             // What the parties would see, and what would happen to the error text.
-            let reports = egress(policy, &collector, e.error_output());
+            let reports = egress(policy, &collector, e.error_output(), true);
+            std::fs::create_dir_all(&args.out)?;
+            std::fs::write(
+                args.out.join("policy.json"),
+                serde_json::to_vec_pretty(&reports)?,
+            )?;
             eprintln!("{}", describe(&reports, &args.out));
             bail!("run failed ({}): {e}", e.kind());
         }
@@ -279,7 +284,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let written = write_outputs(&args.out, &output)?;
     let decisions = match &policy {
         Some(policy) => {
-            let reports = egress(policy, &collector, output.clone_candidates());
+            let reports = egress(policy, &collector, output.clone_candidates(), false);
             std::fs::create_dir_all(&args.out)?;
             std::fs::write(
                 args.out.join("policy.json"),
@@ -314,11 +319,14 @@ pub(crate) fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// What the policy decision point would decide for these outputs.
+/// What the policy decision point would decide for these outputs (`failed`: the error text and
+/// log of a failed run, which the enclave decides with `decide_failed`: nothing of a failed
+/// run is reviewed). The same functions as in the enclave, not a copy of them.
 fn egress(
     policy: &Policy,
     collector: &IdentifierCollector,
     outputs: Vec<Candidate>,
+    failed: bool,
 ) -> Vec<(String, OutputReport)> {
     let identifier_columns: BTreeSet<String> = policy
         .identifier_columns
@@ -327,17 +335,23 @@ fn egress(
         .collect();
     let identifiers = collector.build();
     let names: Vec<String> = outputs.iter().map(|c| c.name.clone()).collect();
-    cleanroom_policy::decide(EgressInput {
+    let input = EgressInput {
         outputs,
         rules: &policy.output,
         identifier_columns: &identifier_columns,
         identifiers: &identifiers,
         reviewed: policy.output.review_required,
-    })
-    .into_iter()
-    .zip(names)
-    .map(|(d, name)| (name, d.report))
-    .collect()
+    };
+    let decided = if failed {
+        cleanroom_policy::decide_failed(input)
+    } else {
+        cleanroom_policy::decide(input)
+    };
+    decided
+        .into_iter()
+        .zip(names)
+        .map(|(d, name)| (name, d.report))
+        .collect()
 }
 
 fn describe(reports: &[(String, OutputReport)], dir: &Path) -> String {

@@ -360,3 +360,42 @@ fn run_local_policy_shows_what_the_enclave_would_release() {
         serde_json::json!(["logs_withheld"])
     );
 }
+
+#[test]
+fn run_local_decides_a_failed_runs_error_text_as_the_enclave_does() {
+    // A reviewing owner: the enclave never sends a failed run's error text to review (it is
+    // refused with logs_withheld); run-local must say so too, not "held for review", since
+    // both call the policy crate's `decide_failed`. The old run-local decided it with
+    // `decide` and reported it held.
+    let f = Fixture::new();
+    let policy = serde_json::json!({
+        "dataset": "d00d",
+        "version": 1,
+        "grants": [],
+        "identifier_columns": ["patient_id", "mrn"],
+        "output": { "review_required": true, "release_logs": true },
+        "issued_at": 0,
+    });
+    std::fs::write(f.path("policy.json"), policy.to_string()).unwrap();
+    let policy_path = f.path("policy.json").display().to_string();
+    let err = f
+        .run(ERROR_LEAK, &f.csv_tables(), &["--policy", &policy_path])
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("run failed"), "{err:#}");
+    let decisions: serde_json::Value =
+        serde_json::from_str(&read(&f.path("results").join("policy.json"))).unwrap();
+    let error = decisions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d[1]["kind"] == "error")
+        .unwrap_or_else(|| panic!("no error output in {decisions}"));
+    assert_eq!(error[1]["disposition"], "refuse", "{decisions}");
+    assert!(
+        error[1]["codes"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("logs_withheld")),
+        "{decisions}"
+    );
+}

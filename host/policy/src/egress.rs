@@ -116,6 +116,68 @@ impl Decided {
     }
 }
 
+/// What happens to a run as a whole once its outputs are decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// What leaves is released to the researcher now.
+    Release,
+    /// Everything waits for the owners' reviewers (who see which rules refused what first).
+    Hold,
+    /// Nothing leaves: the code of the rule that refused the first refused output.
+    Withhold(Code),
+}
+
+/// The verdict over a finished run's decided outputs: held where anyone reviews or any
+/// output waits for review (also when every output was refused: which rules refused what is
+/// the reviewers' to see first), otherwise [`release_verdict`].
+pub fn verdict(decided: &[Decided], reviewed: bool) -> Verdict {
+    if reviewed
+        || decided
+            .iter()
+            .any(|d| d.report.disposition == Disposition::Hold)
+    {
+        return Verdict::Hold;
+    }
+    release_verdict(decided, false)
+}
+
+/// At release (at once, or after review): release what leaves, or withhold the run if the
+/// rules let none of its outputs leave, with the code of the rule that refused the first
+/// refused output (the last code it gathered).
+pub fn release_verdict(decided: &[Decided], reviewed: bool) -> Verdict {
+    let leaves = |d: &Decided| match d.report.disposition {
+        Disposition::Release => true,
+        Disposition::Hold => reviewed,
+        Disposition::Refuse => false,
+    };
+    if decided.is_empty() || decided.iter().any(leaves) {
+        return Verdict::Release;
+    }
+    Verdict::Withhold(
+        decided
+            .iter()
+            .find(|d| d.report.disposition == Disposition::Refuse)
+            .and_then(|d| d.report.codes.last().copied())
+            .unwrap_or(Code::UncheckedRefused),
+    )
+}
+
+/// Decide the outputs of a run that failed (its error text and log): as [`decide`], except
+/// that nothing of a failed run is reviewed, so what would wait for review is refused with
+/// `logs_withheld`. Error text leaves only where every owner releases logs and nobody reviews.
+pub fn decide_failed(input: EgressInput<'_>) -> Vec<Decided> {
+    decide(input)
+        .into_iter()
+        .map(|mut d| {
+            if d.report.disposition == Disposition::Hold {
+                d.report.disposition = Disposition::Refuse;
+                d.report.codes.push(Code::LogsWithheld);
+            }
+            d
+        })
+        .collect()
+}
+
 /// Decide every output of a run.
 pub fn decide(mut input: EgressInput<'_>) -> Vec<Decided> {
     let rules = input.rules;

@@ -32,6 +32,9 @@ pub use admission::{
     ReviewGroup, ReviewRoute, admit,
 };
 pub use cleanroom_proto::{Code, Reason};
-pub use egress::{Candidate, Content, Decided, EgressInput, decide};
+pub use egress::{
+    Candidate, Content, Decided, EgressInput, Verdict, decide, decide_failed, release_verdict,
+    verdict,
+};
 pub use identifiers::{IdentifierCollector, IdentifierSet, MIN_IDENTIFIER_BYTES};
 pub use trust::{may_read_upload, may_see_schema, trusted};

@@ -160,14 +160,12 @@ fn conclude(
     let identifiers = collector.build();
     let reviewed = admitted.review.required();
     let identifier_columns = admitted.identifier_columns();
-    let egress = |outputs: Vec<Candidate>| {
-        cleanroom_policy::decide(EgressInput {
-            outputs,
-            rules: &admitted.rules,
-            identifier_columns: &identifier_columns,
-            identifiers: &identifiers,
-            reviewed,
-        })
+    let input = |outputs: Vec<Candidate>| EgressInput {
+        outputs,
+        rules: &admitted.rules,
+        identifier_columns: &identifier_columns,
+        identifiers: &identifiers,
+        reviewed,
     };
     match result {
         Err(RunError::Cancelled) => {
@@ -184,19 +182,7 @@ fn conclude(
             if let RunError::Internal(detail) = &e {
                 tracing::error!(run = id, "internal error in a run: {detail}");
             }
-            let outputs = e.error_output();
-            // A failed run is not reviewed: its error text leaves only where every owner
-            // releases logs and nobody reviews.
-            let decided: Vec<Decided> = egress(outputs)
-                .into_iter()
-                .map(|mut d| {
-                    if d.report.disposition == Disposition::Hold {
-                        d.report.disposition = Disposition::Refuse;
-                        d.report.codes.push(Code::LogsWithheld);
-                    }
-                    d
-                })
-                .collect();
+            let decided = cleanroom_policy::decide_failed(input(e.error_output()));
             run.outputs = decided.iter().map(|d| d.report.clone()).collect();
             let _guard = transitions(service)?;
             // Error text leaves only under the terms in force (and unchanged) now.
@@ -215,7 +201,7 @@ fn conclude(
             )
         }
         Ok(candidates) => {
-            let decided = egress(candidates);
+            let decided = cleanroom_policy::decide(input(candidates));
             run.outputs = decided.iter().map(|d| d.report.clone()).collect();
             let _guard = transitions(service)?;
             if !still_allowed(service, run)? {
@@ -225,16 +211,13 @@ fn conclude(
                     Code::RevokedDuringRun,
                     "an input's policy changed while the run was running; nothing was released",
                 )
-            } else if reviewed
-                || decided
-                    .iter()
-                    .any(|d| d.report.disposition == Disposition::Hold)
-            {
-                // A reviewed run goes to its reviewers also when every output was refused:
-                // which rules refused what is theirs to see first, not the researcher's.
-                hold(service, run, decided)
             } else {
-                release(service, run, decided, false)
+                match cleanroom_policy::verdict(&decided, reviewed) {
+                    Verdict::Hold => hold(service, run, decided),
+                    Verdict::Release | Verdict::Withhold(_) => {
+                        release(service, run, decided, false)
+                    }
+                }
             }
         }
     }

@@ -98,14 +98,7 @@ pub(super) fn release(
             "an input's policy changed or no longer allows this run; nothing was released",
         );
     }
-    let sealed = seal_for_researcher(run, &decided, reviewed)?;
-    if sealed.is_empty() && !decided.is_empty() {
-        // The rule that refused the first output (the last code it gathered).
-        let code = decided
-            .iter()
-            .find(|d| d.report.disposition == Disposition::Refuse)
-            .and_then(|d| d.report.codes.last().copied())
-            .unwrap_or(Code::UncheckedRefused);
+    if let Verdict::Withhold(code) = cleanroom_policy::release_verdict(&decided, reviewed) {
         return withhold(
             service,
             run,
@@ -113,6 +106,7 @@ pub(super) fn release(
             "the owners' rules released none of the run's outputs; see each output's codes",
         );
     }
+    let sealed = seal_for_researcher(run, &decided, reviewed)?;
     let receipt_outputs = write_result(service, run, sealed)?;
     finalize(service, run, RunState::Released, None, receipt_outputs)?;
     let _ = service.blobs.delete("held", &run.id);
