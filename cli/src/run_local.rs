@@ -271,11 +271,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         (Err(e), Some(policy)) => {
             // What the parties would see, and what would happen to the error text.
             let reports = egress(policy, &collector, e.error_output(), true);
-            std::fs::create_dir_all(&args.out)?;
-            std::fs::write(
-                args.out.join("policy.json"),
-                serde_json::to_vec_pretty(&reports)?,
-            )?;
+            write_decisions(&args.out, &reports)?;
             eprintln!("{}", describe(&reports, &args.out));
             bail!("run failed ({}): {e}", e.kind());
         }
@@ -285,11 +281,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let decisions = match &policy {
         Some(policy) => {
             let reports = egress(policy, &collector, output.clone_candidates(), false);
-            std::fs::create_dir_all(&args.out)?;
-            std::fs::write(
-                args.out.join("policy.json"),
-                serde_json::to_vec_pretty(&reports)?,
-            )?;
+            write_decisions(&args.out, &reports)?;
             Some(reports)
         }
         None => None,
@@ -316,6 +308,13 @@ pub(crate) fn run(args: Args) -> Result<()> {
             println!("{}", describe(reports, &args.out));
         }
     }
+    Ok(())
+}
+
+/// Write what the policy decision point decided to `policy.json` in `out`.
+fn write_decisions(out: &Path, reports: &[(String, OutputReport)]) -> Result<()> {
+    std::fs::create_dir_all(out)?;
+    std::fs::write(out.join("policy.json"), serde_json::to_vec_pretty(reports)?)?;
     Ok(())
 }
 

@@ -79,6 +79,22 @@ pub struct AdmissionRequest<'a> {
     pub run: Option<&'a str>,
     /// What the run asks to spend of DP budgets.
     pub dp: Option<&'a DpRun>,
+    /// What the run executes.
+    pub kind: ModuleKind,
+    /// The enclave's run time limit (seconds): a DP run's fixed duration must fit in it.
+    pub run_limit_secs: u64,
+}
+
+/// What a run executes: it decides what the run may read of a table under DP (host
+/// aggregates and sample and aggregate only: a pipeline's steps and an R script read rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleKind {
+    /// An analysis component (Rust, Python, SQL), possibly under sample and aggregate.
+    Component,
+    /// An R script run by the R engine.
+    REngine,
+    /// A pipeline of components.
+    Pipeline,
 }
 
 /// The decision.
@@ -480,10 +496,17 @@ fn dp_terms<F: Facts>(
             Some((i.receipt.dataset.as_str(), (dp, i.receipt.via.is_some())))
         })
         .collect();
+    let required = |message: String| Ok(Err(Reason::new(Code::DpRequired, message)));
     if private.is_empty() {
+        if req.dp.is_some_and(|run| run.sample_aggregate.is_some()) {
+            return required(
+                "sample and aggregate splits the people of an input that requires differential \
+                 privacy, and no input of this run does"
+                    .into(),
+            );
+        }
         return Ok(Ok(None));
     }
-    let required = |message: String| Ok(Err(Reason::new(Code::DpRequired, message)));
     let Some(run) = req.dp.filter(|run| run.epsilon > Epsilon::ZERO) else {
         let (dataset, (dp, _)) = private.first_key_value().expect("not empty");
         return required(format!(
@@ -509,7 +532,30 @@ fn dp_terms<F: Facts>(
             return Ok(Err(reason));
         }
     }
-    Ok(Ok(Some(run.epsilon)))
+    let secs = run.duration().as_secs();
+    if secs == 0 || secs > req.run_limit_secs {
+        return Ok(Err(Reason::new(
+            Code::DpRunLimit,
+            format!(
+                "a DP run's fixed duration must be 1 to {} s (this enclave's run time \
+                 limit), not {secs} s",
+                req.run_limit_secs
+            ),
+        )));
+    }
+    match req.kind {
+        ModuleKind::Component => Ok(Ok(Some(run.epsilon))),
+        ModuleKind::Pipeline => required(
+            "an input requires differential privacy, and a pipeline's steps read their tables \
+             row by row: run a module with the aggregate interface or sample and aggregate"
+                .into(),
+        ),
+        ModuleKind::REngine => required(
+            "an input requires differential privacy, and an R script reads its tables row by \
+             row: R analyses cannot read tables that require differential privacy yet"
+                .into(),
+        ),
+    }
 }
 
 /// Whether `policy` still allows the pipeline run that produced a derived dataset: a grant

@@ -29,7 +29,7 @@ pub mod trust;
 
 pub use admission::{
     AdmissionRequest, Admitted, AdmittedInput, DatasetFacts, Decision, DerivedFacts, Facts,
-    ReviewGroup, ReviewRoute, admit,
+    ModuleKind, ReviewGroup, ReviewRoute, admit,
 };
 pub use cleanroom_proto::{Code, Reason};
 pub use egress::{

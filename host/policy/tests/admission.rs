@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use cleanroom_policy::dp::Spent;
-use cleanroom_policy::{AdmissionRequest, DatasetFacts, Decision, Facts, admit};
+use cleanroom_policy::{AdmissionRequest, DatasetFacts, Decision, Facts, ModuleKind, admit};
 use cleanroom_proto::dp::{DpRun, Epsilon};
 use cleanroom_proto::policy::{Grant, OutputRules, Policy, Researchers, SignedPolicy};
 use cleanroom_proto::{Code, Identity, PartyId, params_digest};
@@ -186,6 +186,8 @@ fn ask(
         now: NOW,
         run: None,
         dp: None,
+        kind: ModuleKind::Component,
+        run_limit_secs: 300,
     };
     match admit(world, &request) {
         Ok(d) => d,
@@ -304,11 +306,11 @@ fn a_dp_dataset_admits_only_runs_within_its_budget() {
     let key = "ab".repeat(32);
     let digest = "cd".repeat(32);
     let module = module_id(1);
-    let with = |epsilon: Option<u64>| {
+    let run_as = |epsilon: Option<u64>, kind: ModuleKind, duration_secs: Option<u32>| {
         let run = epsilon.map(|e| DpRun {
             epsilon: Epsilon::from_micros(e),
             sample_aggregate: None,
-            duration_secs: None,
+            duration_secs,
         });
         let request = AdmissionRequest {
             module: &module,
@@ -319,6 +321,8 @@ fn a_dp_dataset_admits_only_runs_within_its_budget() {
             now: NOW,
             run: None,
             dp: run.as_ref(),
+            kind,
+            run_limit_secs: 300,
         };
         match admit(&world, &request) {
             Ok(Decision::Deny(r)) => Err(r.code),
@@ -326,9 +330,31 @@ fn a_dp_dataset_admits_only_runs_within_its_budget() {
             Err(never) => match never {},
         }
     };
+    let with = |epsilon: Option<u64>| run_as(epsilon, ModuleKind::Component, None);
     assert_eq!(with(None), Err(Code::DpRequired));
     assert_eq!(with(Some(0)), Err(Code::DpRequired));
     assert_eq!(with(Some(600_000)), Err(Code::DpRunLimit));
     assert_eq!(with(Some(400_000)), Err(Code::DpBudgetExhausted));
+    // What reads rows cannot run on a DP table, and is refused before any ε is charged (an R
+    // script used to be admitted, charged and then failed at run time).
+    let within = Some(200_000);
+    assert_eq!(
+        run_as(within, ModuleKind::REngine, None),
+        Err(Code::DpRequired)
+    );
+    assert_eq!(
+        run_as(within, ModuleKind::Pipeline, None),
+        Err(Code::DpRequired)
+    );
+    // A DP run's fixed schedule fits in the enclave's run limit.
+    assert_eq!(
+        run_as(within, ModuleKind::Component, Some(0)),
+        Err(Code::DpRunLimit)
+    );
+    assert_eq!(
+        run_as(within, ModuleKind::Component, Some(301)),
+        Err(Code::DpRunLimit)
+    );
+    assert!(run_as(within, ModuleKind::Component, Some(300)).is_ok());
     assert_eq!(with(Some(300_000)), Ok(Some(Epsilon::from_micros(300_000))));
 }

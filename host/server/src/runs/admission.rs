@@ -76,40 +76,16 @@ pub fn admission(
             now: service.clock.now(),
             run,
             dp: request.dp.as_ref(),
+            kind: if service.storage.pipeline(&request.module)?.is_some() {
+                ModuleKind::Pipeline
+            } else if service.is_r_engine(&request.module) {
+                ModuleKind::REngine
+            } else {
+                ModuleKind::Component
+            },
+            run_limit_secs: service.config.run_timeout_secs,
         },
     )?;
-    let Decision::Allow(admitted) = &decision else {
-        return Ok(decision);
-    };
-    let sample_aggregate = request
-        .dp
-        .as_ref()
-        .is_some_and(|dp| dp.sample_aggregate.is_some());
-    let refuse = |message: &str| Ok(Decision::Deny(Reason::new(Code::DpRequired, message)));
-    if admitted.epsilon.is_none() && sample_aggregate {
-        return refuse(
-            "sample and aggregate splits the people of an input that requires differential \
-             privacy, and no input of this run does",
-        );
-    }
-    if let (Some(_), Some(dp)) = (admitted.epsilon, &request.dp) {
-        let secs = dp.duration().as_secs();
-        if secs == 0 || secs > service.config.run_timeout_secs {
-            return Ok(Decision::Deny(Reason::new(
-                Code::DpRunLimit,
-                format!(
-                    "a DP run's fixed duration must be 1 to {} s (this enclave's run time                      limit), not {secs} s",
-                    service.config.run_timeout_secs
-                ),
-            )));
-        }
-    }
-    if admitted.epsilon.is_some() && service.storage.pipeline(&request.module)?.is_some() {
-        return refuse(
-            "an input requires differential privacy, and a pipeline's steps read their tables \
-             row by row: run a module with the aggregate interface or sample and aggregate",
-        );
-    }
     Ok(decision)
 }
 

@@ -26,7 +26,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use cleanroom_policy::{
     AdmissionRequest, Admitted, Candidate, Content, DatasetFacts, Decided, Decision, EgressInput,
-    Facts, IdentifierCollector, Verdict,
+    Facts, IdentifierCollector, ModuleKind, Verdict,
 };
 use cleanroom_proto::dp::SampleAggregate;
 use cleanroom_proto::policy::SignedPolicy;
