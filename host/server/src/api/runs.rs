@@ -59,33 +59,28 @@ pub(super) async fn submit(service: Arc<Service>, req: Req) -> ApiResult<Respons
             cleanroom_proto::Action::RunQueued,
             detail,
         )?;
-        Ok(Ok(slot))
+        // The cancel token exists before any worker can take the run; the push is the
+        // embedded channel's send or the shared queue's insert, on this same blocking hop.
+        svc.cancels
+            .lock()
+            .expect("cancel map lock")
+            .insert(run.id.clone(), Default::default());
+        crate::runs::queue::of(&svc).push(slot, &run.id)?;
+        Ok(Ok(()))
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
-    let slot = match admitted {
-        Ok(slot) => slot,
-        Err(reason) => {
-            Metrics::inc(&service.metrics.runs_withheld);
-            service.record(
+    if let Err(reason) = admitted {
+        Metrics::inc(&service.metrics.runs_withheld);
+        service.record(
             Audience::Parties(vec![researcher]),
             Some(researcher),
             cleanroom_proto::Action::RunFinished(cleanroom_proto::RunState::Rejected),
             &id,
             json!({ "module": request.module, "params_digest": request.params_digest(), "code": reason.code }),
         )?;
-            return Err(ApiError::Denied(reason));
-        }
-    };
-    service
-        .cancels
-        .lock()
-        .expect("cancel map lock")
-        .insert(id.clone(), Default::default());
-    let (svc, run) = (service.clone(), id.clone());
-    tokio::task::spawn_blocking(move || crate::runs::queue::of(&svc).push(slot, &run))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+        return Err(ApiError::Denied(reason));
+    }
     Ok(typed_response(
         StatusCode::ACCEPTED,
         &RunAccepted {
