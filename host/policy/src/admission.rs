@@ -33,6 +33,8 @@ pub trait Facts {
     type Error;
     /// Whether the module was uploaded.
     fn module_exists(&self, module: &str) -> Result<bool, Self::Error>;
+    /// What an uploaded module is (asked only when an input requires DP).
+    fn module_kind(&self, module: &str) -> Result<ModuleKind, Self::Error>;
     /// A dataset's facts.
     fn dataset(&self, id: &str) -> Result<Option<DatasetFacts>, Self::Error>;
     /// A derived dataset's facts (`None`: no such derived dataset).
@@ -79,8 +81,6 @@ pub struct AdmissionRequest<'a> {
     pub run: Option<&'a str>,
     /// What the run asks to spend of DP budgets.
     pub dp: Option<&'a DpRun>,
-    /// What the run executes.
-    pub kind: ModuleKind,
     /// The enclave's run time limit (seconds): a DP run's fixed duration must fit in it.
     pub run_limit_secs: u64,
 }
@@ -543,7 +543,7 @@ fn dp_terms<F: Facts>(
             ),
         )));
     }
-    match req.kind {
+    match facts.module_kind(req.module)? {
         ModuleKind::Component => Ok(Ok(Some(run.epsilon))),
         ModuleKind::Pipeline => required(
             "an input requires differential privacy, and a pipeline's steps read their tables \

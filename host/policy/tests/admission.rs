@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // tests and their helpers fail loudly by design
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 use cleanroom_policy::dp::Spent;
@@ -20,6 +20,7 @@ struct World {
     stored: RefCell<Option<SignedPolicy>>,
     runs: u64,
     spent: Spent,
+    kind: Cell<ModuleKind>,
 }
 
 impl Facts for World {
@@ -27,6 +28,10 @@ impl Facts for World {
 
     fn module_exists(&self, module: &str) -> Result<bool, Self::Error> {
         Ok(module != module_id(9))
+    }
+
+    fn module_kind(&self, _: &str) -> Result<ModuleKind, Self::Error> {
+        Ok(self.kind.get())
     }
 
     fn dataset(&self, id: &str) -> Result<Option<DatasetFacts>, Self::Error> {
@@ -157,6 +162,7 @@ fn decide(case: Case) -> Decision {
         stored: RefCell::new((!matches!(case, Case::NoPolicy)).then_some(signed)),
         runs,
         spent: Spent::default(),
+        kind: Cell::new(ModuleKind::Component),
     };
     ask(
         &world,
@@ -186,7 +192,6 @@ fn ask(
         now: NOW,
         run: None,
         dp: None,
-        kind: ModuleKind::Component,
         run_limit_secs: 300,
     };
     match admit(world, &request) {
@@ -257,6 +262,7 @@ fn several_grants_for_one_module_each_pin_their_params() {
         owner,
         runs: 0,
         spent: Spent::default(),
+        kind: Cell::new(ModuleKind::Component),
     };
     let inputs = BTreeMap::from([("t".to_string(), DATASET.to_string())]);
     let key = "ab".repeat(32);
@@ -301,12 +307,14 @@ fn a_dp_dataset_admits_only_runs_within_its_budget() {
             total: Epsilon::from_micros(700_000),
             researcher: Epsilon::ZERO,
         },
+        kind: Cell::new(ModuleKind::Component),
     };
     let inputs = BTreeMap::from([("patients".to_string(), DATASET.to_string())]);
     let key = "ab".repeat(32);
     let digest = "cd".repeat(32);
     let module = module_id(1);
     let run_as = |epsilon: Option<u64>, kind: ModuleKind, duration_secs: Option<u32>| {
+        world.kind.set(kind);
         let run = epsilon.map(|e| DpRun {
             epsilon: Epsilon::from_micros(e),
             sample_aggregate: None,
@@ -321,7 +329,6 @@ fn a_dp_dataset_admits_only_runs_within_its_budget() {
             now: NOW,
             run: None,
             dp: run.as_ref(),
-            kind,
             run_limit_secs: 300,
         };
         match admit(&world, &request) {

@@ -71,43 +71,64 @@ pub enum Action {
 }
 
 impl Action {
-    /// Every action that names no run state, with its string.
-    const NAMED: [(Self, &'static str); 17] = [
-        (Self::DatasetUploaded, "dataset.uploaded"),
-        (Self::PolicyGranted, "policy.granted"),
-        (Self::PolicyRevoked, "policy.revoked"),
-        (Self::ModuleUploaded, "module.uploaded"),
-        (Self::ModuleSource, "module.source"),
-        (Self::PipelineStored, "pipeline.stored"),
-        (Self::AccessRequested, "access.requested"),
-        (Self::PreviewPublished, "preview.published"),
-        (Self::DerivedKept, "derived.kept"),
-        (Self::RunQueued, "run.queued"),
-        (Self::RunStarted, "run.started"),
-        (Self::RunHeldForReview, "run.held_for_review"),
-        (Self::ReviewReleased, "review.released"),
-        (Self::ReviewWithheld, "review.withheld"),
-        (Self::RequestRefused, "request.refused"),
-        (Self::EnclaveHandover, "enclave.handover"),
-        (Self::ClusterJoin, "cluster.join"),
+    /// Every action that names no run state.
+    const NAMED: [Self; 17] = [
+        Self::DatasetUploaded,
+        Self::PolicyGranted,
+        Self::PolicyRevoked,
+        Self::ModuleUploaded,
+        Self::ModuleSource,
+        Self::PipelineStored,
+        Self::AccessRequested,
+        Self::PreviewPublished,
+        Self::DerivedKept,
+        Self::RunQueued,
+        Self::RunStarted,
+        Self::RunHeldForReview,
+        Self::ReviewReleased,
+        Self::ReviewWithheld,
+        Self::RequestRefused,
+        Self::EnclaveHandover,
+        Self::ClusterJoin,
     ];
+
+    /// The string of an action that names no run state (exhaustive: a new action cannot be
+    /// added without its string).
+    fn name(self) -> Option<&'static str> {
+        Some(match self {
+            Self::DatasetUploaded => "dataset.uploaded",
+            Self::PolicyGranted => "policy.granted",
+            Self::PolicyRevoked => "policy.revoked",
+            Self::ModuleUploaded => "module.uploaded",
+            Self::ModuleSource => "module.source",
+            Self::PipelineStored => "pipeline.stored",
+            Self::AccessRequested => "access.requested",
+            Self::PreviewPublished => "preview.published",
+            Self::DerivedKept => "derived.kept",
+            Self::RunQueued => "run.queued",
+            Self::RunStarted => "run.started",
+            Self::RunHeldForReview => "run.held_for_review",
+            Self::ReviewReleased => "review.released",
+            Self::ReviewWithheld => "review.withheld",
+            Self::RequestRefused => "request.refused",
+            Self::EnclaveHandover => "enclave.handover",
+            Self::ClusterJoin => "cluster.join",
+            Self::RunFinished(_) => return None,
+        })
+    }
 
     /// The string an entry carries.
     pub fn as_string(self) -> String {
         match self {
             Self::RunFinished(state) => format!("run.{state}"),
-            named => Self::NAMED
-                .iter()
-                .find(|(a, _)| *a == named)
-                .map(|(_, s)| (*s).to_string())
-                .unwrap_or_default(),
+            named => named.name().map(str::to_string).unwrap_or_default(),
         }
     }
 
     /// The action an entry's string names (`None`: not one this version writes).
     pub fn parse(text: &str) -> Option<Self> {
-        if let Some((action, _)) = Self::NAMED.iter().find(|(_, s)| *s == text) {
-            return Some(*action);
+        if let Some(action) = Self::NAMED.into_iter().find(|a| a.name() == Some(text)) {
+            return Some(action);
         }
         let state = text.strip_prefix("run.")?;
         crate::run::RunState::ALL

@@ -298,18 +298,17 @@ impl Service {
         &self,
         missed: &[crate::store::StoredEntry],
     ) -> crate::error::ApiResult<()> {
-        let service = self;
         for stored in missed {
             if let Some((row, _)) = &stored.row {
                 if let Some(id) = row.strip_prefix("runs/") {
-                    if let Some(run) = service.storage.run(id)? {
-                        service.ledger.record_run(&run);
+                    if let Some(run) = self.storage.run(id)? {
+                        self.ledger.record_run(&run);
                     }
-                    let _ = service.run_changes.send(id.to_string());
+                    let _ = self.run_changes.send(id.to_string());
                 } else if let Some(dataset) = row.strip_prefix("previews/")
-                    && let Some(preview) = service.storage.preview(dataset)?
+                    && let Some(preview) = self.storage.preview(dataset)?
                 {
-                    service.ledger.record_preview(&preview);
+                    self.ledger.record_preview(&preview);
                 }
             }
             let audience = match &stored.entry.parties {
@@ -318,7 +317,7 @@ impl Service {
             };
             let value = serde_json::to_value(&stored.entry)
                 .map_err(|e| crate::error::ApiError::Internal(e.to_string()))?;
-            service.events.publish(
+            self.events.publish(
                 audience,
                 serde_json::json!({ "kind": "audit", "entry": value }),
             );

@@ -39,7 +39,8 @@ pub(super) async fn submit(service: Arc<Service>, req: Req) -> ApiResult<Respons
     let svc = service.clone();
     let (req_c, id_c) = (request.clone(), id.clone());
     let admitted = tokio::task::spawn_blocking(move || -> ApiResult<Result<_, _>> {
-        let slot = crate::runs::queue::of(&svc).reserve()?;
+        let queue = crate::runs::queue::of(&svc);
+        let slot = queue.reserve()?;
         let _one_at_a_time = crate::cluster::serial(&svc, crate::cluster::LockKey::Admissions)?;
         let admitted = match admission(&svc, &researcher, &req_c, None)? {
             Decision::Allow(admitted) => admitted,
@@ -65,7 +66,7 @@ pub(super) async fn submit(service: Arc<Service>, req: Req) -> ApiResult<Respons
             .lock()
             .expect("cancel map lock")
             .insert(run.id.clone(), Default::default());
-        crate::runs::queue::of(&svc).push(slot, &run.id)?;
+        queue.push(slot, &run.id)?;
         Ok(Ok(()))
     })
     .await

@@ -13,6 +13,16 @@ impl Facts for StoreFacts<'_> {
         Ok(self.0.is_r_engine(module) || self.0.storage.has_module_or_pipeline(module)?)
     }
 
+    fn module_kind(&self, module: &str) -> ApiResult<ModuleKind> {
+        Ok(if self.0.is_r_engine(module) {
+            ModuleKind::REngine
+        } else if self.0.storage.pipeline(module)?.is_some() {
+            ModuleKind::Pipeline
+        } else {
+            ModuleKind::Component
+        })
+    }
+
     fn derived(&self, id: &str) -> ApiResult<Option<cleanroom_policy::DerivedFacts>> {
         Ok(self
             .0
@@ -76,13 +86,6 @@ pub fn admission(
             now: service.clock.now(),
             run,
             dp: request.dp.as_ref(),
-            kind: if service.storage.pipeline(&request.module)?.is_some() {
-                ModuleKind::Pipeline
-            } else if service.is_r_engine(&request.module) {
-                ModuleKind::REngine
-            } else {
-                ModuleKind::Component
-            },
             run_limit_secs: service.config.run_timeout_secs,
         },
     )?;

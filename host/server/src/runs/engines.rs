@@ -55,11 +55,7 @@ pub(super) fn choose<'a>(
         .as_ref()
         .filter(|r| r.id() == run.request.module)
     {
-        return Ok(Box::new(R {
-            engine: r,
-            run,
-            dp: admitted.epsilon.is_some(),
-        }));
+        return Ok(Box::new(R { engine: r, run }));
     }
     Ok(Box::new(Component {
         service,
@@ -98,11 +94,11 @@ impl Engine for Component<'_> {
     }
 }
 
-/// An R script (the run's params) in the R engine.
+/// An R script (the run's params) in the R engine (never over a DP table: admission refuses
+/// that, at submission and again at start).
 struct R<'a> {
     run: &'a RunRow,
     engine: &'a cleanroom_r::REngine,
-    dp: bool,
 }
 
 impl Engine for R<'_> {
@@ -112,11 +108,6 @@ impl Engine for R<'_> {
         limits: &Limits,
         token: &CancelToken,
     ) -> Result<Vec<Candidate>, RunError> {
-        if self.dp {
-            return Err(RunError::Failed(
-                "R analyses cannot read tables that require differential privacy yet".into(),
-            ));
-        }
         self.engine
             .run(grants, &self.run.request.params, limits, Some(token))
             .map(cleanroom_runtime::RunOutput::candidates)
