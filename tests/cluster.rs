@@ -61,6 +61,7 @@ pub struct Worker {
     pub url: String,
     /// The measurement it reports.
     pub measurement: String,
+    log: PathBuf,
 }
 
 impl Drop for Worker {
@@ -71,6 +72,20 @@ impl Drop for Worker {
 }
 
 impl Worker {
+    /// Stop (SIGSTOP) or resume (SIGCONT) the process: a worker stalled by the operator.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// What the worker logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// SIGKILL, and wait for it.
     pub fn kill9(mut self) {
         self.child.kill().unwrap(); // SIGKILL
@@ -115,6 +130,11 @@ impl Cluster {
         self
     }
 
+    /// The database's address (for a store opened beside the workers).
+    pub fn db_url(&self) -> &str {
+        &self.db_url
+    }
+
     /// A connection to this cluster's database (as the operator has one).
     pub fn db(&self) -> postgres::Client {
         postgres::Client::connect(&self.db_url, postgres::NoTls).unwrap()
@@ -153,6 +173,7 @@ impl Cluster {
             name: name.to_string(),
             url: format!("https://{}", parts.next().expect("address")),
             measurement: parts.next().expect("measurement").to_string(),
+            log,
         })
     }
 
@@ -277,6 +298,31 @@ impl Cluster {
             status,
             serde_json::from_str(&body).unwrap_or(Value::String(body)),
         )
+    }
+
+    /// Which of `ws` runs `run`, once one does.
+    pub fn holder(&self, ws: &[Worker], run: &str) -> usize {
+        loop {
+            let row = self
+                .db()
+                .query_opt("SELECT worker FROM run_queue WHERE run_id = $1", &[&run])
+                .unwrap()
+                .and_then(|r| r.get::<_, Option<String>>(0));
+            let (_, status) = self.get(&ws[0], "researcher", &format!("/v1/runs/{run}"));
+            assert!(
+                matches!(status["state"].as_str(), Some("queued" | "running")),
+                "{status}"
+            );
+            if let Some(worker) = row
+                && status["state"] == "running"
+            {
+                return ws
+                    .iter()
+                    .position(|w| worker.starts_with(&format!("{}-", w.name)))
+                    .unwrap_or_else(|| panic!("{worker} is none of the workers"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     /// The run's status on `w`, once it is no longer queued or running.

@@ -6,6 +6,7 @@
 use cleanroom_tests::cluster::{Cluster, Worker, count};
 use cleanroom_tests::*;
 use serde_json::Value;
+use std::time::{Duration, Instant};
 
 fn cluster() -> Cluster {
     Cluster::new(env!("CARGO_BIN_EXE_serve"))
@@ -80,30 +81,9 @@ fn a_worker_killed_mid_run_has_its_run_failed_once_by_another() {
     let study = c.study(&ws, INFINITE_LOOP, &[]);
     let run = c.submit(&ws[0], &study, "{}");
     // Wait until a worker holds it running.
-    let holder = loop {
-        let row = c
-            .db()
-            .query_opt("SELECT worker FROM run_queue WHERE run_id = $1", &[&run])
-            .unwrap()
-            .and_then(|r| r.get::<_, Option<String>>(0));
-        let (_, status) = c.get(&ws[1], "researcher", &format!("/v1/runs/{run}"));
-        assert!(
-            matches!(status["state"].as_str(), Some("queued" | "running")),
-            "{status}"
-        );
-        if let Some(worker) = row
-            && status["state"] == "running"
-        {
-            break worker;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
-    let [w1, w2, w3] = ws;
-    let (victim, survivors): (Vec<Worker>, Vec<Worker>) = [w1, w2, w3]
-        .into_iter()
-        .partition(|w| holder.starts_with(&format!("{}-", w.name)));
-    assert_eq!(victim.len(), 1, "{holder}");
-    victim.into_iter().next().unwrap().kill9();
+    let holder = c.holder(&ws, &run);
+    let mut survivors: Vec<Worker> = ws.into_iter().collect();
+    survivors.remove(holder).kill9();
 
     let (state, status) = c.watch(&survivors[0], &run);
     assert_eq!(state, "failed", "{status}");
@@ -217,4 +197,234 @@ fn the_operator_editing_rows_or_objects_is_detected() {
         .unwrap();
     let err = c.try_spawn("w4", Some(&ws[0].url), "").err().unwrap();
     assert!(format!("{err:#}").contains("missing"), "{err:#}");
+}
+
+#[test]
+fn a_revocation_deleted_from_the_database_is_never_admitted_under() {
+    let c = cluster();
+    let ws = c.three("");
+    let study = c.study(&ws, COHORT_STATS_RUST, &["--min-group", "1"]);
+    // Runs under the grant on every worker, so each has folded the grant into its books.
+    for w in &ws {
+        let run = c.submit(w, &study, "{}");
+        assert_eq!(c.watch(w, &run).0, "released");
+    }
+    // st_marys revokes through worker 0; the operator deletes that newest policy version,
+    // leaving the older version (validly MAC'd, validly signed, granting) as the newest row.
+    c.cli(
+        &ws[0],
+        Some("st_marys"),
+        &["policy", "revoke", "--dataset", &study.0],
+    )
+    .unwrap();
+    let deleted = c
+        .db()
+        .execute(
+            "DELETE FROM policies WHERE dataset = $1 AND version = \
+             (SELECT MAX(version) FROM policies WHERE dataset = $1)",
+            &[&study.0],
+        )
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let queued_before = c
+        .logged_actions()
+        .iter()
+        .filter(|(a, _)| a == "run.queued")
+        .count();
+    // No worker admits under the old grant: each refuses the row as tampered. (The old code
+    // read the newest row it found, MAC'd or not, and admitted.)
+    let a = format!("st_marys={}", study.0);
+    let b = format!("northfield={}", study.1);
+    for w in &ws {
+        let err = c
+            .cli(
+                w,
+                Some("researcher"),
+                &[
+                    "run", "submit", "--module", &study.2, "--input", &a, "--input", &b,
+                ],
+            )
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains(&format!("policies/{}", study.0))
+                && text.contains("not the version the audit log last wrote"),
+            "{}: {text}",
+            w.name
+        );
+    }
+    let queued_after = c
+        .logged_actions()
+        .iter()
+        .filter(|(a, _)| a == "run.queued")
+        .count();
+    assert_eq!(queued_before, queued_after);
+}
+
+#[test]
+fn a_worker_that_lost_the_cluster_lock_writes_nothing() {
+    use cleanroomd::store::{LockKey, RowKey, Storage, held_fences};
+    use cleanroomd::store_pg::PgStorage;
+    use std::sync::Arc;
+
+    let c = cluster();
+    let key = [7u8; 32];
+    let a = PgStorage::open(c.db_url(), 1, RowKey::derive(&key)).unwrap();
+    let b = Arc::new(PgStorage::open(c.db_url(), 1, RowKey::derive(&key)).unwrap());
+    let entry = |subject: &str| cleanroom_proto::audit::AuditEntry {
+        seq: 0,
+        time: 1,
+        actor: None,
+        action: "run.queued".into(),
+        subject: subject.into(),
+        detail: Value::Null,
+        parties: None,
+        salt: "00".into(),
+    };
+
+    // Worker A takes the admissions lock and decides...
+    let held = a.cluster().unwrap().lock(LockKey::Admissions).unwrap();
+    let fences = held_fences();
+    assert_eq!(fences, vec![held.fence()]);
+    // ...when the operator kills the connection its session lock lives on: the database
+    // drops the lock, and A does not know.
+    let killed = c
+        .db()
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' \
+             AND granted AND ((classid::bigint << 32) | objid::bigint) = $1",
+            &[&LockKey::Admissions.id()],
+        )
+        .unwrap();
+    assert_eq!(killed.len(), 1, "the lock holder's backend");
+
+    // Worker B takes the lock (a thread of its own, as another process would) and admits.
+    let b2 = b.clone();
+    let appended = std::thread::spawn(move || {
+        let _lock = b2.cluster().unwrap().lock(LockKey::Admissions).unwrap();
+        b2.append_audit(0, entry("run-b"), None, &held_fences())
+    })
+    .join()
+    .unwrap()
+    .unwrap();
+    assert_eq!(appended.entry.entry.seq, 0);
+
+    // A, still believing it holds the lock, writes its decision: refused, nothing written.
+    let err = a
+        .append_audit(0, entry("run-a"), None, &fences)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("lost the cluster's Admissions lock"),
+        "{err}"
+    );
+    assert_eq!(
+        c.logged_actions(),
+        vec![("run.queued".to_string(), "run-b".to_string())]
+    );
+    // Without a fence (outside any lock section) appends go on as before.
+    drop(held);
+    assert!(held_fences().is_empty());
+    a.append_audit(1, entry("run-c"), None, &[]).unwrap();
+}
+
+#[test]
+fn a_stalled_worker_writes_nothing_for_a_run_failed_elsewhere() {
+    // Leases of 10 s; the analysis loops until its 20 s limit, and its error text is released.
+    let c = cluster().with_lease(10);
+    let ws = c.three("run_timeout_secs = 20");
+    let study = c.study(&ws, INFINITE_LOOP, &["--release-logs"]);
+    let run = c.submit(&ws[0], &study, "{}");
+    let stalled = &ws[c.holder(&ws, &run)];
+    let other = ws.iter().find(|w| w.name != stalled.name).unwrap();
+    // The operator stalls the worker running it: its lease runs out, another worker takes the
+    // run over and fails it as interrupted.
+    stalled.signal("STOP");
+    let (state, status) = c.watch(other, &run);
+    assert_eq!(state, "failed", "{status}");
+    assert_eq!(status["reason"]["code"], "interrupted", "{status}");
+    // Resumed, the stalled worker's analysis hits its time limit and the worker concludes:
+    // it finds the run failed elsewhere and writes nothing. (The old code wrote the timed-out
+    // run's released error text as the result blob of a run the log records as failed, and
+    // only then found the row changed.)
+    stalled.signal("CONT");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !stalled
+        .log()
+        .lines()
+        .any(|l| l.contains("run failed inside the service") && l.contains(&run))
+    {
+        assert!(Instant::now() < deadline, "{}", stalled.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !c.object("results", &run).exists(),
+        "a result blob was written"
+    );
+    assert!(!c.object("held", &run).exists(), "a held blob was written");
+    let log = c.logged_actions();
+    assert_eq!(count(&log, "run.failed", &run), 1);
+    assert_eq!(count(&log, "run.released", &run), 0);
+    let (state, _) = c.watch(other, &run);
+    assert_eq!(state, "failed");
+}
+
+#[test]
+fn cancels_and_revocations_reach_the_worker_running_the_run() {
+    let c = cluster();
+    let ws = c.three("run_timeout_secs = 300");
+    let study = c.study(&ws, INFINITE_LOOP, &[]);
+
+    // The researcher cancels through a worker that does not run the run (the old code
+    // answered that the run was already running, and it ran to its time limit).
+    let run = c.submit(&ws[0], &study, "{}");
+    let holder = c.holder(&ws, &run);
+    let other = (holder + 1) % 3;
+    c.cli(&ws[other], Some("researcher"), &["run", "cancel", &run])
+        .unwrap();
+    let (state, status) = c.watch(&ws[other], &run);
+    assert_eq!(state, "cancelled", "{status}");
+    assert_eq!(count(&c.logged_actions(), "run.cancel_requested", &run), 1);
+
+    // An owner revokes through a worker that does not run the run: the worker running it
+    // stops it at once, and nothing is released.
+    let run = c.submit(&ws[0], &study, "{}");
+    let holder = c.holder(&ws, &run);
+    let other = (holder + 1) % 3;
+    c.cli(
+        &ws[other],
+        Some("st_marys"),
+        &["policy", "revoke", "--dataset", &study.0],
+    )
+    .unwrap();
+    let (state, status) = c.watch(&ws[holder], &run);
+    assert_eq!(state, "withheld", "{status}");
+    assert_eq!(status["reason"]["code"], "revoked_during_run", "{status}");
+    assert_eq!(count(&c.logged_actions(), "run.released", &run), 0);
+}
+
+#[test]
+fn a_joiner_below_the_deployments_tcb_floor_gets_no_keys() {
+    // The simulated platform reports bootloader 3, tee 0, snp 8, microcode 115.
+    let floor = "minimum_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }";
+    let c = cluster();
+    let w1 = c.spawn("w1", None, floor);
+    // A worker on older SNP firmware, same image and deployment: refused (the old code
+    // accepted joiners at any TCB).
+    let older = format!(
+        "{floor}\nsimulation_tcb = {{ bootloader = 3, tee = 0, snp = 7, microcode = 115 }}"
+    );
+    let err = c.try_spawn("w2", Some(&w1.url), &older).err().unwrap();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("refused to release the key") && text.to_lowercase().contains("tcb"),
+        "{text}"
+    );
+    // On a platform that meets the floor, it joins.
+    let w3 = c.spawn("w3", Some(&w1.url), floor);
+    let keys: Vec<Value> = [&w1, &w3]
+        .iter()
+        .map(|w| c.cli(w, None, &["attest", "verify"]).unwrap()["enclave_keys"].clone())
+        .collect();
+    assert_eq!(keys[0], keys[1]);
 }

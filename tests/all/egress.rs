@@ -667,12 +667,12 @@ fn one_table_rolled_back_deleted_or_truncated_is_caught_by_the_enclave() {
     });
 
     // 2. The revocation (the newest policy version) deleted: the grant would come back.
-    let revocation: String = {
+    let (revocation, mac): (String, String) = {
         let db = rusqlite::Connection::open(dir.path().join("server/state.db")).unwrap();
         db.query_row(
-            "SELECT body FROM policies WHERE dataset = ?1 AND version = 2",
+            "SELECT body, mac FROM policies WHERE dataset = ?1 AND version = 2",
             [&a],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap()
     };
@@ -687,8 +687,8 @@ fn one_table_rolled_back_deleted_or_truncated_is_caught_by_the_enclave() {
     );
     with_db(&dir, |db| {
         db.execute(
-            "INSERT INTO policies (dataset, version, body) VALUES (?1, 2, ?2)",
-            [&a, &revocation],
+            "INSERT INTO policies (dataset, version, body, mac) VALUES (?1, 2, ?2, ?3)",
+            [&a, &revocation, &mac],
         )
         .unwrap();
     });

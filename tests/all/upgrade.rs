@@ -95,6 +95,15 @@ fn an_author_signed_upgrade_keeps_the_state_and_nothing_else_gets_it() {
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("evidence"), "{body}");
 
+    // A new deployment that runs at a lower SVN than the statement it presents signs: it
+    // could later be handed "up" to an image older than itself. Refused.
+    let low = new_config(&new_dir, &author, 1);
+    let low =
+        cleanroomd::upgrade::handover_request(&low, true, statement(&author, NEW, 2)).unwrap();
+    let (status, body) = post(&old, &low);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("does not run at the SVN"), "{body}");
+
     // The genuine upgrade.
     let (status, body) = post(&old, &request(statement(&author, NEW, 2)));
     assert_eq!(status, 200, "{body}");
@@ -221,4 +230,47 @@ fn clients_can_pin_the_author_and_a_minimum_svn_instead_of_a_measurement() {
     let other = Identity::generate().party().to_string();
     let err = list(&["--author-key", &other]).unwrap_err();
     assert!(err.contains("not the author's"), "{err}");
+}
+
+#[test]
+fn a_hand_over_keeps_the_tcb_floor_and_needs_a_platform_that_meets_it() {
+    use cleanroom_trust::attester::simulation::SIMULATED_TCB;
+    let author = Identity::generate();
+    let old_image = image(&author, OLD, 1);
+    let old = TestServer::start_configured(tempfile::tempdir().unwrap(), move |c| {
+        old_image(c);
+        c.minimum_tcb = Some(SIMULATED_TCB);
+    });
+    let new_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(new_dir.path().join("server")).unwrap();
+    std::fs::copy(
+        old.path("server/simulation-secret"),
+        new_dir.path().join("server/simulation-secret"),
+    )
+    .unwrap();
+    let ask = |config: &cleanroomd::Config| {
+        let request =
+            cleanroomd::upgrade::handover_request(config, true, statement(&author, NEW, 2))
+                .unwrap();
+        post(&old, &request)
+    };
+    // A new deployment without the floor: it could then join or hand over to anything.
+    let (status, body) = ask(&new_config(&new_dir, &author, 2));
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("lowers the TCB floor"), "{body}");
+    // The floor kept, on a platform below it (older SNP firmware).
+    let mut below = new_config(&new_dir, &author, 2);
+    below.minimum_tcb = Some(SIMULATED_TCB);
+    below.simulation_tcb = Some(cleanroom_trust::Tcb {
+        snp: SIMULATED_TCB.snp - 1,
+        ..SIMULATED_TCB
+    });
+    let (status, body) = ask(&below);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("evidence"), "{body}");
+    // The floor kept, on a platform that meets it.
+    let mut kept = new_config(&new_dir, &author, 2);
+    kept.minimum_tcb = Some(SIMULATED_TCB);
+    let (status, body) = ask(&kept);
+    assert_eq!(status, 200, "{body}");
 }

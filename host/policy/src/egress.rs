@@ -298,6 +298,30 @@ fn decide_one(index: u32, candidate: Candidate, input: &EgressInput<'_>) -> Deci
             }
         }
         Content::Bytes(bytes) => {
+            // JSON leaves as the one document a reviewer's viewer shows, or not at all.
+            let bytes = match kind {
+                OutputKind::Json => match crate::canonical::json(&bytes) {
+                    Some(canonical) => canonical,
+                    None => {
+                        codes.push(Code::MalformedJson);
+                        return Decided {
+                            report: OutputReport {
+                                index,
+                                kind,
+                                disposition: Disposition::Refuse,
+                                codes,
+                            },
+                            output: PlainOutput {
+                                name,
+                                kind,
+                                bytes: Vec::new(),
+                            },
+                            reviewable: false,
+                        };
+                    }
+                },
+                _ => bytes,
+            };
             let disposition = match kind {
                 OutputKind::Log | OutputKind::Error => {
                     if rules.release_logs {
@@ -399,6 +423,10 @@ fn table(
     }) {
         return Err(Code::IdentifierColumn);
     }
+    // Decided, shown and released in one canonical form (`crate::canonical`).
+    let (schema, batches) =
+        crate::canonical::table(schema, &batches).map_err(|_| Code::Internal)?;
+    let schema = &schema;
     let declared: BTreeSet<String> = rules
         .count_columns
         .iter()

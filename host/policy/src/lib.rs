@@ -21,6 +21,7 @@
 
 pub mod admission;
 pub mod aggregate;
+pub mod canonical;
 pub mod dp;
 pub mod egress;
 pub mod identifiers;

@@ -122,8 +122,8 @@ fn json_is_unchecked(#[case] json: &str) {
     assert_eq!(d[0].report.disposition, Disposition::Hold);
     assert_eq!(
         d[0].output.bytes,
-        json.as_bytes(),
-        "held bytes are the module's, exactly"
+        serde_json::to_vec(&serde_json::from_str::<serde_json::Value>(json).unwrap()).unwrap(),
+        "held bytes are the canonical form the reviewer sees"
     );
     let refuse = OutputRules {
         unchecked: Some(Unchecked::Refuse),
@@ -327,15 +327,6 @@ fn model_outputs_need_residual_degrees_of_freedom(
         Arc::new(Int64Array::from(vec![50])),
     ],
 ), Code::IdentifierValue)]
-#[case::field_metadata(table(
-    "t",
-    vec![
-        Field::new("g", DataType::Utf8, false)
-            .with_metadata(HashMap::from([("note".to_string(), "NHS-48213".to_string())])),
-        Field::new("n", DataType::Int64, false),
-    ],
-    vec![Arc::new(StringArray::from(vec!["x"])), Arc::new(Int64Array::from(vec![50]))],
-), Code::IdentifierValue)]
 #[case::by_column_name(table(
     "t",
     vec![Field::new("PATIENT_ID", DataType::Utf8, false), Field::new("n", DataType::Int64, false)],
@@ -425,4 +416,37 @@ fn output_count_and_total_size_are_capped() {
         false,
     );
     assert_eq!(d[0].report.codes, vec![Code::OutputTooLarge]);
+}
+
+#[test]
+fn field_metadata_never_leaves() {
+    // An identifier in field metadata: the canonical form drops metadata the host does not
+    // read, so it is neither shown to a reviewer nor released (it used to be refused when
+    // the identifier was known, and released otherwise).
+    let candidate = table(
+        "t",
+        vec![
+            Field::new("g", DataType::Utf8, false).with_metadata(HashMap::from([(
+                "note".to_string(),
+                "NHS-48213".to_string(),
+            )])),
+            Field::new("n", DataType::Int64, false),
+        ],
+        vec![
+            Arc::new(StringArray::from(vec!["x"])),
+            Arc::new(Int64Array::from(vec![50])),
+        ],
+    );
+    let collector = IdentifierCollector::new();
+    collector.insert("NHS-48213");
+    let ids = collector.build();
+    for ids in [&ids, &IdentifierSet::empty()] {
+        let d = run(vec![candidate.clone()], &OutputRules::default(), ids, true);
+        let bytes = &d[0].output.bytes;
+        assert!(!bytes.is_empty(), "{:?}", d[0].report);
+        assert!(
+            !bytes.windows(9).any(|w| w == b"NHS-48213"),
+            "metadata left with the table"
+        );
+    }
 }

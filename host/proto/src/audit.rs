@@ -54,6 +54,9 @@ pub enum Action {
     RunQueued,
     /// A run started (admitted again, its DP charge written).
     RunStarted,
+    /// The researcher asked to cancel a run (where workers share the log, the worker running
+    /// it stops it when it reads this entry).
+    RunCancelRequested,
     /// A run's outputs wait for the owners' review.
     RunHeldForReview,
     /// A run reached a final state.
@@ -72,7 +75,7 @@ pub enum Action {
 
 impl Action {
     /// Every action that names no run state.
-    const NAMED: [Self; 17] = [
+    const NAMED: [Self; 18] = [
         Self::DatasetUploaded,
         Self::PolicyGranted,
         Self::PolicyRevoked,
@@ -84,6 +87,7 @@ impl Action {
         Self::DerivedKept,
         Self::RunQueued,
         Self::RunStarted,
+        Self::RunCancelRequested,
         Self::RunHeldForReview,
         Self::ReviewReleased,
         Self::ReviewWithheld,
@@ -107,6 +111,7 @@ impl Action {
             Self::DerivedKept => "derived.kept",
             Self::RunQueued => "run.queued",
             Self::RunStarted => "run.started",
+            Self::RunCancelRequested => "run.cancel_requested",
             Self::RunHeldForReview => "run.held_for_review",
             Self::ReviewReleased => "review.released",
             Self::ReviewWithheld => "review.withheld",

@@ -116,6 +116,9 @@ pub enum Code {
     HostAggregated,
     /// A cell was suppressed because one or two contributors dominate it (p% or n-k rule).
     DominantContributors,
+    /// A JSON output is not one document a reviewer sees whole (not JSON, or an object that
+    /// repeats a key, whose second value a viewer would not show): refused.
+    MalformedJson,
 
     // --- review and revocation ---
     /// A reviewer withheld the outputs.

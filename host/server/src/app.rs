@@ -298,17 +298,28 @@ impl Service {
         &self,
         missed: &[crate::store::StoredEntry],
     ) -> crate::error::ApiResult<()> {
+        let mut policies_changed = Vec::new();
         for stored in missed {
+            if stored.entry.action() == Some(cleanroom_proto::Action::RunCancelRequested) {
+                crate::runs::cancel_here(self, &stored.entry.subject)?;
+            }
             if let Some((row, _)) = &stored.row {
+                // A row the log wrote and the database no longer has is tampering, never a
+                // run or a charge to skip (the checked read says which).
+                let gone = || {
+                    crate::error::ApiError::Tampered(format!(
+                        "{row} was deleted outside the enclave (the audit log wrote it)"
+                    ))
+                };
                 if let Some(id) = row.strip_prefix("runs/") {
-                    if let Some(run) = self.storage.run(id)? {
-                        self.ledger.record_run(&run);
-                    }
+                    let run = self.storage.run(id)?.ok_or_else(gone)?;
+                    self.ledger.record_run(&run);
                     let _ = self.run_changes.send(id.to_string());
-                } else if let Some(dataset) = row.strip_prefix("previews/")
-                    && let Some(preview) = self.storage.preview(dataset)?
-                {
+                } else if let Some(dataset) = row.strip_prefix("previews/") {
+                    let preview = self.storage.preview(dataset)?.ok_or_else(gone)?;
                     self.ledger.record_preview(&preview);
+                } else if let Some(dataset) = row.strip_prefix("policies/") {
+                    policies_changed.push(dataset.to_string());
                 }
             }
             let audience = match &stored.entry.parties {
@@ -321,6 +332,9 @@ impl Service {
                 audience,
                 serde_json::json!({ "kind": "audit", "entry": value }),
             );
+        }
+        if !policies_changed.is_empty() {
+            crate::runs::stop_revoked_here(self, &policies_changed)?;
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! written in the same transaction as the entry that records it, with its digest, so at start
 //! the log says which version of each row is the current one.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use cleanroom_proto::PartyId;
 use cleanroom_proto::audit::{AuditEntry, ConsistencyAnswer, LoggedEntry, MerkleLog, SignedHead};
@@ -12,18 +12,28 @@ use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
 use crate::events::{Audience, EventBus};
-use crate::store::{LoggedRows, RowWrite, Storage, StoredEntry};
+use crate::store::{RowBook, RowWrite, Storage, StoredEntry};
 
-/// Add the next stored entry to the tree, refusing a gap.
-fn push_next(tree: &mut MerkleLog, stored: &StoredEntry) -> ApiResult<()> {
-    if stored.entry.seq != tree.len() {
-        return Err(ApiError::Tampered(format!(
-            "audit entry {} is missing: refusing to go on with tampered state",
-            tree.len()
-        )));
+/// What this worker has read of the log: the Merkle tree, and (shared with the storage's
+/// checked reads) which version of each row the log wrote last.
+struct Books {
+    tree: MerkleLog,
+    rows: Arc<RowBook>,
+}
+
+impl Books {
+    /// Add the next stored entry, refusing a gap.
+    fn push_next(&mut self, stored: &StoredEntry) -> ApiResult<()> {
+        if stored.entry.seq != self.tree.len() {
+            return Err(ApiError::Tampered(format!(
+                "audit entry {} is missing: refusing to go on with tampered state",
+                self.tree.len()
+            )));
+        }
+        self.tree.push(stored.entry.hash());
+        self.rows.wrote(stored);
+        Ok(())
     }
-    tree.push(stored.entry.hash());
-    Ok(())
 }
 
 /// What happened, for [`AuditLog::record`].
@@ -41,7 +51,7 @@ pub struct AuditEvent<'a> {
 
 /// The service's audit log.
 pub struct AuditLog {
-    tree: Mutex<MerkleLog>,
+    books: Mutex<Books>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -51,47 +61,41 @@ impl std::fmt::Debug for AuditLog {
 }
 
 impl AuditLog {
-    /// Rebuild the tree from storage (every row's MAC checked on the way), and say which
-    /// version of each row the log wrote last.
-    pub fn load(storage: &dyn Storage) -> ApiResult<(Self, LoggedRows)> {
-        let mut tree = MerkleLog::new();
-        let mut rows = LoggedRows::new();
-        loop {
-            let page = storage.audit(tree.len(), 4096)?;
-            if page.is_empty() {
-                break;
-            }
-            for stored in page {
-                push_next(&mut tree, &stored)?;
-                if let Some((row, digest)) = stored.row {
-                    rows.insert(row, digest);
-                }
-            }
-        }
-        Ok((
-            Self {
-                tree: Mutex::new(tree),
-            },
-            rows,
-        ))
+    /// Rebuild the tree from storage (every row's MAC checked on the way), noting which
+    /// version of each row the log wrote last ([`Self::rows`]).
+    pub fn load(storage: &dyn Storage) -> ApiResult<Self> {
+        let log = Self {
+            books: Mutex::new(Books {
+                tree: MerkleLog::new(),
+                rows: Arc::new(RowBook::default()),
+            }),
+        };
+        log.catch_up(storage)?;
+        Ok(log)
     }
 
-    fn tree(&self) -> std::sync::MutexGuard<'_, MerkleLog> {
-        self.tree.lock().expect("audit lock is never poisoned")
+    /// Which version of each row the log wrote last, as far as this worker has read it
+    /// (what the storage's reads are checked against: [`crate::store::Checked`]).
+    pub fn rows(&self) -> Arc<RowBook> {
+        self.books().rows.clone()
+    }
+
+    fn books(&self) -> std::sync::MutexGuard<'_, Books> {
+        self.books.lock().expect("audit lock is never poisoned")
     }
 
     /// Fold in the entries other workers appended to a shared log since this one last
     /// looked, and return them.
     pub fn catch_up(&self, storage: &dyn Storage) -> ApiResult<Vec<StoredEntry>> {
-        let mut tree = self.tree();
+        let mut books = self.books();
         let mut missed = Vec::new();
         loop {
-            let page = storage.audit(tree.len(), 4096)?;
+            let page = storage.audit(books.tree.len(), 4096)?;
             if page.is_empty() {
                 return Ok(missed);
             }
             for stored in page {
-                push_next(&mut tree, &stored)?;
+                books.push_next(&stored)?;
                 missed.push(stored);
             }
         }
@@ -125,10 +129,10 @@ impl AuditLog {
                 Some(p)
             }
         };
-        let mut tree = self.tree();
+        let mut books = self.books();
         let entry = AuditEntry {
             // Numbered by the storage (after entries other workers appended).
-            seq: tree.len(),
+            seq: books.tree.len(),
             time: crate::now(),
             actor,
             action: action.as_string(),
@@ -137,20 +141,21 @@ impl AuditLog {
             parties,
             salt: hex::encode(salt),
         };
-        let appended = storage.append_audit(tree.len(), entry, write)?;
+        let fences = crate::store::held_fences();
+        let appended = storage.append_audit(books.tree.len(), entry, write, &fences)?;
         for stored in &appended.missed {
-            push_next(&mut tree, stored)?;
+            books.push_next(stored)?;
         }
-        let entry = appended.entry;
-        if entry.seq != tree.len() {
+        if appended.entry.entry.seq != books.tree.len() {
             return Err(ApiError::Internal(format!(
                 "the storage numbered the entry {} after {} entries",
-                entry.seq,
-                tree.len()
+                appended.entry.entry.seq,
+                books.tree.len()
             )));
         }
-        tree.push(entry.hash());
-        drop(tree);
+        books.push_next(&appended.entry)?;
+        drop(books);
+        let entry = appended.entry.entry;
         tracing::info!(seq = entry.seq, action = %action, subject, "audit");
         let value = serde_json::to_value(&entry).map_err(|e| ApiError::Internal(e.to_string()))?;
         events.publish(
@@ -162,7 +167,7 @@ impl AuditLog {
 
     /// Number of entries.
     pub fn len(&self) -> u64 {
-        self.tree().len()
+        self.books().tree.len()
     }
 
     /// Whether the log is empty.
@@ -172,7 +177,7 @@ impl AuditLog {
 
     /// The current tree head, signed by the enclave.
     pub fn head(&self, key: &ed25519_dalek::SigningKey) -> SignedHead {
-        self.tree().sign_head(crate::now(), key)
+        self.books().tree.sign_head(crate::now(), key)
     }
 
     /// The current head and a proof that it extends the tree of `old` entries.
@@ -181,7 +186,8 @@ impl AuditLog {
         old: u64,
         key: &ed25519_dalek::SigningKey,
     ) -> ApiResult<ConsistencyAnswer> {
-        let tree = self.tree();
+        let books = self.books();
+        let tree = &books.tree;
         let proof = tree.prove_consistency(old).ok_or_else(|| {
             ApiError::NotFound(format!(
                 "the log has {} entries, fewer than {old}: if you saw a head of size {old}, \
@@ -202,7 +208,8 @@ impl AuditLog {
         entry: AuditEntry,
         key: &ed25519_dalek::SigningKey,
     ) -> ApiResult<LoggedEntry> {
-        let tree = self.tree();
+        let books = self.books();
+        let tree = &books.tree;
         let inclusion = tree.prove_inclusion(entry.seq).ok_or_else(|| {
             ApiError::Internal(format!("audit entry {} is past the log", entry.seq))
         })?;

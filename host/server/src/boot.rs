@@ -54,6 +54,8 @@ impl Service {
             .map(|r| hex::encode(r.measurement()))
             .context("own attestation report does not parse")?;
         let audit = load_checked(storage.as_ref())?;
+        // From here on every typed read is checked against the log as well.
+        let storage: Arc<dyn Storage> = Arc::new(crate::store::Checked::new(storage, audit.rows()));
         let ledger = crate::ledger::Ledger::load(storage.as_ref())?;
         let clock = crate::clock::TrustedClock::load(dir.join("clock.sealed"), &sealer)?;
         let runtime = Runtime::new(RuntimeConfig {
@@ -151,12 +153,7 @@ fn open_state(config: &Config, attester: &dyn Attester, sealing_key: &[u8; 32]) 
                      set [cluster] join to a running member's URL, which releases the key to \
                      this worker after checking its attestation",
                 )?;
-                let (key, keys) = crate::cluster::join(
-                    member,
-                    attester,
-                    &config.deployment_bytes(),
-                    config.insecure_simulation,
-                )?;
+                let (key, keys) = crate::cluster::join(member, attester, config)?;
                 crate::upgrade::keep_state_key(dir, sealing_key, &key)?;
                 tracing::info!(member, "joined the cluster by attested key release");
                 member_keys = Some(keys);
@@ -189,8 +186,8 @@ fn open_state(config: &Config, attester: &dyn Attester, sealing_key: &[u8; 32]) 
 fn load_checked(storage: &dyn Storage) -> Result<AuditLog> {
     let mut attempt = 0;
     loop {
-        let (audit, logged) = AuditLog::load(storage)?;
-        match storage.check_logged_rows(&logged) {
+        let audit = AuditLog::load(storage)?;
+        match storage.check_logged_rows(&audit.rows().snapshot()) {
             Ok(()) => return Ok(audit),
             Err(crate::error::ApiError::Tampered(_))
                 if storage.cluster().is_some() && attempt < 10 =>
@@ -264,6 +261,9 @@ fn simulation(config: &Config, allow: bool, dir: &Path) -> Result<Box<dyn Attest
             },
             host_data: cleanroom_trust::binding::host_data(&config.deployment_bytes()),
             local_secret,
+            tcb: config
+                .simulation_tcb
+                .unwrap_or(cleanroom_trust::attester::simulation::SIMULATED_TCB),
         },
         true,
     )?;

@@ -133,14 +133,30 @@ pub struct JoinAnswer {
 }
 
 /// What a member accepts and a joiner expects of the other side: this very measurement and
-/// deployment.
-fn peer_policy(service_measurement: &[u8; 48], deployment: &[u8], simulation: bool) -> Policy {
-    Policy {
+/// deployment, on a platform at or above the deployment's TCB floor (`minimum_tcb`, part of
+/// that deployment). Outside simulation a deployment without a floor joins nobody: a worker
+/// on a platform with known-broken firmware would otherwise get the state key.
+pub(crate) fn peer_policy(
+    service_measurement: &[u8; 48],
+    config: &crate::config::Config,
+) -> std::result::Result<Policy, String> {
+    let minimum_tcb = match (config.minimum_tcb, config.insecure_simulation) {
+        (Some(floor), _) => floor,
+        (None, true) => Tcb::ZERO,
+        (None, false) => {
+            return Err(
+                "the deployment sets no minimum_tcb: set the lowest platform TCB \
+                        (bootloader, tee, snp, microcode SVNs) workers may run on"
+                    .into(),
+            );
+        }
+    };
+    Ok(Policy {
         allowed_measurements: vec![Measurement(*service_measurement)],
-        minimum_tcb: Tcb::ZERO,
-        host_data: cleanroom_trust::binding::host_data(deployment),
-        accept_simulation: simulation,
-    }
+        minimum_tcb,
+        host_data: cleanroom_trust::binding::host_data(&config.deployment_bytes()),
+        accept_simulation: config.insecure_simulation,
+    })
 }
 
 fn measurement_bytes(hex_m: &str) -> ApiResult<[u8; 48]> {
@@ -163,11 +179,8 @@ pub fn release_key(service: &Service, request: &JoinRequest) -> ApiResult<JoinAn
             "its deployment configuration differs from this member's".into(),
         ));
     }
-    let policy = peer_policy(
-        &measurement_bytes(&service.measurement)?,
-        &own_deployment,
-        service.config.insecure_simulation,
-    );
+    let policy =
+        peer_policy(&measurement_bytes(&service.measurement)?, &service.config).map_err(refuse)?;
     let claims = Verifier::new(policy)
         .verify(&request.evidence, None)
         .map_err(|e| refuse(format!("its evidence: {e}")))?;
@@ -195,9 +208,9 @@ pub fn release_key(service: &Service, request: &JoinRequest) -> ApiResult<JoinAn
 pub fn join(
     member: &str,
     attester: &dyn cleanroom_trust::attester::Attester,
-    deployment: &[u8],
-    simulation: bool,
+    config: &crate::config::Config,
 ) -> Result<(Zeroizing<[u8; 32]>, cleanroom_trust::EnclaveKeys)> {
+    let deployment = &config.deployment_bytes()[..];
     let one_time = Identity::generate();
     let keys = cleanroom_trust::EnclaveKeys {
         hpke_public_key: one_time.hpke_public(),
@@ -233,7 +246,7 @@ pub fn join(
     let answer: JoinAnswer =
         serde_json::from_str(&body).context("the member's answer is malformed")?;
     let own = cleanroom_trust::Report::from_bytes(&request.evidence.report)?;
-    let policy = peer_policy(&own.measurement(), deployment, simulation);
+    let policy = peer_policy(&own.measurement(), config).map_err(|e| anyhow::anyhow!(e))?;
     let claims = Verifier::new(policy)
         .verify(&answer.member, None)
         .map_err(|e| anyhow::anyhow!("the member's evidence does not verify: {e}"))?;

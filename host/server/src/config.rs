@@ -48,6 +48,16 @@ pub struct Config {
     /// image; default: the fixed simulation measurement.
     #[serde(default)]
     pub simulation_measurement: Option<String>,
+    /// Simulation only: the TCB to report (standing for an older platform); default: the
+    /// fixed simulated TCB.
+    #[serde(default)]
+    pub simulation_tcb: Option<cleanroom_trust::Tcb>,
+    /// The lowest TCB (platform firmware and microcode SVNs) a cluster joiner, a cluster
+    /// member and an upgraded image handed this state must report (part of the attested
+    /// configuration, so owners see the floor they rely on). Required outside simulation
+    /// for joining and hand-over.
+    #[serde(default)]
+    pub minimum_tcb: Option<cleanroom_trust::Tcb>,
     /// The author's signed upgrade statement for this image (JSON), served with attestation
     /// so clients can pin (author key, minimum SVN) instead of exact measurements.
     #[serde(default)]
@@ -258,8 +268,31 @@ impl Config {
             StorageKind::Embedded => Vec::new(),
             StorageKind::PostgresS3 => b"storage=postgres+s3\n".to_vec(),
         })
+        // Likewise only where a floor is set.
+        .chain(
+            self.minimum_tcb
+                .map(|t| format!("minimum_tcb={}\n", tcb_text(&t)).into_bytes())
+                .unwrap_or_default(),
+        )
         .collect()
     }
+}
+
+/// A TCB as the deployment configuration writes it: `bootloader.tee.snp.microcode[.fmc]`.
+pub fn tcb_text(t: &cleanroom_trust::Tcb) -> String {
+    let mut text = format!("{}.{}.{}.{}", t.bootloader, t.tee, t.snp, t.microcode);
+    if let Some(fmc) = t.fmc {
+        text.push_str(&format!(".{fmc}"));
+    }
+    text
+}
+
+/// The TCB floor a deployment configuration's text names (`None`: none).
+pub fn deployment_minimum_tcb(deployment: &str) -> Option<String> {
+    deployment
+        .lines()
+        .find_map(|l| l.strip_prefix("minimum_tcb="))
+        .map(str::to_string)
 }
 
 #[cfg(test)]
@@ -277,6 +310,8 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let config = Config::from_toml(&toml).unwrap();
+        // Joining outside simulation needs a TCB floor.
+        assert!(config.minimum_tcb.is_some());
         assert_eq!(config.storage, StorageKind::PostgresS3);
         assert!(config.cluster.join.is_some());
         assert!(!config.insecure_simulation && !config.plain_http);

@@ -16,10 +16,12 @@ use cleanroom_proto::{PartyId, Reason};
 
 use crate::error::{ApiError, ApiResult};
 
+mod checked;
 mod shared;
 mod sqlite;
 
-pub use shared::{Cluster, ClusterLock, LockKey};
+pub use checked::{Checked, RowBook};
+pub use shared::{Cluster, ClusterLock, Fence, LockKey, held_fences};
 pub use sqlite::SqliteStorage;
 
 /// A row written in the same transaction as the audit entry that records it.
@@ -59,8 +61,8 @@ impl RowWrite<'_> {
 /// What [`Storage::append_audit`] did.
 #[derive(Debug)]
 pub struct Appended {
-    /// The entry as appended (numbered).
-    pub entry: AuditEntry,
+    /// The entry as appended (numbered), with the row it wrote.
+    pub entry: StoredEntry,
     /// Entries other workers appended since the caller's `known`, in order.
     pub missed: Vec<StoredEntry>,
 }
@@ -342,13 +344,37 @@ pub trait Storage: Send + Sync {
         table: &'static str,
         order: &'static str,
     ) -> ApiResult<Vec<String>> {
+        Ok(self
+            .authenticated_all_keyed(table, order)?
+            .into_iter()
+            .map(|(_, body)| body)
+            .collect())
+    }
+    /// Every row of `table` in `order` (key, body), each MAC checked.
+    fn authenticated_all_keyed(
+        &self,
+        table: &'static str,
+        order: &'static str,
+    ) -> ApiResult<Vec<(String, String)>> {
         self.raw_rows(table, order)?
             .into_iter()
             .map(|(id, body, mac)| {
                 self.row_key().check(table, &id, &body, &mac)?;
-                Ok(body)
+                Ok((id, body))
             })
             .collect()
+    }
+    /// The newest policy row of `dataset` as stored: its body and MAC, unchecked.
+    fn raw_policy(&self, dataset: &str) -> ApiResult<Option<(String, String)>>;
+    /// The body of the newest policy row of `dataset`, its MAC checked.
+    fn authenticated_policy(&self, dataset: &str) -> ApiResult<Option<String>> {
+        self.raw_policy(dataset)?
+            .map(|(body, mac)| {
+                self.row_key()
+                    .check_parts("policies", &[dataset, &body], &mac)?;
+                Ok(body)
+            })
+            .transpose()
     }
 
     /// A dataset by id.
@@ -398,8 +424,11 @@ pub trait Storage: Send + Sync {
     fn has_module(&self, hash: &str) -> ApiResult<bool> {
         Ok(self.module(hash)?.is_some())
     }
-    /// The latest policy of a dataset, as stored (verify before trusting it).
-    fn policy(&self, dataset: &str) -> ApiResult<Option<SignedPolicy>>;
+    /// The latest policy of a dataset, its row authenticated (verify the owner's signature
+    /// before trusting it).
+    fn policy(&self, dataset: &str) -> ApiResult<Option<SignedPolicy>> {
+        decode(self.authenticated_policy(dataset)?)
+    }
     /// A run by id.
     fn run(&self, id: &str) -> ApiResult<Option<RunRow>> {
         decode(self.authenticated("runs", id)?)
@@ -416,11 +445,15 @@ pub trait Storage: Send + Sync {
     /// `known` is how many entries the caller has. Where several workers share the log, the
     /// entries others appended since then come back in [`Appended::missed`] and the entry is
     /// numbered after them; alone, `entry` is numbered `known`.
+    ///
+    /// `fences` are the cluster locks the caller holds ([`held_fences`]): a shared store
+    /// refuses the append with [`ApiError::Conflict`] if any of them was taken again since.
     fn append_audit(
         &self,
         known: u64,
         entry: AuditEntry,
         write: Option<RowWrite<'_>>,
+        fences: &[Fence],
     ) -> ApiResult<Appended>;
     /// Audit entries from `from` on, at most `limit`, in order, each with the row it wrote.
     fn audit(&self, from: u64, limit: u64) -> ApiResult<Vec<StoredEntry>>;

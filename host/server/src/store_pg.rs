@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cleanroom_proto::audit::AuditEntry;
-use cleanroom_proto::policy::SignedPolicy;
 use postgres::{Client, NoTls};
 
 use crate::error::{ApiError, ApiResult};
@@ -23,7 +22,7 @@ use crate::store::{
     Appended, LOGGED_TABLES, RowKey, RowWrite, RunRow, Storage, StoredEntry, body_digest,
     from_json, to_json,
 };
-use crate::store::{Cluster, ClusterLock, LockKey};
+use crate::store::{Cluster, ClusterLock, Fence, LockKey};
 
 impl From<postgres::Error> for ApiError {
     fn from(e: postgres::Error) -> Self {
@@ -37,7 +36,8 @@ const AUDIT_LOCK: i64 = 0x636c_6e72_0001;
 const MIGRATE_LOCK: i64 = 0x636c_6e72_0002;
 
 /// Schema versions, applied in order, once, under [`MIGRATE_LOCK`].
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE datasets (id TEXT PRIMARY KEY, body TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE module_rows (id TEXT PRIMARY KEY, body TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE pipelines (id TEXT PRIMARY KEY, body TEXT NOT NULL, mac TEXT NOT NULL);
@@ -56,7 +56,14 @@ CREATE TABLE run_queue (run_id TEXT PRIMARY KEY, enqueued BIGSERIAL, worker TEXT
     lease_until TIMESTAMPTZ);
 CREATE INDEX run_queue_order ON run_queue (enqueued);
 CREATE TABLE cluster_identity (id INT PRIMARY KEY CHECK (id = 1), sealed BYTEA NOT NULL);
-"];
+",
+    "
+-- Policy rows are MAC'd like every other row (rows written before this have none and fail
+-- closed); cluster locks carry a fencing epoch.
+ALTER TABLE policies ADD COLUMN mac TEXT NOT NULL DEFAULT '';
+CREATE TABLE cluster_fences (lock BIGINT PRIMARY KEY, epoch BIGINT NOT NULL);
+",
+];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -202,6 +209,7 @@ enum PgWrite {
         dataset: String,
         version: i64,
         body: String,
+        mac: String,
     },
 }
 
@@ -244,11 +252,15 @@ impl PgStorage {
                     body,
                 }
             }
-            RowWrite::Policy(p) => PgWrite::Policy {
-                dataset: p.policy.dataset.clone(),
-                version: p.policy.version as i64,
-                body: to_json(p)?,
-            },
+            RowWrite::Policy(p) => {
+                let body = to_json(p)?;
+                PgWrite::Policy {
+                    dataset: p.policy.dataset.clone(),
+                    version: p.policy.version as i64,
+                    mac: self.rows.mac_parts("policies", &[&p.policy.dataset, &body]),
+                    body,
+                }
+            }
         };
         let body = match &owned {
             PgWrite::Row { body, .. }
@@ -339,10 +351,11 @@ fn write_row(tx: &mut postgres::Transaction<'_>, rows: &RowKey, write: &PgWrite)
             dataset,
             version,
             body,
+            mac,
         } => {
             tx.execute(
-                "INSERT INTO policies (dataset, version, body) VALUES ($1, $2, $3)",
-                &[dataset, version, body],
+                "INSERT INTO policies (dataset, version, body, mac) VALUES ($1, $2, $3, $4)",
+                &[dataset, version, body, mac],
             )?;
         }
     }
@@ -400,16 +413,15 @@ impl Storage for PgStorage {
         })
     }
 
-    fn policy(&self, dataset: &str) -> ApiResult<Option<SignedPolicy>> {
+    fn raw_policy(&self, dataset: &str) -> ApiResult<Option<(String, String)>> {
         let dataset = dataset.to_string();
-        let body: Option<String> = self.pool.run(move |c| {
+        self.pool.run(move |c| {
             Ok(c.query_opt(
-                "SELECT body FROM policies WHERE dataset = $1 ORDER BY version DESC LIMIT 1",
+                "SELECT body, mac FROM policies WHERE dataset = $1 ORDER BY version DESC LIMIT 1",
                 &[&dataset],
             )?
-            .map(|r| r.get(0)))
-        })?;
-        body.map(|b| from_json(&b)).transpose()
+            .map(|r| (r.get(0), r.get(1))))
+        })
     }
 
     fn append_audit(
@@ -417,6 +429,7 @@ impl Storage for PgStorage {
         known: u64,
         mut entry: AuditEntry,
         write: Option<RowWrite<'_>>,
+        fences: &[Fence],
     ) -> ApiResult<Appended> {
         let (write, row) = match write {
             Some(w) => {
@@ -427,10 +440,31 @@ impl Storage for PgStorage {
             None => (None, (String::new(), String::new())),
         };
         let rows = self.rows.clone();
+        let fences = fences.to_vec();
         self.pool.run(move |c| {
             let mut tx = durable(c)?;
             // One appender at a time across the cluster; released at commit.
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])?;
+            // Written under cluster locks: only while each is still held at the epoch it was
+            // taken at. `FOR SHARE` holds the epoch until commit, so a worker taking the lock
+            // next bumps it only after this append is in the log it then catches up with.
+            for fence in &fences {
+                let epoch: Option<i64> = tx
+                    .query_opt(
+                        "SELECT epoch FROM cluster_fences WHERE lock = $1 FOR SHARE",
+                        &[&fence.key.id()],
+                    )?
+                    .map(|r| r.get(0));
+                if epoch != Some(fence.epoch) {
+                    return Err(ApiError::Conflict(format!(
+                        "this worker lost the cluster's {:?} lock (taken at epoch {}, now {}) \
+                         before it wrote: nothing was written; try again",
+                        fence.key,
+                        fence.epoch,
+                        epoch.map_or("none".to_string(), |e| e.to_string())
+                    )));
+                }
+            }
             let missed = audit_rows(&mut tx, &rows, known, u64::MAX)?;
             for (i, stored) in missed.iter().enumerate() {
                 if stored.entry.seq != known + i as u64 {
@@ -460,7 +494,13 @@ impl Storage for PgStorage {
                 ],
             )?;
             tx.commit()?;
-            Ok(Appended { entry, missed })
+            Ok(Appended {
+                entry: StoredEntry {
+                    entry,
+                    row: (!row.0.is_empty()).then_some(row),
+                },
+                missed,
+            })
         })
     }
 
@@ -522,11 +562,32 @@ impl Cluster for PgStorage {
     fn lock(&self, key: LockKey) -> ApiResult<ClusterLock> {
         let pool = self.locks[key as usize].clone();
         let id = key.id();
-        pool.run(move |c| {
+        let epoch = pool.run(move |c| {
             c.execute("SELECT pg_advisory_lock($1)", &[&id])?;
-            Ok(())
+            // The next epoch, taken on the lock's own connection after the lock: whoever held
+            // it before (and perhaps still believes so) can no longer append (`append_audit`).
+            // Durably: an epoch lost in a database crash could be handed out twice.
+            let taken = durable(c).and_then(|mut tx| {
+                let epoch: i64 = tx
+                    .query_one(
+                        "INSERT INTO cluster_fences (lock, epoch) VALUES ($1, 1) \
+                         ON CONFLICT (lock) DO UPDATE SET epoch = cluster_fences.epoch + 1 \
+                         RETURNING epoch",
+                        &[&id],
+                    )?
+                    .get(0);
+                tx.commit()?;
+                Ok(epoch)
+            });
+            match taken {
+                Ok(epoch) => Ok(epoch),
+                Err(e) => {
+                    let _ = c.execute("SELECT pg_advisory_unlock($1)", &[&id]);
+                    Err(e.into())
+                }
+            }
         })?;
-        Ok(ClusterLock::new(move || {
+        Ok(ClusterLock::new(Fence { key, epoch }, move || {
             // The unlock queues behind nothing: the caller's local mutex orders lockers.
             let _ = pool.run(move |c| {
                 c.execute("SELECT pg_advisory_unlock($1)", &[&id])?;

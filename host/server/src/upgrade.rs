@@ -202,6 +202,32 @@ pub fn handover_request(
     })
 }
 
+/// Whether a deployment's floor text (`b.t.s.m[.fmc]`) is at or above `floor`.
+fn tcb_at_least(text: &str, floor: &Tcb) -> bool {
+    let parts: Vec<u8> = match text.split('.').map(str::parse).collect() {
+        Ok(parts) => parts,
+        Err(_) => return false,
+    };
+    let theirs = match parts[..] {
+        [bootloader, tee, snp, microcode] => Tcb {
+            bootloader,
+            tee,
+            snp,
+            microcode,
+            fmc: None,
+        },
+        [bootloader, tee, snp, microcode, fmc] => Tcb {
+            bootloader,
+            tee,
+            snp,
+            microcode,
+            fmc: Some(fmc),
+        },
+        _ => return false,
+    };
+    theirs.meets(floor)
+}
+
 /// The running image's side: check the request, seal the state key to the new image, and
 /// stop accepting changes.
 pub fn hand_over(
@@ -238,9 +264,44 @@ pub fn hand_over(
             "the new image's deployment does not name the same author key".into(),
         ));
     }
+    // The new deployment must run at the SVN the author signed for its measurement: a
+    // deployment claiming a lower one could later be handed "up" to an image older than
+    // itself, walking the state down.
+    if !request
+        .deployment
+        .lines()
+        .any(|l| l == format!("svn={}", statement.svn))
+    {
+        return Err(refuse(format!(
+            "the new image's deployment does not run at the SVN the statement signs ({})",
+            statement.svn
+        )));
+    }
+    // And keep (at least) this deployment's TCB floor, on a platform that meets it.
+    let minimum_tcb = match (
+        service.config.minimum_tcb,
+        service.config.insecure_simulation,
+    ) {
+        (Some(floor), _) => floor,
+        (None, true) => Tcb::ZERO,
+        (None, false) => {
+            return Err(refuse(
+                "this deployment sets no minimum_tcb, so it hands its state to no platform".into(),
+            ));
+        }
+    };
+    if let Some(floor) = service.config.minimum_tcb
+        && crate::config::deployment_minimum_tcb(&request.deployment)
+            .is_none_or(|theirs| !tcb_at_least(&theirs, &floor))
+    {
+        return Err(refuse(format!(
+            "the new image's deployment lowers the TCB floor below {}",
+            crate::config::tcb_text(&floor)
+        )));
+    }
     let policy = Policy {
         allowed_measurements: vec![Measurement(measurement)],
-        minimum_tcb: Tcb::ZERO,
+        minimum_tcb,
         host_data: cleanroom_trust::binding::host_data(request.deployment.as_bytes()),
         accept_simulation: service.config.insecure_simulation,
     };

@@ -253,6 +253,7 @@ fn every_action_reads_back_as_itself_and_strangers_are_not_actions() {
         Action::DerivedKept,
         Action::RunQueued,
         Action::RunStarted,
+        Action::RunCancelRequested,
         Action::RunHeldForReview,
         Action::ReviewReleased,
         Action::ReviewWithheld,

@@ -185,6 +185,33 @@ pub(super) async fn cancel(service: Arc<Service>, id: &str, req: Req) -> ApiResu
         .expect("cancel map lock")
         .get(id)
         .cloned();
+    if service.storage.cluster().is_some() {
+        // Another worker may be running it: the request goes into the log, and the worker
+        // running the run stops it when it reads the entry (`Service::apply_missed`).
+        if let Some(token) = &token {
+            token.cancel();
+        }
+        let svc = service.clone();
+        let (run_id, parties) = (id.to_string(), run.parties());
+        tokio::task::spawn_blocking(move || {
+            svc.record(
+                crate::events::Audience::Parties(parties),
+                Some(party),
+                cleanroom_proto::Action::RunCancelRequested,
+                &run_id,
+                serde_json::Value::Null,
+            )
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("recording a cancel: {e}")))??;
+        return Ok(typed_response(
+            StatusCode::ACCEPTED,
+            &CancelAccepted {
+                run: id.to_string(),
+                cancelling: true,
+            },
+        ));
+    }
     match token {
         Some(token) => {
             token.cancel();

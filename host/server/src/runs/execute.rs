@@ -77,6 +77,12 @@ fn start(service: &Service, id: &str) -> ApiResult<Option<Started>> {
             Some(current) if current.state == RunState::Queued => run = current,
             _ => return Ok(None),
         }
+        // A cancel another worker logged is folded in by now (the lock caught up).
+        if token.is_cancelled() {
+            let reason = stop_reason(service, id, "cancelled before it started");
+            finalize(service, &mut run, RunState::Cancelled, Some(reason), vec![])?;
+            return Ok(None);
+        }
         match admission(service, &run.researcher, &run.request, Some(id))? {
             Decision::Allow(admitted) => {
                 run.inputs = admitted.inputs.iter().map(|i| i.receipt.clone()).collect();
@@ -185,6 +191,7 @@ fn conclude(
             let decided = cleanroom_policy::decide_failed(input(e.error_output()));
             run.outputs = decided.iter().map(|d| d.report.clone()).collect();
             let _guard = transitions(service)?;
+            still_ours(service, run)?;
             // Error text leaves only under the terms in force (and unchanged) now.
             let receipt_outputs = if still_allowed(service, run)? {
                 let sealed = seal_for_researcher(run, &decided, false)?;
@@ -204,6 +211,7 @@ fn conclude(
             let decided = cleanroom_policy::decide(input(candidates));
             run.outputs = decided.iter().map(|d| d.report.clone()).collect();
             let _guard = transitions(service)?;
+            still_ours(service, run)?;
             if !still_allowed(service, run)? {
                 withhold(
                     service,
@@ -220,6 +228,23 @@ fn conclude(
                 }
             }
         }
+    }
+}
+
+/// Under the transition lock (caught up with the log): whether the run is still the running
+/// version this worker started. Where workers share the queue, a worker that stalled past its
+/// lease finds its run failed as interrupted by another; it then writes nothing at all — no
+/// result or held blob (which would sit beside a failed run the log records), no state.
+fn still_ours(service: &Service, run: &RunRow) -> ApiResult<()> {
+    match service.storage.run(&run.id)? {
+        Some(current) if current.version == run.version && current.state == RunState::Running => {
+            Ok(())
+        }
+        current => Err(ApiError::Conflict(format!(
+            "run {} was concluded by another worker (it is {}): this worker writes nothing",
+            run.id,
+            current.map_or("gone".to_string(), |r| r.state.to_string())
+        ))),
     }
 }
 

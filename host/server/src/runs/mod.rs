@@ -57,7 +57,7 @@ use crate::tables::EnvelopeTable;
 pub use admission::{admission, new_row};
 pub use execute::failure_reason;
 pub use results::{held_bundle, result_bundle};
-pub(crate) use transitions::transitions;
+pub(crate) use transitions::{cancel_here, stop_revoked_here, transitions};
 pub use transitions::{finish_review, on_policy_change};
 pub use workers::start;
 

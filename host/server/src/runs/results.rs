@@ -76,7 +76,14 @@ pub fn result_bundle(service: &Service, run: &RunRow) -> ApiResult<ResultBundle>
         .receipt
         .clone()
         .ok_or_else(|| ApiError::Internal("a final run has a receipt".into()))?;
-    let outputs = match service.blobs.get("results", &run.id)? {
+    // A receipt that names no outputs has no result blob to read (one a fenced-out worker
+    // left behind is nobody's).
+    let stored = if receipt.receipt.outputs.is_empty() {
+        None
+    } else {
+        service.blobs.get("results", &run.id)?
+    };
+    let outputs = match stored {
         Some(bytes) => {
             let stored: StoredResult = serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::Internal(format!("corrupt result: {e}")))?;

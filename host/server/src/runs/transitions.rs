@@ -238,6 +238,64 @@ pub fn finish_review(
     Ok(run)
 }
 
+/// Another worker logged a policy change of `datasets`: stop the runs this worker runs on
+/// them that the new policy no longer allows (each then ends withheld, as a revocation here
+/// would end it). Called while catching up with the log, inside whatever section caught up:
+/// it takes no lock and only cancels; the run's own conclusion decides under the lock.
+pub(crate) fn stop_revoked_here(service: &Service, datasets: &[String]) -> ApiResult<()> {
+    let here: Vec<String> = service
+        .cancels
+        .lock()
+        .expect("cancel map lock")
+        .keys()
+        .cloned()
+        .collect();
+    for id in here {
+        let Some(run) = service.storage.run(&id)? else {
+            continue;
+        };
+        if run.state != RunState::Running
+            || !run.inputs.iter().any(|i| datasets.contains(&i.dataset))
+            || still_allowed(service, &run)?
+        {
+            continue;
+        }
+        service
+            .revoked
+            .lock()
+            .expect("revoked lock")
+            .insert(run.id.clone());
+        if let Some(token) = service.cancels.lock().expect("cancel map lock").get(&id) {
+            token.cancel();
+        }
+    }
+    Ok(())
+}
+
+/// The researcher's cancel of `id`, logged by another worker: stop it if it runs here, and
+/// make sure it never starts here if it has not.
+pub(crate) fn cancel_here(service: &Service, id: &str) -> ApiResult<()> {
+    if let Some(token) = service.cancels.lock().expect("cancel map lock").get(id) {
+        token.cancel();
+        return Ok(());
+    }
+    // Not here (yet): a queued run gets a cancelled token, which `start` finds.
+    if service
+        .storage
+        .run(id)?
+        .is_some_and(|r| r.state == RunState::Queued)
+    {
+        service
+            .cancels
+            .lock()
+            .expect("cancel map lock")
+            .entry(id.to_string())
+            .or_default()
+            .cancel();
+    }
+    Ok(())
+}
+
 /// A dataset's policy changed: every run on it that is queued, running or held is decided
 /// again, and stopped or withheld if the new policy no longer allows it.
 pub fn on_policy_change(service: &Service, dataset: &str) -> ApiResult<()> {

@@ -1,6 +1,8 @@
 //! What workers sharing a database coordinate through: cluster-wide locks and the shared run
 //! queue. Implemented by the PostgreSQL store; the embedded store has none (`Storage::cluster`).
 
+use std::cell::RefCell;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use crate::error::ApiResult;
@@ -21,28 +23,69 @@ impl LockKey {
     }
 }
 
-/// A held cluster lock; released on drop.
+/// A fencing token: which taking of a cluster lock this is. Every time a worker takes the
+/// lock, the lock's epoch (a row in the shared database) goes up by one; every audit append
+/// made while the lock is held carries the epoch it was taken at, and the database refuses
+/// the append (in the same transaction) once the epoch moved on. The lock itself is a session
+/// lock on a connection the operator can kill: the server then drops the lock, another
+/// worker takes it, and the first worker, which still believes it holds it, writes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    /// The lock.
+    pub key: LockKey,
+    /// The epoch it was taken at.
+    pub epoch: i64,
+}
+
+thread_local! {
+    /// The fences of the cluster locks this thread holds. A section under a lock runs on one
+    /// thread ([`ClusterLock`] is not `Send`), so whatever it appends to the log is fenced
+    /// without threading the token through every call that records.
+    static HELD: RefCell<Vec<Fence>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The fences of the cluster locks the calling thread holds (empty outside a cluster).
+pub fn held_fences() -> Vec<Fence> {
+    HELD.with(|h| h.borrow().clone())
+}
+
+/// A held cluster lock; released on drop, on the thread that took it.
 pub struct ClusterLock {
     release: Option<Box<dyn FnOnce() + Send>>,
+    fence: Fence,
+    /// Not `Send`: the fence is registered with the taking thread.
+    _thread: PhantomData<*const ()>,
 }
 
 impl std::fmt::Debug for ClusterLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClusterLock")
+        f.debug_struct("ClusterLock")
+            .field("fence", &self.fence)
+            .finish()
     }
 }
 
 impl ClusterLock {
-    /// A lock released by `release`.
-    pub fn new(release: impl FnOnce() + Send + 'static) -> Self {
+    /// A lock taken at `fence`, released by `release`. Until it is dropped, every audit
+    /// append of this thread carries `fence`.
+    pub fn new(fence: Fence, release: impl FnOnce() + Send + 'static) -> Self {
+        HELD.with(|h| h.borrow_mut().push(fence));
         Self {
             release: Some(Box::new(release)),
+            fence,
+            _thread: PhantomData,
         }
+    }
+
+    /// The fencing token it was taken at.
+    pub fn fence(&self) -> Fence {
+        self.fence
     }
 }
 
 impl Drop for ClusterLock {
     fn drop(&mut self) {
+        HELD.with(|h| h.borrow_mut().retain(|f| *f != self.fence));
         if let Some(release) = self.release.take() {
             release();
         }
@@ -51,7 +94,7 @@ impl Drop for ClusterLock {
 
 /// What workers sharing a database coordinate through.
 pub trait Cluster: Send + Sync {
-    /// Take a cluster-wide lock (blocks until it is free).
+    /// Take a cluster-wide lock (blocks until it is free), at the lock's next epoch.
     fn lock(&self, key: LockKey) -> ApiResult<ClusterLock>;
     /// Put a queued run on the shared queue (again is fine).
     fn enqueue(&self, run: &str) -> ApiResult<()>;

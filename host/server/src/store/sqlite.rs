@@ -8,9 +8,10 @@ use super::*;
 /// The disk is the operator's: every dataset, run and audit row carries an HMAC-SHA256 under a
 /// key derived from the enclave's sealing key, over the table, the row's key and its body, and
 /// is verified on every read. An edited or swapped row fails closed with
-/// [`ApiError::Tampered`] naming it. (Policies are owner-signed and verified when read;
-/// deleted rows and whole-state rollback are caught by the parties, who keep the audit heads
-/// they verified: SEV-SNP has no monotonic counter.)
+/// [`ApiError::Tampered`] naming it; policies are also owner-signed and verified when used.
+/// Which version of each row is current is the audit log's word, checked at start and on
+/// every read ([`super::Checked`]). Whole-state rollback (log and rows together) is caught by
+/// the parties, who keep the audit heads they verified: SEV-SNP has no monotonic counter.
 pub struct SqliteStorage {
     conn: Mutex<Connection>,
     dir: PathBuf,
@@ -31,7 +32,7 @@ CREATE TABLE IF NOT EXISTS module_rows (id TEXT PRIMARY KEY, body TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS pipelines (id TEXT PRIMARY KEY, body TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS derived (id TEXT PRIMARY KEY, body TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS previews (id TEXT PRIMARY KEY, body TEXT NOT NULL, mac TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS policies (dataset TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (dataset, version));
+CREATE TABLE IF NOT EXISTS policies (dataset TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, mac TEXT NOT NULL, PRIMARY KEY (dataset, version));
 CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, created INTEGER NOT NULL, body TEXT NOT NULL, mac TEXT NOT NULL);
 DROP TABLE IF EXISTS run_grants;
 CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, hash TEXT NOT NULL, row TEXT, row_digest TEXT, mac TEXT NOT NULL);
@@ -50,6 +51,14 @@ impl SqliteStorage {
         // Acknowledged writes survive a crash of the process or the machine.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        // Policy rows gained a MAC: a store from before has none, and its policy rows fail
+        // closed as unauthenticated (owners sign and publish them again).
+        if !conn
+            .prepare("SELECT 1 FROM pragma_table_info('policies') WHERE name = 'mac'")?
+            .exists([])?
+        {
+            conn.execute_batch("ALTER TABLE policies ADD COLUMN mac TEXT NOT NULL DEFAULT ''")?;
+        }
         Ok(Self {
             conn: Mutex::new(conn),
             dir: dir.to_path_buf(),
@@ -107,16 +116,15 @@ impl Storage for SqliteStorage {
             .is_some())
     }
 
-    fn policy(&self, dataset: &str) -> ApiResult<Option<SignedPolicy>> {
-        // Owner-signed: verified by whoever uses it (admission, the owner's CLI).
-        let body: Option<String> = self
+    fn raw_policy(&self, dataset: &str) -> ApiResult<Option<(String, String)>> {
+        // Also owner-signed: verified by whoever uses it (admission, the owner's CLI).
+        Ok(self
             .conn()
             .prepare_cached(
-                "SELECT body FROM policies WHERE dataset = ?1 ORDER BY version DESC LIMIT 1",
+                "SELECT body, mac FROM policies WHERE dataset = ?1 ORDER BY version DESC LIMIT 1",
             )?
-            .query_row([dataset], |r| r.get(0))
-            .optional()?;
-        body.map(|b| from_json(&b)).transpose()
+            .query_row([dataset], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
     }
 
     fn append_audit(
@@ -124,6 +132,8 @@ impl Storage for SqliteStorage {
         known: u64,
         mut entry: AuditEntry,
         write: Option<RowWrite<'_>>,
+        // One process owns this database: no cluster locks to fence.
+        _fences: &[Fence],
     ) -> ApiResult<Appended> {
         // One process owns this database: nobody else appends.
         entry.seq = known;
@@ -150,13 +160,16 @@ impl Storage for SqliteStorage {
                     RowWrite::Dataset(d) => put("datasets", &d.id, to_json(d)?, false)?,
                     RowWrite::Policy(p) => {
                         let body = to_json(p)?;
+                        let mac = self.rows.mac_parts("policies", &[&p.policy.dataset, &body]);
                         tx.prepare_cached(
-                            "INSERT INTO policies (dataset, version, body) VALUES (?1, ?2, ?3)",
+                            "INSERT INTO policies (dataset, version, body, mac) \
+                             VALUES (?1, ?2, ?3, ?4)",
                         )?
                         .execute(params![
                             p.policy.dataset,
                             p.policy.version as i64,
-                            body
+                            body,
+                            mac
                         ])?;
                         body
                     }
@@ -178,7 +191,10 @@ impl Storage for SqliteStorage {
         )?;
         tx.commit()?;
         Ok(Appended {
-            entry,
+            entry: StoredEntry {
+                entry,
+                row: (!row.is_empty()).then_some((row, row_digest)),
+            },
             missed: vec![],
         })
     }

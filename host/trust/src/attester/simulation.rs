@@ -33,6 +33,9 @@ pub struct SimulationConfig {
     pub host_data: [u8; 32],
     /// A secret kept by the developer's machine; the sealing key is derived from it.
     pub local_secret: [u8; 32],
+    /// The TCB to report (and to issue the simulated VCEK at): [`SIMULATED_TCB`] unless a
+    /// test stands for an older platform.
+    pub tcb: Tcb,
 }
 
 /// Produces INSECURE evidence under the simulation PKI.
@@ -57,7 +60,7 @@ impl SimulationAttester {
         tracing::warn!("{warning}");
         eprintln!("WARNING: {warning}");
         let chip_id = simulated_chip_id(&config.local_secret);
-        let vcek = pki::issue_vcek(&chip_id, SIMULATED_TCB)?;
+        let vcek = pki::issue_vcek(&chip_id, config.tcb)?;
         Ok(Self {
             config,
             chip_id,
@@ -83,7 +86,7 @@ impl Attester for SimulationAttester {
             measurement: self.config.measurement,
             host_data: self.config.host_data,
             chip_id: self.chip_id,
-            tcb: SIMULATED_TCB,
+            tcb: self.config.tcb,
             vmpl: self.vmpl,
             guest_policy: self.guest_policy,
         };

@@ -25,6 +25,7 @@ fn config() -> SimulationConfig {
         measurement: [0x5a; 48],
         host_data: crate::binding::host_data(b"deployment config"),
         local_secret: [0x42; 32],
+        tcb: crate::attester::simulation::SIMULATED_TCB,
     }
 }
 

@@ -19,6 +19,7 @@ fn firmware_output(nonce: &[u8]) -> (Vec<u8>, Vec<u8>) {
         measurement: [9; 48],
         host_data: [3; 32],
         local_secret: [4; 32],
+        tcb: crate::attester::simulation::SIMULATED_TCB,
     };
     let evidence = SimulationAttester::new(config, true)
         .expect("opted in")
