@@ -48,6 +48,18 @@ fn new_config(dir: &tempfile::TempDir, author: &Identity, svn: u32) -> cleanroom
     config
 }
 
+/// A directory for the new image on `old`'s machine (the same simulated chip secret).
+fn same_machine(old: &TestServer) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("server")).unwrap();
+    std::fs::copy(
+        old.path("server/simulation-secret"),
+        dir.path().join("server/simulation-secret"),
+    )
+    .unwrap();
+    dir
+}
+
 /// POST a hand-over request to `old`: (status, body).
 fn post(old: &TestServer, request: &cleanroomd::upgrade::HandoverRequest) -> (u16, String) {
     let resp = old
@@ -71,13 +83,7 @@ fn an_author_signed_upgrade_keeps_the_state_and_nothing_else_gets_it() {
     old.cli(Some("owner"), &["audit", "verify"]).unwrap();
 
     // The new image prepares, on the same machine (same chip secret), its request.
-    let new_dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(new_dir.path().join("server")).unwrap();
-    std::fs::copy(
-        old.path("server/simulation-secret"),
-        new_dir.path().join("server/simulation-secret"),
-    )
-    .unwrap();
+    let new_dir = same_machine(&old);
     let config = new_config(&new_dir, &author, 2);
     let request = |s: SignedUpgradeStatement| {
         cleanroomd::upgrade::handover_request(&config, true, s).unwrap()
@@ -241,13 +247,7 @@ fn a_hand_over_keeps_the_tcb_floor_and_needs_a_platform_that_meets_it() {
         old_image(c);
         c.minimum_tcb = Some(SIMULATED_TCB);
     });
-    let new_dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(new_dir.path().join("server")).unwrap();
-    std::fs::copy(
-        old.path("server/simulation-secret"),
-        new_dir.path().join("server/simulation-secret"),
-    )
-    .unwrap();
+    let new_dir = same_machine(&old);
     let ask = |config: &cleanroomd::Config| {
         let request =
             cleanroomd::upgrade::handover_request(config, true, statement(&author, NEW, 2))

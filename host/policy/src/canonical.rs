@@ -25,7 +25,9 @@ use serde_json::Value;
 use crate::egress::{COUNT_METADATA, MODEL_N_METADATA, MODEL_PARAMS_METADATA, TOTAL_METADATA};
 
 /// The canonical bytes of a JSON document, or `None` if it is not one document a viewer
-/// shows whole (not JSON, or an object that repeats a key).
+/// shows whole (not JSON, or an object that repeats a key). Compact, object keys sorted
+/// (`serde_json`'s map), floats exact (`float_roundtrip`), integers beyond 64 bits as the
+/// nearest float.
 pub fn json(bytes: &[u8]) -> Option<Vec<u8>> {
     let Unique(value) = serde_json::from_slice(bytes).ok()?;
     serde_json::to_vec(&value).ok()

@@ -297,31 +297,16 @@ fn decide_one(index: u32, candidate: Candidate, input: &EgressInput<'_>) -> Deci
                 (disposition, ipc, text)
             }
         }
+        // JSON leaves as the one document a reviewer's viewer shows, or not at all.
+        Content::Bytes(bytes) if kind == OutputKind::Json => match crate::canonical::json(&bytes) {
+            Some(canonical) => (unchecked(&mut codes), canonical.clone(), canonical),
+            None => {
+                codes.push(Code::MalformedJson);
+                reviewable = false;
+                (Disposition::Refuse, Vec::new(), Vec::new())
+            }
+        },
         Content::Bytes(bytes) => {
-            // JSON leaves as the one document a reviewer's viewer shows, or not at all.
-            let bytes = match kind {
-                OutputKind::Json => match crate::canonical::json(&bytes) {
-                    Some(canonical) => canonical,
-                    None => {
-                        codes.push(Code::MalformedJson);
-                        return Decided {
-                            report: OutputReport {
-                                index,
-                                kind,
-                                disposition: Disposition::Refuse,
-                                codes,
-                            },
-                            output: PlainOutput {
-                                name,
-                                kind,
-                                bytes: Vec::new(),
-                            },
-                            reviewable: false,
-                        };
-                    }
-                },
-                _ => bytes,
-            };
             let disposition = match kind {
                 OutputKind::Log | OutputKind::Error => {
                     if rules.release_logs {

@@ -89,16 +89,13 @@ impl AuditLog {
     pub fn catch_up(&self, storage: &dyn Storage) -> ApiResult<Vec<StoredEntry>> {
         let mut books = self.books();
         let mut missed = Vec::new();
-        loop {
-            let page = storage.audit(books.tree.len(), 4096)?;
-            if page.is_empty() {
-                return Ok(missed);
-            }
-            for stored in page {
-                books.push_next(&stored)?;
-                missed.push(stored);
-            }
-        }
+        let from = books.tree.len();
+        crate::store::each_entry(storage, from, |stored| {
+            books.push_next(&stored)?;
+            missed.push(stored);
+            Ok(())
+        })?;
+        Ok(missed)
     }
 
     /// Append and persist an entry (with `write` in the same transaction), then tell the

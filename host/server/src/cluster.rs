@@ -27,7 +27,7 @@ use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use cleanroom_proto::Identity;
-use cleanroom_trust::{EnclaveIdentity, Evidence, Measurement, Policy, Tcb, Verifier};
+use cleanroom_trust::{EnclaveIdentity, Evidence, Measurement, Policy, Verifier};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -140,20 +140,9 @@ pub(crate) fn peer_policy(
     service_measurement: &[u8; 48],
     config: &crate::config::Config,
 ) -> std::result::Result<Policy, String> {
-    let minimum_tcb = match (config.minimum_tcb, config.insecure_simulation) {
-        (Some(floor), _) => floor,
-        (None, true) => Tcb::ZERO,
-        (None, false) => {
-            return Err(
-                "the deployment sets no minimum_tcb: set the lowest platform TCB \
-                        (bootloader, tee, snp, microcode SVNs) workers may run on"
-                    .into(),
-            );
-        }
-    };
     Ok(Policy {
         allowed_measurements: vec![Measurement(*service_measurement)],
-        minimum_tcb,
+        minimum_tcb: config.tcb_floor()?,
         host_data: cleanroom_trust::binding::host_data(&config.deployment_bytes()),
         accept_simulation: config.insecure_simulation,
     })

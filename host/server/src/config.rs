@@ -278,8 +278,27 @@ impl Config {
     }
 }
 
-/// A TCB as the deployment configuration writes it: `bootloader.tee.snp.microcode[.fmc]`.
-pub fn tcb_text(t: &cleanroom_trust::Tcb) -> String {
+impl Config {
+    /// The TCB floor joiners, members and upgraded images are held to: `minimum_tcb`; under
+    /// simulation, none if unset. Outside simulation a deployment without one has no floor
+    /// to hold anyone to, and so joins and hands over to nobody.
+    pub fn tcb_floor(&self) -> Result<cleanroom_trust::Tcb, String> {
+        match (self.minimum_tcb, self.insecure_simulation) {
+            (Some(floor), _) => Ok(floor),
+            (None, true) => Ok(cleanroom_trust::Tcb::ZERO),
+            (None, false) => Err(
+                "the deployment sets no minimum_tcb: set the lowest platform \
+                                  TCB (bootloader, tee, snp, microcode SVNs) a worker or an \
+                                  upgraded image may run on"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// A TCB as the deployment configuration writes it: `bootloader.tee.snp.microcode[.fmc]`
+/// (read back by [`deployment_minimum_tcb`]).
+fn tcb_text(t: &cleanroom_trust::Tcb) -> String {
     let mut text = format!("{}.{}.{}.{}", t.bootloader, t.tee, t.snp, t.microcode);
     if let Some(fmc) = t.fmc {
         text.push_str(&format!(".{fmc}"));
@@ -287,12 +306,29 @@ pub fn tcb_text(t: &cleanroom_trust::Tcb) -> String {
     text
 }
 
-/// The TCB floor a deployment configuration's text names (`None`: none).
-pub fn deployment_minimum_tcb(deployment: &str) -> Option<String> {
-    deployment
+/// The TCB floor a deployment configuration's text names (`None`: none, or not in the form
+/// [`tcb_text`] writes).
+pub fn deployment_minimum_tcb(deployment: &str) -> Option<cleanroom_trust::Tcb> {
+    let text = deployment
         .lines()
-        .find_map(|l| l.strip_prefix("minimum_tcb="))
-        .map(str::to_string)
+        .find_map(|l| l.strip_prefix("minimum_tcb="))?;
+    let parts: Vec<u8> = text
+        .split('.')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let fmc = match parts.len() {
+        4 => None,
+        5 => Some(parts[4]),
+        _ => return None,
+    };
+    Some(cleanroom_trust::Tcb {
+        bootloader: parts[0],
+        tee: parts[1],
+        snp: parts[2],
+        microcode: parts[3],
+        fmc,
+    })
 }
 
 #[cfg(test)]

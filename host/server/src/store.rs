@@ -76,6 +76,31 @@ pub struct StoredEntry {
     pub row: Option<(String, String)>,
 }
 
+/// Every entry of the log from `from` on, in order, each MAC'd (by the storage) and in
+/// sequence: a gap is tampering.
+pub(crate) fn each_entry(
+    storage: &dyn Storage,
+    from: u64,
+    mut each: impl FnMut(StoredEntry) -> ApiResult<()>,
+) -> ApiResult<()> {
+    let mut next = from;
+    loop {
+        let page = storage.audit(next, 4096)?;
+        if page.is_empty() {
+            return Ok(());
+        }
+        for stored in page {
+            if stored.entry.seq != next {
+                return Err(ApiError::Tampered(format!(
+                    "audit entry {next} is missing: refusing to go on with tampered state"
+                )));
+            }
+            next += 1;
+            each(stored)?;
+        }
+    }
+}
+
 pub(crate) fn body_digest(body: &str) -> String {
     hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body.as_bytes()))
 }

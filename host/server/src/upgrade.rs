@@ -17,7 +17,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use cleanroom_proto::Identity;
 use cleanroom_proto::upgrade::SignedUpgradeStatement;
-use cleanroom_trust::{Evidence, Measurement, Policy, Purpose, Sealer, Tcb, Verifier};
+use cleanroom_trust::{Evidence, Measurement, Policy, Purpose, Sealer, Verifier};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -202,32 +202,6 @@ pub fn handover_request(
     })
 }
 
-/// Whether a deployment's floor text (`b.t.s.m[.fmc]`) is at or above `floor`.
-fn tcb_at_least(text: &str, floor: &Tcb) -> bool {
-    let parts: Vec<u8> = match text.split('.').map(str::parse).collect() {
-        Ok(parts) => parts,
-        Err(_) => return false,
-    };
-    let theirs = match parts[..] {
-        [bootloader, tee, snp, microcode] => Tcb {
-            bootloader,
-            tee,
-            snp,
-            microcode,
-            fmc: None,
-        },
-        [bootloader, tee, snp, microcode, fmc] => Tcb {
-            bootloader,
-            tee,
-            snp,
-            microcode,
-            fmc: Some(fmc),
-        },
-        _ => return false,
-    };
-    theirs.meets(floor)
-}
-
 /// The running image's side: check the request, seal the state key to the new image, and
 /// stop accepting changes.
 pub fn hand_over(
@@ -278,25 +252,13 @@ pub fn hand_over(
         )));
     }
     // And keep (at least) this deployment's TCB floor, on a platform that meets it.
-    let minimum_tcb = match (
-        service.config.minimum_tcb,
-        service.config.insecure_simulation,
-    ) {
-        (Some(floor), _) => floor,
-        (None, true) => Tcb::ZERO,
-        (None, false) => {
-            return Err(refuse(
-                "this deployment sets no minimum_tcb, so it hands its state to no platform".into(),
-            ));
-        }
-    };
-    if let Some(floor) = service.config.minimum_tcb
+    let minimum_tcb = service.config.tcb_floor().map_err(refuse)?;
+    if service.config.minimum_tcb.is_some()
         && crate::config::deployment_minimum_tcb(&request.deployment)
-            .is_none_or(|theirs| !tcb_at_least(&theirs, &floor))
+            .is_none_or(|theirs| !theirs.meets(&minimum_tcb))
     {
         return Err(refuse(format!(
-            "the new image's deployment lowers the TCB floor below {}",
-            crate::config::tcb_text(&floor)
+            "the new image's deployment lowers the TCB floor below {minimum_tcb}"
         )));
     }
     let policy = Policy {

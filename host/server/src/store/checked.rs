@@ -136,26 +136,15 @@ impl Checked {
     fn later_write(&self, table: &str, key: &str, from: u64) -> ApiResult<Option<String>> {
         let row = format!("{table}/{key}");
         let mut last = None;
-        let mut next = from;
-        loop {
-            let page = self.inner.audit(next, 4096)?;
-            if page.is_empty() {
-                return Ok(last);
+        super::each_entry(self.inner.as_ref(), from, |stored| {
+            if let Some((r, digest)) = stored.row
+                && r == row
+            {
+                last = Some(digest);
             }
-            for stored in page {
-                if stored.entry.seq != next {
-                    return Err(ApiError::Tampered(format!(
-                        "audit entry {next} is missing: refusing to go on with tampered state"
-                    )));
-                }
-                next += 1;
-                if let Some((r, digest)) = stored.row
-                    && r == row
-                {
-                    last = Some(digest);
-                }
-            }
-        }
+            Ok(())
+        })?;
+        Ok(last)
     }
 
     /// Whether `body` (None: no row) is the version of `table/key` the log wrote last.
